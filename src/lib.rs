@@ -1,4 +1,9 @@
 //! fnbuild: turns a serverless function's source into an OCI image without a Docker daemon.
 
+pub mod build;
+pub mod function;
+pub mod image;
 pub mod reference;
 pub mod registry;
+pub mod sinks;
+pub mod sources;

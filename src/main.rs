@@ -1,1 +1,224 @@
-fn main() {}
+//! The `fnbuild` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fnbuild::build::{build, BuildOptions};
+use fnbuild::function::runtime::Runtimes;
+use fnbuild::reference::Reference;
+use fnbuild::registry::{Platform, RegistryOptions};
+use fnbuild::sinks::Output;
+use fnbuild::sources::ImageLocation;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "fnbuild",
+    version,
+    about = "Builds serverless functions into OCI images: no Docker daemon, no Dockerfile, no root",
+    long_about = "Builds serverless functions (Kyma-compatible nodejs20, nodejs22 and python312 runtimes) \
+                  into OCI images: the function's source and the runtime's server are laid over a base image \
+                  as new layers, written and compressed by fnbuild itself, and written to registries, \
+                  OCI layouts, docker-archive tarballs or the local Docker daemon."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr: human-readable, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    /// More detail in the log (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a function's source into an image and write it to each output.
+    #[command(after_help = "Examples:\n  \
+        fnbuild build examples/hello-node --runtime nodejs20 --base oci:bases/node:20 --output oci:out:hello\n  \
+        fnbuild build . --runtime python312 --push registry.example.com/fn/hello:v1 --json\n  \
+        fnbuild build /src --runtime nodejs22 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
+    Build(BuildArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The function's source: a directory with the handler (handler.js / handler.py) and its
+    /// dependency file, or a Kubernetes ConfigMap volume mount (Kyma's `source` and `dependencies` keys work).
+    #[arg(default_value = ".")]
+    source_dir: PathBuf,
+    /// The runtime: nodejs20, nodejs22 or python312 (or one from --runtimes-dir).
+    #[arg(short, long, env = "FNBUILD_RUNTIME")]
+    runtime: String,
+    /// Read runtime definitions from this directory instead of the ones compiled in.
+    #[arg(long, value_name = "DIR")]
+    runtimes_dir: Option<PathBuf>,
+    /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE,
+    /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF).
+    #[arg(long, value_name = "IMAGE", value_parser = parse_location)]
+    base: Option<ImageLocation>,
+    /// Write the image to oci:DIR[:TAG] (an OCI image layout; other tags in it are kept) or
+    /// docker-archive:FILE[:NAME:TAG] (for `docker load`). Repeatable.
+    #[arg(short, long, value_name = "OUTPUT", value_parser = parse_output)]
+    output: Vec<Output>,
+    /// Load the image into the local Docker daemon as NAME:TAG. Repeatable.
+    #[arg(long, value_name = "NAME:TAG", value_parser = parse_reference)]
+    load: Vec<Reference>,
+    /// Push the image to a registry as REF (repeat for more tags). Credentials come from
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, or --registry-config.
+    #[arg(long, value_name = "REF", value_parser = parse_reference)]
+    push: Vec<Reference>,
+    /// Print one JSON object describing the result on stdout (digest, layers, outputs, timings).
+    #[arg(long)]
+    json: bool,
+    /// Also write the manifest digest to this file (a build Job passes /dev/termination-log).
+    #[arg(long, value_name = "FILE")]
+    digest_file: Option<PathBuf>,
+    /// Timestamp for every file and date in the image, in seconds since the epoch (default 1).
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    source_date_epoch: Option<u64>,
+    /// Add a label to the image config. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    label: Vec<(String, String)>,
+    /// Add an annotation to the image manifest (OCI manifests only). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    annotation: Vec<(String, String)>,
+    /// Source repository URL, recorded as org.opencontainers.image.source.
+    #[arg(long, value_name = "URL")]
+    source_url: Option<String>,
+    /// Source revision (commit), recorded as org.opencontainers.image.revision.
+    #[arg(long, value_name = "REV")]
+    revision: Option<String>,
+    /// Platform to take from a multi-platform base image (default: linux and this machine's architecture).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// A docker config.json to take registry credentials from.
+    #[arg(long, value_name = "FILE")]
+    registry_config: Option<PathBuf>,
+    /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]); loopback registries need no flag. Repeatable.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// Trust this PEM CA bundle for registries (private CAs). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
+}
+
+fn parse_location(s: &str) -> Result<ImageLocation, String> {
+    s.parse()
+}
+fn parse_output(s: &str) -> Result<Output, String> {
+    s.parse()
+}
+fn parse_reference(s: &str) -> Result<Reference, String> {
+    s.parse::<Reference>().map_err(|e| e.to_string())
+}
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}': write KEY=VALUE")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Build(args) => run_build(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: what failed, then why, as the chain of contexts.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", dedup_chain(chain).join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Drops messages already contained in the one before (thiserror sources are often repeated).
+fn dedup_chain(chain: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for msg in chain {
+        if !out.last().is_some_and(|prev| prev.contains(&msg)) {
+            out.push(msg);
+        }
+    }
+    out
+}
+
+async fn run_build(args: BuildArgs) -> Result<()> {
+    let mut outputs = args.output;
+    outputs.extend(args.load.into_iter().map(|r| Output::DockerDaemon { name: r.to_string() }));
+    outputs.extend(args.push.into_iter().map(Output::Registry));
+    if outputs.is_empty() {
+        tracing::warn!("no --output, --load or --push: the image is built and then discarded");
+    }
+    let opts = BuildOptions {
+        source_dir: args.source_dir,
+        runtime: args.runtime,
+        runtimes: args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk),
+        base: args.base,
+        outputs,
+        source_date_epoch: args.source_date_epoch,
+        labels: args.label,
+        annotations: args.annotation,
+        source_url: args.source_url,
+        revision: args.revision,
+        registry: RegistryOptions {
+            insecure_registries: args.insecure_registry,
+            ca_certs: args.ca_cert,
+            registry_config: args.registry_config,
+            platform: args.platform.unwrap_or_default(),
+            cache_dir: default_cache_dir(),
+            ..Default::default()
+        },
+        digest_file: args.digest_file,
+    };
+    let result = build(&opts).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result).context("cannot print the result")?);
+    } else {
+        println!("{}", result.digest);
+    }
+    Ok(())
+}
+
+/// `$XDG_CACHE_HOME/fnbuild` or `~/.cache/fnbuild`, for base manifests and configs.
+fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("fnbuild"))
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet { "warn" } else { ["info", "debug", "trace"][cli.verbose.min(2) as usize] };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("fnbuild={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+    }
+}

@@ -1,10 +1,604 @@
-# Placeholder until the real function server lands (issue 4).
-import importlib, os, sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-sys.path.insert(0, "/kubeless")
-fn = getattr(importlib.import_module(os.environ.get("MOD_NAME", "handler")), os.environ.get("FUNC_HANDLER", "main"))
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        out = b"OK" if self.path == "/healthz" else str(fn({"data": None}, {})).encode()
-        self.send_response(200); self.end_headers(); self.wfile.write(out)
-HTTPServer(("", int(os.environ.get("FUNC_PORT", "8080"))), H).serve_forever()
+"""Kyma-compatible function server for the python312 runtime (standard library only).
+
+Loads `<FUNC_DIR>/<MOD_NAME>.py` and calls its `FUNC_HANDLER(event, context)` for every request.
+Contract: /work/shared/design.md §3; event and context follow Kyma Serverless's Python runtime.
+"""
+import sys
+
+sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycache__
+
+import importlib
+import io
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+
+def _num(name, default):
+    """A numeric env var, or default when unset or not a number."""
+    try:
+        return float(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+
+
+FUNC_DIR = os.environ.get("FUNC_DIR", "/kubeless")
+MOD_NAME = os.environ.get("MOD_NAME", "handler")
+FUNC_HANDLER = os.environ.get("FUNC_HANDLER", "main")
+HOST = os.environ.get("FUNC_HOST", "0.0.0.0")
+PORT = int(_num("FUNC_PORT", 8080))
+TIMEOUT = _num("FUNC_TIMEOUT", 180.0)
+BODY_LIMIT_MB = _num("REQ_MB_LIMIT", 1)
+BODY_LIMIT = int(BODY_LIMIT_MB * 1024 * 1024)
+
+CE_ATTRS = ("ce-type", "ce-source", "ce-eventtypeversion", "ce-specversion", "ce-id", "ce-time")
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+
+func = None  # the user's handler, set at start-up
+draining = False  # set on SIGTERM / SIGINT
+state_lock = threading.Lock()
+idle = set()  # connections waiting for their next request (closed when draining)
+
+
+def log(line):
+    sys.stdout.write(f"{line}\n")  # one write per line: threads do not interleave
+    sys.stdout.flush()
+
+
+def media_type(content_type):
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json_type(mtype):
+    return mtype == JSON or (mtype.startswith("application/") and mtype.endswith("+json"))
+
+
+class HttpError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------------------------
+# The event object (Kyma's shape) and its parts.
+
+
+class Query(dict):
+    """Query parameters (last value wins), like Bottle's FormsDict: `query.id` is '' when missing."""
+
+    def __init__(self, query_string):
+        self._pairs = parse_qsl(query_string, keep_blank_values=True)
+        super().__init__(self._pairs)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.get(name, "")
+
+    def getall(self, name):
+        return [v for k, v in self._pairs if k == name]
+
+
+class Request:
+    """event['extensions']['request']: the parts of Bottle's request that Kyma handlers use."""
+
+    def __init__(self, method, path, query_string, headers, data, remote_addr):
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.query = Query(query_string)
+        self.headers = headers  # case-insensitive: headers.get('Content-Type')
+        self.data = data  # the raw body (bytes)
+        self.remote_addr = remote_addr
+
+    @property
+    def body(self):
+        return io.BytesIO(self.data)
+
+    @property
+    def content_type(self):
+        return self.headers.get("Content-Type", "")
+
+    @property
+    def content_length(self):
+        return len(self.data)
+
+    @property
+    def json(self):
+        if is_json_type(media_type(self.content_type)) and self.data:
+            return json.loads(self.data)
+        return None
+
+    @property
+    def url(self):
+        host = self.headers.get("Host", "localhost")
+        return f"http://{host}{self.path}" + (f"?{self.query_string}" if self.query_string else "")
+
+    def get_header(self, name, default=None):
+        return self.headers.get(name, default)
+
+
+class Span:
+    """Kyma passes an OpenTelemetry tracer; this stand-in keeps handlers that create spans working."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __getattr__(self, name):  # set_attribute, add_event, set_status, record_exception, end, ...
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: None
+
+    def is_recording(self):
+        return False
+
+
+class Tracer:
+    def start_as_current_span(self, *args, **kwargs):
+        return Span()
+
+    def start_span(self, *args, **kwargs):
+        return Span()
+
+
+TRACER = Tracer()
+
+
+def _decode(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+def _post_cloud_event(body):
+    import urllib.request  # only when a handler publishes events
+
+    url = os.environ.get("PUBLISHER_PROXY_ADDRESS")
+    if not url:
+        raise RuntimeError("PUBLISHER_PROXY_ADDRESS is not set: cannot publish CloudEvents")
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/cloudevents+json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status
+
+
+def _data_content_type(data):
+    if isinstance(data, str):
+        return "text/plain"
+    if isinstance(data, (bytes, bytearray)):
+        return "application/octet-stream"
+    return JSON
+
+
+class Event(dict):
+    """The handler's `event`: a dict (data, extensions, ce-*) with Kyma's helper methods."""
+
+    tracer = TRACER
+
+    def __init__(self, request):
+        super().__init__(data=None, extensions={"request": request})
+        headers = request.headers
+        mtype = media_type(request.content_type)
+        raw = request.data
+        if mtype == "application/cloudevents+json" and raw:  # structured mode
+            try:
+                ce = json.loads(raw)
+            except ValueError as err:
+                raise HttpError(400, f"Invalid JSON CloudEvent: {err}")
+            if not isinstance(ce, dict):
+                raise HttpError(400, "CloudEvent must be a JSON object")
+            self.update(dict.fromkeys(CE_ATTRS))
+            self.update((f"ce-{k}", v) for k, v in ce.items() if k not in ("data", "data_base64"))
+            if "data_base64" in ce:
+                import base64
+
+                self["data"] = base64.b64decode(ce["data_base64"])
+            else:
+                self["data"] = ce.get("data")
+            return
+        if "ce-specversion" in headers or ("ce-type" in headers and "ce-source" in headers):  # binary mode
+            self.update(dict.fromkeys(CE_ATTRS))
+            self.update((k.lower(), v) for k, v in headers.items() if k.lower().startswith("ce-"))
+            self["ce-datacontenttype"] = headers.get("Content-Type")
+        if raw:
+            if is_json_type(mtype):
+                try:
+                    self["data"] = json.loads(raw)
+                except ValueError as err:
+                    raise HttpError(400, f"Invalid JSON body: {err}")
+            else:
+                self["data"] = _decode(raw)
+
+    def emitCloudEvent(self, type, source, data, optionalCloudEventAttributes=None):
+        """Builds a CloudEvent and sends it (structured mode) to the eventing publisher proxy."""
+        import uuid
+        from datetime import datetime, timezone
+
+        ce = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "time": datetime.now(timezone.utc).isoformat(),
+            "type": type,
+            "source": source,
+            "datacontenttype": _data_content_type(data),
+        }
+        ce.update(optionalCloudEventAttributes or {})
+        if isinstance(data, (bytes, bytearray)):
+            import base64
+
+            ce["data_base64"] = base64.b64encode(data).decode()
+        else:
+            ce["data"] = data
+        return _post_cloud_event(json.dumps(ce, default=str).encode())
+
+    def publishCloudEvent(self, data):
+        log('"publishCloudEvent" is deprecated: use "emitCloudEvent"')
+        return _post_cloud_event(json.dumps(data, default=str).encode())
+
+    def buildResponseCloudEvent(self, event_id, event_type, event_data):
+        log('"buildResponseCloudEvent" is deprecated: use "emitCloudEvent"')
+        return {
+            "type": event_type,
+            "source": self.get("ce-source"),
+            "eventtypeversion": self.get("ce-eventtypeversion"),
+            "specversion": self.get("ce-specversion"),
+            "id": event_id,
+            "data": event_data,
+            "datacontenttype": _data_content_type(event_data),
+        }
+
+
+def function_context():
+    return {
+        "function-name": os.environ.get("FUNC_NAME"),
+        "runtime": os.environ.get("FUNC_RUNTIME"),
+        "namespace": os.environ.get("SERVICE_NAMESPACE"),
+        "timeout": TIMEOUT,
+        "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
+        "body-size-limit": BODY_LIMIT_MB,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Calling the handler.
+
+_loop = None
+_loop_lock = threading.Lock()
+
+
+def _await(awaitable, box):
+    """Runs a coroutine on the one shared event loop thread and waits for its result."""
+    global _loop
+    import asyncio  # only for async handlers
+
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="asyncio", daemon=True).start()
+    if not asyncio.iscoroutine(awaitable):
+
+        async def wrap():
+            return await awaitable
+
+        awaitable = wrap()
+    box["future"] = asyncio.run_coroutine_threadsafe(awaitable, _loop)
+    return box["future"].result()
+
+
+class TimedOut(Exception):
+    pass
+
+
+def call_function(event, context):
+    """Calls the handler in a worker thread; raises TimedOut after FUNC_TIMEOUT seconds."""
+    box = {}
+
+    def run():
+        try:
+            result = func(event, context)
+            if hasattr(result, "__await__"):
+                result = _await(result, box)
+            box["result"] = result
+        except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
+            box["error"] = err
+
+    worker = threading.Thread(target=run, name="handler", daemon=True)
+    worker.start()
+    worker.join(TIMEOUT)
+    if worker.is_alive():
+        if "future" in box:
+            box["future"].cancel()
+        raise TimedOut()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+def is_response(value):
+    """A Bottle HTTPResponse (the real one or server/compat/bottle.py's stand-in)."""
+    return hasattr(value, "status_code") and hasattr(value, "body") and hasattr(value, "headers")
+
+
+def render(value):
+    """A handler's return value as (status, content type, body bytes, extra headers)."""
+    if is_response(value):
+        _, ctype, body, _ = render(value.body if value.body not in ("", b"") else None)
+        headers = {k: v for k, v in value.headers.items()}
+        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), ctype)
+        headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+        return int(value.status_code), ctype, body, headers
+    if value is None:
+        return 200, None, b"", {}
+    if isinstance(value, str):
+        return 200, TEXT, value.encode("utf-8"), {}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return 200, "application/octet-stream", bytes(value), {}
+    return 200, f"{JSON}; charset=utf-8", json.dumps(value).encode("utf-8"), {}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics (Prometheus text format).
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+metrics_lock = threading.Lock()
+by_code = {}  # status code → [count, sum, bucket counts]
+failures = 0
+
+
+def observe(code, seconds):
+    with metrics_lock:
+        m = by_code.setdefault(code, [0, 0.0, [0] * len(BUCKETS)])
+        m[0] += 1
+        m[1] += seconds
+        for i, le in enumerate(BUCKETS):
+            if seconds <= le:
+                m[2][i] += 1
+
+
+def count_failure():
+    global failures
+    with metrics_lock:
+        failures += 1
+
+
+def render_metrics():
+    with metrics_lock:
+        codes = sorted(by_code)
+        lines = [
+            "# HELP function_calls_total Number of requests to the function, by HTTP status code.",
+            "# TYPE function_calls_total counter",
+            *(f'function_calls_total{{code="{c}"}} {by_code[c][0]}' for c in codes),
+            "# HELP function_failures_total Number of handler invocations that raised or timed out.",
+            "# TYPE function_failures_total counter",
+            f"function_failures_total {failures}",
+            "# HELP function_duration_seconds Duration of requests to the function, by HTTP status code.",
+            "# TYPE function_duration_seconds histogram",
+        ]
+        for c in codes:
+            count, total, buckets = by_code[c]
+            lines += [f'function_duration_seconds_bucket{{code="{c}",le="{le}"}} {n}' for le, n in zip(BUCKETS, buckets)]
+            lines += [
+                f'function_duration_seconds_bucket{{code="{c}",le="+Inf"}} {count}',
+                f'function_duration_seconds_sum{{code="{c}"}} {total}',
+                f'function_duration_seconds_count{{code="{c}"}} {count}',
+            ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The server.
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    disable_nagle_algorithm = True
+
+    def version_string(self):
+        return "fnbuild"
+
+    def handle_one_request(self):
+        with state_lock:
+            if draining:
+                self.close_connection = True
+                return
+            idle.add(self)
+        try:
+            super().handle_one_request()
+        finally:
+            with state_lock:
+                idle.discard(self)
+
+    def parse_request(self):  # a request line arrived: this connection is no longer idle
+        with state_lock:
+            idle.discard(self)
+        return super().parse_request()
+
+    def log_request(self, code="-", size="-"):
+        pass  # handle() logs requests itself, with their duration
+
+    def log_error(self, format, *args):
+        log(f"{self.address_string()} {format % args}")
+
+    def send(self, status, ctype=None, body=b"", headers=None):
+        self.send_response(status)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        for name, value in (headers or {}).items():
+            self.send_header(name, str(value))
+        self.send_header("Content-Length", str(len(body)))
+        if draining or self.close_connection:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        return status
+
+    def handle_request(self):
+        path, _, query = self.path.partition("?")
+        if self.command in ("GET", "HEAD"):  # probes: neither logged nor counted
+            if path == "/healthz":
+                return self.send(200, TEXT, b"OK")
+            if path == "/metrics":
+                return self.send(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics().encode())
+            if path == "/favicon.ico":
+                return self.send(204)
+        start = time.perf_counter()
+        status = 500
+        try:
+            status = self.call(path, query)
+        finally:
+            seconds = time.perf_counter() - start
+            observe(status, seconds)
+            log(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {self.command} {path} {status} {seconds * 1000:.1f}ms")
+
+    def call(self, path, query):
+        try:
+            body = self.read_body()
+            request = Request(self.command, path, query, self.headers, body, self.client_address[0])
+            event = Event(request)
+        except HttpError as err:
+            if err.status != 413:
+                return self.send(err.status, TEXT, str(err).encode())
+            self.close_connection = True  # the rest of the body is not read
+            self.send(413, TEXT, str(err).encode())
+            self.linger()
+            return 413
+        try:
+            result = call_function(event, function_context())
+        except TimedOut:
+            count_failure()
+            log(f"function did not finish within {TIMEOUT:g}s: {self.command} {path}")
+            return self.send(408, TEXT, f"Function did not finish within {TIMEOUT:g}s".encode())
+        except BaseException as err:
+            if is_response(err):  # `raise HTTPResponse(...)` / `raise HTTPError(...)`, as with Bottle
+                result = err
+            else:
+                import traceback
+
+                count_failure()
+                log(f"function failed: {self.command} {path}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
+                return self.send(500, TEXT, b"Internal server error")
+        try:
+            status, ctype, body, headers = render(result)
+        except Exception as err:
+            count_failure()
+            log(f"function result cannot be sent: {self.command} {path}: {err!r}")
+            return self.send(500, TEXT, b"Internal server error")
+        return self.send(status, ctype, body, headers)
+
+    def handle_expect_100(self):  # refuse too large bodies before they are sent
+        try:
+            if int(self.headers.get("Content-Length") or 0) > BODY_LIMIT:
+                return True  # no "100 Continue": call() answers 413
+        except ValueError:
+            pass
+        return super().handle_expect_100()
+
+    def linger(self):
+        """Lingering close: after answering without reading the whole body, discard what the client
+        still sends (for a while) so that closing does not reset the connection under the response."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self.connection.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    def read_body(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, size = [], 0
+            while True:
+                try:
+                    n = int(self.rfile.readline(1024).split(b";")[0], 16)
+                except ValueError:
+                    raise HttpError(400, "Invalid chunked body")
+                if n == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                size += n
+                if size > BODY_LIMIT:
+                    raise HttpError(413, f"Request body larger than {BODY_LIMIT_MB:g} MB")
+                chunks.append(self.rfile.read(n))
+                self.rfile.readline(3)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise HttpError(400, "Invalid Content-Length")
+        if length > BODY_LIMIT:
+            raise HttpError(413, f"Request body larger than {BODY_LIMIT_MB:g} MB")
+        return self.rfile.read(length) if length > 0 else b""
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_request
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for in-flight requests
+    block_on_close = True
+    request_queue_size = 1024
+
+
+def load_function():
+    sys.path.insert(0, FUNC_DIR)
+    # Kyma handlers may `from bottle import HTTPResponse`: a stand-in, after any installed Bottle.
+    sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat"))
+    module = importlib.import_module(MOD_NAME)
+    fn = getattr(module, FUNC_HANDLER, None)
+    if not callable(fn):
+        raise AttributeError(f"{module.__file__} has no function named {FUNC_HANDLER!r}")
+    return fn
+
+
+def main():
+    global func
+    start = time.perf_counter()
+    try:
+        func = load_function()
+    except BaseException as err:
+        import traceback
+
+        log(f"cannot load the function from {FUNC_DIR}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
+        sys.exit(1)
+
+    server = Server((HOST, PORT), Handler)
+
+    def drain(signum, frame):
+        global draining
+        with state_lock:
+            if draining:
+                return
+            draining = True
+            for handler in idle:  # wake connections blocked waiting for a next request
+                try:
+                    handler.connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+        log(f"{signal.Signals(signum).name} received: finishing in-flight requests")
+        threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    host, port = server.server_address[:2]
+    log(f"function {MOD_NAME}.{FUNC_HANDLER} loaded in {(time.perf_counter() - start) * 1000:.1f}ms; listening on {host}:{port}")
+    server.serve_forever()
+    server.server_close()  # closes the listener, then waits for in-flight requests
+    log("server stopped")
+
+
+if __name__ == "__main__":
+    main()

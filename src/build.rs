@@ -1,0 +1,329 @@
+//! The build pipeline: function source + runtime + base image → layers → image → every output.
+
+use crate::function::runtime::{Runtime, Runtimes};
+use crate::function::source::FunctionSource;
+use crate::image::layer::{write_layer, EntryKind, LayerEntry, WrittenLayer};
+use crate::image::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
+use crate::reference::Reference;
+use crate::registry::{BlobSource, Client, PushBlob, PushManifest, RegistryOptions};
+use crate::sinks::{self, Output};
+use crate::sources::{load_base, ImageLocation};
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Timestamp stamped on files and the image when SOURCE_DATE_EPOCH is not given: one second
+/// after the epoch, as a zero time confuses some tools.
+pub const DEFAULT_EPOCH: u64 = 1;
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub source_dir: PathBuf,
+    pub runtime: String,
+    pub runtimes: Runtimes,
+    pub base: Option<ImageLocation>,
+    pub outputs: Vec<Output>,
+    pub source_date_epoch: Option<u64>,
+    pub labels: Vec<(String, String)>,
+    pub annotations: Vec<(String, String)>,
+    pub source_url: Option<String>,
+    pub revision: Option<String>,
+    pub registry: RegistryOptions,
+    pub digest_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BuildResult {
+    /// Digest of the image manifest.
+    pub digest: String,
+    pub config_digest: String,
+    pub media_type: String,
+    pub runtime: String,
+    pub base: BaseSummary,
+    pub layers: Vec<LayerSummary>,
+    pub outputs: Vec<OutputSummary>,
+    pub timings_ms: Timings,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BaseSummary {
+    pub name: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerSummary {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    /// `base`, `runtime` or `function`.
+    pub role: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutputSummary {
+    pub output: String,
+    /// `registry/repository@digest` for pushes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_uploaded: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub base: u64,
+    pub layers: u64,
+    pub outputs: u64,
+    pub total: u64,
+}
+
+pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
+    let started = Instant::now();
+    let runtime = opts.runtimes.load(&opts.runtime)?;
+    let source = FunctionSource::load(&opts.source_dir, &runtime)?;
+    let epoch = opts.source_date_epoch.unwrap_or(DEFAULT_EPOCH);
+    let base_location = match &opts.base {
+        Some(b) => b.clone(),
+        None => runtime.spec.base_image.parse().map_err(anyhow::Error::msg).context("runtime's default base image")?,
+    };
+    let needs_registry = matches!(base_location, ImageLocation::Registry(_))
+        || opts.outputs.iter().any(|o| matches!(o, Output::Registry(_)));
+    // Setting up TLS reads the system's CA store: only pay for it when a registry is involved.
+    let client = if needs_registry { Some(Client::new(opts.registry.clone())?) } else { None };
+    let work = tempfile::Builder::new().prefix("fnbuild-").tempdir().context("cannot create a scratch directory")?;
+
+    // The base image loads while our layers are written.
+    let base_future = async {
+        let t = Instant::now();
+        let base = load_base(&base_location, work.path(), client.as_ref()).await;
+        (base, t.elapsed())
+    };
+    let layers_future = {
+        let (runtime, source, work) = (runtime.clone(), source.clone(), work.path().to_path_buf());
+        let t = Instant::now();
+        async move {
+            let layers = tokio::task::spawn_blocking(move || write_function_layers(&runtime, &source, epoch, &work)).await;
+            (layers, t.elapsed())
+        }
+    };
+    let ((base, base_time), (layers, layers_time)) = tokio::join!(base_future, layers_future);
+    let base = base?;
+    let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
+    tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
+
+    let image = assemble(opts, &runtime, &base_location, &base, &runtime_layer, &function_layer, epoch)?;
+    tracing::info!(digest = %image.manifest_digest, "image");
+
+    let t = Instant::now();
+    let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path()).await?;
+    let outputs_time = t.elapsed();
+
+    if let Some(file) = &opts.digest_file {
+        std::fs::write(file, &image.manifest_digest)
+            .with_context(|| format!("cannot write the digest to {}", file.display()))?;
+    }
+
+    let base_count = base.layers.len();
+    let layers = image
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LayerSummary {
+            digest: l.digest(),
+            diff_id: l.diff_id.clone(),
+            size: l.descriptor.size(),
+            media_type: l.descriptor.media_type().to_string(),
+            role: if i < base_count { "base" } else if i == base_count { "runtime" } else { "function" },
+        })
+        .collect();
+    Ok(BuildResult {
+        digest: image.manifest_digest.clone(),
+        config_digest: image.config_digest.clone(),
+        media_type: image.manifest_media_type.clone(),
+        runtime: runtime.name.clone(),
+        base: BaseSummary { name: base.name.clone(), digest: base.manifest_digest.clone() },
+        layers,
+        outputs,
+        timings_ms: Timings {
+            base: base_time.as_millis() as u64,
+            layers: layers_time.as_millis() as u64,
+            outputs: outputs_time.as_millis() as u64,
+            total: started.elapsed().as_millis() as u64,
+        },
+    })
+}
+
+/// The runtime's server layer and the function's source layer.
+fn write_function_layers(
+    runtime: &Runtime,
+    source: &FunctionSource,
+    epoch: u64,
+    work: &Path,
+) -> Result<(WrittenLayer, WrittenLayer)> {
+    let spec = &runtime.spec;
+    let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
+    let root = |dir: &str| LayerEntry { path: dir.trim_start_matches('/').into(), kind: EntryKind::Dir };
+
+    let mut server = vec![root(&spec.server_dir)];
+    server.extend(runtime.server_files.iter().map(|f| LayerEntry { path: under(&spec.server_dir, &f.path), kind: f.kind.clone() }));
+    let mut function = vec![root(&spec.function_dir)];
+    function.extend(source.entries.iter().map(|e| LayerEntry { path: under(&spec.function_dir, &e.path), kind: e.kind.clone() }));
+
+    // The two layers are independent: write them side by side.
+    let (server_layer, function_layer) = std::thread::scope(|s| {
+        let server_job = s.spawn(|| write_layer(server, epoch, &work.join("runtime-layer")));
+        let function_layer = write_layer(function, epoch, &work.join("function-layer"));
+        (server_job.join().expect("layer writer thread"), function_layer)
+    });
+    Ok((
+        server_layer.context("runtime layer")?,
+        function_layer.with_context(|| format!("function layer from {}", source.root.display()))?,
+    ))
+}
+
+fn assemble(
+    opts: &BuildOptions,
+    runtime: &Runtime,
+    base_location: &ImageLocation,
+    base: &BaseImage,
+    runtime_layer: &WrittenLayer,
+    function_layer: &WrittenLayer,
+    epoch: u64,
+) -> Result<BuiltImage> {
+    let spec = &runtime.spec;
+    let created = rfc3339(epoch);
+    let mut image = Image::from_base(base);
+    for (name, value) in &spec.env {
+        image.set_env(name, value);
+    }
+    let run = image.run_config();
+    run.insert("Entrypoint".into(), json!(spec.entrypoint));
+    // An entrypoint of our own makes the base's Cmd meaningless (Docker resets it the same way).
+    if spec.cmd.is_empty() {
+        run.remove("Cmd");
+    } else {
+        run.insert("Cmd".into(), json!(spec.cmd));
+    }
+    run.insert("User".into(), json!(spec.user));
+    run.insert("WorkingDir".into(), json!(spec.working_dir));
+    let ports = run.entry("ExposedPorts").or_insert_with(|| json!({}));
+    if let Some(ports) = ports.as_object_mut() {
+        ports.insert(format!("{}/tcp", spec.port), json!({}));
+    }
+    for (k, v) in &opts.labels {
+        image.set_label(k, v);
+    }
+    let mut annotations = vec![("org.opencontainers.image.created".to_string(), created.clone())];
+    if let ImageLocation::Registry(_) = base_location {
+        annotations.push(("org.opencontainers.image.base.name".into(), base.name.clone()));
+    }
+    annotations.push(("org.opencontainers.image.base.digest".into(), base.manifest_digest.clone()));
+    for (key, value) in [("org.opencontainers.image.source", &opts.source_url), ("org.opencontainers.image.revision", &opts.revision)] {
+        if let Some(v) = value {
+            annotations.push((key.into(), v.clone()));
+            image.set_label(key, v);
+        }
+    }
+    annotations.extend(opts.annotations.iter().cloned());
+    image.annotations.extend(annotations);
+    image.config["created"] = json!(created);
+
+    image.append_layer(runtime_layer, &created, &format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir))?;
+    image.append_layer(function_layer, &created, &format!("fnbuild: function source at {}", spec.function_dir))?;
+    Ok(image.finish()?)
+}
+
+async fn write_outputs(
+    opts: &BuildOptions,
+    image: &BuiltImage,
+    client: Option<&Client>,
+    epoch: u64,
+    work: &Path,
+) -> Result<Vec<OutputSummary>> {
+    let mut summaries = Vec::new();
+    // Outputs other than registries need every blob on disk.
+    let local = opts.outputs.iter().any(|o| !matches!(o, Output::Registry(_)));
+    let image = if local { download_base_layers(image, client, work).await? } else { image.clone() };
+    let mut pushes: Vec<Vec<Reference>> = Vec::new();
+    for output in &opts.outputs {
+        let name = output.to_string();
+        match output {
+            Output::OciLayout { dir, tag } => sinks::write_oci_layout(dir, tag.as_deref(), &image, &name)?,
+            Output::DockerArchive { file, name: image_name } => {
+                sinks::write_docker_archive(file, image_name.as_deref(), &image, epoch, &name)?
+            }
+            Output::DockerDaemon { name: image_name } => sinks::load_into_daemon(image_name, &image, epoch, work, &name).await?,
+            Output::Registry(r) => {
+                // Tags of one repository go in one push.
+                match pushes.iter_mut().find(|g| g[0].registry == r.registry && g[0].repository == r.repository) {
+                    Some(group) => group.push(r.clone()),
+                    None => pushes.push(vec![r.clone()]),
+                }
+                continue;
+            }
+        }
+        tracing::info!(output = %name, "written");
+        summaries.push(OutputSummary { output: name, image: None, http_requests: None, bytes_uploaded: None });
+    }
+    for targets in pushes {
+        let client = client.expect("a client exists whenever there is a registry output");
+        let blobs = push_blobs(&image);
+        let manifest = PushManifest { bytes: image.manifest.clone(), media_type: image.manifest_media_type.clone() };
+        let report = client.push(&targets, blobs, manifest, None).await?;
+        if report.digest != image.manifest_digest {
+            bail!("registry {} stored the manifest as {} instead of {}", targets[0].registry, report.digest, image.manifest_digest);
+        }
+        for target in &targets {
+            tracing::info!(output = %target, requests = report.requests, bytes = report.bytes_uploaded, "pushed");
+            summaries.push(OutputSummary {
+                output: format!("docker://{target}"),
+                image: Some(target.with_digest(&report.digest).to_string()),
+                http_requests: Some(report.requests),
+                bytes_uploaded: Some(report.bytes_uploaded),
+            });
+        }
+    }
+    Ok(summaries)
+}
+
+fn push_blobs(image: &BuiltImage) -> Vec<PushBlob> {
+    let mut blobs: Vec<PushBlob> = Vec::new();
+    for layer in &image.layers {
+        let digest = layer.digest();
+        if blobs.iter().any(|b| b.digest == digest) {
+            continue;
+        }
+        let source = match &layer.location {
+            BlobLocation::File(path) => BlobSource::File(path.clone()),
+            BlobLocation::Registry(r) => BlobSource::Registry(r.clone()),
+        };
+        blobs.push(PushBlob { digest, size: layer.descriptor.size(), source });
+    }
+    blobs.push(PushBlob {
+        digest: image.config_digest.clone(),
+        size: image.config.len() as u64,
+        source: BlobSource::Bytes(image.config.clone()),
+    });
+    blobs
+}
+
+/// A copy of the image whose base layers (if they live in a registry) are downloaded to `work`.
+async fn download_base_layers(image: &BuiltImage, client: Option<&Client>, work: &Path) -> Result<BuiltImage> {
+    let mut image = image.clone();
+    for (i, layer) in image.layers.iter_mut().enumerate() {
+        if let BlobLocation::Registry(r) = &layer.location {
+            let client = client.expect("a client exists whenever a base lives in a registry");
+            let path = work.join(format!("downloaded-layer-{i}"));
+            client.download_blob(r, &layer.digest(), &path).await?;
+            layer.location = BlobLocation::File(path);
+        }
+    }
+    Ok(image)
+}
+

@@ -1,0 +1,4 @@
+//! What a function is made of: its runtime and its source.
+
+pub mod runtime;
+pub mod source;

@@ -1,0 +1,226 @@
+//! Runtimes as data: `runtimes/<name>/runtime.toml` says where a function and its server go in the
+//! image and how the image runs; `runtimes/<server>/server/` holds the server's files.
+//! The tree is compiled into the binary; `--runtimes-dir` reads another one from disk.
+
+use crate::image::layer::{Content, EntryKind};
+use include_dir::{include_dir, Dir};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+static EMBEDDED: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/runtimes");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSpec {
+    pub description: String,
+    pub base_image: String,
+    pub server: String,
+    pub server_dir: String,
+    pub function_dir: String,
+    pub dependency_dir: String,
+    pub handler_file: String,
+    pub dependency_file: String,
+    pub source_key: String,
+    pub dependencies_key: String,
+    pub user: String,
+    pub working_dir: String,
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    pub port: u16,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// A file of a runtime's server, relative to `server_dir`.
+#[derive(Debug, Clone)]
+pub struct ServerFile {
+    pub path: String,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub name: String,
+    pub spec: RuntimeSpec,
+    pub server_files: Vec<ServerFile>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("unknown runtime '{name}': choose one of {known}")]
+    Unknown { name: String, known: String },
+    #[error("runtime '{name}': {path} is not valid: {message}")]
+    Invalid { name: String, path: String, message: String },
+    #[error("cannot read runtimes directory {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// Where runtime definitions come from.
+#[derive(Debug, Clone)]
+pub enum Runtimes {
+    Embedded,
+    Disk(PathBuf),
+}
+
+impl Runtimes {
+    /// Names of the runtimes available (directories holding a runtime.toml), sorted.
+    pub fn names(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut names: Vec<String> = match self {
+            Runtimes::Embedded => EMBEDDED
+                .dirs()
+                .filter(|d| d.get_file(d.path().join("runtime.toml")).is_some())
+                .filter_map(|d| d.path().file_name()?.to_str().map(String::from))
+                .collect(),
+            Runtimes::Disk(root) => std::fs::read_dir(root)
+                .map_err(|source| RuntimeError::Read { path: root.clone(), source })?
+                .filter_map(Result::ok)
+                .filter(|e| e.path().join("runtime.toml").is_file())
+                .filter_map(|e| e.file_name().to_str().map(String::from))
+                .collect(),
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    pub fn load(&self, name: &str) -> Result<Runtime, RuntimeError> {
+        let names = self.names()?;
+        if !names.iter().any(|n| n == name) {
+            return Err(RuntimeError::Unknown { name: name.into(), known: names.join(", ") });
+        }
+        let invalid = |path: &str, message: String| RuntimeError::Invalid {
+            name: name.into(),
+            path: path.into(),
+            message,
+        };
+        let toml_path = format!("{name}/runtime.toml");
+        let text = self.read_text(&toml_path).ok_or_else(|| invalid(&toml_path, "not UTF-8".into()))?;
+        let spec: RuntimeSpec = toml::from_str(&text).map_err(|e| invalid(&toml_path, e.message().to_string()))?;
+        for (field, dir) in [
+            ("server_dir", &spec.server_dir),
+            ("function_dir", &spec.function_dir),
+            ("dependency_dir", &spec.dependency_dir),
+            ("working_dir", &spec.working_dir),
+        ] {
+            if !dir.starts_with('/') || dir.split('/').any(|c| c == ".." || c == ".") {
+                return Err(invalid(&toml_path, format!("{field} must be an absolute path without . or .. ({dir})")));
+            }
+        }
+        if !is_plain_name(&spec.server) {
+            return Err(invalid(&toml_path, format!("server must name a directory beside the runtimes ({})", spec.server)));
+        }
+        let server_root = format!("{}/server", spec.server);
+        let server_files = self.server_files(&server_root);
+        if server_files.is_empty() {
+            return Err(invalid(&server_root, "no server files".into()));
+        }
+        Ok(Runtime { name: name.into(), spec, server_files })
+    }
+
+    fn read_text(&self, path: &str) -> Option<String> {
+        match self {
+            Runtimes::Embedded => EMBEDDED.get_file(path)?.contents_utf8().map(String::from),
+            Runtimes::Disk(root) => std::fs::read_to_string(root.join(path)).ok(),
+        }
+    }
+
+    fn server_files(&self, server_root: &str) -> Vec<ServerFile> {
+        let mut files = Vec::new();
+        match self {
+            Runtimes::Embedded => {
+                if let Some(dir) = EMBEDDED.get_dir(server_root) {
+                    collect_embedded(dir, Path::new(server_root), &mut files);
+                }
+            }
+            Runtimes::Disk(root) => {
+                let base = root.join(server_root);
+                for entry in walkdir::WalkDir::new(&base).min_depth(1).sort_by_file_name().into_iter().flatten() {
+                    let Ok(rel) = entry.path().strip_prefix(&base) else { continue };
+                    let Some(path) = rel.to_str().map(String::from) else { continue };
+                    let kind = if entry.file_type().is_dir() {
+                        EntryKind::Dir
+                    } else {
+                        EntryKind::File {
+                            content: Content::Path(entry.path().to_path_buf()),
+                            executable: is_executable(entry.path()),
+                        }
+                    };
+                    files.push(ServerFile { path, kind });
+                }
+            }
+        }
+        files
+    }
+}
+
+fn collect_embedded(dir: &'static Dir<'static>, root: &Path, out: &mut Vec<ServerFile>) {
+    for file in dir.files() {
+        if let Ok(rel) = file.path().strip_prefix(root) {
+            out.push(ServerFile {
+                path: rel.to_string_lossy().into_owned(),
+                kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(file.contents())), executable: false },
+            });
+        }
+    }
+    for sub in dir.dirs() {
+        if let Ok(rel) = sub.path().strip_prefix(root) {
+            out.push(ServerFile { path: rel.to_string_lossy().into_owned(), kind: EntryKind::Dir });
+        }
+        collect_embedded(sub, root, out);
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_three_runtimes_are_compiled_in() {
+        assert_eq!(Runtimes::Embedded.names().unwrap(), ["nodejs20", "nodejs22", "python312"]);
+        for name in ["nodejs20", "nodejs22", "python312"] {
+            let rt = Runtimes::Embedded.load(name).unwrap();
+            assert_eq!(rt.spec.env["FUNC_RUNTIME"], name);
+            assert!(rt.server_files.iter().any(|f| f.path.starts_with("server.")), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_runtime_names_the_known_ones() {
+        let err = Runtimes::Embedded.load("nodejs18").unwrap_err().to_string();
+        assert_eq!(err, "unknown runtime 'nodejs18': choose one of nodejs20, nodejs22, python312");
+        assert!(Runtimes::Embedded.load("../runtimes/nodejs20").is_err());
+    }
+
+    #[test]
+    fn a_runtimes_dir_on_disk_overrides_the_compiled_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tiny")).unwrap();
+        std::fs::create_dir_all(dir.path().join("srv/server/lib")).unwrap();
+        std::fs::write(dir.path().join("srv/server/lib/x.js"), "x").unwrap();
+        let toml = Runtimes::Embedded.read_text("nodejs20/runtime.toml").unwrap().replace("server = \"node\"", "server = \"srv\"");
+        std::fs::write(dir.path().join("tiny/runtime.toml"), toml).unwrap();
+        let rt = Runtimes::Disk(dir.path().into()).load("tiny").unwrap();
+        let paths: Vec<_> = rt.server_files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["lib", "lib/x.js"]);
+    }
+
+    #[test]
+    fn a_broken_runtime_toml_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("bad")).unwrap();
+        std::fs::write(dir.path().join("bad/runtime.toml"), "description = 1").unwrap();
+        let err = Runtimes::Disk(dir.path().into()).load("bad").unwrap_err().to_string();
+        assert!(err.starts_with("runtime 'bad': bad/runtime.toml is not valid:"), "{err}");
+    }
+}

@@ -1,0 +1,542 @@
+//! Pushing: blobs (HEAD, cross-repository mount, streamed upload or copy), then the
+//! manifest by digest, then tags.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode, Url};
+
+use super::auth::{pull_scopes, push_scopes};
+use super::error::{describe_transport, is_tls_error, RegistryError};
+use super::pull::head_blob;
+use super::transport::{resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats};
+use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
+use crate::reference::{validate_digest, Reference};
+
+/// Uploads get the request timeout plus this long per 64 KiB/s of blob.
+const MIN_RATE: u64 = 64 * 1024;
+
+fn upload_timeout(inner: &Inner, size: u64) -> Duration {
+    inner.opts.request_timeout + Duration::from_secs(size / MIN_RATE)
+}
+
+struct Ctx<'a> {
+    inner: &'a Inner,
+    conn: Arc<Conn>,
+    repo: String,
+    scopes: Vec<String>,
+    c: Counter,
+    progress: Option<ProgressFn>,
+}
+
+impl Ctx<'_> {
+    fn emit(&self, e: PushEvent) {
+        if let Some(p) = &self.progress {
+            p(&e);
+        }
+    }
+
+    fn url(&self, base: &Url, path: &str) -> Result<Url, RegistryError> {
+        base.join(&format!("v2/{}/{path}", self.repo))
+            .map_err(|e| RegistryError::InvalidPush(format!("bad URL for {}: {e}", self.repo)))
+    }
+}
+
+pub(crate) async fn push(
+    inner: &Inner,
+    targets: &[Reference],
+    blobs: Vec<PushBlob>,
+    manifest: PushManifest,
+    progress: Option<ProgressFn>,
+) -> Result<PushReport, RegistryError> {
+    let first = targets
+        .first()
+        .ok_or_else(|| RegistryError::InvalidPush("no target image reference given".into()))?;
+    if let Some(other) = targets.iter().find(|t| !t.same_repository(first)) {
+        return Err(RegistryError::InvalidPush(format!(
+            "all targets of one push must be in one repository, but {first} and {other} differ; push them separately"
+        )));
+    }
+    // Validate the blobs and drop duplicates (the first source wins).
+    let mut seen = HashSet::new();
+    let mut unique = Vec::new();
+    for b in blobs {
+        validate_digest(&b.digest).map_err(|why| RegistryError::InvalidPush(format!("blob digest {:?} {why}", b.digest)))?;
+        if seen.insert(b.digest.clone()) {
+            unique.push(b);
+        }
+    }
+    let manifest_digest = super::sha256_digest(&manifest.bytes);
+    check_manifest(&manifest)?;
+
+    let stats = Arc::new(Stats::default());
+    let c = inner.counter(&stats);
+    let conn = inner.conn(&first.registry, first.api_host());
+    let mounts: Vec<String> = unique
+        .iter()
+        .filter_map(|b| match &b.source {
+            BlobSource::Registry(src) if src.registry == first.registry && src.repository != first.repository => {
+                Some(src.repository.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let ctx = Ctx {
+        inner,
+        conn: conn.clone(),
+        repo: first.repository.clone(),
+        scopes: push_scopes(&first.repository, &mounts),
+        c: c.clone(),
+        progress,
+    };
+    // Ping and get the one token for the whole push before going parallel.
+    inner.authorization(&conn, &ctx.scopes, &ctx.repo, &c).await?;
+
+    let outcomes: Vec<(String, BlobOutcome)> = futures_util::stream::iter(unique.iter().map(|b| push_blob(&ctx, b)))
+        .buffer_unordered(inner.opts.parallelism)
+        .try_collect()
+        .await?;
+
+    // Everything the manifest points at must be there: pushed now, or already present.
+    let pushed: HashSet<&str> = unique.iter().map(|b| b.digest.as_str()).collect();
+    let base = inner.base(&conn, &c).await?;
+    for (digest, is_manifest) in referenced(&manifest.bytes) {
+        if pushed.contains(digest.as_str()) {
+            continue;
+        }
+        validate_digest(&digest).map_err(|why| RegistryError::InvalidPush(format!("the manifest references digest {digest:?}, which {why}")))?;
+        let present = if is_manifest {
+            manifest_exists(&ctx, &base, &digest).await?
+        } else {
+            head_blob(inner, &conn, &ctx.scopes, &ctx.repo, &digest, &c).await?
+        };
+        if !present {
+            return Err(RegistryError::InvalidPush(format!(
+                "the manifest references {digest}, which is neither among the blobs to push nor in {}; nothing was tagged",
+                first.name()
+            )));
+        }
+    }
+
+    put_manifest(&ctx, &base, &manifest_digest, &manifest, &manifest_digest).await?;
+    ctx.emit(PushEvent::ManifestPushed { digest: manifest_digest.clone() });
+    let mut tagged = HashSet::new();
+    for t in targets {
+        if let Some(tag) = &t.tag {
+            if tagged.insert(tag.clone()) {
+                put_manifest(&ctx, &base, tag, &manifest, &manifest_digest).await?;
+                ctx.emit(PushEvent::Tagged { reference: t.with_tag(tag.clone()).to_string() });
+            }
+        }
+        if let Some(d) = &t.digest {
+            if d != &manifest_digest {
+                return Err(RegistryError::InvalidPush(format!(
+                    "target {t} names digest {d}, but the manifest's digest is {manifest_digest}"
+                )));
+            }
+        }
+    }
+
+    let order: Vec<(String, BlobOutcome)> = unique
+        .iter()
+        .map(|b| {
+            let o = outcomes.iter().find(|(d, _)| d == &b.digest).map(|(_, o)| *o).unwrap_or(BlobOutcome::Existed);
+            (b.digest.clone(), o)
+        })
+        .collect();
+    tracing::info!(
+        target = %first.name(),
+        digest = %manifest_digest,
+        requests = stats.requests(),
+        bytes_uploaded = stats.bytes(),
+        "pushed"
+    );
+    Ok(PushReport {
+        digest: manifest_digest,
+        requests: stats.requests(),
+        bytes_uploaded: stats.bytes(),
+        blobs: order,
+    })
+}
+
+/// The manifest must be JSON, and its `mediaType` (when present) must match the one given.
+fn check_manifest(m: &PushManifest) -> Result<(), RegistryError> {
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes)
+        .map_err(|e| RegistryError::InvalidPush(format!("the manifest is not valid JSON: {e}")))?;
+    if let Some(mt) = v.get("mediaType").and_then(|x| x.as_str()) {
+        if mt != m.media_type {
+            return Err(RegistryError::InvalidPush(format!(
+                "the manifest says mediaType {mt:?} but is to be pushed as {:?}; they must be equal",
+                m.media_type
+            )));
+        }
+    }
+    if m.media_type.is_empty() {
+        return Err(RegistryError::InvalidPush("the manifest has no media type".into()));
+    }
+    Ok(())
+}
+
+/// Digests a manifest points at: (digest, is a manifest itself).
+fn referenced(bytes: &[u8]) -> Vec<(String, bool)> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let digest_of = |d: &serde_json::Value| d.get("digest").and_then(|x| x.as_str()).map(str::to_string);
+    if let Some(d) = v.get("config").and_then(digest_of) {
+        out.push((d, false));
+    }
+    for l in v.get("layers").and_then(|l| l.as_array()).into_iter().flatten() {
+        // Foreign (non-distributable) layers live elsewhere.
+        let foreign = l
+            .get("mediaType")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m.contains("foreign") || m.contains("nondistributable"));
+        if let (Some(d), false) = (digest_of(l), foreign) {
+            out.push((d, false));
+        }
+    }
+    for m in v.get("manifests").and_then(|l| l.as_array()).into_iter().flatten() {
+        if let Some(d) = digest_of(m) {
+            out.push((d, true));
+        }
+    }
+    out
+}
+
+async fn manifest_exists(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<bool, RegistryError> {
+    let url = ctx.url(base, &format!("manifests/{digest}"))?;
+    let what = format!("HEAD manifest {digest}");
+    let req = Req::new(Method::HEAD, url, what.clone()).header(reqwest::header::ACCEPT, "*/*");
+    let (resp, _) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
+    match resp.status() {
+        s if s.is_success() => Ok(true),
+        StatusCode::NOT_FOUND => Ok(false),
+        _ => Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await),
+    }
+}
+
+async fn put_manifest(
+    ctx: &Ctx<'_>,
+    base: &Url,
+    reference: &str,
+    m: &PushManifest,
+    digest: &str,
+) -> Result<(), RegistryError> {
+    let url = ctx.url(base, &format!("manifests/{reference}"))?;
+    let what = format!("manifest {reference}");
+    let req = Req::new(Method::PUT, url, format!("PUT manifest {reference}"))
+        .header(CONTENT_TYPE, &m.media_type)
+        .body(m.bytes.clone());
+    let (resp, _) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
+    if !resp.status().is_success() {
+        return Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await);
+    }
+    if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+        if got != digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: ctx.conn.registry.clone(),
+                what: format!("the manifest pushed to {}", ctx.repo),
+                expected: digest.to_string(),
+                actual: got.to_string(),
+            });
+        }
+    }
+    tracing::debug!(repository = %ctx.repo, reference, "manifest pushed");
+    Ok(())
+}
+
+async fn push_blob(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<(String, BlobOutcome), RegistryError> {
+    ctx.emit(PushEvent::BlobStarted { digest: blob.digest.clone(), size: blob.size });
+    let outcome = push_blob_inner(ctx, blob).await?;
+    tracing::debug!(repository = %ctx.repo, digest = %blob.digest, outcome = ?outcome, "blob done");
+    ctx.emit(PushEvent::BlobDone { digest: blob.digest.clone(), outcome });
+    Ok((blob.digest.clone(), outcome))
+}
+
+async fn push_blob_inner(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<BlobOutcome, RegistryError> {
+    let inner = ctx.inner;
+    if head_blob(inner, &ctx.conn, &ctx.scopes, &ctx.repo, &blob.digest, &ctx.c).await? {
+        return Ok(BlobOutcome::Existed);
+    }
+    let base = inner.base(&ctx.conn, &ctx.c).await?;
+    let mut session: Option<Url> = None;
+    if let BlobSource::Registry(src) = &blob.source {
+        if src.registry == ctx.conn.registry && src.repository != ctx.repo {
+            match mount(ctx, &base, blob, &src.repository).await {
+                Ok(Mount::Mounted) => return Ok(BlobOutcome::Mounted),
+                Ok(Mount::Session(url)) => session = Some(url),
+                Ok(Mount::Failed(why)) => {
+                    tracing::debug!(digest = %blob.digest, from = %src.repository, why = %why, "mount failed; uploading");
+                }
+                Err(e) => {
+                    tracing::debug!(digest = %blob.digest, from = %src.repository, error = %e, "mount failed; uploading");
+                }
+            }
+        }
+    }
+    upload(ctx, &base, blob, session).await?;
+    Ok(match blob.source {
+        BlobSource::Registry(_) => BlobOutcome::Copied,
+        _ => BlobOutcome::Uploaded,
+    })
+}
+
+enum Mount {
+    Mounted,
+    /// The registry started an upload instead (202): upload there.
+    Session(Url),
+    Failed(String),
+}
+
+async fn mount(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, from: &str) -> Result<Mount, RegistryError> {
+    let mut url = ctx.url(base, "blobs/uploads/")?;
+    url.query_pairs_mut().append_pair("mount", &blob.digest).append_pair("from", from);
+    let req = Req::new(Method::POST, url, format!("mount blob {}", blob.digest))
+        .header(CONTENT_LENGTH, "0")
+        .body(Vec::new());
+    let (resp, req_url) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
+    let status = resp.status();
+    let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let digest_header = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+    match status {
+        StatusCode::CREATED => {
+            if digest_header.is_some_and(|d| d != blob.digest) {
+                return Ok(Mount::Failed("the registry mounted a blob with another digest".into()));
+            }
+            Ok(Mount::Mounted)
+        }
+        StatusCode::ACCEPTED => match location.map(|l| resolve_location(&req_url, &l)) {
+            Some(Ok(u)) => Ok(Mount::Session(u)),
+            _ => Ok(Mount::Failed("202 without a usable Location".into())),
+        },
+        s => Ok(Mount::Failed(format!("HTTP {s}"))),
+    }
+}
+
+/// Start an upload session: POST → 202 (or 201) with a Location.
+async fn start_upload(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<Url, RegistryError> {
+    let url = ctx.url(base, "blobs/uploads/")?;
+    let what = format!("upload of blob {digest}");
+    let req = Req::new(Method::POST, url, format!("POST upload for blob {digest}"))
+        .header(CONTENT_LENGTH, "0")
+        .body(Vec::new());
+    let (resp, req_url) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
+    if !(resp.status() == StatusCode::ACCEPTED || resp.status() == StatusCode::CREATED) {
+        return Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await);
+    }
+    let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Protocol {
+        registry: ctx.conn.registry.clone(),
+        what: format!("starting the {what}"),
+        detail: "the answer has no Location header".into(),
+    })?;
+    resolve_location(&req_url, loc).map_err(|detail| RegistryError::Protocol {
+        registry: ctx.conn.registry.clone(),
+        what: format!("starting the {what}"),
+        detail,
+    })
+}
+
+/// Why one upload attempt failed.
+enum AttemptError {
+    /// Worth a fresh attempt (from a fresh POST).
+    Retry { why: String, retry_after: Option<Duration> },
+    /// 401 on the PUT: renew the token once.
+    Unauthorized(reqwest::header::HeaderMap, Option<String>),
+    Fatal(RegistryError),
+}
+
+/// Upload one blob: POST, then one streamed PUT with `?digest=`; the whole step is retried
+/// from a fresh POST (and, for a registry source, a fresh GET).
+async fn upload(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, mut session: Option<Url>) -> Result<(), RegistryError> {
+    let inner = ctx.inner;
+    let mut backoff = Backoff::new(&inner.opts.retry);
+    let mut renewed = false;
+    loop {
+        backoff.attempt();
+        let location = match session.take() {
+            Some(u) => u,
+            None => start_upload(ctx, base, &blob.digest).await?,
+        };
+        match upload_attempt(ctx, blob, location).await {
+            Ok(()) => return Ok(()),
+            Err(AttemptError::Fatal(e)) => return Err(e),
+            Err(AttemptError::Unauthorized(headers, sent)) => {
+                if !renewed && inner.renew(&ctx.conn, sent.as_deref(), &headers).await {
+                    renewed = true;
+                    continue;
+                }
+                return Err(inner
+                    .status_error_parts(&ctx.conn, &ctx.repo, &format!("blob {}", blob.digest), Kind::Other, 401, &[])
+                    .await);
+            }
+            Err(AttemptError::Retry { why, retry_after }) => match backoff.next_delay(retry_after) {
+                Some(d) => {
+                    tracing::debug!(digest = %blob.digest, why = %why, delay_ms = d.as_millis() as u64, "upload failed; retrying from a fresh POST");
+                    tokio::time::sleep(d).await;
+                }
+                None => {
+                    return Err(RegistryError::RetriesExhausted {
+                        registry: ctx.conn.registry.clone(),
+                        what: format!("uploading blob {} to {}", blob.digest, ctx.repo),
+                        attempts: backoff.attempts(),
+                        elapsed: backoff.elapsed(),
+                        last: ctx.conn.redact(&why),
+                    })
+                }
+            },
+        }
+    }
+}
+
+async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result<(), AttemptError> {
+    let inner = ctx.inner;
+    let mut put_url = location;
+    put_url.query_pairs_mut().append_pair("digest", &blob.digest);
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let body = body_for(ctx, blob, sent.clone()).await?;
+    let auth = inner
+        .authorization(&ctx.conn, &ctx.scopes, &ctx.repo, &ctx.c)
+        .await
+        .map_err(AttemptError::Fatal)?;
+    let headers = [
+        (CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/octet-stream")),
+        (CONTENT_LENGTH, reqwest::header::HeaderValue::from(blob.size)),
+    ];
+    let res = inner
+        .send_once(
+            &ctx.conn,
+            Method::PUT,
+            put_url.clone(),
+            &headers,
+            auth.as_deref(),
+            Some(body),
+            Some(upload_timeout(inner, blob.size)),
+            &ctx.c,
+        )
+        .await;
+    let resp = match res {
+        Ok((r, _)) => r,
+        Err(e) if is_tls_error(&e) => {
+            return Err(AttemptError::Fatal(inner.unreachable(&ctx.conn, &put_url, &e, &Backoff::new(&inner.opts.retry))))
+        }
+        Err(e) => {
+            return Err(AttemptError::Retry {
+                why: format!("{} after {} of {} bytes", describe_transport(&e), sent.load(Ordering::Relaxed), blob.size),
+                retry_after: None,
+            })
+        }
+    };
+    let status = resp.status();
+    if status == StatusCode::CREATED || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
+        if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            if got != blob.digest {
+                return Err(AttemptError::Fatal(RegistryError::DigestMismatch {
+                    registry: ctx.conn.registry.clone(),
+                    what: format!("blob uploaded to {}", ctx.repo),
+                    expected: blob.digest.clone(),
+                    actual: got.to_string(),
+                }));
+            }
+        }
+        return Ok(());
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        return Err(AttemptError::Unauthorized(resp.headers().clone(), auth));
+    }
+    let ra = retry_after(resp.headers());
+    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    let codes = super::error::error_codes(&body);
+    let detail = super::error::describe_error_body(status.as_u16(), &body);
+    // A lost upload session (expired, or served by another replica) is worth a fresh POST.
+    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.iter().any(|c| c == "BLOB_UPLOAD_UNKNOWN")) {
+        return Err(AttemptError::Retry { why: detail, retry_after: ra });
+    }
+    Err(AttemptError::Fatal(
+        inner
+            .status_error_parts(&ctx.conn, &ctx.repo, &format!("blob {}", blob.digest), Kind::Other, status.as_u16(), &body)
+            .await,
+    ))
+}
+
+/// The PUT body for a blob, counting bytes as they go out.
+async fn body_for(ctx: &Ctx<'_>, blob: &PushBlob, sent: Arc<AtomicU64>) -> Result<reqwest::Body, AttemptError> {
+    let counter = ctx.c.clone();
+    let progress = ctx.progress.clone();
+    let digest = blob.digest.clone();
+    let size = blob.size;
+    let count = move |n: usize| {
+        let total = sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        counter.uploaded(n as u64);
+        if let Some(p) = &progress {
+            p(&PushEvent::BlobProgress { digest: digest.clone(), sent: total, size });
+        }
+    };
+    match &blob.source {
+        BlobSource::Bytes(bytes) => {
+            if bytes.len() as u64 != blob.size {
+                return Err(AttemptError::Fatal(RegistryError::InvalidPush(format!(
+                    "blob {} is {} bytes in memory but its size is given as {}",
+                    blob.digest,
+                    bytes.len(),
+                    blob.size
+                ))));
+            }
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                bytes.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
+            let stream = futures_util::stream::iter(chunks).inspect_ok(move |c| count(c.len()));
+            Ok(reqwest::Body::wrap_stream(stream))
+        }
+        BlobSource::File(path) => {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| AttemptError::Fatal(RegistryError::io("cannot open blob file", path, e)))?;
+            let len = file
+                .metadata()
+                .await
+                .map_err(|e| AttemptError::Fatal(RegistryError::io("cannot read blob file", path, e)))?
+                .len();
+            if len != blob.size {
+                return Err(AttemptError::Fatal(RegistryError::InvalidPush(format!(
+                    "blob {} is {len} bytes in {} but its size is given as {}",
+                    blob.digest,
+                    path.display(),
+                    blob.size
+                ))));
+            }
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |c| count(c.len()));
+            Ok(reqwest::Body::wrap_stream(stream))
+        }
+        BlobSource::Registry(src) => {
+            let inner = ctx.inner;
+            let sconn = inner.conn(&src.registry, src.api_host());
+            let sbase = inner.base(&sconn, &ctx.c).await.map_err(AttemptError::Fatal)?;
+            let url = sbase
+                .join(&format!("v2/{}/blobs/{}", src.repository, blob.digest))
+                .map_err(|e| AttemptError::Fatal(RegistryError::InvalidPush(format!("bad blob URL for {src}: {e}"))))?;
+            let what = format!("GET blob {}", blob.digest);
+            // Same registry: the push token also carries pull for the source repository.
+            let scopes = if sconn.registry == ctx.conn.registry { ctx.scopes.clone() } else { pull_scopes(&src.repository) };
+            let req = Req::new(Method::GET, url, what.clone()).timeout(upload_timeout(inner, blob.size));
+            let (resp, _) = inner
+                .send(&sconn, &scopes, &src.repository, req, &ctx.c)
+                .await
+                .map_err(AttemptError::Fatal)?;
+            if resp.status() != StatusCode::OK {
+                return Err(AttemptError::Fatal(
+                    inner
+                        .status_error(&sconn, &src.repository, &what, Kind::Blob(&blob.digest), resp)
+                        .await,
+                ));
+            }
+            let stream = resp.bytes_stream().inspect_ok(move |c| count(c.len()));
+            Ok(reqwest::Body::wrap_stream(stream))
+        }
+    }
+}

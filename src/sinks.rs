@@ -1,0 +1,272 @@
+//! Where built images go: an OCI image layout directory, a docker-archive tarball, or the local
+//! Docker daemon (registries are pushed to by the registry client). Each sink writes its blobs
+//! first and the file that names the image last, so a failed build never leaves an existing
+//! layout or archive referring to something missing.
+
+use crate::image::digest::digest_hex;
+use crate::image::{canonical_json, BlobLocation, BuiltImage};
+use crate::reference::Reference;
+use crate::sources::{daemon_message, layout_blob_path, REF_NAME};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// An output as the user wrote it.
+#[derive(Debug, Clone)]
+pub enum Output {
+    OciLayout { dir: PathBuf, tag: Option<String> },
+    DockerArchive { file: PathBuf, name: Option<String> },
+    DockerDaemon { name: String },
+    Registry(Reference),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("output {output}: cannot write {path}: {source}")]
+    Write { output: String, path: PathBuf, source: std::io::Error },
+    #[error("output {output}: {message}")]
+    Invalid { output: String, message: String },
+    #[error("output {output}: the local Docker daemon: {message}")]
+    Docker { output: String, message: String },
+}
+
+impl std::str::FromStr for Output {
+    type Err = String;
+
+    /// `oci:DIR[:TAG]` or `docker-archive:FILE[:NAME:TAG]` (what `--output` takes).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("oci", rest)) if !rest.is_empty() => {
+                let (dir, tag) = match rest.split_once(':') {
+                    Some((d, t)) => (d, Some(t)),
+                    None => (rest, None),
+                };
+                if let Some(t) = tag {
+                    if !is_valid_tag(t) {
+                        return Err(format!("'{s}': '{t}' is not a valid tag (letters, digits, _ . -; at most 128)"));
+                    }
+                }
+                Ok(Output::OciLayout { dir: dir.into(), tag: tag.map(String::from) })
+            }
+            Some(("docker-archive", rest)) if !rest.is_empty() => {
+                let (file, name) = match rest.split_once(':') {
+                    Some((f, n)) => (f, Some(n)),
+                    None => (rest, None),
+                };
+                let name = name
+                    .map(|n| n.parse::<Reference>().map(|r| r.to_string()).map_err(|e| format!("'{s}': {e}")))
+                    .transpose()?;
+                Ok(Output::DockerArchive { file: file.into(), name })
+            }
+            _ => Err(format!("'{s}': write oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG]")),
+        }
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::OciLayout { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
+            Output::OciLayout { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            Output::DockerArchive { file, name: Some(n) } => write!(f, "docker-archive:{}:{n}", file.display()),
+            Output::DockerArchive { file, name: None } => write!(f, "docker-archive:{}", file.display()),
+            Output::DockerDaemon { name } => write!(f, "docker-daemon:{name}"),
+            Output::Registry(r) => write!(f, "docker://{r}"),
+        }
+    }
+}
+
+fn is_valid_tag(tag: &str) -> bool {
+    !tag.is_empty()
+        && tag.len() <= 128
+        && !tag.starts_with(['.', '-'])
+        && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// Adds the image to the OCI layout at `dir` (created if missing), replacing what `tag` named before.
+pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), SinkError> {
+    let write_err = |path: &Path| {
+        let (output, path) = (output.to_string(), path.to_path_buf());
+        move |source| SinkError::Write { output, path, source }
+    };
+    let index_path = dir.join("index.json");
+    // Read the existing index first: a layout we cannot understand is left alone.
+    let mut index: Value = match std::fs::read(&index_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SinkError::Invalid {
+            output: output.into(),
+            message: format!("{} exists but is not valid JSON ({e}); not touching it", index_path.display()),
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"schemaVersion": 2, "manifests": []}),
+        Err(e) => return Err(write_err(&index_path)(e)),
+    };
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
+    let layout_file = dir.join("oci-layout");
+    if !layout_file.exists() {
+        std::fs::write(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write_err(&layout_file))?;
+    }
+    for layer in &image.layers {
+        let digest = layer.digest();
+        let target = blob_path(dir, &digest, output)?;
+        if target.exists() {
+            continue;
+        }
+        match &layer.location {
+            BlobLocation::File(source) => link_or_copy(source, &target).map_err(write_err(&target))?,
+            BlobLocation::Registry(_) => {
+                return Err(SinkError::Invalid { output: output.into(), message: format!("layer {digest} was not downloaded") })
+            }
+        }
+    }
+    for (digest, bytes) in [(&image.config_digest, &image.config), (&image.manifest_digest, &image.manifest)] {
+        let target = blob_path(dir, digest, output)?;
+        if !target.exists() {
+            write_atomically(&target, bytes).map_err(write_err(&target))?;
+        }
+    }
+
+    let manifests = index["manifests"].as_array_mut().ok_or_else(|| SinkError::Invalid {
+        output: output.into(),
+        message: format!("{} has no manifests list; not touching it", index_path.display()),
+    })?;
+    let mut descriptor = json!({
+        "mediaType": image.manifest_media_type,
+        "digest": image.manifest_digest,
+        "size": image.manifest.len(),
+    });
+    match tag {
+        Some(tag) => {
+            manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
+            descriptor["annotations"] = json!({ REF_NAME: tag });
+            manifests.push(descriptor);
+        }
+        None => {
+            let known = manifests.iter().any(|m| m["digest"] == image.manifest_digest.as_str() && m["annotations"][REF_NAME].is_null());
+            if !known {
+                manifests.push(descriptor);
+            }
+        }
+    }
+    write_atomically(&index_path, &canonical_json(&index)).map_err(write_err(&index_path))
+}
+
+fn blob_path(dir: &Path, digest: &str, output: &str) -> Result<PathBuf, SinkError> {
+    layout_blob_path(dir, digest)
+        .ok_or_else(|| SinkError::Invalid { output: output.into(), message: format!("unsupported digest {digest}") })
+}
+
+/// Hard-links where it can (same filesystem: no bytes copied), else copies through a temp file.
+fn link_or_copy(source: &Path, target: &Path) -> std::io::Result<()> {
+    if std::fs::hard_link(source, target).is_ok() {
+        return Ok(());
+    }
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::copy(&mut std::fs::File::open(source)?, tmp.as_file_mut())?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes a tarball that `docker load` takes (manifest.json) and that is also an OCI layout
+/// (oci-layout, index.json), as `docker save` writes since Docker 25. The file appears only when complete.
+pub fn write_docker_archive(file: &Path, name: Option<&str>, image: &BuiltImage, mtime: u64, output: &str) -> Result<(), SinkError> {
+    let write_err = |source| SinkError::Write { output: output.into(), path: file.into(), source };
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
+    let blob_name = |digest: &str| format!("blobs/sha256/{}", digest_hex(digest).unwrap_or_default());
+    let append = |tar: &mut tar::Builder<_>, path: &str, size: u64, data: &mut dyn std::io::Read| {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path)?;
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.append(&header, data)
+    };
+    let mut layer_names = Vec::new();
+    for layer in &image.layers {
+        let digest = layer.digest();
+        let path = blob_name(&digest);
+        if layer_names.contains(&path) {
+            continue; // the same layer twice: one copy is enough
+        }
+        let BlobLocation::File(source) = &layer.location else {
+            return Err(SinkError::Invalid { output: output.into(), message: format!("layer {digest} was not downloaded") });
+        };
+        let mut f = std::fs::File::open(source).map_err(write_err)?;
+        append(&mut tar, &path, layer.descriptor.size(), &mut f).map_err(write_err)?;
+        layer_names.push(path);
+    }
+    let all_layers: Vec<String> = image.layers.iter().map(|l| blob_name(&l.digest())).collect();
+    let config_name = blob_name(&image.config_digest);
+    append(&mut tar, &config_name, image.config.len() as u64, &mut &image.config[..]).map_err(write_err)?;
+    append(&mut tar, &blob_name(&image.manifest_digest), image.manifest.len() as u64, &mut &image.manifest[..])
+        .map_err(write_err)?;
+    let manifest_json = canonical_json(&json!([{
+        "Config": config_name,
+        "RepoTags": name.map(|n| vec![n.to_string()]).unwrap_or_default(),
+        "Layers": all_layers,
+    }]));
+    let mut index_entry = json!({"mediaType": image.manifest_media_type, "digest": image.manifest_digest, "size": image.manifest.len()});
+    if let Some(n) = name {
+        index_entry["annotations"] = json!({"io.containerd.image.name": n});
+    }
+    let index = canonical_json(&json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": [index_entry]}));
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    append(&mut tar, "index.json", index.len() as u64, &mut &index[..]).map_err(write_err)?;
+    append(&mut tar, "manifest.json", manifest_json.len() as u64, &mut &manifest_json[..]).map_err(write_err)?;
+    append(&mut tar, "oci-layout", layout.len() as u64, &mut &layout[..]).map_err(write_err)?;
+    let tmp = tar.into_inner().map_err(write_err)?.into_inner().map_err(|e| write_err(e.into_error()))?;
+    tmp.persist(file).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+/// Loads the image into the local Docker daemon as `name` (what `docker load` does).
+pub async fn load_into_daemon(name: &str, image: &BuiltImage, mtime: u64, work: &Path, output: &str) -> Result<(), SinkError> {
+    use futures_util::StreamExt;
+    let docker_err = |message: String| SinkError::Docker { output: output.into(), message };
+    let archive = work.join("docker-load.tar");
+    write_docker_archive(&archive, Some(name), image, mtime, output)?;
+    let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| docker_err(e.to_string()))?;
+    docker.ping().await.map_err(|e| docker_err(daemon_message(e)))?;
+    let file = tokio::fs::File::open(&archive)
+        .await
+        .map_err(|source| SinkError::Write { output: output.into(), path: archive.clone(), source })?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
+    let mut replies = docker.import_image_stream(options, body, None);
+    while let Some(reply) = replies.next().await {
+        reply.map_err(|e| docker_err(daemon_message(e)))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_parse_with_optional_tags_and_names() {
+        assert!(matches!("oci:out".parse().unwrap(), Output::OciLayout { tag: None, .. }));
+        assert!(matches!("oci:out:v1".parse().unwrap(), Output::OciLayout { tag: Some(ref t), .. } if t == "v1"));
+        let archive: Output = "docker-archive:/tmp/a.tar:hello:v1".parse().unwrap();
+        assert!(matches!(archive, Output::DockerArchive { name: Some(ref n), .. } if n == "docker.io/library/hello:v1"));
+        assert!("oci:out:bad tag".parse::<Output>().is_err());
+        assert!("tarball:x".parse::<Output>().is_err());
+    }
+}

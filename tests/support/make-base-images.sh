@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# Makes the small base images the integration tests build on, from the host's own binaries,
+# with independent tools only (tar, umoci, skopeo; never fnbuild itself):
+#
+#   OUTDIR/node/             OCI image layout, tag "20":  /usr/local/bin/node (+ /usr/bin/node)
+#   OUTDIR/python/           OCI image layout, tag "3.12": /usr/local/bin/python3 (+ /usr/bin/python3)
+#   OUTDIR/docker-node/      the node image with Docker v2 schema 2 media types, as a skopeo dir:
+#                            (`skopeo copy dir:OUTDIR/docker-node docker://...` keeps v2s2)
+#   OUTDIR/docker-node-layout/  the same as an image layout whose index and manifest carry Docker
+#                            media types (as Docker 25+ `docker save` writes), tag "20"
+#   OUTDIR/node-docker.tar   the node image as a docker-archive (`docker load`able),
+#                            named fnbuild-test/node:20
+#
+# Each image is one layer: the interpreter, the shared libraries ldd lists, the dynamic loader,
+# /bin/sh (dash), /tmp (1777), /etc/passwd and /etc/group with root and user 1000 ("app").
+# Config: amd64/linux, PATH=/usr/local/bin:/usr/bin:/bin, user root, cmd the interpreter.
+#
+# Cached: when OUTDIR holds complete images made by this script version from the same host
+# binaries, it exits at once. Concurrent runs are serialised by a flock on OUTDIR/.lock; images
+# are built in a temporary directory inside OUTDIR and renamed into place, the stamp last.
+#
+# Environment: NODE_BIN (default /usr/bin/node), PYTHON_BIN (default /usr/bin/python3).
+set -euo pipefail
+
+usage() { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] || usage
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+
+NODE_BIN=${NODE_BIN:-/usr/bin/node}
+PYTHON_BIN=${PYTHON_BIN:-/usr/bin/python3}
+NODE_TAG=20
+PYTHON_TAG=3.12
+DOCKER_ARCHIVE_NAME=fnbuild-test/node:$NODE_TAG
+IMAGE_PATH=/usr/local/bin:/usr/bin:/bin
+
+die() { echo "make-base-images: $*" >&2; exit 1; }
+
+# The cache key: this script's contents and the identity of every host input.
+stamp_key() {
+    local py_real
+    py_real=$(readlink -f "$PYTHON_BIN")
+    {
+        sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
+        stat -Lc '%n %s %Y' "$NODE_BIN" "$PYTHON_BIN" "$py_real" /usr/bin/dash \
+            /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6
+        # The stdlib is upgraded with the interpreter (one source package); a marker file or two.
+        stat -Lc '%n %s %Y' "/usr/lib/$(basename "$py_real")/os.py" \
+            "/usr/lib/$(basename "$py_real")/lib-dynload/_ssl.cpython-"*.so 2>/dev/null || true
+    } | sha256sum | cut -d' ' -f1
+}
+
+complete() {
+    [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$1" ] &&
+        [ -f "$OUT/node/index.json" ] && [ -f "$OUT/python/index.json" ] &&
+        [ -f "$OUT/docker-node/manifest.json" ] && [ -f "$OUT/docker-node-layout/index.json" ] &&
+        [ -f "$OUT/node-docker.tar" ]
+}
+
+KEY=$(stamp_key)
+complete "$KEY" && exit 0
+
+exec 9>"$OUT/.lock"
+flock 9
+complete "$KEY" && exit 0    # another process made them while we waited
+
+for tool in umoci skopeo tar ldd jq sha256sum chroot; do
+    command -v "$tool" >/dev/null || die "$tool is missing (run tests/support/setup.sh)"
+done
+CHROOT=$(command -v chroot)
+[ -x "$NODE_BIN" ] || die "no node at $NODE_BIN"
+[ -x "$PYTHON_BIN" ] || die "no python3 at $PYTHON_BIN"
+
+SECONDS=0
+rm -f "$OUT/.stamp"
+rm -rf "$OUT"/.build.*
+WORK=$(mktemp -d "$OUT/.build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# --- rootfs helpers ----------------------------------------------------------------------------
+
+# The merged-/usr skeleton every image starts with.
+skeleton() {
+    local root=$1
+    mkdir -p "$root"/usr/bin "$root"/usr/sbin "$root"/usr/lib/x86_64-linux-gnu "$root"/usr/lib64 \
+        "$root"/usr/local/bin "$root"/etc "$root"/root "$root"/home/app "$root"/tmp "$root"/var/tmp \
+        "$root"/proc "$root"/sys "$root"/dev
+    ln -s usr/bin "$root/bin"
+    ln -s usr/sbin "$root/sbin"
+    ln -s usr/lib "$root/lib"
+    ln -s usr/lib64 "$root/lib64"
+    chmod 1777 "$root/tmp" "$root/var/tmp"
+    chmod 700 "$root/root"
+    chown 1000:1000 "$root/home/app"
+    cat >"$root/etc/passwd" <<'EOF'
+root:x:0:0:root:/root:/bin/sh
+app:x:1000:1000:app:/home/app:/bin/sh
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+EOF
+    cat >"$root/etc/group" <<'EOF'
+root:x:0:
+app:x:1000:
+nogroup:x:65534:
+EOF
+    cat >"$root/etc/nsswitch.conf" <<'EOF'
+passwd: files
+group: files
+hosts: files dns
+EOF
+    chmod 644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
+    add_elf "$root" /usr/bin/dash
+    ln -s dash "$root/usr/bin/sh"
+}
+
+# Copies one file into the rootfs under its directory's real path and its own name
+# (so /lib/x86_64-linux-gnu/libc.so.6 lands at usr/lib/x86_64-linux-gnu/libc.so.6).
+add_file() {
+    local root=$1 f=$2 dir
+    dir=$(readlink -f "$(dirname "$f")")
+    [ -e "$root$dir/$(basename "$f")" ] && return 0
+    mkdir -p "$root$dir"
+    cp -L --preserve=mode "$f" "$root$dir/$(basename "$f")"
+}
+
+# Copies ELF files and every shared library ldd lists for them (and the dynamic loader).
+add_elf() {
+    local root=$1; shift
+    local f lib
+    for f in "$@"; do
+        add_file "$root" "$f"
+        while read -r lib; do
+            [ -n "$lib" ] && add_file "$root" "$lib"
+        done < <(ldd "$f" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
+    done
+}
+
+# --- image helpers -----------------------------------------------------------------------------
+
+# make_image LAYOUT TAG ROOTFS CMD [ENV...]
+make_image() {
+    local layout=$1 tag=$2 rootfs=$3 cmd=$4; shift 4
+    local envargs=(--config.env "PATH=$IMAGE_PATH")
+    local e
+    for e in "$@"; do envargs+=(--config.env "$e"); done
+    umoci init --layout "$layout"
+    umoci new --image "$layout:$tag"
+    umoci insert --image "$layout:$tag" --history.created_by "make-base-images.sh: rootfs" "$rootfs" /
+    umoci config --image "$layout:$tag" --history.created_by "make-base-images.sh: config" \
+        --architecture amd64 --os linux "${envargs[@]}" --config.cmd "$cmd"
+    umoci gc --layout "$layout"
+    add_media_types "$layout"
+}
+
+# umoci 0.4 leaves out the optional top-level mediaType of index.json and manifests; images from
+# registries and other builders carry it, so add it (and re-point index.json at the new digest).
+add_media_types() {
+    local layout=$1 old new size
+    old=$(jq -r '.manifests[0].digest | sub("^sha256:"; "")' "$layout/index.json")
+    jq -c '{schemaVersion, mediaType: "application/vnd.oci.image.manifest.v1+json"} + .' \
+        "$layout/blobs/sha256/$old" >"$WORK/manifest.tmp"
+    printf '%s' "$(cat "$WORK/manifest.tmp")" >"$WORK/manifest.json"
+    new=$(sha256sum "$WORK/manifest.json" | cut -d' ' -f1)
+    size=$(stat -c %s "$WORK/manifest.json")
+    mv "$WORK/manifest.json" "$layout/blobs/sha256/$new"
+    [ "$old" = "$new" ] || rm -f "$layout/blobs/sha256/$old"
+    jq -c --arg d "sha256:$new" --argjson s "$size" \
+        '{schemaVersion, mediaType: "application/vnd.oci.image.index.v1+json"} + . | .manifests[0].digest = $d | .manifests[0].size = $s' \
+        "$layout/index.json" >"$WORK/index.tmp"
+    mv "$WORK/index.tmp" "$layout/index.json"
+    rm -f "$WORK/manifest.tmp"
+}
+
+# Runs a command inside the unpacked image as user 1000, the way a container would.
+check_in_chroot() {
+    local layout=$1 tag=$2; shift 2
+    local bundle=$WORK/check-bundle out
+    rm -rf "$bundle"
+    umoci unpack --image "$layout:$tag" "$bundle" >/dev/null
+    out=$(env -i PATH="$IMAGE_PATH" HOME=/home/app "$CHROOT" --userspec=1000:1000 "$bundle/rootfs" "$@") ||
+        die "$layout:$tag: '$*' failed in the unpacked rootfs"
+    [ "$out" = 1 ] || die "$layout:$tag: '$*' printed '$out', not 1"
+    rm -rf "$bundle"
+}
+
+# --- node --------------------------------------------------------------------------------------
+
+NODE_ROOT=$WORK/node-rootfs
+skeleton "$NODE_ROOT"
+add_elf "$NODE_ROOT" "$NODE_BIN"
+mv "$NODE_ROOT$(readlink -f "$(dirname "$NODE_BIN")")/$(basename "$NODE_BIN")" "$NODE_ROOT/usr/local/bin/node"
+chmod 755 "$NODE_ROOT/usr/local/bin/node"
+ln -s ../local/bin/node "$NODE_ROOT/usr/bin/node"
+make_image "$WORK/node" "$NODE_TAG" "$NODE_ROOT" node "NODE_VERSION=$("$NODE_BIN" --version | tr -d v)"
+
+# --- python ------------------------------------------------------------------------------------
+
+PY_REAL=$(readlink -f "$PYTHON_BIN")          # e.g. /usr/bin/python3.11
+PY_NAME=$(basename "$PY_REAL")                 # python3.11
+PY_PKGS=$(dpkg -S "$PY_REAL" | cut -d: -f1)    # python3.11-minimal
+PY_PKGS="$PY_PKGS lib$PY_NAME-minimal lib$PY_NAME-stdlib"
+PY_ROOT=$WORK/python-rootfs
+skeleton "$PY_ROOT"
+# The stdlib from the Debian package file lists, without docs, test suites and modules that only
+# an interactive or GUI session needs (and their big libraries).
+# shellcheck disable=SC2086
+dpkg -L $PY_PKGS | grep -E "^(/usr/lib/$PY_NAME/|/etc/$PY_NAME/|$PY_REAL\$)" |
+    grep -vE "/(test|tests|idlelib|tkinter|turtledemo|lib2to3|pydoc_data|ensurepip)(/|\$)" |
+    grep -vE "/lib-dynload/(nis|_dbm|readline|_curses|_curses_panel)\." |
+    while read -r f; do
+        if [ -L "$f" ] || [ -f "$f" ]; then echo "${f#/}"; fi
+    done >"$WORK/python-files"
+tar -C / --no-recursion -cf - -T "$WORK/python-files" | tar -C "$PY_ROOT" -xpf -
+# Shared libraries of the interpreter and of the extension modules kept.
+add_elf "$PY_ROOT" "$PY_REAL" "$PY_ROOT"/usr/lib/"$PY_NAME"/lib-dynload/*.so
+ln -s "$PY_NAME" "$PY_ROOT/usr/bin/python3"
+ln -s python3 "$PY_ROOT/usr/bin/python"
+ln -s "/usr/bin/$PY_NAME" "$PY_ROOT/usr/local/bin/python3"
+ln -s python3 "$PY_ROOT/usr/local/bin/python"
+make_image "$WORK/python" "$PYTHON_TAG" "$PY_ROOT" python3 \
+    LANG=C.UTF-8 "PYTHON_VERSION=$("$PY_REAL" -c 'import platform; print(platform.python_version())')"
+
+# --- verify the OCI layouts --------------------------------------------------------------------
+
+check_in_chroot "$WORK/node" "$NODE_TAG" node -e 'console.log(1)'
+check_in_chroot "$WORK/node" "$NODE_TAG" /usr/bin/node -e 'console.log(require("os").userInfo().uid === 1000 ? 1 : 0)'
+check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import json,http.server,asyncio,ssl,hashlib,sqlite3,ctypes; print(1)'
+check_in_chroot "$WORK/python" "$PYTHON_TAG" /usr/bin/python3 -c 'import sys; print(1 if sys.prefix == "/usr" else sys.prefix)'
+
+# --- Docker-family variants of node ------------------------------------------------------------
+
+skopeo copy --quiet "oci:$WORK/node:$NODE_TAG" "docker-archive:$WORK/node-docker.tar:$DOCKER_ARCHIVE_NAME"
+
+# The node image with Docker v2 schema 2 media types, as a skopeo dir: (copy it anywhere with
+# `skopeo copy dir:OUTDIR/docker-node ...`; skopeo keeps the v2s2 manifest) ...
+skopeo copy --quiet --format v2s2 "oci:$WORK/node:$NODE_TAG" "dir:$WORK/docker-node"
+[ "$(jq -r .mediaType "$WORK/docker-node/manifest.json")" = application/vnd.docker.distribution.manifest.v2+json ] ||
+    die "skopeo did not write a v2s2 manifest"
+
+# ... and as an image layout whose index and manifest carry Docker media types, as Docker 25+
+# `docker save` writes them (skopeo 1.9's oci: transport cannot read these; fnbuild should).
+# Blobs are hard links to the dir: copy's.
+DN=$WORK/docker-node-layout
+mkdir -p "$DN/blobs/sha256"
+for blob in "$WORK/docker-node"/*; do
+    case $(basename "$blob") in manifest.json | version) continue ;; esac
+    ln "$blob" "$DN/blobs/sha256/$(basename "$blob")"
+done
+MANIFEST_DIGEST=$(sha256sum "$WORK/docker-node/manifest.json" | cut -d' ' -f1)
+cp "$WORK/docker-node/manifest.json" "$DN/blobs/sha256/$MANIFEST_DIGEST"
+MANIFEST_SIZE=$(stat -c %s "$WORK/docker-node/manifest.json")
+printf '{"imageLayoutVersion":"1.0.0"}' >"$DN/oci-layout"
+jq -n --arg d "sha256:$MANIFEST_DIGEST" --argjson s "$MANIFEST_SIZE" --arg tag "$NODE_TAG" \
+    --arg name "docker.io/$DOCKER_ARCHIVE_NAME" '{
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.index.v1+json",
+        manifests: [{
+            mediaType: "application/vnd.docker.distribution.manifest.v2+json",
+            digest: $d, size: $s,
+            annotations: {"org.opencontainers.image.ref.name": $tag, "io.containerd.image.name": $name},
+            platform: {architecture: "amd64", os: "linux"}
+        }]
+    }' >"$DN/index.json"
+# Every blob the manifest names is there with the right digest and size.
+jq -r '.config, .layers[] | "\(.digest) \(.size) \(.mediaType)"' "$DN/blobs/sha256/$MANIFEST_DIGEST" |
+    while read -r digest size mt; do
+        f=$DN/blobs/sha256/${digest#sha256:}
+        [ -f "$f" ] && [ "$(stat -c %s "$f")" = "$size" ] &&
+            [ "sha256:$(sha256sum "$f" | cut -d' ' -f1)" = "$digest" ] || die "docker-node-layout: bad blob $digest"
+        case $mt in application/vnd.docker.*) ;; *) die "docker-node-layout: $digest has media type $mt" ;; esac
+    done
+
+# --- install -----------------------------------------------------------------------------------
+
+for name in node python docker-node docker-node-layout node-docker.tar; do
+    rm -rf "${OUT:?}/$name"
+    mv "$WORK/$name" "$OUT/$name"
+done
+echo "$KEY" >"$OUT/.stamp"
+printf 'make-base-images: made node:%s (%s), python:%s (%s), docker-node, node-docker.tar (%s) in %ss\n' \
+    "$NODE_TAG" "$(du -sh "$OUT/node" | cut -f1)" "$PYTHON_TAG" "$(du -sh "$OUT/python" | cut -f1)" \
+    "$(du -sh "$OUT/node-docker.tar" | cut -f1)" "$SECONDS" >&2
