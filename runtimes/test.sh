@@ -12,7 +12,7 @@ echo "== node server tests ($("$NODE" --version))"
 "$NODE" --test node/test/server.test.js || status=1
 
 echo "== python server tests ($("$PYTHON" --version))"
-"$PYTHON" -m unittest discover -s python/test -t python/test -v || status=1
+"$PYTHON" -B -m unittest discover -s python/test -t python/test -v || status=1
 
 if [ "$status" -eq 0 ]; then echo "== all runtime server tests passed"; else echo "== runtime server tests FAILED"; fi
 exit "$status"

@@ -9,12 +9,23 @@ fn base_images_unpack() {
     let b = base_images();
     let node = umoci_unpack(&b.node, NODE_TAG);
     let rootfs = node.path().join("rootfs");
-    assert!(rootfs.join("usr/local/bin/node").is_file(), "no /usr/local/bin/node in the node base");
-    assert!(rootfs.join("usr/bin/node").exists(), "no /usr/bin/node in the node base");
-    let tmp_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(rootfs.join("tmp")).unwrap().permissions());
+    assert!(
+        rootfs.join("usr/local/bin/node").is_file(),
+        "no /usr/local/bin/node in the node base"
+    );
+    assert!(
+        rootfs.join("usr/bin/node").exists(),
+        "no /usr/bin/node in the node base"
+    );
+    let tmp_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(rootfs.join("tmp")).unwrap().permissions(),
+    );
     assert_eq!(tmp_mode & 0o7777, 0o1777);
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-    assert!(passwd.lines().any(|l| l.split(':').nth(2) == Some("1000")), "{passwd}");
+    assert!(
+        passwd.lines().any(|l| l.split(':').nth(2) == Some("1000")),
+        "{passwd}"
+    );
 
     let python = umoci_unpack(&b.python, PYTHON_TAG);
     assert!(python.path().join("rootfs/usr/local/bin/python3").exists());
@@ -25,16 +36,26 @@ fn base_images_unpack() {
         assert_eq!(config["architecture"], "amd64", "{r}");
         assert_eq!(config["os"], "linux", "{r}");
         let env = config["config"]["Env"].as_array().unwrap();
-        assert!(env.iter().any(|e| e == "PATH=/usr/local/bin:/usr/bin:/bin"), "{r}: {env:?}");
+        assert!(
+            env.iter().any(|e| e == "PATH=/usr/local/bin:/usr/bin:/bin"),
+            "{r}: {env:?}"
+        );
     }
 
     let raw = skopeo_inspect_raw(&b.node_docker_dir_ref());
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
     let archive = skopeo_inspect_config(&b.node_docker_archive_ref());
     assert_eq!(archive["architecture"], "amd64");
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.node_docker_layout.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+        serde_json::from_slice(&std::fs::read(b.node_docker_layout.join("index.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        index["manifests"][0]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
 }
 
 #[test]
@@ -49,17 +70,28 @@ fn registry_push_and_inspect() {
     let config = skopeo_inspect_config(&format!("docker://{pushed}"));
     assert_eq!(config["architecture"], "amd64");
     let raw = skopeo_inspect_raw(&format!("docker://{pushed}"));
-    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
 
     // The Docker-family copy stays v2s2 in the registry.
     let pushed = reg.push(&b.node_docker_dir_ref(), "base/docker-node:20");
     let raw = skopeo_inspect_raw(&format!("docker://{pushed}"));
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
 
     let (status, headers, body) = http_get(&format!("{}/v2/_catalog", reg.url()));
     assert_eq!(status, 200, "{body}");
-    assert!(header(&headers, "content-type").unwrap_or("").contains("json"));
-    assert!(body.contains("base/node") && body.contains("base/docker-node"), "{body}");
+    assert!(header(&headers, "content-type")
+        .unwrap_or("")
+        .contains("json"));
+    assert!(
+        body.contains("base/node") && body.contains("base/docker-node"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -68,13 +100,25 @@ fn registry_htpasswd() {
     let reg = Registry::start_htpasswd();
     let (status, headers, _) = http_get(&format!("{}/v2/", reg.url()));
     assert_eq!(status, 401);
-    assert!(header(&headers, "www-authenticate").unwrap().starts_with("Basic"), "{headers:?}");
+    assert!(
+        header(&headers, "www-authenticate")
+            .unwrap()
+            .starts_with("Basic"),
+        "{headers:?}"
+    );
     let pushed = reg.push_oci_layout(&b.python, PYTHON_TAG, "base/python:3.12");
-    let config =
-        skopeo_inspect_config_with(&format!("docker://{pushed}"), &["--creds", &format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")]);
+    let config = skopeo_inspect_config_with(
+        &format!("docker://{pushed}"),
+        &["--creds", &format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}")],
+    );
     assert_eq!(config["os"], "linux");
     let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", "--no-creds", &format!("docker://{pushed}")])
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--no-creds",
+            &format!("docker://{pushed}"),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success(), "anonymous inspect should be refused");
@@ -84,14 +128,33 @@ fn registry_htpasswd() {
 fn docker_runs_the_bases() {
     let node = docker_load_node();
     let out = run_ok(docker().args([
-        "run", "--rm", "--user", "1000", "--read-only", "--tmpfs", "/tmp", node, "node", "-e", "console.log(1)",
+        "run",
+        "--rm",
+        "--user",
+        "1000",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        node,
+        "node",
+        "-e",
+        "console.log(1)",
     ]));
     assert_eq!(out.trim(), "1");
 
     let python = docker_load_python();
     let out = run_ok(docker().args([
-        "run", "--rm", "--user", "1000", "--read-only", "--tmpfs", "/tmp", python,
-        "python3", "-c", "import json,http.server,asyncio; print(1)",
+        "run",
+        "--rm",
+        "--user",
+        "1000",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        python,
+        "python3",
+        "-c",
+        "import json,http.server,asyncio; print(1)",
     ]));
     assert_eq!(out.trim(), "1");
 }
@@ -103,7 +166,12 @@ fn docker_detached_http() {
         let b = ""; q.on("data", d => b += d);
         q.on("end", () => { s.setHeader("X-Method", q.method); s.end(q.method === "POST" ? "got " + b : "hello"); });
     }).listen(8080)"#;
-    let c = docker_run_detached_with(node, &["--user", "1000", "--read-only", "--tmpfs", "/tmp"], &["node", "-e", server], 8080);
+    let c = docker_run_detached_with(
+        node,
+        &["--user", "1000", "--read-only", "--tmpfs", "/tmp"],
+        &["node", "-e", server],
+        8080,
+    );
     let (status, headers, body) = http_get(&format!("{}/x", c.url()));
     assert_eq!((status, body.as_str()), (200, "hello"), "{}", c.logs());
     assert_eq!(header(&headers, "x-method"), Some("GET"));

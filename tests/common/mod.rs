@@ -32,7 +32,10 @@ pub fn repo_root() -> PathBuf {
 /// Cargo's target directory (the parent of `CARGO_TARGET_TMPDIR`, else `<repo>/target`).
 pub fn target_dir() -> PathBuf {
     match option_env!("CARGO_TARGET_TMPDIR") {
-        Some(t) => Path::new(t).parent().map(Path::to_path_buf).unwrap_or_else(|| repo_root().join("target")),
+        Some(t) => Path::new(t)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| repo_root().join("target")),
         None => repo_root().join("target"),
     }
 }
@@ -181,7 +184,11 @@ pub fn base_images() -> &'static BaseImages {
             b.node_docker_dir.join("manifest.json"),
             b.node_docker_layout.join("index.json"),
         ] {
-            assert!(p.exists(), "base image file {} is missing after setup", p.display());
+            assert!(
+                p.exists(),
+                "base image file {} is missing after setup",
+                p.display()
+            );
         }
         b
     })
@@ -198,7 +205,8 @@ fn skopeo_json(args: &[&str], reference: &str) -> serde_json::Value {
     }
     cmd.arg(reference);
     let out = run_ok(&mut cmd);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("skopeo inspect {reference}: bad JSON ({e}):\n{out}"))
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("skopeo inspect {reference}: bad JSON ({e}):\n{out}"))
 }
 
 /// `skopeo inspect --config REF`: the image's config blob (`architecture`, `config.Env`, ...).
@@ -230,7 +238,11 @@ pub fn skopeo_inspect_raw(reference: &str) -> serde_json::Value {
 pub fn umoci_unpack(layout_dir: impl AsRef<Path>, tag: &str) -> TempDir {
     let bundle = temp_dir("fnbuild-unpack-");
     let image = format!("{}:{tag}", layout_dir.as_ref().display());
-    run_ok(Command::new("umoci").args(["unpack", "--image", &image]).arg(bundle.path()));
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(bundle.path()),
+    );
     bundle
 }
 
@@ -241,7 +253,8 @@ pub fn umoci_unpack(layout_dir: impl AsRef<Path>, tag: &str) -> TempDir {
 pub const REGISTRY_USER: &str = "fnuser";
 pub const REGISTRY_PASSWORD: &str = "fnpass";
 /// An htpasswd line for REGISTRY_USER:REGISTRY_PASSWORD (bcrypt, as distribution requires).
-pub const REGISTRY_HTPASSWD: &str = "fnuser:$2b$05$wvDPmUmeHhLEkCuQyCiOcuMclbx45rHigUdJ.7VZwEIaNxJrUaG1W";
+pub const REGISTRY_HTPASSWD: &str =
+    "fnuser:$2b$05$wvDPmUmeHhLEkCuQyCiOcuMclbx45rHigUdJ.7VZwEIaNxJrUaG1W";
 
 /// A CNCF distribution registry (`docker-registry serve`) on 127.0.0.1 with a free port, plain
 /// HTTP, storage in a temp dir. Killed on drop.
@@ -300,12 +313,22 @@ impl Registry {
                 .spawn()
                 .unwrap_or_else(|e| panic!("starting docker-registry: {e}"));
             match wait_registry_ready(&mut child, &addr, Duration::from_secs(10)) {
-                Ok(()) => return Registry { child, addr, dir, credentials: None },
+                Ok(()) => {
+                    return Registry {
+                        child,
+                        addr,
+                        dir,
+                        credentials: None,
+                    }
+                }
                 Err(e) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     // Most likely the port was taken meanwhile: try another.
-                    last_log = format!("{e}\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+                    last_log = format!(
+                        "{e}\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
                 }
             }
         }
@@ -349,8 +372,16 @@ impl Registry {
     }
 
     /// `skopeo copy oci:LAYOUT:TAG docker://ADDR/REPO:TAG`; returns "ADDR/REPO:TAG".
-    pub fn push_oci_layout(&self, layout_dir: impl AsRef<Path>, tag: &str, repo_tag: &str) -> String {
-        self.push(&format!("oci:{}:{tag}", layout_dir.as_ref().display()), repo_tag)
+    pub fn push_oci_layout(
+        &self,
+        layout_dir: impl AsRef<Path>,
+        tag: &str,
+        repo_tag: &str,
+    ) -> String {
+        self.push(
+            &format!("oci:{}:{tag}", layout_dir.as_ref().display()),
+            repo_tag,
+        )
     }
 
     /// `skopeo copy SRC docker://ADDR/REPO:TAG` from any transport reference (`dir:...` keeps
@@ -366,7 +397,6 @@ impl Registry {
         run_ok(&mut cmd);
         dest
     }
-
 }
 
 impl Drop for Registry {
@@ -396,7 +426,10 @@ fn wait_registry_ready(child: &mut Child, addr: &str, timeout: Duration) -> Resu
 
 /// A TCP port on 127.0.0.1 free at the time of the call.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("binding 127.0.0.1:0")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,7 +445,10 @@ pub fn docker() -> Command {
 pub fn docker_load(archive: impl AsRef<Path>) -> Vec<String> {
     let out = run_ok(docker().arg("load").arg("-i").arg(archive.as_ref()));
     out.lines()
-        .filter_map(|l| l.strip_prefix("Loaded image: ").or_else(|| l.strip_prefix("Loaded image ID: ")))
+        .filter_map(|l| {
+            l.strip_prefix("Loaded image: ")
+                .or_else(|| l.strip_prefix("Loaded image ID: "))
+        })
         .map(|s| s.trim().to_string())
         .collect()
 }
@@ -420,7 +456,12 @@ pub fn docker_load(archive: impl AsRef<Path>) -> Vec<String> {
 /// `skopeo copy SRC docker-daemon:NAME` (e.g. `oci:DIR:TAG` into the daemon); returns NAME.
 pub fn docker_load_ref(src_ref: &str, name: &str) -> String {
     setup();
-    run_ok(Command::new("skopeo").args(["copy", "--quiet", src_ref, &format!("docker-daemon:{name}")]));
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        src_ref,
+        &format!("docker-daemon:{name}"),
+    ]));
     name.to_string()
 }
 
@@ -461,8 +502,15 @@ impl Container {
     }
     /// stdout and stderr so far (`docker logs`).
     pub fn logs(&self) -> String {
-        let out = docker().args(["logs", &self.id]).output().expect("docker logs");
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        let out = docker()
+            .args(["logs", &self.id])
+            .output()
+            .expect("docker logs");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
     /// Whether the container is still running.
     pub fn running(&self) -> bool {
@@ -492,7 +540,12 @@ pub fn docker_run_detached(image: &str, args: &[&str]) -> Container {
 }
 
 /// General form: `docker run -d -p 127.0.0.1::PORT DOCKER_ARGS... IMAGE CMD...`.
-pub fn docker_run_detached_with(image: &str, docker_args: &[&str], cmd: &[&str], container_port: u16) -> Container {
+pub fn docker_run_detached_with(
+    image: &str,
+    docker_args: &[&str],
+    cmd: &[&str],
+    container_port: u16,
+) -> Container {
     let id = run_ok(
         docker()
             .args(["run", "-d", "-p", &format!("127.0.0.1::{container_port}")])
@@ -525,22 +578,39 @@ pub fn http_get(url: &str) -> HttpResponse {
 
 /// `POST url` with a body, retrying (10 s) until the server answers; panics if it never does.
 pub fn http_post(url: &str, content_type: &str, body: impl AsRef<[u8]>) -> HttpResponse {
-    http_request("POST", url, &[("Content-Type", content_type)], body.as_ref(), Duration::from_secs(10))
+    http_request(
+        "POST",
+        url,
+        &[("Content-Type", content_type)],
+        body.as_ref(),
+        Duration::from_secs(10),
+    )
 }
 
 /// The first value of a header (name compared case-insensitively).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Any request, retried until a status line arrives (connection refused, reset or closed
 /// without a response, as docker-proxy does before the container listens) or `retry_for` ends.
-pub fn http_request(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8], retry_for: Duration) -> HttpResponse {
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    retry_for: Duration,
+) -> HttpResponse {
     let deadline = Instant::now() + retry_for;
     loop {
         match http_request_once(method, url, headers, body, Duration::from_secs(60)) {
             Ok(r) => return r,
-            Err(e) if Instant::now() >= deadline => panic!("{method} {url}: no answer within {retry_for:?}: {e}"),
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{method} {url}: no answer within {retry_for:?}: {e}")
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
@@ -555,18 +625,27 @@ pub fn http_request_once(
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
     use std::io::{Error, ErrorKind};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("not an http:// URL: {url}")))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not an http:// URL: {url}"),
+        )
+    })?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let connect_to = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
-    let sockaddr = connect_to
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("cannot resolve {hostport}")))?;
+    let connect_to = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let sockaddr = connect_to.to_socket_addrs()?.next().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("cannot resolve {hostport}"),
+        )
+    })?;
     let mut stream = TcpStream::connect_timeout(&sockaddr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -586,18 +665,29 @@ pub fn http_request_once(
     let mut reader = BufReader::new(stream);
     let mut status_line = String::new();
     if reader.read_line(&mut status_line)? == 0 {
-        return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed without a response"));
+        return Err(Error::new(
+            ErrorKind::UnexpectedEof,
+            "connection closed without a response",
+        ));
     }
     let status: u16 = status_line
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::new(ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("bad status line {status_line:?}"),
+            )
+        })?;
     let mut resp_headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed in the headers"));
+            return Err(Error::new(
+                ErrorKind::UnexpectedEof,
+                "connection closed in the headers",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -608,17 +698,27 @@ pub fn http_request_once(
         }
     }
     let mut body_bytes = Vec::new();
-    let no_body = method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
+    let no_body =
+        method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
     if no_body {
-    } else if header(&resp_headers, "transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
+    } else if header(&resp_headers, "transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+    {
         loop {
             let mut size_line = String::new();
             if reader.read_line(&mut size_line)? == 0 {
-                return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed in a chunked body"));
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed in a chunked body",
+                ));
             }
             let size_hex = size_line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size_hex, 16)
-                .map_err(|_| Error::new(ErrorKind::InvalidData, format!("bad chunk size {size_line:?}")))?;
+            let size = usize::from_str_radix(size_hex, 16).map_err(|_| {
+                Error::new(
+                    ErrorKind::InvalidData,
+                    format!("bad chunk size {size_line:?}"),
+                )
+            })?;
             if size == 0 {
                 // Trailers, then the final CRLF (or EOF).
                 loop {
@@ -635,13 +735,19 @@ pub fn http_request_once(
             let mut crlf = String::new();
             reader.read_line(&mut crlf)?;
         }
-    } else if let Some(len) = header(&resp_headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
+    } else if let Some(len) =
+        header(&resp_headers, "content-length").and_then(|v| v.parse::<usize>().ok())
+    {
         body_bytes.resize(len, 0);
         reader.read_exact(&mut body_bytes)?;
     } else {
         reader.read_to_end(&mut body_bytes)?;
     }
-    Ok((status, resp_headers, String::from_utf8_lossy(&body_bytes).into_owned()))
+    Ok((
+        status,
+        resp_headers,
+        String::from_utf8_lossy(&body_bytes).into_owned(),
+    ))
 }
 
 /// Serialises sections of tests that must not overlap within one test binary (e.g. ones that

@@ -443,7 +443,6 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        return status
 
     def handle_request(self):
         path, _, query = self.path.partition("?")
@@ -455,48 +454,48 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/favicon.ico":
                 return self.send(204)
         start = time.perf_counter()
-        status = 500
         try:
-            status = self.call(path, query)
-        finally:
-            seconds = time.perf_counter() - start
-            observe(status, seconds)
-            log(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {self.command} {path} {status} {seconds * 1000:.1f}ms")
+            status, ctype, body, headers = self.call(path, query)
+        except Exception as err:  # a fault of the server, not of the handler
+            log(f"internal error: {self.command} {path}: {err!r}")
+            status, ctype, body, headers = 500, TEXT, b"Internal server error", {}
+        seconds = time.perf_counter() - start
+        observe(status, seconds)  # before sending: whoever has the response finds it counted
+        log(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {self.command} {path} {status} {seconds * 1000:.1f}ms")
+        self.send(status, ctype, body, headers)
+        if status == 413:
+            self.linger()
 
     def call(self, path, query):
+        """Runs the handler for this request; returns (status, content type, body, headers)."""
         try:
             body = self.read_body()
             request = Request(self.command, path, query, self.headers, body, self.client_address[0])
             event = Event(request)
         except HttpError as err:
-            if err.status != 413:
-                return self.send(err.status, TEXT, str(err).encode())
-            self.close_connection = True  # the rest of the body is not read
-            self.send(413, TEXT, str(err).encode())
-            self.linger()
-            return 413
+            if err.status == 413:
+                self.close_connection = True  # the rest of the body is not read
+            return err.status, TEXT, str(err).encode(), {}
         try:
             result = call_function(event, function_context())
         except TimedOut:
             count_failure()
             log(f"function did not finish within {TIMEOUT:g}s: {self.command} {path}")
-            return self.send(408, TEXT, f"Function did not finish within {TIMEOUT:g}s".encode())
+            return 408, TEXT, f"Function did not finish within {TIMEOUT:g}s".encode(), {}
         except BaseException as err:
-            if is_response(err):  # `raise HTTPResponse(...)` / `raise HTTPError(...)`, as with Bottle
-                result = err
-            else:
+            if not is_response(err):  # Bottle lets handlers `raise HTTPResponse(...)` too
                 import traceback
 
                 count_failure()
                 log(f"function failed: {self.command} {path}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
-                return self.send(500, TEXT, b"Internal server error")
+                return 500, TEXT, b"Internal server error", {}
+            result = err
         try:
-            status, ctype, body, headers = render(result)
+            return render(result)
         except Exception as err:
             count_failure()
             log(f"function result cannot be sent: {self.command} {path}: {err!r}")
-            return self.send(500, TEXT, b"Internal server error")
-        return self.send(status, ctype, body, headers)
+            return 500, TEXT, b"Internal server error", {}
 
     def handle_expect_100(self):  # refuse too large bodies before they are sent
         try:
@@ -552,6 +551,11 @@ class Server(ThreadingHTTPServer):
     block_on_close = True
     request_queue_size = 1024
 
+    def handle_error(self, request, client_address):
+        err = sys.exc_info()[1]
+        if not isinstance(err, ConnectionError):  # a client that went away is no news
+            log(f"internal error serving {client_address[0]}: {err!r}")
+
 
 def load_function():
     sys.path.insert(0, FUNC_DIR)
@@ -595,7 +599,7 @@ def main():
     signal.signal(signal.SIGINT, drain)
     host, port = server.server_address[:2]
     log(f"function {MOD_NAME}.{FUNC_HANDLER} loaded in {(time.perf_counter() - start) * 1000:.1f}ms; listening on {host}:{port}")
-    server.serve_forever()
+    server.serve_forever(poll_interval=0.2)  # how soon a SIGTERM stops accepting
     server.server_close()  # closes the listener, then waits for in-flight requests
     log("server stopped")
 
