@@ -17,8 +17,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BASES=${FNBUILD_TEST_BASES:-$TARGET/test-bases}
 TMPD=${FNBUILD_TEST_TMP:-/tmp/fnbuild-test}
-PACKAGES=(docker.io docker-registry skopeo umoci pigz jq)
-COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq)
+PACKAGES=(docker.io docker-registry skopeo umoci pigz jq curl)
+COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq curl)
 
 log() { echo "setup.sh: $*" >&2; }
 die() { echo "setup.sh: $*" >&2; exit 1; }

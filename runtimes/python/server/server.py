@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import os
+import queue
 import signal
 import socket
 import threading
@@ -300,9 +301,46 @@ class TimedOut(Exception):
     pass
 
 
+class Workers:
+    """Threads that run handlers: reused, and added when all are busy (so a handler that outlives its
+    timeout keeps its thread without holding up others); a thread idle for a minute ends."""
+
+    def __init__(self):
+        self.jobs = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.idle = 0  # waiting threads not yet promised a job
+
+    def submit(self, job):
+        with self.lock:
+            if self.idle:
+                self.idle -= 1
+            else:
+                threading.Thread(target=self.work, name="handler", daemon=True).start()
+        self.jobs.put(job)
+
+    def work(self):
+        while True:
+            try:
+                job = self.jobs.get(timeout=60)
+            except queue.Empty:
+                with self.lock:
+                    if self.idle:  # nobody promised this thread a job
+                        self.idle -= 1
+                        return
+                continue
+            job()
+            with self.lock:
+                self.idle += 1
+
+
+workers = Workers()
+
+
 def call_function(event, context):
-    """Calls the handler in a worker thread; raises TimedOut after FUNC_TIMEOUT seconds."""
+    """Calls the handler on a worker thread; raises TimedOut after FUNC_TIMEOUT seconds."""
     box = {}
+    done = threading.Lock()
+    done.acquire()
 
     def run():
         try:
@@ -312,11 +350,11 @@ def call_function(event, context):
             box["result"] = result
         except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
             box["error"] = err
+        finally:
+            done.release()
 
-    worker = threading.Thread(target=run, name="handler", daemon=True)
-    worker.start()
-    worker.join(TIMEOUT)
-    if worker.is_alive():
+    workers.submit(run)
+    if not done.acquire(timeout=TIMEOUT):
         if "future" in box:
             box["future"].cancel()
         raise TimedOut()

@@ -117,6 +117,8 @@ class Server:
             if m:
                 return m
             if time.monotonic() > deadline or not self.reader.is_alive():
+                if not self.reader.is_alive():  # output ended: the server exits
+                    self.proc.wait(5)
                 raise AssertionError(f"no {pattern!r} in server output (exit code {self.proc.poll()}):\n{self.output}")
             time.sleep(0.02)
 
