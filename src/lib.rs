@@ -3,6 +3,7 @@
 pub mod build;
 pub mod function;
 pub mod image;
+pub mod init;
 pub mod reference;
 pub mod registry;
 pub mod sinks;

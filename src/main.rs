@@ -50,6 +50,18 @@ enum Command {
         fnbuild build . --runtime python312 --push registry.example.com/fn/hello:v1 --json\n  \
         fnbuild build /src --runtime nodejs22 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
     Build(BuildArgs),
+    /// Write a working hello-world function for a runtime into a new directory.
+    #[command(after_help = "Example:\n  fnbuild init --runtime nodejs20 my-function && cd my-function && fnbuild build . --runtime nodejs20 --load my-function:dev")]
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// The runtime: nodejs20, nodejs22 or python312.
+    #[arg(short, long)]
+    runtime: String,
+    /// The directory to create (it must not exist or be empty).
+    dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -143,6 +155,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Build(args) => run_build(args).await,
+            Command::Init(args) => {
+                for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir)? {
+                    println!("{}", file.display());
+                }
+                Ok(())
+            }
         }
     });
     match result {

@@ -469,7 +469,7 @@ impl TokenServer {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (reqs, toks, key, expected, x5c) = (reqs.clone(), toks.clone(), key.clone(), expected.clone(), x5c.clone());
-                        async move { token_handle(req, &reqs, &toks, &key, &expected, &x5c).await }
+                        token_handle(req, reqs, toks, key, expected, x5c)
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
@@ -497,11 +497,11 @@ fn b64url(b: &[u8]) -> String {
 
 async fn token_handle(
     req: Request<Incoming>,
-    reqs: &Mutex<Vec<TokenRequest>>,
-    toks: &Mutex<Vec<String>>,
-    key: &Path,
-    expected_auth: &str,
-    x5c: &str,
+    reqs: Arc<Mutex<Vec<TokenRequest>>>,
+    toks: Arc<Mutex<Vec<String>>>,
+    key: std::path::PathBuf,
+    expected_auth: String,
+    x5c: String,
 ) -> Result<Response<Full<Bytes>>, BoxErr> {
     let url = reqwest::Url::parse(&format!("http://x{}", req.uri())).unwrap();
     let scopes: Vec<String> = url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.to_string()).collect();
@@ -511,7 +511,7 @@ async fn token_handle(
         let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
         String::from_utf8(raw).ok()?.split(':').next().map(str::to_string)
     });
-    let ok = auth.as_deref() == Some(expected_auth);
+    let ok = auth.as_deref() == Some(expected_auth.as_str());
     reqs.lock().unwrap().push(TokenRequest { scopes: scopes.clone(), user, ok });
     if !ok {
         return Ok(Response::builder()
@@ -538,7 +538,7 @@ async fn token_handle(
     let signing_input = format!("{}.{}", b64url(&serde_json::to_vec(&header)?), b64url(&serde_json::to_vec(&claims)?));
     let mut child = tokio::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-sign"])
-        .arg(key)
+        .arg(&key)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -953,6 +953,7 @@ async fn token_auth_one_token_for_push_and_mount() {
         assert_eq!(reqs.len(), 1, "one token for the whole push: {reqs:?}");
         assert_eq!(reqs[0].scopes, vec!["repository:team/app:pull,push", "repository:base/node:pull"]);
         assert_eq!(reqs[0].user.as_deref(), Some("tokuser"));
+        assert!(reqs[0].ok);
         skopeo_verify(&format!("{}/team/app:1", reg.addr()), Some(&format!("tokuser:{password}")));
 
         // A wrong password fails at the token service, naming the registry, not the password.

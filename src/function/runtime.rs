@@ -17,6 +17,8 @@ pub struct RuntimeSpec {
     pub description: String,
     pub base_image: String,
     pub server: String,
+    /// The scaffold `fnbuild init` writes: `templates/<template>/`.
+    pub template: String,
     pub server_dir: String,
     pub function_dir: String,
     pub dependency_dir: String,

@@ -3,6 +3,7 @@
 # second) when everything is already there:
 #   1. installs docker.io docker-registry skopeo umoci pigz jq (apt-get) if any is missing,
 #   2. starts dockerd in the background if no daemon answers (log: $FNBUILD_TEST_TMP/dockerd.log),
+#      with tests/support/runc-no-oom-adj registered as its default runtime (/etc/docker/daemon.json),
 #   3. makes the test base images (tests/support/make-base-images.sh) in $FNBUILD_TEST_BASES.
 #
 # Environment:
@@ -59,6 +60,10 @@ if [ "${FNBUILD_TEST_NO_DOCKER:-}" != 1 ] && ! docker_answers; then
         log "dockerd is running but does not answer yet; waiting"
     else
         [ "$(id -u)" = 0 ] || die "no Docker daemon answers and not root, so cannot start one"
+        # Register the runc wrapper that turns Pods' negative oom_score_adj into 0 (this sandbox
+        # forbids lowering it) as the default runtime, before dockerd starts: restarting dockerd
+        # later would stop everyone's containers. Merged into /etc/docker/daemon.json.
+        sh "$HERE/runc-no-oom-adj" --fnbuild-install || die "could not register the runc wrapper in /etc/docker/daemon.json"
         log "starting dockerd (log: $TMPD/dockerd.log)"
         # Detached from our stdout/stderr, so a caller reading our output is not kept waiting.
         setsid dockerd >"$TMPD/dockerd.log" 2>&1 </dev/null 9>&- &

@@ -463,7 +463,7 @@ class Handler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def log_request(self, code="-", size="-"):
-        pass  # handle() logs requests itself, with their duration
+        pass  # handle_request() logs requests itself, with their duration
 
     def log_error(self, format, *args):
         log(f"{self.address_string()} {format % args}")
