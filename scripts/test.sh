@@ -11,5 +11,8 @@ command -v cargo >/dev/null || { echo "cargo is needed: install Rust (rustup) fi
 echo "==> runtime servers (node --test, python -m unittest)"
 bash runtimes/test.sh
 
+echo "==> benchmark smoke run (bench/run --smoke)"
+FNBUILD_BENCH_BINARY=debug python3 bench/run --smoke
+
 echo "==> cargo test"
 cargo test --all-targets -- --test-threads 2

@@ -1007,13 +1007,17 @@ async fn authorization_is_not_sent_to_redirect_targets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_ca_and_tls_errors() {
     bounded(async {
-        // A TLS registry with a certificate from a private CA (self-signed, for localhost).
+        // A TLS registry whose certificate (for localhost) comes from a private CA.
         let dir = common::temp_dir("fnbuild-tls-");
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let p = |n: &str| dir.path().join(n);
+        let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+        common::run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fnbuild-test-ca"]).arg("-keyout").arg(p("ca.key")).arg("-out").arg(&ca));
+        common::run_ok(Command::new("openssl").args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"]).arg("-keyout").arg(&key).arg("-out").arg(p("leaf.csr")));
+        std::fs::write(p("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
         common::run_ok(
             Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-                .arg("-keyout").arg(&key).arg("-out").arg(&cert),
+                .args(["x509", "-req", "-days", "1", "-CAcreateserial", "-in"])
+                .arg(p("leaf.csr")).arg("-CA").arg(&ca).arg("-CAkey").arg(p("ca.key")).arg("-extfile").arg(p("ext.cnf")).arg("-out").arg(&cert),
         );
         let port = common::free_port();
         let config = format!(
@@ -1053,7 +1057,7 @@ async fn private_ca_and_tls_errors() {
         let msg = err.to_string();
         assert!(msg.contains(&format!("localhost:{port}")) && msg.contains("--ca-cert"), "{msg}");
 
-        let c = client(RegistryOptions { ca_certs: vec![cert.clone()], ..opts() });
+        let c = client(RegistryOptions { ca_certs: vec![ca.clone()], ..opts() });
         let report = c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap();
         assert_eq!(c.pull_manifest(&target).await.unwrap().digest, report.digest);
     })
@@ -1218,11 +1222,13 @@ async fn registry_refusals_carry_its_error_code() {
         // A blob whose bytes do not match its digest: the registry refuses it with its code.
         let mut wrong = img.blobs[1].clone();
         wrong.source = BlobSource::Bytes(vec![b'x'; wrong.size as usize]);
-        let err = c.push(&[target.clone()], vec![img.blobs[0].clone(), wrong], img.manifest.clone(), None).await.unwrap_err();
+        let fresh = r(&format!("{}/refuse/fresh:1", reg.addr()));
+        let err = c.push(&[fresh], vec![img.blobs[0].clone(), wrong], img.manifest.clone(), None).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, RegistryError::Refused { .. }), "{err:?}");
-        assert!(msg.contains("DIGEST_INVALID") && msg.contains("refuse/app") && msg.contains(reg.addr()), "{msg}");
+        assert!(msg.contains("DIGEST_INVALID") && msg.contains("refuse/fresh") && msg.contains(reg.addr()), "{msg}");
         assert_eq!(manifest_status(reg.addr(), "refuse/app", "1"), 404);
+        assert_eq!(manifest_status(reg.addr(), "refuse/fresh", "1"), 404);
         // Targets in two repositories are refused up front.
         let err = c
             .push(&[target.clone(), r(&format!("{}/other/app:1", reg.addr()))], img.blobs.clone(), img.manifest.clone(), None)

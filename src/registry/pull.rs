@@ -20,7 +20,7 @@ use crate::reference::{validate_digest, Reference};
 const MAX_SMALL_BLOB: u64 = 64 << 20;
 const MAX_MANIFEST: usize = 4 << 20;
 
-const ACCEPT_MANIFESTS: &str = concat!(
+pub(crate) const ACCEPT_MANIFESTS: &str = concat!(
     "application/vnd.oci.image.manifest.v1+json, ",
     "application/vnd.oci.image.index.v1+json, ",
     "application/vnd.docker.distribution.manifest.v2+json, ",

@@ -96,14 +96,10 @@ pub(crate) async fn push(
     // Ping and get the one token for the whole push before going parallel.
     inner.authorization(&conn, &ctx.scopes, &ctx.repo, &c).await?;
 
-    let outcomes: Vec<(String, BlobOutcome)> = futures_util::stream::iter(unique.iter().map(|b| push_blob(&ctx, b)))
-        .buffer_unordered(inner.opts.parallelism)
-        .try_collect()
-        .await?;
-
-    // Everything the manifest points at must be there: pushed now, or already present.
-    let pushed: HashSet<&str> = unique.iter().map(|b| b.digest.as_str()).collect();
+    // Everything the manifest points at must be there: pushed now, or already present
+    // (checked before anything is uploaded).
     let base = inner.base(&conn, &c).await?;
+    let pushed: HashSet<&str> = unique.iter().map(|b| b.digest.as_str()).collect();
     for (digest, is_manifest) in referenced(&manifest.bytes) {
         if pushed.contains(digest.as_str()) {
             continue;
@@ -116,11 +112,16 @@ pub(crate) async fn push(
         };
         if !present {
             return Err(RegistryError::InvalidPush(format!(
-                "the manifest references {digest}, which is neither among the blobs to push nor in {}; nothing was tagged",
+                "the manifest references {digest}, which is neither among the blobs to push nor in {}; nothing was pushed",
                 first.name()
             )));
         }
     }
+
+    let outcomes: Vec<(String, BlobOutcome)> = futures_util::stream::iter(unique.iter().map(|b| push_blob(&ctx, b)))
+        .buffer_unordered(inner.opts.parallelism)
+        .try_collect()
+        .await?;
 
     put_manifest(&ctx, &base, &manifest_digest, &manifest, &manifest_digest).await?;
     ctx.emit(PushEvent::ManifestPushed { digest: manifest_digest.clone() });
@@ -212,7 +213,7 @@ fn referenced(bytes: &[u8]) -> Vec<(String, bool)> {
 async fn manifest_exists(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<bool, RegistryError> {
     let url = ctx.url(base, &format!("manifests/{digest}"))?;
     let what = format!("HEAD manifest {digest}");
-    let req = Req::new(Method::HEAD, url, what.clone()).header(reqwest::header::ACCEPT, "*/*");
+    let req = Req::new(Method::HEAD, url, what.clone()).header(reqwest::header::ACCEPT, super::pull::ACCEPT_MANIFESTS);
     let (resp, _) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
     match resp.status() {
         s if s.is_success() => Ok(true),

@@ -439,9 +439,12 @@ impl Inner {
                 let Ok(parsed) = Url::parse(&url) else {
                     return Err(RegistryError::InvalidOptions(format!("{} is not a usable registry address", conn.host)));
                 };
-                c.request();
                 tracing::debug!(method = "GET", url = %parsed, "registry request");
                 let res = conn.http.get(parsed.clone()).timeout(self.opts.request_timeout).send().await;
+                // A failed HTTPS probe of a registry that then answers plain HTTP is no request.
+                if res.is_ok() || Some(scheme) == schemes.last() {
+                    c.request();
+                }
                 match res {
                     Ok(resp) => {
                         let status = resp.status();
