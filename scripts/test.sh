@@ -11,7 +11,8 @@ command -v cargo >/dev/null || { echo "cargo is needed: install Rust (rustup) fi
 echo "==> runtime servers (node --test, python -m unittest)"
 bash runtimes/test.sh
 
-echo "==> benchmark smoke run (bench/run --smoke)"
+echo "==> benchmark smoke run (bench/run --smoke, debug build)"
+cargo build --quiet
 FNBUILD_BENCH_BINARY=debug python3 bench/run --smoke
 
 echo "==> cargo test"

@@ -589,7 +589,7 @@ async fn push_one_layer_image_then_pull_it_back() {
         let log = proxy.log();
         assert_eq!(report.requests as usize, log.len(), "the report counts every request: {log:#?}");
         // ping, 2 HEAD, 2 POST, 2 PUT blob, PUT manifest by digest, 2 tags
-        assert_eq!(report.requests, 9, "{log:#?}");
+        assert_eq!(report.requests, 10, "{log:#?}");
         let puts: Vec<&Logged> = log.iter().filter(|l| l.method == "PUT").collect();
         assert!(puts[puts.len() - 3].path.ends_with(&format!("/manifests/{}", img.digest)), "manifest by digest comes first: {puts:#?}");
         assert!(puts[puts.len() - 2].path.ends_with("/manifests/v1"));
