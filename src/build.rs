@@ -2,7 +2,8 @@
 
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
-use crate::image::layer::{write_layer, EntryKind, LayerEntry, WrittenLayer};
+use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::image::layer_cache::LayerCache;
 use crate::image::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
 use crate::reference::Reference;
 use crate::registry::{BlobSource, Client, PushBlob, PushManifest, RegistryOptions};
@@ -106,9 +107,12 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     };
     let layers_future = {
         let (runtime, source, work) = (runtime.clone(), source.clone(), work.path().to_path_buf());
+        let cache_dir = opts.registry.cache_dir.clone();
         let t = Instant::now();
         async move {
-            let layers = tokio::task::spawn_blocking(move || write_function_layers(&runtime, &source, epoch, &work)).await;
+            let cache = cache_dir.map(|d| LayerCache::new(&d));
+            let layers =
+                tokio::task::spawn_blocking(move || write_function_layers(&runtime, &source, epoch, &work, cache.as_ref())).await;
             (layers, t.elapsed())
         }
     };
@@ -165,6 +169,7 @@ fn write_function_layers(
     source: &FunctionSource,
     epoch: u64,
     work: &Path,
+    cache: Option<&LayerCache>,
 ) -> Result<(WrittenLayer, WrittenLayer)> {
     let spec = &runtime.spec;
     let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
@@ -177,14 +182,29 @@ fn write_function_layers(
 
     // The two layers are independent: write them side by side.
     let (server_layer, function_layer) = std::thread::scope(|s| {
-        let server_job = s.spawn(|| write_layer(server, epoch, &work.join("runtime-layer")));
-        let function_layer = write_layer(function, epoch, &work.join("function-layer"));
+        let server_job = s.spawn(|| write_cached(server, epoch, &work.join("runtime-layer"), cache));
+        let function_layer = write_cached(function, epoch, &work.join("function-layer"), cache);
         (server_job.join().expect("layer writer thread"), function_layer)
     });
     Ok((
         server_layer.context("runtime layer")?,
         function_layer.with_context(|| format!("function layer from {}", source.root.display()))?,
     ))
+}
+
+/// A layer from the cache when its inputs were compressed before, else written (and recorded).
+fn write_cached(entries: Vec<LayerEntry>, epoch: u64, spool: &Path, cache: Option<&LayerCache>) -> Result<WrittenLayer, LayerError> {
+    let Some(cache) = cache else { return write_layer(entries, epoch, spool) };
+    let key = LayerCache::key(&entries, epoch);
+    if let Some(hit) = key.as_deref().and_then(|k| cache.get(k)) {
+        tracing::debug!(digest = %hit.digest, "layer unchanged: taken from the cache");
+        return Ok(hit);
+    }
+    let layer = write_layer(entries, epoch, spool)?;
+    if let Some(k) = key {
+        cache.put(&k, &layer);
+    }
+    Ok(layer)
 }
 
 fn assemble(

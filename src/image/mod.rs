@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod layer;
+pub mod layer_cache;
 
 use crate::reference::Reference;
 use digest::sha256_digest;
