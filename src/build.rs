@@ -6,7 +6,7 @@ use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, Writte
 use crate::image::layer_cache::LayerCache;
 use crate::image::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
 use crate::reference::Reference;
-use crate::registry::{BlobSource, Client, PushBlob, PushManifest, RegistryOptions};
+use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushManifest, RegistryOptions};
 use crate::sinks::{self, Output};
 use crate::sources::{load_base, ImageLocation};
 use anyhow::{bail, Context, Result};
@@ -74,6 +74,15 @@ pub struct OutputSummary {
     pub http_requests: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_uploaded: Option<u64>,
+    /// For pushes: what happened to each blob (`existed`, `mounted`, `uploaded`, `copied`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blobs: Vec<BlobSummary>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BlobSummary {
+    pub digest: String,
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -289,7 +298,7 @@ async fn write_outputs(
             }
         }
         tracing::info!(output = %name, "written");
-        summaries.push(OutputSummary { output: name, image: None, http_requests: None, bytes_uploaded: None });
+        summaries.push(OutputSummary { output: name, image: None, http_requests: None, bytes_uploaded: None, blobs: vec![] });
     }
     for targets in pushes {
         let client = client.expect("a client exists whenever there is a registry output");
@@ -306,6 +315,19 @@ async fn write_outputs(
                 image: Some(target.with_digest(&report.digest).to_string()),
                 http_requests: Some(report.requests),
                 bytes_uploaded: Some(report.bytes_uploaded),
+                blobs: report
+                    .blobs
+                    .iter()
+                    .map(|(digest, outcome)| BlobSummary {
+                        digest: digest.clone(),
+                        outcome: match outcome {
+                            BlobOutcome::Existed => "existed",
+                            BlobOutcome::Mounted => "mounted",
+                            BlobOutcome::Uploaded => "uploaded",
+                            BlobOutcome::Copied => "copied",
+                        },
+                    })
+                    .collect(),
             });
         }
     }
