@@ -3,7 +3,8 @@
 # with independent tools only (tar, umoci, skopeo; never fnbuild itself):
 #
 #   OUTDIR/node/             OCI image layout, tag "20":  /usr/local/bin/node (+ /usr/bin/node)
-#   OUTDIR/python/           OCI image layout, tag "3.12": /usr/local/bin/python3 (+ /usr/bin/python3)
+#   OUTDIR/python/           OCI image layout, tag "3.12": CPython 3.12 at /usr/local (bin/python3,
+#                            bin/python3.12, lib/python3.12 with an empty site-packages), + /usr/bin/python3
 #   OUTDIR/docker-node/      the node image with Docker v2 schema 2 media types, as a skopeo dir:
 #                            (`skopeo copy dir:OUTDIR/docker-node docker://...` keeps v2s2)
 #   OUTDIR/docker-node-layout/  the same as an image layout whose index and manifest carry Docker
@@ -11,7 +12,7 @@
 #   OUTDIR/node-docker.tar   the node image as a docker-archive (`docker load`able),
 #                            named fnbuild-test/node:20
 #
-# Each image is one layer: the interpreter, the shared libraries ldd lists, the dynamic loader,
+# Each image is one layer: the interpreter (and its stdlib), the shared libraries ldd lists, the dynamic loader,
 # /bin/sh (dash), /tmp (1777), /etc/passwd and /etc/group with root and user 1000 ("app").
 # Config: amd64/linux, PATH=/usr/local/bin:/usr/bin:/bin, user root, cmd the interpreter.
 #
@@ -19,7 +20,8 @@
 # binaries, it exits at once. Concurrent runs are serialised by a flock on OUTDIR/.lock; images
 # are built in a temporary directory inside OUTDIR and renamed into place, the stamp last.
 #
-# Environment: NODE_BIN (default /usr/bin/node), PYTHON_BIN (default /usr/bin/python3).
+# Environment: NODE_BIN (default /usr/bin/node), PYTHON_PREFIX (the installation prefix of a CPython
+# 3.12 built with --enable-shared; default: pyenv's newest 3.12.x under ${PYENV_ROOT:-/root/.pyenv}).
 set -euo pipefail
 
 usage() { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -28,7 +30,10 @@ mkdir -p "$1"
 OUT=$(cd "$1" && pwd)
 
 NODE_BIN=${NODE_BIN:-/usr/bin/node}
-PYTHON_BIN=${PYTHON_BIN:-/usr/bin/python3}
+PYTHON_VERSION=3.12
+if [ -z "${PYTHON_PREFIX:-}" ]; then
+    PYTHON_PREFIX=$(ls -d "${PYENV_ROOT:-/root/.pyenv}/versions/$PYTHON_VERSION".* 2>/dev/null | sort -V | tail -1 || true)
+fi
 NODE_TAG=20
 PYTHON_TAG=3.12
 DOCKER_ARCHIVE_NAME=fnbuild-test/node:$NODE_TAG
@@ -38,15 +43,14 @@ die() { echo "make-base-images: $*" >&2; exit 1; }
 
 # The cache key: this script's contents and the identity of every host input.
 stamp_key() {
-    local py_real
-    py_real=$(readlink -f "$PYTHON_BIN")
     {
         sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
-        stat -Lc '%n %s %Y' "$NODE_BIN" "$PYTHON_BIN" "$py_real" /usr/bin/dash \
+        stat -Lc '%n %s %Y' "$NODE_BIN" /usr/bin/dash \
             /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6
-        # The stdlib is upgraded with the interpreter (one source package); a marker file or two.
-        stat -Lc '%n %s %Y' "/usr/lib/$(basename "$py_real")/os.py" \
-            "/usr/lib/$(basename "$py_real")/lib-dynload/_ssl.cpython-"*.so 2>/dev/null || true
+        # The interpreter, its library and a marker file or two of its stdlib.
+        stat -Lc '%n %s %Y' "$PYTHON_PREFIX/bin/python$PYTHON_VERSION" "$PYTHON_PREFIX/lib/libpython$PYTHON_VERSION.so.1.0" \
+            "$PYTHON_PREFIX/lib/python$PYTHON_VERSION/os.py" \
+            "$PYTHON_PREFIX/lib/python$PYTHON_VERSION/lib-dynload/_ssl.cpython-"*.so 2>/dev/null || true
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -64,12 +68,13 @@ exec 9>"$OUT/.lock"
 flock 9
 complete "$KEY" && exit 0    # another process made them while we waited
 
-for tool in umoci skopeo tar ldd jq sha256sum chroot; do
+for tool in umoci skopeo tar ldd ldconfig strip jq sha256sum chroot; do
     command -v "$tool" >/dev/null || die "$tool is missing (run tests/support/setup.sh)"
 done
 CHROOT=$(command -v chroot)
 [ -x "$NODE_BIN" ] || die "no node at $NODE_BIN"
-[ -x "$PYTHON_BIN" ] || die "no python3 at $PYTHON_BIN"
+[ -x "$PYTHON_PREFIX/bin/python$PYTHON_VERSION" ] && [ -f "$PYTHON_PREFIX/lib/libpython$PYTHON_VERSION.so.1.0" ] ||
+    die "no CPython $PYTHON_VERSION (built with --enable-shared) at PYTHON_PREFIX='$PYTHON_PREFIX'; set PYTHON_PREFIX"
 
 SECONDS=0
 rm -f "$OUT/.stamp"
@@ -194,37 +199,52 @@ make_image "$WORK/node" "$NODE_TAG" "$NODE_ROOT" node "NODE_VERSION=$("$NODE_BIN
 
 # --- python ------------------------------------------------------------------------------------
 
-PY_REAL=$(readlink -f "$PYTHON_BIN")          # e.g. /usr/bin/python3.11
-PY_NAME=$(basename "$PY_REAL")                 # python3.11
-PY_PKGS=$(dpkg -S "$PY_REAL" | cut -d: -f1)    # python3.11-minimal
-PY_PKGS="$PY_PKGS lib$PY_NAME-minimal lib$PY_NAME-stdlib"
+# A real CPython 3.12 (pyenv's build: --enable-shared, so the interpreter needs libpython3.12.so.1.0)
+# laid out at /usr/local as the python:3.12 images have it: bin/python3.12 (+ python3, python),
+# lib/libpython3.12.so.1.0 (found through /etc/ld.so.cache: its RUNPATH names the build prefix),
+# lib/python3.12 without test suites, IDLE, tkinter, ensurepip, the static library and build
+# files, compiled bytecode or the test extension modules, and an empty site-packages; binaries stripped.
+PY_LIB=$PYTHON_PREFIX/lib/python$PYTHON_VERSION
 PY_ROOT=$WORK/python-rootfs
 skeleton "$PY_ROOT"
-# The stdlib from the Debian package file lists, without docs, test suites and modules that only
-# an interactive or GUI session needs (and their big libraries).
-# shellcheck disable=SC2086
-dpkg -L $PY_PKGS | grep -E "^(/usr/lib/$PY_NAME/|/etc/$PY_NAME/|$PY_REAL\$)" |
-    grep -vE "/(test|tests|idlelib|tkinter|turtledemo|lib2to3|pydoc_data|ensurepip)(/|\$)" |
-    grep -vE "/lib-dynload/(nis|_dbm|readline|_curses|_curses_panel)\." |
-    while read -r f; do
-        if [ -L "$f" ] || [ -f "$f" ]; then echo "${f#/}"; fi
-    done >"$WORK/python-files"
-tar -C / --no-recursion -cf - -T "$WORK/python-files" | tar -C "$PY_ROOT" -xpf -
-# Shared libraries of the interpreter and of the extension modules kept.
-add_elf "$PY_ROOT" "$PY_REAL" "$PY_ROOT"/usr/lib/"$PY_NAME"/lib-dynload/*.so
-ln -s "$PY_NAME" "$PY_ROOT/usr/bin/python3"
-ln -s python3 "$PY_ROOT/usr/bin/python"
-ln -s "/usr/bin/$PY_NAME" "$PY_ROOT/usr/local/bin/python3"
+mkdir -p "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION/site-packages"
+(
+    cd "$PY_LIB"
+    find . \( -name __pycache__ -o -name test -o -name tests -o -name idle_test -o -name site-packages \
+        -o -name idlelib -o -name tkinter -o -name turtledemo -o -name turtle.py -o -name lib2to3 \
+        -o -name pydoc_data -o -name ensurepip -o -name 'config-*' \) -prune \
+        -o \( -type f -o -type l \) -print
+) | grep -vE "^\./lib-dynload/(_test|_ctypes_test|_xxtestfuzz|xxlimited|xxsubtype|_tkinter|readline|_curses|nis|_dbm|_gdbm)" \
+    >"$WORK/python-files"
+tar -C "$PY_LIB" --no-recursion -cf - -T "$WORK/python-files" | tar -C "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION" -xpf -
+cp -L --preserve=mode "$PY_LIB/site-packages/README.txt" "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION/site-packages/" 2>/dev/null || true
+cp -L --preserve=mode "$PYTHON_PREFIX/bin/python$PYTHON_VERSION" "$PY_ROOT/usr/local/bin/python$PYTHON_VERSION"
+cp -L --preserve=mode "$PYTHON_PREFIX/lib/libpython$PYTHON_VERSION.so.1.0" "$PY_ROOT/usr/local/lib/"
+ln -s "python$PYTHON_VERSION" "$PY_ROOT/usr/local/bin/python3"
 ln -s python3 "$PY_ROOT/usr/local/bin/python"
+ln -s ../local/bin/python3 "$PY_ROOT/usr/bin/python3"
+# Shared libraries of the interpreter and of the extension modules kept (libpython's own first,
+# so ldd finds it through the build prefix and its dependencies come along).
+add_elf "$PY_ROOT" "$PYTHON_PREFIX/lib/libpython$PYTHON_VERSION.so.1.0" "$PYTHON_PREFIX/bin/python$PYTHON_VERSION" \
+    "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION"/lib-dynload/*.so
+rm -rf "$PY_ROOT${PYTHON_PREFIX}"             # add_elf copied libpython under the build prefix too
+# pyenv builds with debug info (30 MB of the 37 in libpython): strip it, as the python images do.
+strip --strip-unneeded "$PY_ROOT/usr/local/bin/python$PYTHON_VERSION" "$PY_ROOT/usr/local/lib/libpython$PYTHON_VERSION.so.1.0" \
+    "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION"/lib-dynload/*.so
+rmdir -p "$PY_ROOT$(dirname "$PYTHON_PREFIX")" 2>/dev/null || true
+echo /usr/local/lib >"$PY_ROOT/etc/ld.so.conf"
+chmod 644 "$PY_ROOT/etc/ld.so.conf"
+ldconfig -r "$PY_ROOT"
 make_image "$WORK/python" "$PYTHON_TAG" "$PY_ROOT" python3 \
-    LANG=C.UTF-8 "PYTHON_VERSION=$("$PY_REAL" -c 'import platform; print(platform.python_version())')"
+    LANG=C.UTF-8 "PYTHON_VERSION=$("$PYTHON_PREFIX/bin/python$PYTHON_VERSION" -c 'import platform; print(platform.python_version())')"
 
 # --- verify the OCI layouts --------------------------------------------------------------------
 
 check_in_chroot "$WORK/node" "$NODE_TAG" node -e 'console.log(1)'
 check_in_chroot "$WORK/node" "$NODE_TAG" /usr/bin/node -e 'console.log(require("os").userInfo().uid === 1000 ? 1 : 0)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import json,http.server,asyncio,ssl,hashlib,sqlite3,ctypes; print(1)'
-check_in_chroot "$WORK/python" "$PYTHON_TAG" /usr/bin/python3 -c 'import sys; print(1 if sys.prefix == "/usr" else sys.prefix)'
+check_in_chroot "$WORK/python" "$PYTHON_TAG" /usr/bin/python3 -c 'import sys; print(1 if sys.prefix == "/usr/local" and sys.version_info[:2] == (3, 12) else sys.prefix)'
+check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import os, site; print(1 if site.getsitepackages() == ["/usr/local/lib/python3.12/site-packages"] and not [f for f in os.listdir(site.getsitepackages()[0]) if f != "README.txt"] else 0)'
 
 # --- Docker-family variants of node ------------------------------------------------------------
 
