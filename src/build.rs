@@ -1,5 +1,6 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
 
+use crate::function::dependencies::{self, DependencyOptions, DependencySummary, ProvidedLayer};
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
 use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
@@ -33,6 +34,8 @@ pub struct BuildOptions {
     pub revision: Option<String>,
     pub registry: RegistryOptions,
     pub digest_file: Option<PathBuf>,
+    /// How npm / pip dependencies are installed and cached.
+    pub dependencies: DependencyOptions,
 }
 
 #[derive(Debug, Serialize)]
@@ -45,6 +48,8 @@ pub struct BuildResult {
     pub base: BaseSummary,
     pub layers: Vec<LayerSummary>,
     pub outputs: Vec<OutputSummary>,
+    /// The dependency layer: where it came from (`cache`), its `key`, `install_ms`.
+    pub dependencies: DependencySummary,
     pub timings_ms: Timings,
 }
 
@@ -60,7 +65,7 @@ pub struct LayerSummary {
     pub diff_id: String,
     pub size: u64,
     pub media_type: String,
-    /// `base`, `runtime` or `function`.
+    /// `base`, `runtime`, `dependencies` or `function`.
     pub role: &'static str,
 }
 
@@ -89,6 +94,8 @@ pub struct BlobSummary {
 pub struct Timings {
     pub base: u64,
     pub layers: u64,
+    /// Cache look-ups, install and the dependency layer (after the base image is known).
+    pub dependencies: u64,
     pub outputs: u64,
     pub total: u64,
 }
@@ -97,13 +104,16 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     let started = Instant::now();
     let runtime = opts.runtimes.load(&opts.runtime)?;
     let source = FunctionSource::load(&opts.source_dir, &runtime)?;
+    // A malformed dependency file fails the build here, before anything runs or is written.
+    let deps_plan = dependencies::plan(&source, &runtime)?;
     let epoch = opts.source_date_epoch.unwrap_or(DEFAULT_EPOCH);
     let base_location = match &opts.base {
         Some(b) => b.clone(),
         None => runtime.spec.base_image.parse().map_err(anyhow::Error::msg).context("runtime's default base image")?,
     };
     let needs_registry = matches!(base_location, ImageLocation::Registry(_))
-        || opts.outputs.iter().any(|o| matches!(o, Output::Registry(_)));
+        || opts.outputs.iter().any(|o| matches!(o, Output::Registry(_)))
+        || (deps_plan.is_some() && opts.dependencies.cache_repo.is_some());
     // Setting up TLS reads the system's CA store: only pay for it when a registry is involved.
     let client = if needs_registry { Some(Client::new(opts.registry.clone())?) } else { None };
     let work = tempfile::Builder::new().prefix("fnbuild-").tempdir().context("cannot create a scratch directory")?;
@@ -125,16 +135,47 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             (layers, t.elapsed())
         }
     };
-    let ((base, base_time), (layers, layers_time)) = tokio::join!(base_future, layers_future);
+    // The installer's version (part of the dependency cache key) is asked meanwhile too.
+    let probe_future = async {
+        match &deps_plan {
+            Some(plan) => Some(dependencies::probe(plan.ecosystem, &runtime).await),
+            None => None,
+        }
+    };
+    let ((base, base_time), (layers, layers_time), installer) = tokio::join!(base_future, layers_future, probe_future);
     let base = base?;
     let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
     tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
 
-    let image = assemble(opts, &runtime, &base_location, &base, &runtime_layer, &function_layer, epoch)?;
+    // The dependency layer's key needs the base image's digest: from a cache, or installed now.
+    let t = Instant::now();
+    let deps_layer = match (&deps_plan, installer) {
+        (Some(plan), Some(installer)) => {
+            let ctx = dependencies::Context {
+                runtime: &runtime,
+                base_digest: &base.manifest_digest,
+                base_config: &base.config,
+                epoch,
+                options: &opts.dependencies,
+                client: client.as_ref(),
+                work: work.path(),
+            };
+            let provided = dependencies::provide(plan, &installer?, &ctx)
+                .await
+                .with_context(|| format!("installing the packages of {}", plan.dependency_file))?;
+            Some(provided)
+        }
+        _ => None,
+    };
+    let deps_time = t.elapsed();
+
+    let image = assemble(opts, &runtime, &base_location, &base, &runtime_layer, deps_layer.as_ref(), &function_layer, epoch)?;
     tracing::info!(digest = %image.manifest_digest, "image");
 
     let t = Instant::now();
-    let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path()).await?;
+    let mount_from: Vec<(String, Reference)> =
+        deps_layer.iter().filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?))).collect();
+    let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path(), &mount_from).await?;
     let outputs_time = t.elapsed();
 
     if let Some(file) = &opts.digest_file {
@@ -143,6 +184,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     }
 
     let base_count = base.layers.len();
+    let deps_index = deps_layer.as_ref().map(|_| base_count + 1);
     let layers = image
         .layers
         .iter()
@@ -152,7 +194,15 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             diff_id: l.diff_id.clone(),
             size: l.descriptor.size(),
             media_type: l.descriptor.media_type().to_string(),
-            role: if i < base_count { "base" } else if i == base_count { "runtime" } else { "function" },
+            role: if i < base_count {
+                "base"
+            } else if i == base_count {
+                "runtime"
+            } else if Some(i) == deps_index {
+                "dependencies"
+            } else {
+                "function"
+            },
         })
         .collect();
     Ok(BuildResult {
@@ -163,9 +213,11 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         base: BaseSummary { name: base.name.clone(), digest: base.manifest_digest.clone() },
         layers,
         outputs,
+        dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
         timings_ms: Timings {
             base: base_time.as_millis() as u64,
             layers: layers_time.as_millis() as u64,
+            dependencies: deps_time.as_millis() as u64,
             outputs: outputs_time.as_millis() as u64,
             total: started.elapsed().as_millis() as u64,
         },
@@ -222,6 +274,7 @@ fn assemble(
     base_location: &ImageLocation,
     base: &BaseImage,
     runtime_layer: &WrittenLayer,
+    deps_layer: Option<&ProvidedLayer>,
     function_layer: &WrittenLayer,
     epoch: u64,
 ) -> Result<BuiltImage> {
@@ -264,6 +317,12 @@ fn assemble(
     image.config["created"] = json!(created);
 
     image.append_layer(runtime_layer, &created, &format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir))?;
+    if let Some(deps) = deps_layer {
+        image.append_layer(&deps.written(), &created, &format!("fnbuild: {} at {}", spec.dependency_file, spec.dependency_dir))?;
+        if let Some(layer) = image.layers.last_mut() {
+            layer.location = deps.location.clone();
+        }
+    }
     image.append_layer(function_layer, &created, &format!("fnbuild: function source at {}", spec.function_dir))?;
     Ok(image.finish()?)
 }
@@ -274,6 +333,7 @@ async fn write_outputs(
     client: Option<&Client>,
     epoch: u64,
     work: &Path,
+    mount_from: &[(String, Reference)],
 ) -> Result<Vec<OutputSummary>> {
     let mut summaries = Vec::new();
     // Outputs other than registries need every blob on disk.
@@ -302,7 +362,7 @@ async fn write_outputs(
     }
     for targets in pushes {
         let client = client.expect("a client exists whenever there is a registry output");
-        let blobs = push_blobs(&image);
+        let blobs = push_blobs(&image, &targets[0], mount_from);
         let manifest = PushManifest { bytes: image.manifest.clone(), media_type: image.manifest_media_type.clone() };
         let report = client.push(&targets, blobs, manifest, None).await?;
         if report.digest != image.manifest_digest {
@@ -334,16 +394,20 @@ async fn write_outputs(
     Ok(summaries)
 }
 
-fn push_blobs(image: &BuiltImage) -> Vec<PushBlob> {
+/// The image's blobs for a push to `target`; a blob that `mount_from` says another repository of
+/// the same registry has (the dependency cache) is mounted from there rather than uploaded.
+fn push_blobs(image: &BuiltImage, target: &Reference, mount_from: &[(String, Reference)]) -> Vec<PushBlob> {
     let mut blobs: Vec<PushBlob> = Vec::new();
     for layer in &image.layers {
         let digest = layer.digest();
         if blobs.iter().any(|b| b.digest == digest) {
             continue;
         }
-        let source = match &layer.location {
-            BlobLocation::File(path) => BlobSource::File(path.clone()),
-            BlobLocation::Registry(r) => BlobSource::Registry(r.clone()),
+        let elsewhere = mount_from.iter().find(|(d, r)| *d == digest && r.registry == target.registry && !r.same_repository(target));
+        let source = match (&layer.location, elsewhere) {
+            (_, Some((_, r))) => BlobSource::Registry(r.clone()),
+            (BlobLocation::File(path), None) => BlobSource::File(path.clone()),
+            (BlobLocation::Registry(r), None) => BlobSource::Registry(r.clone()),
         };
         blobs.push(PushBlob { digest, size: layer.descriptor.size(), source });
     }

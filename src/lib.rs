@@ -1,6 +1,7 @@
 //! fnbuild: turns a serverless function's source into an OCI image without a Docker daemon.
 
 pub mod build;
+pub mod controller;
 pub mod function;
 pub mod image;
 pub mod init;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions};
+use fnbuild::function::dependencies::DependencyOptions;
 use fnbuild::function::runtime::Runtimes;
 use fnbuild::reference::Reference;
 use fnbuild::registry::{Platform, RegistryOptions};
@@ -124,6 +125,25 @@ struct BuildArgs {
     /// Trust this PEM CA bundle for registries (private CAs). Repeatable.
     #[arg(long, value_name = "FILE")]
     ca_cert: Vec<PathBuf>,
+    /// Cache directory: dependency layers (by key), unchanged layers, base manifests and configs
+    /// (default: $XDG_CACHE_HOME/fnbuild or ~/.cache/fnbuild).
+    #[arg(long, env = "FNBUILD_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Also keep dependency layers in this registry repository (each a one-layer image tagged by
+    /// its key), shared by every builder that can reach it; pushes to that registry mount them.
+    #[arg(long, env = "FNBUILD_CACHE_REPO", value_name = "REGISTRY/REPOSITORY", value_parser = parse_repository)]
+    cache_repo: Option<Reference>,
+    /// Install the dependencies afresh even if a cache has them (the caches are refreshed).
+    #[arg(long)]
+    no_cache: bool,
+    /// An .npmrc for `npm` during the install only (private registries, tokens); never copied
+    /// into the image, the cache or the log.
+    #[arg(long, value_name = "FILE")]
+    npmrc: Option<PathBuf>,
+    /// A pip.conf for `pip` during the install only (private indexes, credentials); never copied
+    /// into the image, the cache or the log.
+    #[arg(long, value_name = "FILE")]
+    pip_conf: Option<PathBuf>,
 }
 
 fn parse_location(s: &str) -> Result<ImageLocation, String> {
@@ -135,6 +155,22 @@ fn parse_output(s: &str) -> Result<Output, String> {
 fn parse_reference(s: &str) -> Result<Reference, String> {
     s.parse::<Reference>().map_err(|e| e.to_string())
 }
+/// `REGISTRY/REPOSITORY`, without a tag or digest (the cache picks the tags).
+fn parse_repository(s: &str) -> Result<Reference, String> {
+    let last = s.rsplit('/').next().unwrap_or(s);
+    if s.contains('@') || (s.contains('/') && last.contains(':')) {
+        return Err(format!("'{s}': give a repository without a tag or digest, e.g. registry.example.com/team/fnbuild-cache"));
+    }
+    s.parse::<Reference>().map(|r| r.with_repository(r.repository.clone())).map_err(|e| e.to_string())
+}
+
+/// A credentials file the installer will read: it must be readable now; made absolute.
+fn credentials_file(flag: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>> {
+    let Some(path) = path else { return Ok(None) };
+    std::fs::File::open(&path).with_context(|| format!("cannot read the {flag} file {}", path.display()))?;
+    Ok(Some(std::path::absolute(&path).with_context(|| format!("{flag} {}", path.display()))?))
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -192,6 +228,14 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     if outputs.is_empty() {
         tracing::warn!("no --output, --load or --push: the image is built and then discarded");
     }
+    let cache_dir = args.cache_dir.or_else(default_cache_dir);
+    let dependencies = DependencyOptions {
+        npmrc: credentials_file("--npmrc", args.npmrc)?,
+        pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
+        cache_dir: cache_dir.clone(),
+        cache_repo: args.cache_repo,
+        no_cache: args.no_cache,
+    };
     let opts = BuildOptions {
         source_dir: args.source_dir,
         runtime: args.runtime,
@@ -208,10 +252,11 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             ca_certs: args.ca_cert,
             registry_config: args.registry_config,
             platform: args.platform.unwrap_or_default(),
-            cache_dir: default_cache_dir(),
+            cache_dir,
             ..Default::default()
         },
         digest_file: args.digest_file,
+        dependencies,
     };
     let result = build(&opts).await?;
     if args.json {

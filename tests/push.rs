@@ -158,3 +158,32 @@ fn an_unreachable_registry_is_named_in_one_line() {
     assert!(error[0].contains(&format!("127.0.0.1:{port}")), "{}", error[0]);
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn a_repeat_push_skips_blobs_it_left_there_and_recovers_when_the_registry_lost_them() {
+    let registry = Registry::start();
+    let tagged = registry.push_oci_layout(&base_images().node, "20", "base/node:20");
+    let digest = skopeo_inspect(&format!("docker://{tagged}"))["Digest"].as_str().unwrap().to_string();
+    let base = format!("{}/base/node@{digest}", registry.addr());
+    let cache = temp_dir("cache-");
+    let env = [("XDG_CACHE_HOME", cache.path().to_str().unwrap())];
+    let target = registry.image("team/fast:v1");
+    let src = function("fast");
+    push(src.path(), &base, &[target.clone()], &env);
+
+    // One file changed: the new layer and the config go straight up, the manifest in under its tag.
+    std::fs::write(src.path().join("util.js"), "exports.x = 3;\n").unwrap();
+    let changed = push(src.path(), &base, &[target.clone()], &env);
+    assert_eq!(changed["outputs"][0]["http_requests"], 6, "ping, 2 × (POST + PUT), PUT manifest: {changed}");
+    assert_eq!(skopeo_inspect(&format!("docker://{target}"))["Digest"], changed["digest"]);
+
+    // The registry forgets the repository (as after garbage collection): the record is stale,
+    // the registry refuses the manifest, and the push is done again, checking every blob.
+    let repo = registry.dir().join("storage/docker/registry/v2/repositories/team/fast");
+    std::fs::remove_dir_all(&repo).unwrap();
+    std::fs::write(src.path().join("util.js"), "exports.x = 4;\n").unwrap();
+    let recovered = push(src.path(), &base, &[target.clone()], &env);
+    let copy = temp_dir("copy-");
+    run_ok(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{target}"), &format!("oci:{}:x", copy.path().display())]));
+    assert_eq!(skopeo_inspect(&format!("docker://{target}"))["Digest"], recovered["digest"]);
+}

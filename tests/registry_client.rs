@@ -5,6 +5,8 @@
 //! free port, run as tasks of the test's runtime (ending with it), and every test is bounded
 //! by [`bounded`].
 
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 use std::io::Write;
@@ -588,10 +590,10 @@ async fn push_one_layer_image_then_pull_it_back() {
         assert_eq!(report.bytes_uploaded, total);
         let log = proxy.log();
         assert_eq!(report.requests as usize, log.len(), "the report counts every request: {log:#?}");
-        // ping, 2 HEAD, 2 POST, 2 PUT blob, PUT manifest by digest, 2 tags
-        assert_eq!(report.requests, 10, "{log:#?}");
+        // ping, 2 HEAD, 2 POST, 2 PUT blob, PUT manifest under the first tag, the second tag
+        assert_eq!(report.requests, 9, "{log:#?}");
         let puts: Vec<&Logged> = log.iter().filter(|l| l.method == "PUT").collect();
-        assert!(puts[puts.len() - 3].path.ends_with(&format!("/manifests/{}", img.digest)), "manifest by digest comes first: {puts:#?}");
+        assert!(puts[puts.len() - 3].path.contains("digest="), "blobs before the manifest: {puts:#?}");
         assert!(puts[puts.len() - 2].path.ends_with("/manifests/v1"));
         assert!(puts[puts.len() - 1].path.ends_with("/manifests/latest"));
         let events = events.lock().unwrap().clone();
@@ -636,8 +638,8 @@ async fn push_one_layer_image_then_pull_it_back() {
         let log = proxy.log();
         assert_eq!(count(&log, "POST", "/blobs/uploads/"), 0);
         assert_eq!(count(&log, "PATCH", ""), 0);
-        // ping, 2 HEAD, manifest by digest, tag
-        assert_eq!(report.requests, 5, "{log:#?}");
+        // ping, 2 HEAD, manifest under its tag
+        assert_eq!(report.requests, 4, "{log:#?}");
     })
     .await;
 }
@@ -651,6 +653,7 @@ async fn pull_errors_are_clear() {
         let err = c.pull_manifest(&missing).await.unwrap_err();
         assert!(matches!(err, RegistryError::ManifestUnknown { .. }), "{err:?}");
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(msg.contains(&format!("{}/no/such:tag", reg.addr())) && msg.contains("not found"), "{msg}");
 
         let work = tempfile::tempdir().unwrap();
@@ -700,6 +703,7 @@ async fn index_platform_selection_and_docker_v2_manifests() {
         let err = c.pull_manifest_for(&repo, &"linux/s390x".parse().unwrap()).await.unwrap_err();
         assert!(matches!(err, RegistryError::PlatformNotFound { .. }), "{err:?}");
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(msg.contains("linux/s390x") && msg.contains("linux/amd64, linux/arm64/v8"), "{msg}");
 
         // An index that points at a manifest the registry lacks is refused before tagging.
@@ -783,7 +787,7 @@ async fn base_layers_are_mounted_and_unchanged_pushes_upload_nothing() {
             let new_bytes: u64 = app.blobs.iter().filter(|b| !matches!(b.source, BlobSource::Registry(_))).map(|b| b.size).sum();
             assert_eq!(report.bytes_uploaded, new_bytes, "only the new layer and the config are uploaded");
             // ping + HEAD×(n+2) + mount×n + (POST+PUT)×2 + manifest + tag
-            assert_eq!(report.requests as usize, 1 + (n_base + 2) + n_base + 4 + 2, "{log:#?}");
+            assert_eq!(report.requests as usize, 1 + (n_base + 2) + n_base + 4 + 1, "{log:#?}");
             eprintln!("[{base_name}] first push of base+1 layer: {} requests, {} bytes uploaded", report.requests, report.bytes_uploaded);
             skopeo_verify(&format!("{}/app/{}:1", reg.addr(), base_name.replace(['/', ':'], "-")), None);
 
@@ -792,7 +796,7 @@ async fn base_layers_are_mounted_and_unchanged_pushes_upload_nothing() {
             let report = client(opts()).push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None).await.unwrap();
             assert_eq!(report.bytes_uploaded, 0);
             assert!(report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Existed));
-            assert_eq!(report.requests as usize, 1 + (n_base + 2) + 2);
+            assert_eq!(report.requests as usize, 1 + (n_base + 2) + 1);
             eprintln!("[{base_name}] unchanged push: {} requests, 0 bytes uploaded", report.requests);
 
             // One changed layer: only it and the config go up.
@@ -802,7 +806,7 @@ async fn base_layers_are_mounted_and_unchanged_pushes_upload_nothing() {
             let uploaded: Vec<_> = report.blobs.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).collect();
             assert_eq!(uploaded.len(), 2, "{:?}", report.blobs);
             assert_eq!(count(&proxy.log(), "POST", "mount="), 0);
-            assert_eq!(report.requests as usize, 1 + (n_base + 2) + 4 + 2);
+            assert_eq!(report.requests as usize, 1 + (n_base + 2) + 4 + 1);
             eprintln!("[{base_name}] one-layer change: {} requests, {} bytes uploaded", report.requests, report.bytes_uploaded);
             skopeo_verify(&format!("{}/app/{}:2", reg.addr(), base_name.replace(['/', ':'], "-")), None);
         }
@@ -902,6 +906,7 @@ async fn basic_auth_from_config_json_and_wrong_password() {
             .await
             .unwrap_err();
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(matches!(err, RegistryError::AuthFailed { .. }), "{err:?}");
         assert!(msg.contains(reg.addr()) && msg.contains("secure/app") && msg.contains("config.json"), "{msg}");
         assert!(!msg.contains('\n'));
@@ -1055,6 +1060,7 @@ async fn private_ca_and_tls_errors() {
         let err = client(opts()).push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap_err();
         assert!(matches!(err, RegistryError::Tls { .. }), "{err:?}");
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(msg.contains(&format!("localhost:{port}")) && msg.contains("--ca-cert"), "{msg}");
 
         let c = client(RegistryOptions { ca_certs: vec![ca.clone()], ..opts() });
@@ -1076,6 +1082,7 @@ async fn unreachable_registry_is_named() {
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("cannot reach"), "{msg}");
     })
     .await;
@@ -1094,7 +1101,6 @@ async fn transient_errors_are_retried() {
         proxy.fault("HEAD", "/blobs/", 2, Action::Status(503, None));
         proxy.fault("POST", "/blobs/uploads/", 1, Action::Status(500, None));
         proxy.fault("PUT", "digest=", 1, Action::Status(502, None));
-        proxy.fault("PUT", "/manifests/sha256:", 1, Action::Status(504, None));
         proxy.fault("PUT", "/manifests/v1", 1, Action::Status(429, Some(1)));
         let started = Instant::now();
         let report = client(opts())
@@ -1103,7 +1109,7 @@ async fn transient_errors_are_retried() {
             .unwrap();
         assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
         let log = proxy.log();
-        assert_eq!(log.iter().filter(|l| l.status >= 429).count(), 6, "{log:#?}");
+        assert_eq!(log.iter().filter(|l| l.status >= 429).count(), 5, "{log:#?}");
         assert_eq!(report.requests as usize, log.len());
         skopeo_verify(&format!("{}/faults/app:v1", reg.addr()), None);
     })
@@ -1179,6 +1185,7 @@ async fn persistent_failures_fail_clearly_and_leave_no_manifest() {
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(matches!(err, RegistryError::RetriesExhausted { .. }), "{err:?}");
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(msg.contains(proxy.addr()) && msg.contains(&img.layer_digests[0]) && msg.contains("3 attempts") && msg.contains("503"), "{msg}");
         let log = proxy.log();
         assert_eq!(count(&log, "PUT", "/manifests/"), 0, "no manifest may be pushed: {log:#?}");
@@ -1225,6 +1232,7 @@ async fn registry_refusals_carry_its_error_code() {
         let fresh = r(&format!("{}/refuse/fresh:1", reg.addr()));
         let err = c.push(&[fresh], vec![img.blobs[0].clone(), wrong], img.manifest.clone(), None).await.unwrap_err();
         let msg = err.to_string();
+        eprintln!("error message: {msg}");
         assert!(matches!(err, RegistryError::Refused { .. }), "{err:?}");
         assert!(msg.contains("DIGEST_INVALID") && msg.contains("refuse/fresh") && msg.contains(reg.addr()), "{msg}");
         assert_eq!(manifest_status(reg.addr(), "refuse/app", "1"), 404);

@@ -34,6 +34,29 @@ pub struct RuntimeSpec {
     pub port: u16,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The tool that installs the dependency file: `npm` or `pip` (default: from `dependency_file`,
+    /// package.json → npm, requirements.txt → pip; none for other files).
+    #[serde(default)]
+    pub installer: Option<String>,
+    /// The runtime's Python version (`3.12`): pip picks wheels for it.
+    #[serde(default)]
+    pub python_version: Option<String>,
+    /// The newest manylinux glibc the base image has (`2.36`): pip may pick wheels up to
+    /// manylinux_<this>; without it, manylinux2014 (glibc 2.17) at most.
+    #[serde(default)]
+    pub manylinux_glibc: Option<String>,
+}
+
+impl RuntimeSpec {
+    /// The installer for the dependency file, if any: `npm` or `pip`.
+    pub fn installer(&self) -> Option<&str> {
+        match (&self.installer, self.dependency_file.as_str()) {
+            (Some(i), _) => Some(i.as_str()),
+            (None, "package.json") => Some("npm"),
+            (None, "requirements.txt") => Some("pip"),
+            _ => None,
+        }
+    }
 }
 
 /// A file of a runtime's server, relative to `server_dir`.
@@ -110,6 +133,20 @@ impl Runtimes {
                 return Err(invalid(&toml_path, format!("{field} must be an absolute path without . or .. ({dir})")));
             }
         }
+        match spec.installer() {
+            None | Some("npm") => {}
+            Some("pip") => {
+                if !spec.python_version.as_deref().is_some_and(is_dotted_pair) {
+                    return Err(invalid(&toml_path, "installer pip needs python_version = \"MAJOR.MINOR\" (e.g. \"3.12\")".into()));
+                }
+            }
+            Some(other) => return Err(invalid(&toml_path, format!("installer must be npm or pip ({other})"))),
+        }
+        if let Some(glibc) = &spec.manylinux_glibc {
+            if !is_dotted_pair(glibc) || !glibc.starts_with("2.") {
+                return Err(invalid(&toml_path, format!("manylinux_glibc must look like 2.36 ({glibc})")));
+            }
+        }
         if !is_plain_name(&spec.server) {
             return Err(invalid(&toml_path, format!("server must name a directory beside the runtimes ({})", spec.server)));
         }
@@ -177,6 +214,13 @@ fn collect_embedded(dir: &'static Dir<'static>, root: &Path, out: &mut Vec<Serve
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+}
+
+/// `3.12`, `2.36`: two dot-separated numbers.
+fn is_dotted_pair(s: &str) -> bool {
+    s.split_once('.').is_some_and(|(a, b)| {
+        [a, b].iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
+    })
 }
 
 fn is_plain_name(name: &str) -> bool {

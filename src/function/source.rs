@@ -171,7 +171,7 @@ fn is_configmap_key(key: &str) -> bool {
 }
 
 /// Whether a relative symlink at `link` (relative to the root) resolves to a path below the root.
-fn stays_inside(link: &Path, target: &Path) -> bool {
+pub(crate) fn stays_inside(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
     }

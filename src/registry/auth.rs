@@ -63,8 +63,7 @@ pub(crate) fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
             // registries and are not supported).
             j += 1;
             skip_ws(&mut j);
-            let value;
-            if j < s.len() && s[j] == b'"' {
+            let value = if j < s.len() && s[j] == b'"' {
                 j += 1;
                 let mut v = String::new();
                 while j < s.len() && s[j] != b'"' {
@@ -77,14 +76,14 @@ pub(crate) fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
                     j += ch.len_utf8();
                 }
                 j += 1; // closing quote
-                value = v;
+                v
             } else {
                 let vs = j;
                 while j < s.len() && s[j] != b',' && s[j] != b' ' {
                     j += 1;
                 }
-                value = header[vs..j].to_string();
-            }
+                header[vs..j].to_string()
+            };
             out.last_mut()
                 .unwrap()
                 .params
@@ -406,6 +405,25 @@ mod tests {
         // Scope values with commas inside quotes stay whole.
         let ch = parse_www_authenticate(r#"Bearer realm="r",scope="repository:a:pull,push repository:b:pull""#);
         assert_eq!(ch[0].param("scope"), Some("repository:a:pull,push repository:b:pull"));
+    }
+
+    #[test]
+    fn parser_never_panics_on_odd_input() {
+        for h in [
+            "Bearer realm=\"ünïcödé\", service=\"x\\",
+            "é=é, Bearer realm=\"a\"",
+            "Bearer realm=",
+            "Bearer realm=\"unterminated",
+            ",,, ,",
+            "=x",
+            "Bearer ,realm=\"r\"",
+            "Basic\tRealm=\"R\"",
+        ] {
+            let _ = parse_www_authenticate(h);
+        }
+        let ch = parse_www_authenticate("Bearer realm=\"ünï\"");
+        assert_eq!(ch[0].param("realm"), Some("ünï"));
+        assert_eq!(parse_www_authenticate("Bearer ,realm=\"r\"")[0].param("realm"), Some("r"));
     }
 
     #[test]

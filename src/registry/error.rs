@@ -176,6 +176,24 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> String {
     }
 }
 
+/// What to do about a registry's error codes (appended to refusals).
+pub(crate) fn hint_for_codes(codes: &[String]) -> Option<&'static str> {
+    codes.iter().find_map(|c| match c.as_str() {
+        "DIGEST_INVALID" | "SIZE_INVALID" => {
+            Some("the bytes sent do not match the digest or size given; the file changed or is corrupt, build again")
+        }
+        "MANIFEST_BLOB_UNKNOWN" | "BLOB_UNKNOWN" => Some("a blob the manifest needs is missing from the repository"),
+        "MANIFEST_INVALID" | "MANIFEST_UNVERIFIED" => {
+            Some("the registry does not accept this manifest; check that it supports its media type")
+        }
+        "NAME_INVALID" => Some("the registry does not accept this repository name"),
+        "DENIED" | "UNAUTHORIZED" => Some("check that the account may push to this repository"),
+        "TOOMANYREQUESTS" => Some("the registry is rate limiting; wait, or log in for a higher limit"),
+        "UNSUPPORTED" => Some("the registry does not support this operation"),
+        _ => None,
+    })
+}
+
 /// The first codes of a registry JSON error body (e.g. `MANIFEST_UNKNOWN`).
 pub(crate) fn error_codes(body: &[u8]) -> Vec<String> {
     #[derive(serde::Deserialize)]
@@ -225,12 +243,10 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
     } else {
         "request failed".to_string()
     };
-    // The innermost causes are the informative ones.
-    let tail: Vec<String> = causes.into_iter().rev().take(2).collect();
-    if tail.is_empty() {
-        head
-    } else {
-        one_line(&format!("{head}: {}", tail.join(": ")), 300)
+    // The innermost cause is the informative one ("Connection refused", "UnknownIssuer").
+    match causes.last() {
+        Some(inner) => one_line(&format!("{head}: {inner}"), 300),
+        None => head,
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod auth;
 mod error;
+mod known;
 mod platform;
 mod pull;
 mod push;

@@ -1,5 +1,5 @@
 //! Pushing: blobs (HEAD, cross-repository mount, streamed upload or copy), then the
-//! manifest by digest, then tags.
+//! manifest under its first tag (or by digest), then the other tags.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use super::auth::{pull_scopes, push_scopes};
 use super::error::{describe_transport, is_tls_error, RegistryError};
 use super::pull::head_blob;
 use super::transport::{resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats};
+use super::known::{KnownBlobs, SMALL_BLOB};
 use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
 use crate::reference::{validate_digest, Reference};
 
@@ -31,6 +32,7 @@ struct Ctx<'a> {
     scopes: Vec<String>,
     c: Counter,
     progress: Option<ProgressFn>,
+    known: &'a KnownBlobs,
 }
 
 impl Ctx<'_> {
@@ -52,6 +54,31 @@ pub(crate) async fn push(
     blobs: Vec<PushBlob>,
     manifest: PushManifest,
     progress: Option<ProgressFn>,
+) -> Result<PushReport, RegistryError> {
+    let Some(first) = targets.first() else {
+        return Err(RegistryError::InvalidPush("no target image reference given".into()));
+    };
+    let mut known = KnownBlobs::load(inner.opts.cache_dir.as_deref(), &first.registry, &first.repository);
+    if !known.exists() {
+        return push_once(inner, targets, blobs, manifest, progress, &known).await;
+    }
+    match push_once(inner, targets, blobs.clone(), manifest.clone(), progress.clone(), &known).await {
+        Err(RegistryError::Refused { detail, .. }) if detail.contains("BLOB_UNKNOWN") => {
+            tracing::info!(repository = %first.repository, "the registry lacks blobs it had before; pushing again, checking each blob");
+            known.forget();
+            push_once(inner, targets, blobs, manifest, progress, &known).await
+        }
+        other => other,
+    }
+}
+
+async fn push_once(
+    inner: &Inner,
+    targets: &[Reference],
+    blobs: Vec<PushBlob>,
+    manifest: PushManifest,
+    progress: Option<ProgressFn>,
+    known: &KnownBlobs,
 ) -> Result<PushReport, RegistryError> {
     let first = targets
         .first()
@@ -92,6 +119,7 @@ pub(crate) async fn push(
         scopes: push_scopes(&first.repository, &mounts),
         c: c.clone(),
         progress,
+        known,
     };
     // Ping and get the one token for the whole push before going parallel.
     inner.authorization(&conn, &ctx.scopes, &ctx.repo, &c).await?;
@@ -101,7 +129,7 @@ pub(crate) async fn push(
     let base = inner.base(&conn, &c).await?;
     let pushed: HashSet<&str> = unique.iter().map(|b| b.digest.as_str()).collect();
     for (digest, is_manifest) in referenced(&manifest.bytes) {
-        if pushed.contains(digest.as_str()) {
+        if pushed.contains(digest.as_str()) || known.contains(&digest) {
             continue;
         }
         validate_digest(&digest).map_err(|why| RegistryError::InvalidPush(format!("the manifest references digest {digest:?}, which {why}")))?;
@@ -123,9 +151,16 @@ pub(crate) async fn push(
         .try_collect()
         .await?;
 
-    put_manifest(&ctx, &base, &manifest_digest, &manifest, &manifest_digest).await?;
-    ctx.emit(PushEvent::ManifestPushed { digest: manifest_digest.clone() });
+    // The manifest goes in last, under its first tag when it has one (one request instead of
+    // two: the registry checks the digest and every blob either way), else by digest.
     let mut tagged = HashSet::new();
+    let first_tag = targets.iter().find_map(|t| t.tag.clone());
+    put_manifest(&ctx, &base, first_tag.as_deref().unwrap_or(&manifest_digest), &manifest, &manifest_digest).await?;
+    ctx.emit(PushEvent::ManifestPushed { digest: manifest_digest.clone() });
+    if let Some(tag) = first_tag {
+        tagged.insert(tag.clone());
+        ctx.emit(PushEvent::Tagged { reference: first.with_tag(tag).to_string() });
+    }
     for t in targets {
         if let Some(tag) = &t.tag {
             if tagged.insert(tag.clone()) {
@@ -142,6 +177,7 @@ pub(crate) async fn push(
         }
     }
 
+    known.save(unique.iter().map(|b| b.digest.as_str()).chain(referenced(&manifest.bytes).iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>()));
     let order: Vec<(String, BlobOutcome)> = unique
         .iter()
         .map(|b| {
@@ -262,7 +298,13 @@ async fn push_blob(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<(String, BlobOutcom
 
 async fn push_blob_inner(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<BlobOutcome, RegistryError> {
     let inner = ctx.inner;
-    if head_blob(inner, &ctx.conn, &ctx.scopes, &ctx.repo, &blob.digest, &ctx.c).await? {
+    if ctx.known.contains(&blob.digest) {
+        return Ok(BlobOutcome::Existed);
+    }
+    let new_small_content = ctx.known.exists()
+        && blob.size <= SMALL_BLOB
+        && matches!(blob.source, BlobSource::File(_) | BlobSource::Bytes(_));
+    if !new_small_content && head_blob(inner, &ctx.conn, &ctx.scopes, &ctx.repo, &blob.digest, &ctx.c).await? {
         return Ok(BlobOutcome::Existed);
     }
     let base = inner.base(&ctx.conn, &ctx.c).await?;

@@ -427,13 +427,21 @@ impl Inner {
 
     /// `GET /v2/`: which scheme works (HTTPS; plain HTTP only where allowed) and which auth.
     async fn ping(&self, conn: &Conn, st: &mut ConnState, c: &Counter) -> Result<(), RegistryError> {
-        let schemes: &[&str] = if conn.plain_allowed { &["https", "http"] } else { &["https"] };
+        // Loopback registries almost always speak plain HTTP: ask that first and save a TLS
+        // handshake that would fail. Other registries allowed plain HTTP try HTTPS first.
+        let schemes: &[&str] = match (conn.plain_allowed, is_loopback(&conn.registry)) {
+            (true, true) => &["http", "https"],
+            (true, false) => &["https", "http"],
+            (false, _) => &["https"],
+        };
         let mut backoff = Backoff::new(&self.opts.retry);
         loop {
             backoff.attempt();
             let mut last: Option<(String, String)> = None;
             let mut tls_failure: Option<(String, String)> = None;
             let mut retry_after_hint = None;
+            // A TLS port answered our plain HTTP: a TLS failure after that is the answer.
+            let mut plain_refused = false;
             for scheme in schemes {
                 let url = format!("{scheme}://{}/v2/", conn.host);
                 let Ok(parsed) = Url::parse(&url) else {
@@ -449,6 +457,11 @@ impl Inner {
                     Ok(resp) => {
                         let status = resp.status();
                         tracing::debug!(url = %parsed, status = status.as_u16(), "registry response");
+                        // Plain HTTP sent to a TLS port: Go's servers answer 400. Try HTTPS.
+                        if *scheme == "http" && status == StatusCode::BAD_REQUEST && Some(scheme) != schemes.last() {
+                            plain_refused = true;
+                            continue;
+                        }
                         if *scheme == "http" && status == StatusCode::BAD_REQUEST {
                             if let Some((addr, detail)) = tls_failure.take() {
                                 // An HTTPS server that we could not verify.
@@ -496,7 +509,7 @@ impl Inner {
                         tracing::debug!(url = %parsed, error = %describe_transport(&e), "registry request failed");
                         if *scheme == "https" && is_tls_error(&e) {
                             tls_failure = Some((url.clone(), describe_transport(&e)));
-                            if !conn.plain_allowed {
+                            if !conn.plain_allowed || plain_refused {
                                 let (address, detail) = tls_failure.unwrap();
                                 return Err(RegistryError::Tls {
                                     registry: conn.registry.clone(),
@@ -870,11 +883,12 @@ impl Inner {
                 }
                 Ok((resp, url)) => {
                     let status = resp.status();
-                    if status == StatusCode::UNAUTHORIZED && !renewed {
-                        if self.renew(conn, auth.as_deref(), resp.headers()).await {
-                            renewed = true;
-                            continue;
-                        }
+                    if status == StatusCode::UNAUTHORIZED
+                        && !renewed
+                        && self.renew(conn, auth.as_deref(), resp.headers()).await
+                    {
+                        renewed = true;
+                        continue;
                     }
                     if retryable_status(status) {
                         let ra = retry_after(resp.headers());
@@ -978,7 +992,10 @@ impl Inner {
                 registry: conn.registry.clone(),
                 repository: repository.to_string(),
                 what: what.to_string(),
-                detail,
+                detail: match super::error::hint_for_codes(&codes) {
+                    Some(h) => format!("{detail}; {h}"),
+                    None => detail,
+                },
             },
         }
     }

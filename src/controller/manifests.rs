@@ -1,0 +1,447 @@
+//! `fnbuild manifests`: everything the controller needs on a cluster, as one YAML stream for
+//! `kubectl apply -f -`: Namespace, the Function CRD, least-privilege RBAC, the webhook's TLS
+//! Secret (when a certificate is given), Service, the controller's Deployment, and the mutating
+//! and validating webhook configurations. Only APIs Kubernetes 1.20 serves are used.
+
+use super::settings::Settings;
+use super::types::{Function, GROUP, VERSION};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, Namespace, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::ByteString;
+use kube::CustomResourceExt;
+use std::collections::BTreeMap;
+
+pub const NAME: &str = "fnbuild-controller";
+pub const WEBHOOK_PORT: i32 = 8443;
+pub const METRICS_PORT: i32 = 8080;
+pub const MUTATE_PATH: &str = "/mutate-function";
+pub const VALIDATE_PATH: &str = "/validate-function";
+const CERT_DIR: &str = "/etc/fnbuild/webhook";
+
+/// What the manifests are made from.
+#[derive(Debug, Clone)]
+pub struct ManifestOptions {
+    /// The controller's namespace.
+    pub namespace: String,
+    /// The controller's image (with the fnbuild binary).
+    pub image: String,
+    /// The controller's flags.
+    pub settings: Settings,
+    /// The webhook server's certificate and key (PEM): put into a Secret, and the certificate
+    /// is the webhooks' CA bundle unless `ca_bundle` is given. Without them, the Secret
+    /// `fnbuild-controller-webhook-tls` must be made by other means (e.g. cert-manager).
+    pub tls_cert: Option<Vec<u8>>,
+    pub tls_key: Option<Vec<u8>>,
+    /// The CA bundle (PEM) the API server verifies the webhook server with.
+    pub ca_bundle: Option<Vec<u8>>,
+    /// Call the webhooks at this base URL (`https://HOST:PORT`) instead of through the Service
+    /// (a controller running outside the cluster, as in tests).
+    pub webhook_url: Option<String>,
+}
+
+impl Default for ManifestOptions {
+    fn default() -> Self {
+        ManifestOptions {
+            namespace: "serverless-system".into(),
+            image: "fnbuild:latest".into(),
+            settings: Settings::default(),
+            tls_cert: None,
+            tls_key: None,
+            ca_bundle: None,
+            webhook_url: None,
+        }
+    }
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), NAME.to_string()),
+        ("app.kubernetes.io/part-of".to_string(), "fnbuild".to_string()),
+    ])
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(String::from),
+        labels: Some(labels()),
+        ..Default::default()
+    }
+}
+
+fn strings(v: &[&str]) -> Option<Vec<String>> {
+    Some(v.iter().map(|s| s.to_string()).collect())
+}
+
+fn rule(groups: &[&str], resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: strings(groups),
+        resources: strings(resources),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// What the controller may do, and nothing more.
+pub fn cluster_role(settings: &Settings) -> ClusterRole {
+    let rw = ["get", "list", "watch", "create", "update", "patch", "delete"];
+    ClusterRole {
+        metadata: meta(NAME, None),
+        rules: Some(vec![
+            rule(&[GROUP], &["functions"], &["get", "list", "watch", "update", "patch"]),
+            rule(&[GROUP], &["functions/status"], &["get", "update", "patch"]),
+            // Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
+            rule(&[GROUP], &["functions/finalizers"], &["update"]),
+            rule(&[""], &["configmaps", "services"], &rw),
+            rule(&["apps"], &["deployments"], &rw),
+            rule(&["autoscaling"], &["horizontalpodautoscalers"], &rw),
+            rule(&["batch"], &["jobs"], &["get", "list", "watch", "create", "delete"]),
+            // The build's digest is in its Pod's termination message; the log tail when it is not.
+            rule(&[""], &["pods"], &["get", "list"]),
+            rule(&[""], &["pods/log"], &["get"]),
+            // Only the package-registry Secret, to see which files it has.
+            PolicyRule {
+                resource_names: strings(&[&settings.package_registry_secret]),
+                ..rule(&[""], &["secrets"], &["get"])
+            },
+            rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            rule(&[""], &["events"], &["create", "patch"]),
+        ]),
+        ..Default::default()
+    }
+}
+
+fn webhook_client(o: &ManifestOptions, path: &str) -> WebhookClientConfig {
+    let ca = o.ca_bundle.clone().or_else(|| o.tls_cert.clone()).map(ByteString);
+    match &o.webhook_url {
+        Some(base) => WebhookClientConfig {
+            url: Some(format!("{}{path}", base.trim_end_matches('/'))),
+            ca_bundle: ca,
+            service: None,
+        },
+        None => WebhookClientConfig {
+            service: Some(ServiceReference {
+                name: NAME.into(),
+                namespace: o.namespace.clone(),
+                path: Some(path.into()),
+                port: Some(443),
+            }),
+            ca_bundle: ca,
+            url: None,
+        },
+    }
+}
+
+fn function_rules() -> Option<Vec<RuleWithOperations>> {
+    Some(vec![RuleWithOperations {
+        api_groups: strings(&[GROUP]),
+        api_versions: strings(&[VERSION]),
+        operations: strings(&["CREATE", "UPDATE"]),
+        resources: strings(&["functions"]),
+        scope: Some("Namespaced".into()),
+    }])
+}
+
+pub fn mutating_webhook(o: &ManifestOptions) -> MutatingWebhookConfiguration {
+    MutatingWebhookConfiguration {
+        metadata: meta(NAME, None),
+        webhooks: Some(vec![MutatingWebhook {
+            name: "defaulting.functions.serverless.kyma-project.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: webhook_client(o, MUTATE_PATH),
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            reinvocation_policy: Some("IfNeeded".into()),
+            rules: function_rules(),
+            side_effects: "None".into(),
+            timeout_seconds: Some(10),
+            ..Default::default()
+        }]),
+    }
+}
+
+pub fn validating_webhook(o: &ManifestOptions) -> ValidatingWebhookConfiguration {
+    ValidatingWebhookConfiguration {
+        metadata: meta(NAME, None),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validation.functions.serverless.kyma-project.io".into(),
+            admission_review_versions: vec!["v1".into()],
+            client_config: webhook_client(o, VALIDATE_PATH),
+            failure_policy: Some("Fail".into()),
+            match_policy: Some("Equivalent".into()),
+            rules: function_rules(),
+            side_effects: "None".into(),
+            timeout_seconds: Some(10),
+            ..Default::default()
+        }]),
+    }
+}
+
+fn deployment(o: &ManifestOptions) -> Deployment {
+    let mut args = vec![
+        "controller".to_string(),
+        "--log-format".into(),
+        "json".into(),
+        format!("--webhook-addr=0.0.0.0:{WEBHOOK_PORT}"),
+        format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"),
+        format!("--tls-cert={CERT_DIR}/tls.crt"),
+        format!("--tls-key={CERT_DIR}/tls.key"),
+    ];
+    args.extend(o.settings.to_args());
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("metrics".into()), ..Default::default() }),
+        period_seconds: Some(10),
+        ..Default::default()
+    };
+    let q = |cpu: &str, mem: &str| {
+        Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))]))
+    };
+    let container = Container {
+        name: "controller".into(),
+        image: Some(o.image.clone()),
+        command: Some(vec!["fnbuild".into()]),
+        args: Some(args),
+        env: Some(vec![EnvVar { name: "DOCKER_CONFIG".into(), value: Some("/docker-config".into()), value_from: None }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("webhook".into()),
+                container_port: WEBHOOK_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        readiness_probe: Some(probe("/healthz")),
+        liveness_probe: Some(probe("/healthz")),
+        resources: Some(ResourceRequirements { requests: q("50m", "64Mi"), limits: q("500m", "256Mi"), ..Default::default() }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: strings(&["ALL"]), add: None }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount { name: "webhook-tls".into(), mount_path: CERT_DIR.into(), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "registry-config".into(),
+                mount_path: "/docker-config".into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: meta(NAME, Some(&o.namespace)),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector { match_labels: Some(labels()), match_expressions: None },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "webhook-tls".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(format!("{NAME}-webhook-tls")),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "registry-config".into(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(o.settings.registry_secret.clone()),
+                                optional: Some(true),
+                                items: Some(vec![KeyToPath {
+                                    key: ".dockerconfigjson".into(),
+                                    path: "config.json".into(),
+                                    ..Default::default()
+                                }]),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn service(o: &ManifestOptions) -> Service {
+    let port = |name: &str, port: i32, target: &str| ServicePort {
+        name: Some(name.into()),
+        port,
+        target_port: Some(IntOrString::String(target.into())),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    Service {
+        metadata: meta(NAME, Some(&o.namespace)),
+        spec: Some(ServiceSpec {
+            selector: Some(labels()),
+            ports: Some(vec![port("webhook", 443, "webhook"), port("metrics", METRICS_PORT, "metrics")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// All objects, in the order `kubectl apply` needs them, as JSON values.
+pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
+    let v = |x: serde_json::Result<serde_json::Value>| x.expect("Kubernetes objects serialise");
+    let mut out = vec![
+        v(serde_json::to_value(Namespace { metadata: meta(&o.namespace, None), ..Default::default() })),
+        v(serde_json::to_value(Function::crd())),
+        v(serde_json::to_value(ServiceAccount { metadata: meta(NAME, Some(&o.namespace)), ..Default::default() })),
+        v(serde_json::to_value(cluster_role(&o.settings))),
+        v(serde_json::to_value(ClusterRoleBinding {
+            metadata: meta(NAME, None),
+            role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: NAME.into() },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: NAME.into(),
+                namespace: Some(o.namespace.clone()),
+                api_group: None,
+            }]),
+        })),
+    ];
+    if let (Some(cert), Some(key)) = (&o.tls_cert, &o.tls_key) {
+        out.push(v(serde_json::to_value(Secret {
+            metadata: meta(&format!("{NAME}-webhook-tls"), Some(&o.namespace)),
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(BTreeMap::from([
+                ("tls.crt".to_string(), ByteString(cert.clone())),
+                ("tls.key".to_string(), ByteString(key.clone())),
+            ])),
+            ..Default::default()
+        })));
+    }
+    out.push(v(serde_json::to_value(service(o))));
+    out.push(v(serde_json::to_value(deployment(o))));
+    out.push(v(serde_json::to_value(mutating_webhook(o))));
+    out.push(v(serde_json::to_value(validating_webhook(o))));
+    out
+}
+
+/// The YAML stream (`---` between documents).
+pub fn render(o: &ManifestOptions) -> Result<String, String> {
+    let mut out = String::new();
+    for obj in objects(o) {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&obj).map_err(|e| e.to_string())?);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_in_apply_order() {
+        let o = ManifestOptions { tls_cert: Some(b"CERT".to_vec()), tls_key: Some(b"KEY".to_vec()), ..Default::default() };
+        let kinds: Vec<String> = objects(&o).iter().map(|v| v["kind"].as_str().unwrap().to_string()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Namespace",
+                "CustomResourceDefinition",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Secret",
+                "Service",
+                "Deployment",
+                "MutatingWebhookConfiguration",
+                "ValidatingWebhookConfiguration"
+            ]
+        );
+        let all = objects(&o);
+        let api: Vec<&str> = all.iter().map(|v| v["apiVersion"].as_str().unwrap()).collect();
+        for a in &api {
+            assert!(
+                ["v1", "apiextensions.k8s.io/v1", "rbac.authorization.k8s.io/v1", "apps/v1", "admissionregistration.k8s.io/v1"]
+                    .contains(a),
+                "{a} is not served by Kubernetes 1.20"
+            );
+        }
+        let mwh = &all[8]["webhooks"][0];
+        assert_eq!(mwh["clientConfig"]["service"]["path"], MUTATE_PATH);
+        assert_eq!(mwh["clientConfig"]["caBundle"], "Q0VSVA==");
+        assert_eq!(mwh["admissionReviewVersions"], serde_json::json!(["v1"]));
+        assert_eq!(mwh["sideEffects"], "None");
+        let secret = &all[5];
+        assert_eq!(secret["data"]["tls.key"], "S0VZ");
+    }
+
+    #[test]
+    fn url_webhooks_for_out_of_cluster_controllers() {
+        let o = ManifestOptions { webhook_url: Some("https://127.0.0.1:9443/".into()), ..Default::default() };
+        let v = serde_json::to_value(validating_webhook(&o)).unwrap();
+        assert_eq!(v["webhooks"][0]["clientConfig"]["url"], "https://127.0.0.1:9443/validate-function");
+        assert!(v["webhooks"][0]["clientConfig"].get("service").is_none());
+        assert!(v["webhooks"][0]["clientConfig"].get("caBundle").is_none());
+    }
+
+    #[test]
+    fn rbac_is_least_privilege() {
+        let role = serde_json::to_value(cluster_role(&Settings::default())).unwrap();
+        let rules = role["rules"].as_array().unwrap();
+        for r in rules {
+            let verbs: Vec<&str> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert!(!verbs.contains(&"*"), "no wildcards");
+            let res: Vec<&str> = r["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            if res.contains(&"secrets") {
+                assert_eq!(verbs, ["get"]);
+                assert_eq!(r["resourceNames"], serde_json::json!(["serverless-package-registry-config"]));
+            }
+            if res.contains(&"pods") {
+                assert!(!verbs.contains(&"create") && !verbs.contains(&"delete"));
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_stream() {
+        let y = render(&ManifestOptions::default()).unwrap();
+        assert!(y.starts_with("---\n"));
+        assert_eq!(y.matches("\n---\n").count() + 1, 9);
+        assert!(y.contains("kind: CustomResourceDefinition"));
+        assert!(y.contains("name: functions.serverless.kyma-project.io"));
+    }
+}

@@ -1,0 +1,91 @@
+//! The controller's configuration (its command-line flags), shared by the desired-object
+//! builders, the reconciler and the manifests.
+
+use super::defaults::Defaults;
+use std::collections::BTreeMap;
+
+/// Kyma's name for the registry Secret (type `kubernetes.io/dockerconfigjson`) in each
+/// Function's namespace.
+pub const DEFAULT_REGISTRY_SECRET: &str = "serverless-registry-config-default";
+/// Kyma's name for the package-registry Secret (`.npmrc`, `pip.conf`) in a Function's namespace.
+pub const DEFAULT_PACKAGE_REGISTRY_SECRET: &str = "serverless-package-registry-config";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The image with the fnbuild binary that build Jobs run.
+    pub builder_image: String,
+    /// The builder's executable in that image.
+    pub builder_command: String,
+    /// Where build Jobs push: `HOST[:PORT][/PATH]`.
+    pub registry_push_address: String,
+    /// Where the kubelet pulls from: `HOST[:PORT][/PATH]` (the same registry, as the nodes reach it).
+    pub registry_pull_address: String,
+    /// Build Jobs may reach the push registry over plain HTTP / unverified TLS.
+    pub insecure_registry: bool,
+    /// The dockerconfigjson Secret in the Function's namespace: DOCKER_CONFIG of the build
+    /// Job (optional volume) and the Deployment's image pull Secret.
+    pub registry_secret: String,
+    /// The Secret with `.npmrc` / `pip.conf` for the build, used when present.
+    pub package_registry_secret: String,
+    /// Base image per runtime, instead of the runtime's built-in default (passed as `--base`).
+    pub base_images: BTreeMap<String, String>,
+    /// A build Job's `activeDeadlineSeconds`.
+    pub build_deadline_seconds: i64,
+    /// Build Jobs running at once, over all namespaces.
+    pub max_concurrent_builds: usize,
+    /// Target CPU use of the HorizontalPodAutoscaler, in percent of the request.
+    pub target_cpu_utilization: i32,
+    pub defaults: Defaults,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            builder_image: "fnbuild:latest".into(),
+            builder_command: "fnbuild".into(),
+            registry_push_address: "127.0.0.1:5000".into(),
+            registry_pull_address: "127.0.0.1:5000".into(),
+            insecure_registry: false,
+            registry_secret: DEFAULT_REGISTRY_SECRET.into(),
+            package_registry_secret: DEFAULT_PACKAGE_REGISTRY_SECRET.into(),
+            base_images: BTreeMap::new(),
+            build_deadline_seconds: 1800,
+            max_concurrent_builds: 3,
+            target_cpu_utilization: 50,
+            defaults: Defaults::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// The push registry's `HOST[:PORT]` (for `--insecure-registry`).
+    pub fn push_registry_host(&self) -> &str {
+        self.registry_push_address.split('/').next().unwrap_or_default()
+    }
+}
+
+impl Settings {
+    /// The `fnbuild controller` flags that give these settings (for the controller's Deployment).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            format!("--builder-image={}", self.builder_image),
+            format!("--builder-command={}", self.builder_command),
+            format!("--registry-push-address={}", self.registry_push_address),
+            format!("--registry-pull-address={}", self.registry_pull_address),
+            format!("--registry-secret={}", self.registry_secret),
+            format!("--package-registry-secret={}", self.package_registry_secret),
+            format!("--build-deadline={}", self.build_deadline_seconds),
+            format!("--max-concurrent-builds={}", self.max_concurrent_builds),
+            format!("--target-cpu-utilization={}", self.target_cpu_utilization),
+            format!("--default-function-profile={}", self.defaults.function_profile),
+            format!("--default-build-profile={}", self.defaults.build_profile),
+        ];
+        if self.insecure_registry {
+            a.push("--insecure-registry".into());
+        }
+        for (runtime, image) in &self.base_images {
+            a.push(format!("--base-image={runtime}={image}"));
+        }
+        a
+    }
+}

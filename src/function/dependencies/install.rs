@@ -1,0 +1,500 @@
+//! Running the ecosystem's own installer (the host's `npm` or `pip`) in a staging directory,
+//! its output going to the log line by line as it comes, and its last lines into the error
+//! when it fails. Credentials files are handed over by environment variable only.
+
+use super::plan::{Ecosystem, Plan};
+use super::{DependencyError, Redactor};
+use crate::function::runtime::Runtime;
+use crate::function::source::SourceEntry;
+use crate::image::layer::{Content, EntryKind};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Lines of installer output kept for the error message.
+const KEPT_LINES: usize = 200;
+/// Lines of it an error message carries.
+const ERROR_LINES: usize = 4;
+/// Longest installer line an error message carries.
+const ERROR_LINE_CHARS: usize = 300;
+
+/// The installer found on this machine, and what identifies its behaviour (part of the cache key).
+#[derive(Debug, Clone)]
+pub struct Installer {
+    pub ecosystem: Ecosystem,
+    pub program: PathBuf,
+    /// e.g. `npm 11.19.1 node v20.20.2`, `pip 23.2.1 python 3.11`.
+    pub identity: String,
+    /// pip's own Python version (`3.11`).
+    pub python: Option<String>,
+}
+
+/// The platform the image runs on (from the base image's config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPlatform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl TargetPlatform {
+    pub fn of_config(config: &serde_json::Value) -> TargetPlatform {
+        let field = |k: &str| config.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+        TargetPlatform {
+            os: field("os").unwrap_or_else(|| "linux".into()),
+            architecture: field("architecture").unwrap_or_else(|| "amd64".into()),
+            variant: field("variant"),
+        }
+    }
+
+    /// The machine name wheels use (`x86_64`, `aarch64`, ...).
+    pub fn wheel_arch(&self) -> String {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("amd64", _) => "x86_64".into(),
+            ("arm64", _) => "aarch64".into(),
+            ("386", _) => "i686".into(),
+            ("arm", Some("v6")) => "armv6l".into(),
+            ("arm", _) => "armv7l".into(),
+            (other, _) => other.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for TargetPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How pip picks distributions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PipMode {
+    /// pip's Python is the runtime's, on the same machine type: pip chooses as it would at home
+    /// (source distributions allowed).
+    Native,
+    /// Wheels only, chosen for the runtime's Python version and platform tags.
+    Cross { python_version: String, platforms: Vec<String> },
+}
+
+/// Finds the installer on PATH and asks it (and npm's Node.js) for its version.
+pub async fn probe(ecosystem: Ecosystem, runtime: &Runtime) -> Result<Installer, DependencyError> {
+    match ecosystem {
+        Ecosystem::Npm => {
+            let npm = which("npm").ok_or_else(|| DependencyError::InstallerMissing {
+                tool: "npm".into(),
+                file: runtime.spec.dependency_file.clone(),
+            })?;
+            let (npm_version, node_version) = tokio::join!(version_of(&npm, &["--version"]), async {
+                match which("node") {
+                    Some(node) => version_of(&node, &["--version"]).await.ok(),
+                    None => None,
+                }
+            });
+            let npm_version = npm_version.map_err(|e| DependencyError::InstallerBroken { program: npm.clone(), message: e })?;
+            let identity = format!("npm {} node {}", first_line(&npm_version), node_version.as_deref().map(first_line).unwrap_or("unknown"));
+            Ok(Installer { ecosystem, program: npm, identity, python: None })
+        }
+        Ecosystem::Pip => {
+            // pip for the runtime's Python first, then the usual names; pyenv-style shims that
+            // do not work for this directory fail `--version` and are skipped.
+            let mut names = Vec::new();
+            if let Some(v) = &runtime.spec.python_version {
+                names.push(format!("pip{v}"));
+            }
+            names.extend(["pip3".to_string(), "pip".to_string()]);
+            let mut last_error = None;
+            for name in &names {
+                let Some(program) = which(name) else { continue };
+                match version_of(&program, &["--version"]).await {
+                    Ok(out) => {
+                        let (pip_version, python) = parse_pip_version(&out).ok_or_else(|| DependencyError::InstallerBroken {
+                            program: program.clone(),
+                            message: format!("unexpected `--version` output: {}", first_line(&out)),
+                        })?;
+                        let identity = format!("pip {pip_version} python {python}");
+                        return Ok(Installer { ecosystem, program, identity, python: Some(python) });
+                    }
+                    Err(e) => last_error = Some(DependencyError::InstallerBroken { program, message: e }),
+                }
+            }
+            Err(last_error.unwrap_or(DependencyError::InstallerMissing {
+                tool: names.join(", "),
+                file: runtime.spec.dependency_file.clone(),
+            }))
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("").trim()
+}
+
+/// `pip 23.2.1 from /x/site-packages/pip (python 3.11)` → (`23.2.1`, `3.11`).
+fn parse_pip_version(out: &str) -> Option<(String, String)> {
+    let line = first_line(out);
+    let version = line.strip_prefix("pip ")?.split_whitespace().next()?.to_string();
+    let python = line.rsplit_once("(python ")?.1.trim_end_matches(')').trim().to_string();
+    Some((version, python))
+}
+
+/// The first executable called `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+}
+
+async fn version_of(program: &Path, args: &[&str]) -> Result<String, String> {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .map_err(|_| "did not answer `--version` within 60 s".to_string())?
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || stdout.trim().is_empty() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
+        return Err(format!("`--version` failed ({}): {why}", out.status));
+    }
+    Ok(stdout)
+}
+
+/// How pip should pick distributions for `runtime` on `target`.
+pub fn pip_mode(installer: &Installer, runtime: &Runtime, target: &TargetPlatform) -> PipMode {
+    let python_version = runtime.spec.python_version.clone().unwrap_or_default();
+    let arch = target.wheel_arch();
+    let host_matches = target.os == "linux" && cfg!(target_os = "linux") && std::env::consts::ARCH == arch;
+    if host_matches && installer.python.as_deref() == Some(python_version.as_str()) {
+        return PipMode::Native;
+    }
+    // manylinux_2_<N> down to 2_17, then manylinux2014 (which pip widens to 2010 and 1).
+    let newest: u32 = runtime
+        .spec
+        .manylinux_glibc
+        .as_deref()
+        .and_then(|g| g.strip_prefix("2."))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(17);
+    let mut platforms: Vec<String> = (18..=newest.max(17)).rev().map(|m| format!("manylinux_2_{m}_{arch}")).collect();
+    platforms.push(format!("manylinux2014_{arch}"));
+    PipMode::Cross { python_version, platforms }
+}
+
+/// Copies the plan's inputs into `dir` (created), as the installer's working directory.
+pub fn stage(inputs: &[SourceEntry], dir: &Path) -> Result<(), DependencyError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DependencyError::Stage { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    for entry in inputs {
+        let target = dir.join(&entry.path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(write_err(parent))?;
+        }
+        match &entry.kind {
+            EntryKind::Dir => std::fs::create_dir_all(&target).map_err(write_err(&target))?,
+            EntryKind::Symlink { target: link } => std::os::unix::fs::symlink(link, &target).map_err(write_err(&target))?,
+            EntryKind::File { content, executable } => {
+                match content {
+                    Content::Path(p) => {
+                        std::fs::copy(p, &target).map_err(|source| DependencyError::Read { path: p.clone(), source })?;
+                    }
+                    Content::Bytes(b) => std::fs::write(&target, b).map_err(write_err(&target))?,
+                }
+                use std::os::unix::fs::PermissionsExt;
+                let mode = if *executable { 0o755 } else { 0o644 };
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).map_err(write_err(&target))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the installer is told to do.
+pub struct Invocation {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+    /// `npm ci`, `pip install`: how errors name the command.
+    pub label: String,
+    /// Extra words for a failure (what pip was limited to).
+    pub hint: Option<String>,
+}
+
+/// The npm command for `plan`, run in `staged`; the packages land in `staged/node_modules`.
+pub fn npm_invocation(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<&Path>) -> Invocation {
+    let command = if plan.lock_file.is_some() { "ci" } else { "install" };
+    let mut args: Vec<OsString> = vec![command.into()];
+    for a in [
+        "--omit=dev",
+        // Local directories as real copies, not symlinks out of the layer.
+        "--install-links",
+        "--no-audit",
+        "--no-fund",
+        "--no-progress",
+        "--no-update-notifier",
+    ] {
+        args.push(a.into());
+    }
+    let mut env: Vec<(OsString, OsString)> = Vec::new();
+    if let Some(rc) = npmrc {
+        env.push(("NPM_CONFIG_USERCONFIG".into(), rc.into()));
+    }
+    Invocation { program: installer.program.clone(), args, env, cwd: staged.into(), label: format!("npm {command}"), hint: None }
+}
+
+/// The pip command for `plan`, run in `staged`, installing into `target`.
+pub fn pip_invocation(
+    installer: &Installer,
+    plan: &Plan,
+    staged: &Path,
+    target: &Path,
+    mode: &PipMode,
+    pip_conf: Option<&Path>,
+    epoch: u64,
+) -> Invocation {
+    let mut args: Vec<OsString> = vec!["install".into(), "--target".into(), target.into(), "--requirement".into(), (&plan.dependency_file).into()];
+    let mut hint = None;
+    match mode {
+        PipMode::Native => {}
+        PipMode::Cross { python_version, platforms } => {
+            // Bytecode compiled by pip's own Python would be for the wrong version.
+            args.extend(["--no-compile", "--only-binary=:all:", "--implementation", "cp", "--python-version"].map(OsString::from));
+            args.push(python_version.into());
+            for p in platforms {
+                args.push("--platform".into());
+                args.push(p.into());
+            }
+            hint = Some(format!(
+                "pip runs on Python {} here, so it takes only wheels built for CPython {python_version} on {}: check the name and version, or pick a version that has such a wheel",
+                installer.python.as_deref().unwrap_or("?"),
+                platforms.first().map(String::as_str).unwrap_or("linux"),
+            ));
+        }
+    }
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
+        ("PIP_NO_INPUT".into(), "1".into()),
+        ("PIP_PROGRESS_BAR".into(), "off".into()),
+        ("PIP_ROOT_USER_ACTION".into(), "ignore".into()),
+        ("PIP_NO_WARN_SCRIPT_LOCATION".into(), "1".into()),
+        // Bytecode (native mode) hashed instead of time-stamped: the same bytes every time.
+        ("SOURCE_DATE_EPOCH".into(), epoch.to_string().into()),
+    ];
+    if let Some(conf) = pip_conf {
+        env.push(("PIP_CONFIG_FILE".into(), conf.into()));
+    }
+    Invocation { program: installer.program.clone(), args, env, cwd: staged.into(), label: "pip install".into(), hint }
+}
+
+/// Runs the installer, logging its output as it comes; fails with its last lines.
+pub fn run(inv: &Invocation, redactor: &Redactor) -> Result<(), DependencyError> {
+    tracing::info!("running {} in a staging directory", inv.label);
+    let mut child = Command::new(&inv.program)
+        .args(&inv.args)
+        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&inv.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DependencyError::InstallerBroken { program: inv.program.clone(), message: format!("cannot run it: {e}") })?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let mut readers = Vec::new();
+    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
+        .into_iter()
+        .flatten()
+    {
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+                buf.clear();
+            }
+        }));
+    }
+    drop(tx);
+    let tool = inv.label.split_whitespace().next().unwrap_or("installer").to_string();
+    let mut kept: VecDeque<String> = VecDeque::new();
+    for line in rx {
+        let line = redactor.redact(&clean(&line));
+        if line.trim().is_empty() {
+            continue;
+        }
+        tracing::info!("{tool}: {line}");
+        if kept.len() == KEPT_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let status = child
+        .wait()
+        .map_err(|e| DependencyError::InstallerBroken { program: inv.program.clone(), message: format!("lost it: {e}") })?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut last = error_lines(&tool, kept.make_contiguous());
+    if let Some(hint) = &inv.hint {
+        if last.contains("No matching distribution") || last.contains("Could not find a version") {
+            last = format!("{last} ({hint})");
+        }
+    }
+    Err(DependencyError::InstallFailed { command: inv.label.clone(), status: status.to_string(), output: last })
+}
+
+/// Printable text without control characters (colour codes, carriage returns).
+fn clean(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An ANSI escape: ESC [ ... final byte.
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if c == '\t' {
+            out.push(' ');
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// The lines that say what went wrong, joined into one: the installer's error lines (npm's
+/// `npm error`, pip's `ERROR:`) without boilerplate, else its last lines.
+fn error_lines(tool: &str, lines: &[String]) -> String {
+    let boilerplate = [
+        "A complete log of this run can be found in",
+        "Note that you can also install from a",
+        "tarball, folder, http url, or git url",
+        "Log files were not written due to",
+        "You can rerun the command with",
+    ];
+    let errors: Vec<&str> = lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| match tool {
+            "npm" => l.starts_with("npm error") || l.starts_with("npm ERR!"),
+            "pip" => l.starts_with("ERROR:") || l.starts_with("error:"),
+            _ => false,
+        })
+        .map(|l| {
+            let l = l.trim_start_matches("npm error").trim_start_matches("npm ERR!").trim();
+            // npm repeats the status code as a prefix of every line: `404  'x' is not in this registry.`
+            l.strip_prefix("404 ").map(str::trim).filter(|rest| !rest.is_empty()).unwrap_or(l)
+        })
+        .filter(|l| !l.is_empty() && l != &"404" && !boilerplate.iter().any(|b| l.contains(b)))
+        .collect();
+    let chosen: Vec<&str> = if errors.is_empty() { lines.iter().map(String::as_str).collect() } else { errors };
+    let mut unique: Vec<&str> = Vec::new();
+    for l in chosen.iter().rev() {
+        if !unique.contains(l) {
+            unique.push(l);
+        }
+        if unique.len() == ERROR_LINES {
+            break;
+        }
+    }
+    unique.reverse();
+    if unique.is_empty() {
+        return "no output".into();
+    }
+    unique
+        .iter()
+        .map(|l| if l.chars().count() > ERROR_LINE_CHARS { format!("{}…", l.chars().take(ERROR_LINE_CHARS).collect::<String>()) } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_versions_parse() {
+        assert_eq!(
+            parse_pip_version("pip 23.2.1 from /root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/pip (python 3.11)\n"),
+            Some(("23.2.1".into(), "3.11".into()))
+        );
+        assert_eq!(parse_pip_version("something else"), None);
+    }
+
+    #[test]
+    fn cross_pip_takes_manylinux_wheels_up_to_the_base_glibc() {
+        let runtime = crate::function::runtime::Runtimes::Embedded.load("python312").unwrap();
+        let target = TargetPlatform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let installer = Installer { ecosystem: Ecosystem::Pip, program: "pip".into(), identity: "pip 1 python 3.11".into(), python: Some("3.11".into()) };
+        let PipMode::Cross { python_version, platforms } = pip_mode(&installer, &runtime, &target) else { panic!("not cross") };
+        assert_eq!(python_version, "3.12");
+        assert_eq!(platforms.first().unwrap(), "manylinux_2_36_x86_64");
+        assert_eq!(platforms.last().unwrap(), "manylinux2014_x86_64");
+        assert_eq!(platforms.len(), 20);
+        let arm = TargetPlatform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) };
+        let native = Installer { python: Some("3.12".into()), ..installer };
+        assert!(matches!(pip_mode(&native, &runtime, &arm), PipMode::Cross { .. }), "another machine type is always cross");
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(pip_mode(&native, &runtime, &target), PipMode::Native);
+        }
+    }
+
+    #[test]
+    fn failures_keep_the_lines_that_matter() {
+        let npm: Vec<String> = [
+            "npm error code E404",
+            "npm error 404 Not Found - GET https://registry.npmjs.org/is-numbr - Not found",
+            "npm error 404",
+            "npm error 404  'is-numbr@7.0.0' is not in this registry.",
+            "npm error 404",
+            "npm error 404 Note that you can also install from a",
+            "npm error 404 tarball, folder, http url, or git url.",
+            "npm error A complete log of this run can be found in: /root/.npm/_logs/x.log",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            error_lines("npm", &npm),
+            "code E404 | Not Found - GET https://registry.npmjs.org/is-numbr - Not found | 'is-numbr@7.0.0' is not in this registry."
+        );
+        let pip: Vec<String> = [
+            "Collecting sixx==1.0",
+            "ERROR: Could not find a version that satisfies the requirement sixx==1.0 (from versions: none)",
+            "ERROR: No matching distribution found for sixx==1.0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            error_lines("pip", &pip),
+            "ERROR: Could not find a version that satisfies the requirement sixx==1.0 (from versions: none) | ERROR: No matching distribution found for sixx==1.0"
+        );
+        assert_eq!(error_lines("pip", &["a".into(), "b".into()]), "a | b");
+        assert_eq!(clean("\u{1b}[31mred\u{1b}[0m\r"), "red");
+    }
+}

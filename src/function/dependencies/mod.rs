@@ -1,0 +1,578 @@
+//! A function's dependencies (npm packages, pip requirements) in a layer of their own, between
+//! the runtime layer and the function's source layer, so that a change to the handler never
+//! touches it.
+//!
+//! 1. [`plan`] reads the dependency file: nothing to install (no file, no packages) means no
+//!    layer and no installer run; a malformed file is a clear error before anything runs.
+//! 2. [`probe`] finds the host's installer (`npm`, `pip`) and its version.
+//! 3. [`provide`] computes the cache key (runtime, base image digest, the staged files' bytes,
+//!    installer identity, target platform, layer format, timestamp), then takes the layer from
+//!    the local cache, else from the registry cache (`--cache-repo`), else installs: the
+//!    installer runs in a staging directory that holds only the files the key hashed, with any
+//!    credentials file passed by environment variable, and the result is written as a layer and
+//!    stored in both caches.
+//!
+//! Credentials files (`--npmrc`, `--pip-conf`) are read only by the installer (and by the
+//! [`Redactor`], which scrubs their secret values from the installer's output); they are never
+//! staged, hashed into the key, logged, cached or written into a layer.
+
+mod cache;
+mod install;
+mod plan;
+
+pub use cache::{tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION};
+pub use install::{probe, which, Installer, PipMode, TargetPlatform};
+pub use plan::{plan, Ecosystem, Plan};
+
+use crate::function::runtime::Runtime;
+use crate::function::source::stays_inside;
+use crate::image::layer::{write_layer, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::image::{rfc3339, BlobLocation};
+use crate::reference::Reference;
+use crate::registry::{BlobSource, Client};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Part of every key: bump it whenever the installer's flags or the layer's layout change, so
+/// that layers made the old way are not reused.
+pub const LAYER_FORMAT: u32 = 1;
+
+/// How dependencies are installed and cached.
+#[derive(Debug, Clone, Default)]
+pub struct DependencyOptions {
+    /// An npm config file (private registries, tokens) for the install only.
+    pub npmrc: Option<PathBuf>,
+    /// A pip config file (private indexes, credentials) for the install only.
+    pub pip_conf: Option<PathBuf>,
+    /// The local cache's root (`<dir>/dependencies`); `None`: no local cache.
+    pub cache_dir: Option<PathBuf>,
+    /// A repository for cached dependency layers, each a one-layer image tagged by its key.
+    pub cache_repo: Option<Reference>,
+    /// Install afresh even when a cache has the layer (the result still refreshes the caches).
+    pub no_cache: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DependencyError {
+    #[error("{file} {message}")]
+    BadFile { file: String, message: String },
+    #[error("the runtime's installer '{0}' is not supported (npm or pip)")]
+    Unsupported(String),
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot stage the dependency files at {path}: {source}")]
+    Stage { path: PathBuf, source: std::io::Error },
+    #[error("{tool} is needed to install the packages of the function's {file} but is not on PATH; install it, or build where it is installed")]
+    InstallerMissing { tool: String, file: String },
+    #[error("{program}: {message}", program = program.display())]
+    InstallerBroken { program: PathBuf, message: String },
+    #[error("{command} failed ({status}): {output}")]
+    InstallFailed { command: String, status: String, output: String },
+    #[error("{tool} left a symlink {path} -> {target} that points outside the installed packages")]
+    EscapingSymlink { tool: String, path: String, target: String },
+    #[error("cannot read the installed packages at {path}: {message}", path = path.display())]
+    Walk { path: PathBuf, message: String },
+    #[error("cannot read the {flag} file {path}: {source}", path = path.display())]
+    Credentials { flag: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("the installer task stopped: {0}")]
+    Task(String),
+}
+
+/// Where the dependency layer came from, for `--json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheOutcome {
+    HitLocal,
+    HitRegistry,
+    Miss,
+    None,
+}
+
+/// The `dependencies` object of the `--json` result.
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencySummary {
+    pub cache: CacheOutcome,
+    /// The cache key (64 hex digits), when there are dependencies.
+    pub key: Option<String>,
+    /// Time the installer ran (0 on a cache hit).
+    pub install_ms: u64,
+    /// Time to write (tar, compress, hash) the layer (0 on a cache hit).
+    pub layer_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installer: Option<String>,
+    /// The cache repository's image holding the layer (`--cache-repo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_image: Option<String>,
+}
+
+impl DependencySummary {
+    pub fn none() -> DependencySummary {
+        DependencySummary { cache: CacheOutcome::None, key: None, install_ms: 0, layer_ms: 0, installer: None, cache_image: None }
+    }
+}
+
+/// The dependency layer, ready to be appended to the image.
+#[derive(Debug, Clone)]
+pub struct ProvidedLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub location: BlobLocation,
+    /// The cache repository's copy (a push to that registry mounts it from there).
+    pub registry_copy: Option<Reference>,
+    pub summary: DependencySummary,
+}
+
+impl ProvidedLayer {
+    /// As a written layer (for `Image::append_layer`); its location is set separately.
+    pub fn written(&self) -> WrittenLayer {
+        let file = match &self.location {
+            BlobLocation::File(f) => f.clone(),
+            BlobLocation::Registry(_) => PathBuf::new(),
+        };
+        WrittenLayer { file, digest: self.digest.clone(), diff_id: self.diff_id.clone(), size: self.size }
+    }
+}
+
+/// What [`provide`] needs besides the plan.
+pub struct Context<'a> {
+    pub runtime: &'a Runtime,
+    /// The base image's manifest digest and config.
+    pub base_digest: &'a str,
+    pub base_config: &'a serde_json::Value,
+    pub epoch: u64,
+    pub options: &'a DependencyOptions,
+    /// A registry client, when the build has one (needed for `--cache-repo`).
+    pub client: Option<&'a Client>,
+    /// The build's scratch directory.
+    pub work: &'a Path,
+}
+
+/// The dependency layer for `plan`: from a cache, or installed and written now.
+pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<ProvidedLayer, DependencyError> {
+    let runtime = ctx.runtime;
+    let target = TargetPlatform::of_config(ctx.base_config);
+    let pip_mode = match plan.ecosystem {
+        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
+        Ecosystem::Npm => None,
+    };
+    let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), ctx.base_digest, &target, ctx.epoch)?;
+    let tag = cache::tag(&runtime.name, &key);
+    let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
+    let repo = match (&ctx.options.cache_repo, ctx.client) {
+        (Some(repo), Some(client)) => Some((repo, client)),
+        _ => None,
+    };
+    let created = rfc3339(ctx.epoch);
+    let summary = |cache, install_ms, layer_ms, cache_image: Option<&Reference>| DependencySummary {
+        cache,
+        key: Some(key.clone()),
+        install_ms,
+        layer_ms,
+        installer: Some(installer.identity.clone()),
+        cache_image: cache_image.map(|r| r.to_string()),
+    };
+    tracing::info!(file = %plan.dependency_file, packages = plan.packages, installer = %installer.identity, key = %key, "dependencies");
+
+    if !ctx.options.no_cache {
+        if let Some(hit) = local.as_ref().and_then(|c| c.get(&key)) {
+            tracing::info!(digest = %hit.digest, "dependency layer from the local cache: nothing to install");
+            let registry_copy = match repo {
+                Some((repo, client)) => {
+                    ensure_in_registry(client, repo, &tag, &key, &hit, &target, &runtime.name, &created).await
+                }
+                None => None,
+            };
+            return Ok(ProvidedLayer {
+                digest: hit.digest.clone(),
+                diff_id: hit.diff_id.clone(),
+                size: hit.size,
+                location: BlobLocation::File(hit.file.clone()),
+                summary: summary(CacheOutcome::HitLocal, 0, 0, registry_copy.as_ref()),
+                registry_copy,
+            });
+        }
+        if let Some((repo, client)) = repo {
+            match cache::registry_get(client, repo, &tag, &key).await {
+                Ok(Some(found)) => {
+                    tracing::info!(cache = %found.reference, digest = %found.digest, "dependency layer from the cache repository: nothing to install");
+                    return Ok(ProvidedLayer {
+                        digest: found.digest,
+                        diff_id: found.diff_id,
+                        size: found.size,
+                        location: BlobLocation::Registry(found.reference.clone()),
+                        summary: summary(CacheOutcome::HitRegistry, 0, 0, Some(&found.reference)),
+                        registry_copy: Some(found.reference),
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the dependency cache repository; installing"),
+            }
+        }
+    }
+
+    // Install in a staging directory holding exactly the files the key hashed.
+    let staging = ctx.work.join("dependencies");
+    let staged = staging.join("src");
+    install::stage(&plan.inputs, &staged)?;
+    let redactor = Redactor::from_files(&[("--npmrc", ctx.options.npmrc.as_deref()), ("--pip-conf", ctx.options.pip_conf.as_deref())])?;
+    let (invocation, result_dir) = match (plan.ecosystem, &pip_mode) {
+        (Ecosystem::Pip, Some(mode)) => {
+            let target_dir = staging.join("target");
+            let inv = install::pip_invocation(installer, plan, &staged, &target_dir, mode, ctx.options.pip_conf.as_deref(), ctx.epoch);
+            (inv, target_dir)
+        }
+        _ => (install::npm_invocation(installer, plan, &staged, ctx.options.npmrc.as_deref()), staged.join("node_modules")),
+    };
+    let t = Instant::now();
+    tokio::task::spawn_blocking(move || install::run(&invocation, &redactor))
+        .await
+        .map_err(|e| DependencyError::Task(e.to_string()))??;
+    let install_ms = t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
+    let spool = local.as_ref().and_then(|c| c.spool().ok()).unwrap_or_else(|| staging.join("layer.tar.gz"));
+    let epoch = ctx.epoch;
+    let written = tokio::task::spawn_blocking(move || write_layer(entries, epoch, &spool))
+        .await
+        .map_err(|e| DependencyError::Task(e.to_string()))??;
+    let layer_ms = t.elapsed().as_millis() as u64;
+    tracing::info!(digest = %written.digest, size = written.size, install_ms, layer_ms, "dependency layer written");
+    let written = match &local {
+        Some(c) => c.put(&key, &written, &runtime.name, &installer.identity).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot store the dependency layer in the local cache");
+            written
+        }),
+        None => written,
+    };
+    let registry_copy = match repo {
+        Some((repo, client)) => cache::registry_put(
+            client,
+            repo,
+            &tag,
+            &key,
+            &written.digest,
+            &written.diff_id,
+            written.size,
+            BlobSource::File(written.file.clone()),
+            &target,
+            &runtime.name,
+            &created,
+        )
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
+        .ok(),
+        None => None,
+    };
+    Ok(ProvidedLayer {
+        digest: written.digest.clone(),
+        diff_id: written.diff_id.clone(),
+        size: written.size,
+        location: BlobLocation::File(written.file.clone()),
+        summary: summary(CacheOutcome::Miss, install_ms, layer_ms, registry_copy.as_ref()),
+        registry_copy,
+    })
+}
+
+/// After a local hit: makes sure the cache repository has the layer too (for other builders,
+/// and so pushes to that registry mount it); its reference there, if it has.
+#[allow(clippy::too_many_arguments)]
+async fn ensure_in_registry(
+    client: &Client,
+    repo: &Reference,
+    tag: &str,
+    key: &str,
+    layer: &WrittenLayer,
+    target: &TargetPlatform,
+    runtime: &str,
+    created: &str,
+) -> Option<Reference> {
+    match cache::registry_get(client, repo, tag, key).await {
+        Ok(Some(found)) if found.digest == layer.digest => return Some(found.reference),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the dependency cache repository");
+            return None;
+        }
+    }
+    let source = BlobSource::File(layer.file.clone());
+    cache::registry_put(client, repo, tag, key, &layer.digest, &layer.diff_id, layer.size, source, target, runtime, created)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
+        .ok()
+}
+
+/// The cache key: sha256 over everything that changes the layer's bytes. Credentials files are
+/// not part of it (a private registry serves the same packages whoever asks).
+fn cache_key(
+    plan: &Plan,
+    runtime: &Runtime,
+    installer: &Installer,
+    pip_mode: Option<&PipMode>,
+    base_digest: &str,
+    target: &TargetPlatform,
+    epoch: u64,
+) -> Result<String, DependencyError> {
+    let mut h = Sha256::new();
+    let mut field = |name: &str, value: &[u8]| {
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update((value.len() as u64).to_le_bytes());
+        h.update(value);
+        h.update(b"\n");
+    };
+    field("fnbuild-dependencies", LAYER_FORMAT.to_string().as_bytes());
+    field("runtime", runtime.name.as_bytes());
+    field("dependency_dir", runtime.spec.dependency_dir.as_bytes());
+    field("function_dir", runtime.spec.function_dir.as_bytes());
+    field("python_version", runtime.spec.python_version.as_deref().unwrap_or("").as_bytes());
+    field("base", base_digest.as_bytes());
+    field("platform", target.to_string().as_bytes());
+    field("installer", installer.identity.as_bytes());
+    let mode = match pip_mode {
+        None => String::new(),
+        Some(PipMode::Native) => "native".into(),
+        Some(PipMode::Cross { python_version, platforms }) => format!("cross {python_version} {}", platforms.join(",")),
+    };
+    field("mode", mode.as_bytes());
+    field("epoch", epoch.to_string().as_bytes());
+    for input in &plan.inputs {
+        match &input.kind {
+            EntryKind::Dir => field("dir", input.path.as_bytes()),
+            EntryKind::Symlink { target } => field("symlink", format!("{}\0{target}", input.path).as_bytes()),
+            EntryKind::File { content, executable } => {
+                let digest = match content {
+                    Content::Bytes(b) => hex::encode(Sha256::digest(b)),
+                    Content::Path(p) => {
+                        let bytes = std::fs::read(p).map_err(|source| DependencyError::Read { path: p.clone(), source })?;
+                        hex::encode(Sha256::digest(&bytes))
+                    }
+                };
+                field("file", format!("{}\0{executable}\0{digest}", input.path).as_bytes());
+            }
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The layer's entries: the dependency directory (and the directories from the function's
+/// directory down to it, which are ours) and everything the installer put there.
+fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<LayerEntry>, DependencyError> {
+    let dep_dir = runtime.spec.dependency_dir.trim_matches('/');
+    let function_dir = runtime.spec.function_dir.trim_matches('/');
+    let dir = |path: String| LayerEntry { path, kind: EntryKind::Dir };
+    let mut entries = Vec::new();
+    match dep_dir.strip_prefix(&format!("{function_dir}/")) {
+        Some(below) => {
+            let mut path = function_dir.to_string();
+            entries.push(dir(path.clone()));
+            for part in below.split('/') {
+                path = format!("{path}/{part}");
+                entries.push(dir(path.clone()));
+            }
+        }
+        None => entries.push(dir(dep_dir.to_string())),
+    }
+    if !result.is_dir() {
+        return Ok(entries);
+    }
+    let walk_err = |path: &Path, message: String| DependencyError::Walk { path: path.to_path_buf(), message };
+    for item in walkdir::WalkDir::new(result).min_depth(1).follow_links(false).sort_by_file_name() {
+        let item = item.map_err(|e| walk_err(e.path().unwrap_or(result), e.to_string()))?;
+        let rel = item.path().strip_prefix(result).expect("walk stays below its root");
+        let rel_str = rel.to_str().ok_or_else(|| walk_err(item.path(), "file name is not UTF-8".into()))?;
+        let path = format!("{dep_dir}/{rel_str}");
+        let ft = item.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = item.metadata().map_err(|e| walk_err(item.path(), e.to_string()))?;
+            EntryKind::File { content: Content::Path(item.path().to_path_buf()), executable: meta.permissions().mode() & 0o111 != 0 }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(item.path()).map_err(|e| walk_err(item.path(), e.to_string()))?;
+            let target = target.to_str().ok_or_else(|| walk_err(item.path(), "symlink target is not UTF-8".into()))?.to_string();
+            if !stays_inside(rel, Path::new(&target)) {
+                return Err(DependencyError::EscapingSymlink { tool: tool.into(), path: rel_str.into(), target });
+            }
+            EntryKind::Symlink { target }
+        } else {
+            return Err(walk_err(item.path(), "not a regular file, directory or symlink".into()));
+        };
+        entries.push(LayerEntry { path, kind });
+    }
+    Ok(entries)
+}
+
+/// Scrubs the secret values of credentials files (tokens, passwords, URL user info) from text
+/// that reaches the log or an error message.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+const REDACTED: &str = "****";
+
+impl Redactor {
+    pub fn from_files(files: &[(&'static str, Option<&Path>)]) -> Result<Redactor, DependencyError> {
+        let mut secrets = Vec::new();
+        for (flag, path) in files {
+            let Some(path) = path else { continue };
+            let bytes = std::fs::read(path).map_err(|source| DependencyError::Credentials { flag, path: path.to_path_buf(), source })?;
+            secrets.extend(secret_values(&String::from_utf8_lossy(&bytes)));
+        }
+        // Longest first, so a secret containing another is scrubbed whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Ok(Redactor { secrets })
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), REDACTED);
+            }
+        }
+        out
+    }
+}
+
+/// Values in an npmrc / pip.conf that are secrets: those of keys that name a credential, and
+/// the user info of URLs.
+fn secret_values(text: &str) -> Vec<String> {
+    const SECRET_KEYS: &[&str] = &["auth", "token", "password", "passwd", "secret", "_pass", "credential"];
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+            continue;
+        }
+        let Some(split) = line.find(['=', ':']).filter(|&i| line[..i].find("://").is_none()) else { continue };
+        let (key, value) = (line[..split].trim().to_ascii_lowercase(), line[split + 1..].trim());
+        let value = value.trim_matches(|c| c == '"' || c == '\'');
+        if SECRET_KEYS.iter().any(|k| key.contains(k)) && value.len() >= 4 {
+            out.push(value.to_string());
+        }
+        // user:password@ in any URL, in this value or in the key (`//host/:_authToken` keys have none).
+        for part in value.split_whitespace() {
+            let mut rest = part;
+            while let Some(i) = rest.find("://") {
+                let after = &rest[i + 3..];
+                let host_end = after.find('/').unwrap_or(after.len());
+                if let Some(at) = after[..host_end].rfind('@') {
+                    let userinfo = &after[..at];
+                    if userinfo.len() >= 4 {
+                        out.push(userinfo.to_string());
+                    }
+                    if let Some((_, password)) = userinfo.split_once(':') {
+                        if password.len() >= 4 {
+                            out.push(password.to_string());
+                        }
+                    }
+                }
+                rest = &after[host_end..];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::function::runtime::Runtimes;
+
+    #[test]
+    fn secrets_of_credentials_files_are_scrubbed() {
+        let npmrc = "registry=https://npm.example.com/\n//npm.example.com/:_authToken=npm_SECRETTOKEN123\n; comment\nalways-auth=true\n_password=\"cGFzc3dvcmQ=\"\n";
+        let pip = "[global]\nindex-url = https://user:pip-SECRET-pw@pypi.example.com/simple/\ntrusted-host = pypi.example.com\n";
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("npmrc"), dir.path().join("pip.conf"));
+        std::fs::write(&a, npmrc).unwrap();
+        std::fs::write(&b, pip).unwrap();
+        let r = Redactor::from_files(&[("--npmrc", Some(&a)), ("--pip-conf", Some(&b)), ("--x", None)]).unwrap();
+        let line = "GET https://npm.example.com/x Bearer npm_SECRETTOKEN123 Looking in indexes: https://user:pip-SECRET-pw@pypi.example.com/simple/ cGFzc3dvcmQ=";
+        let scrubbed = r.redact(line);
+        for secret in ["npm_SECRETTOKEN123", "pip-SECRET-pw", "cGFzc3dvcmQ="] {
+            assert!(!scrubbed.contains(secret), "{scrubbed}");
+        }
+        assert!(scrubbed.contains("https://npm.example.com/x") && scrubbed.contains("pypi.example.com/simple/"), "{scrubbed}");
+        assert!(r.redact("always-auth true").contains("true"), "short values stay");
+        let err = Redactor::from_files(&[("--npmrc", Some(&dir.path().join("missing")))]).unwrap_err().to_string();
+        assert!(err.starts_with("cannot read the --npmrc file "), "{err}");
+    }
+
+    fn plan_for(files: &[(&str, &str)], runtime: &Runtime) -> (tempfile::TempDir, Plan) {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            std::fs::write(dir.path().join(p), c).unwrap();
+        }
+        let src = crate::function::source::FunctionSource::load(dir.path(), runtime).unwrap();
+        let plan = plan(&src, runtime).unwrap().unwrap();
+        (dir, plan)
+    }
+
+    #[test]
+    fn keys_change_with_what_changes_the_layer_and_nothing_else() {
+        let rt = Runtimes::Embedded.load("nodejs20").unwrap();
+        let npm = Installer { ecosystem: Ecosystem::Npm, program: "npm".into(), identity: "npm 11 node v20".into(), python: None };
+        let amd64 = TargetPlatform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let pkg = r#"{"dependencies":{"left-pad":"1.3.0"}}"#;
+        let (_a, plan) = plan_for(&[("handler.js", "one"), ("package.json", pkg)], &rt);
+        let key = |plan: &Plan, installer: &Installer, base: &str, target: &TargetPlatform, epoch: u64| {
+            cache_key(plan, &rt, installer, None, base, target, epoch).unwrap()
+        };
+        let k = key(&plan, &npm, "sha256:b", &amd64, 1);
+        assert_eq!(k.len(), 64);
+        let (_b, same_deps_other_handler) = plan_for(&[("handler.js", "two"), ("package.json", pkg)], &rt);
+        assert_eq!(k, key(&same_deps_other_handler, &npm, "sha256:b", &amd64, 1));
+        let (_c, locked) = plan_for(&[("handler.js", "one"), ("package.json", pkg), ("package-lock.json", "{}")], &rt);
+        assert_ne!(k, key(&locked, &npm, "sha256:b", &amd64, 1));
+        let (_d, other) = plan_for(&[("handler.js", "one"), ("package.json", r#"{"dependencies":{"left-pad":"1.2.0"}}"#)], &rt);
+        assert_ne!(k, key(&other, &npm, "sha256:b", &amd64, 1));
+        assert_ne!(k, key(&plan, &npm, "sha256:c", &amd64, 1));
+        assert_ne!(k, key(&plan, &npm, "sha256:b", &TargetPlatform { architecture: "arm64".into(), ..amd64.clone() }, 1));
+        assert_ne!(k, key(&plan, &npm, "sha256:b", &amd64, 2));
+        assert_ne!(k, key(&plan, &Installer { identity: "npm 12 node v20".into(), ..npm.clone() }, "sha256:b", &amd64, 1));
+    }
+
+    #[test]
+    fn the_layer_holds_the_dependency_dir_and_refuses_escaping_links() {
+        let rt = Runtimes::Embedded.load("nodejs20").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let nm = dir.path().join("node_modules");
+        std::fs::create_dir_all(nm.join("a/bin")).unwrap();
+        std::fs::create_dir_all(nm.join(".bin")).unwrap();
+        std::fs::write(nm.join("a/index.js"), "x").unwrap();
+        std::fs::write(nm.join("a/bin/a.js"), "x").unwrap();
+        std::os::unix::fs::symlink("../a/bin/a.js", nm.join(".bin/a")).unwrap();
+        let entries = layer_entries(&nm, &rt, "npm").unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "usr/src/app/function",
+                "usr/src/app/function/node_modules",
+                "usr/src/app/function/node_modules/.bin",
+                "usr/src/app/function/node_modules/.bin/a",
+                "usr/src/app/function/node_modules/a",
+                "usr/src/app/function/node_modules/a/bin",
+                "usr/src/app/function/node_modules/a/bin/a.js",
+                "usr/src/app/function/node_modules/a/index.js",
+            ]
+        );
+        std::os::unix::fs::symlink("/etc/passwd", nm.join("a/evil")).unwrap();
+        let err = layer_entries(&nm, &rt, "npm").unwrap_err().to_string();
+        assert_eq!(err, "npm left a symlink a/evil -> /etc/passwd that points outside the installed packages");
+
+        let py = Runtimes::Embedded.load("python312").unwrap();
+        let empty = layer_entries(&dir.path().join("none"), &py, "pip").unwrap();
+        assert_eq!(empty.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["kubeless", "kubeless/lib"]);
+    }
+}
