@@ -1,6 +1,6 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
 
-use crate::function::dependencies::{self, DependencyOptions, DependencySummary, ProvidedLayer};
+use crate::function::dependencies::{self, DependencyOptions, DependencySummary, LocalCache, ProvidedLayer};
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
 use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
@@ -116,6 +116,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         || (deps_plan.is_some() && opts.dependencies.cache_repo.is_some());
     // Setting up TLS reads the system's CA store: only pay for it when a registry is involved.
     let client = if needs_registry { Some(Client::new(opts.registry.clone())?) } else { None };
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "runtime, source and registry client ready");
     let work = tempfile::Builder::new().prefix("fnbuild-").tempdir().context("cannot create a scratch directory")?;
 
     // The base image loads while our layers are written.
@@ -138,7 +139,10 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     // The installer's version (part of the dependency cache key) is asked meanwhile too.
     let probe_future = async {
         match &deps_plan {
-            Some(plan) => Some(dependencies::probe(plan.ecosystem, &runtime).await),
+            Some(plan) => {
+                let memo = opts.dependencies.cache_dir.as_ref().map(|d| LocalCache::new(d).installers_dir());
+                Some(dependencies::probe_cached(plan.ecosystem, &runtime, memo.as_deref()).await)
+            }
             None => None,
         }
     };
@@ -268,6 +272,7 @@ fn write_cached(entries: Vec<LayerEntry>, epoch: u64, spool: &Path, cache: Optio
     Ok(layer)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn assemble(
     opts: &BuildOptions,
     runtime: &Runtime,

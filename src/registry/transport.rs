@@ -298,7 +298,9 @@ impl Req {
 pub(crate) struct Inner {
     pub opts: RegistryOptions,
     secure: reqwest::Client,
-    insecure: reqwest::Client,
+    /// Built on first use: only `--insecure-registry` hosts need it, and each client reads the
+    /// system's CA store when it is built.
+    insecure: std::sync::OnceLock<reqwest::Client>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     creds: CredentialSource,
     pub totals: Arc<Stats>,
@@ -346,7 +348,6 @@ pub(crate) enum Kind<'a> {
 impl Inner {
     pub fn new(opts: RegistryOptions) -> Result<Inner, RegistryError> {
         let secure = build_http(&opts, false)?;
-        let insecure = build_http(&opts, true)?;
         let creds = CredentialSource::from_env(opts.registry_config.as_deref());
         if let (Some(p), true) = (&creds.path, creds.explicit) {
             if !p.is_file() {
@@ -359,11 +360,17 @@ impl Inner {
         Ok(Inner {
             opts,
             secure,
-            insecure,
+            insecure: std::sync::OnceLock::new(),
             conns: Mutex::new(HashMap::new()),
             creds,
             totals: Arc::new(Stats::default()),
         })
+    }
+
+    fn insecure(&self) -> &reqwest::Client {
+        // The options were checked when the secure client was built; should a second build
+        // still fail, verifying certificates is the safe fallback.
+        self.insecure.get_or_init(|| build_http(&self.opts, true).unwrap_or_else(|_| self.secure.clone()))
     }
 
     pub fn counter(&self, op: &Arc<Stats>) -> Counter {
@@ -384,7 +391,7 @@ impl Inner {
                     registry: registry.to_string(),
                     host: api_host.to_string(),
                     plain_allowed: listed || is_loopback(api_host),
-                    http: if listed { self.insecure.clone() } else { self.secure.clone() },
+                    http: if listed { self.insecure().clone() } else { self.secure.clone() },
                     state: tokio::sync::Mutex::new(ConnState::default()),
                     secrets: Mutex::new(Vec::new()),
                     base_url: std::sync::OnceLock::new(),
@@ -401,7 +408,7 @@ impl Inner {
             _ => String::new(),
         };
         if is_listed_insecure(&self.opts.insecure_registries, &host) {
-            &self.insecure
+            self.insecure()
         } else {
             &self.secure
         }
