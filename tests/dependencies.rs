@@ -525,7 +525,7 @@ fn assert_nowhere(secret: &str, image: &str, dirs: &[&Path]) {
             scanned += 1;
         }
     }
-    assert!(scanned >= 4, "scanned {scanned} files");
+    assert!(scanned >= 3, "scanned {scanned} files: a manifest, a config and layers");
 }
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
@@ -565,16 +565,20 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
     let mut cmd = fnbuild_with(&shims, node.path(), "nodejs20", &node_base(), &[
         "-v", "--cache-dir", cache_dir, "--cache-repo", &cache_repo, "--npmrc", npmrc.to_str().unwrap(), "--push", &registry.image("fn/private-node:v1"),
     ]);
+    // npm's own download cache would answer for a tarball it has seen before: use an empty one.
+    let npm_cache = temp_dir("npm-cache-");
+    cmd.env("NPM_CONFIG_CACHE", npm_cache.path());
     let out = cmd.output().unwrap();
     assert_success(&cmd, &out);
-    assert!(npm_registry.authorized.load(Ordering::SeqCst) >= 2, "the token was used for the packument and the tarball");
+    let used = npm_registry.authorized.load(Ordering::SeqCst);
+    assert!(used >= 2, "the token was used for the packument and the tarball ({used} requests)");
     for text in [&out.stdout, &out.stderr] {
         assert!(!String::from_utf8_lossy(text).contains(NPM_TOKEN), "token in the output: {}", String::from_utf8_lossy(text));
     }
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run_and_get(&pushed(&result)), "private package ok");
     assert_nowhere(NPM_TOKEN, &registry.image("fn/private-node:v1"), &[cache.path()]);
-    assert_nowhere(NPM_TOKEN, &result["dependencies"]["cache_image"].as_str().unwrap().to_string(), &[]);
+    assert_nowhere(NPM_TOKEN, result["dependencies"]["cache_image"].as_str().unwrap(), &[]);
 
     // pip: a wheel from a private index behind basic auth.
     let index = private_pip_index();
@@ -585,6 +589,7 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
     let mut cmd = fnbuild_with(&shims, python.path(), "python312", &python_base(), &[
         "-v", "--cache-dir", cache_dir, "--cache-repo", &cache_repo, "--pip-conf", pip_conf.to_str().unwrap(), "--push", &registry.image("fn/private-py:v1"),
     ]);
+    cmd.env("PIP_NO_CACHE_DIR", "1");
     let out = cmd.output().unwrap();
     assert_success(&cmd, &out);
     assert!(index.authorized.load(Ordering::SeqCst) >= 2, "the password was used for the page and the wheel");
@@ -594,7 +599,7 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run_and_get(&pushed(&result)), "private wheel ok");
     assert_nowhere(PIP_PASSWORD, &registry.image("fn/private-py:v1"), &[cache.path()]);
-    assert_nowhere(PIP_PASSWORD, &result["dependencies"]["cache_image"].as_str().unwrap().to_string(), &[]);
+    assert_nowhere(PIP_PASSWORD, result["dependencies"]["cache_image"].as_str().unwrap(), &[]);
 
     // A failing install that would echo the URL: the password is scrubbed from the error too.
     let missing = python_function("    return 1", "fnsecret==9.9\n");
@@ -663,4 +668,26 @@ fn bad_dependency_files_fail_in_one_line_and_push_nothing() {
         }
         eprintln!("{name}: {err}");
     }
+}
+
+#[test]
+fn no_dependency_file_or_no_packages_means_no_layer_and_no_installer() {
+    let shims = Shims::new();
+    let cache = temp_dir("cache-");
+    let cases = [
+        (node_function("return 1;", r#"{"name":"f","version":"1.0.0","dependencies":{},"devDependencies":{"left-pad":"1.3.0"}}"#), "nodejs20"),
+        (python_function("    return 1", "# nothing yet\n\n"), "python312"),
+    ];
+    for (src, runtime) in cases {
+        let base = if runtime == "nodejs20" { node_base() } else { python_base() };
+        let (result, _) = build_ok(&shims, src.path(), runtime, &base, &["--cache-dir", cache.path().to_str().unwrap()]);
+        assert_eq!(result["dependencies"]["cache"], "none", "{runtime}");
+        assert!(result["dependencies"]["key"].is_null());
+        assert_eq!(roles(&result)[1..], ["runtime", "function"], "{runtime}");
+    }
+    let bare = temp_dir("fn-bare-");
+    write(&bare.path().join("handler.js"), "module.exports = { main: () => 1 };\n");
+    let (result, _) = build_ok(&shims, bare.path(), "nodejs20", &node_base(), &["--cache-dir", cache.path().to_str().unwrap()]);
+    assert_eq!(result["dependencies"]["cache"], "none");
+    assert!(std::fs::read_to_string(shims.dir.path().join("invocations.log")).unwrap_or_default().is_empty(), "no npm or pip ran at all");
 }

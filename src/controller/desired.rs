@@ -8,12 +8,15 @@ use super::resources::{build_profile, function_profile};
 use super::settings::Settings;
 use super::types::{Function, ResourceRequirements as ProfileOrResources, GROUP, VERSION};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::autoscaling::v1::{CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec};
+use k8s_openapi::api::autoscaling::v1::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -108,11 +111,20 @@ pub fn base_image(f: &Function, s: &Settings) -> (String, Option<String>) {
     if let Some(b) = s.base_images.get(&f.spec.runtime) {
         return (b.clone(), Some(b.clone()));
     }
-    let default = crate::function::runtime::Runtimes::Embedded
-        .load(&f.spec.runtime)
-        .map(|r| r.spec.base_image)
-        .unwrap_or_default();
-    (default, None)
+    (default_base_image(&f.spec.runtime), None)
+}
+
+/// A runtime's built-in base image (from its runtime.toml; read once per runtime).
+pub fn default_base_image(runtime: &str) -> String {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(runtime) {
+        return b.clone();
+    }
+    let base = crate::function::runtime::Runtimes::Embedded.load(runtime).map(|r| r.spec.base_image).unwrap_or_default();
+    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(runtime.to_string(), base.clone());
+    base
 }
 
 /// The image tag: a hash of everything that goes into the image (uid, source, dependencies,
@@ -165,9 +177,10 @@ pub fn resolve_resources(
     default_profile: &str,
 ) -> (ResourceRequirements, Option<String>) {
     match r {
-        Some(ProfileOrResources { resources: Some(res), profile: None }) => {
-            (ResourceRequirements { requests: res.requests.clone(), limits: res.limits.clone(), ..Default::default() }, None)
-        }
+        Some(ProfileOrResources { resources: Some(res), profile: None }) => (
+            ResourceRequirements { requests: res.requests.clone(), limits: res.limits.clone(), ..Default::default() },
+            None,
+        ),
         other => {
             let name = other.and_then(|r| r.profile.clone()).unwrap_or_else(|| default_profile.to_string());
             let p = lookup(&name).or_else(|| lookup(default_profile));
@@ -283,15 +296,22 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(s.registry_secret.clone()),
                 optional: Some(true),
-                items: Some(vec![KeyToPath { key: ".dockerconfigjson".into(), path: "config.json".into(), ..Default::default() }]),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..volume("registry-config")
         },
         Volume { empty_dir: Some(EmptyDirVolumeSource::default()), ..volume("tmp") },
     ];
-    let mut mounts =
-        vec![mount("source", SOURCE_DIR, true), mount("registry-config", DOCKER_CONFIG_DIR, true), mount("tmp", "/tmp", false)];
+    let mut mounts = vec![
+        mount("source", SOURCE_DIR, true),
+        mount("registry-config", DOCKER_CONFIG_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
     if b.npmrc || b.pip_conf {
         volumes.push(Volume {
             secret: Some(SecretVolumeSource {
@@ -592,7 +612,13 @@ mod tests {
         let f = function();
         let s = settings();
         let tag = image_tag(&f, "node:20-slim");
-        let b = BuildInputs { tag: tag.clone(), attempt: 2, base: Some("reg.local/node:20".into()), npmrc: true, pip_conf: false };
+        let b = BuildInputs {
+            tag: tag.clone(),
+            attempt: 2,
+            base: Some("reg.local/node:20".into()),
+            npmrc: true,
+            pip_conf: false,
+        };
         let job = build_job(&f, &s, &b);
         let name = job.metadata.name.clone().unwrap();
         assert_eq!(name, format!("hello-build-{}-2", &tag[..10]));
@@ -661,12 +687,8 @@ mod tests {
         let r = c.resources.as_ref().unwrap();
         assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("500m".into()));
         assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("1100Mi".into()));
-        let mounts: Vec<(&str, &str, Option<bool>)> = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
-            .collect();
+        let mounts: Vec<(&str, &str, Option<bool>)> =
+            c.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only)).collect();
         assert_eq!(
             mounts,
             [
@@ -747,7 +769,10 @@ mod tests {
         ];
         assert_eq!(envs, want.map(|(a, b)| (a.to_string(), b.to_string())));
         let port = &c.ports.as_ref().unwrap()[0];
-        assert_eq!((port.name.as_deref(), port.container_port, port.protocol.as_deref()), (Some("http"), 8080, Some("TCP")));
+        assert_eq!(
+            (port.name.as_deref(), port.container_port, port.protocol.as_deref()),
+            (Some("http"), 8080, Some("TCP"))
+        );
         for p in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
             let g = p.http_get.as_ref().unwrap();
             assert_eq!(g.path.as_deref(), Some("/healthz"));

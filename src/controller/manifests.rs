@@ -4,7 +4,7 @@
 //! and validating webhook configurations. Only APIs Kubernetes 1.20 serves are used.
 
 use super::settings::Settings;
-use super::types::{Function, GROUP, VERSION};
+use super::types::{GROUP, VERSION};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
     ValidatingWebhookConfiguration, WebhookClientConfig,
@@ -20,7 +20,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
-use kube::CustomResourceExt;
 use std::collections::BTreeMap;
 
 pub const NAME: &str = "fnbuild-controller";
@@ -201,7 +200,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
     ];
     args.extend(o.settings.to_args());
     let probe = |path: &str| Probe {
-        http_get: Some(HTTPGetAction { path: Some(path.into()), port: IntOrString::String("metrics".into()), ..Default::default() }),
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("metrics".into()),
+            ..Default::default()
+        }),
         period_seconds: Some(10),
         ..Default::default()
     };
@@ -213,7 +216,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         image: Some(o.image.clone()),
         command: Some(vec!["fnbuild".into()]),
         args: Some(args),
-        env: Some(vec![EnvVar { name: "DOCKER_CONFIG".into(), value: Some("/docker-config".into()), value_from: None }]),
+        env: Some(vec![EnvVar {
+            name: "DOCKER_CONFIG".into(),
+            value: Some("/docker-config".into()),
+            value_from: None,
+        }]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("webhook".into()),
@@ -230,7 +237,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         ]),
         readiness_probe: Some(probe("/healthz")),
         liveness_probe: Some(probe("/healthz")),
-        resources: Some(ResourceRequirements { requests: q("50m", "64Mi"), limits: q("500m", "256Mi"), ..Default::default() }),
+        resources: Some(ResourceRequirements {
+            requests: q("50m", "64Mi"),
+            limits: q("500m", "256Mi"),
+            ..Default::default()
+        }),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -239,7 +250,12 @@ fn deployment(o: &ManifestOptions) -> Deployment {
             ..Default::default()
         }),
         volume_mounts: Some(vec![
-            VolumeMount { name: "webhook-tls".into(), mount_path: CERT_DIR.into(), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "webhook-tls".into(),
+                mount_path: CERT_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
             VolumeMount {
                 name: "registry-config".into(),
                 mount_path: "/docker-config".into(),
@@ -262,7 +278,10 @@ fn deployment(o: &ManifestOptions) -> Deployment {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
                         run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
                     containers: vec![container],
@@ -323,12 +342,16 @@ pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
     let v = |x: serde_json::Result<serde_json::Value>| x.expect("Kubernetes objects serialise");
     let mut out = vec![
         v(serde_json::to_value(Namespace { metadata: meta(&o.namespace, None), ..Default::default() })),
-        v(serde_json::to_value(Function::crd())),
+        v(serde_json::to_value(super::types::crd())),
         v(serde_json::to_value(ServiceAccount { metadata: meta(NAME, Some(&o.namespace)), ..Default::default() })),
         v(serde_json::to_value(cluster_role(&o.settings))),
         v(serde_json::to_value(ClusterRoleBinding {
             metadata: meta(NAME, None),
-            role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: NAME.into() },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: NAME.into(),
+            },
             subjects: Some(vec![Subject {
                 kind: "ServiceAccount".into(),
                 name: NAME.into(),
@@ -374,7 +397,8 @@ mod tests {
 
     #[test]
     fn objects_in_apply_order() {
-        let o = ManifestOptions { tls_cert: Some(b"CERT".to_vec()), tls_key: Some(b"KEY".to_vec()), ..Default::default() };
+        let o =
+            ManifestOptions { tls_cert: Some(b"CERT".to_vec()), tls_key: Some(b"KEY".to_vec()), ..Default::default() };
         let kinds: Vec<String> = objects(&o).iter().map(|v| v["kind"].as_str().unwrap().to_string()).collect();
         assert_eq!(
             kinds,
@@ -395,8 +419,14 @@ mod tests {
         let api: Vec<&str> = all.iter().map(|v| v["apiVersion"].as_str().unwrap()).collect();
         for a in &api {
             assert!(
-                ["v1", "apiextensions.k8s.io/v1", "rbac.authorization.k8s.io/v1", "apps/v1", "admissionregistration.k8s.io/v1"]
-                    .contains(a),
+                [
+                    "v1",
+                    "apiextensions.k8s.io/v1",
+                    "rbac.authorization.k8s.io/v1",
+                    "apps/v1",
+                    "admissionregistration.k8s.io/v1"
+                ]
+                .contains(a),
                 "{a} is not served by Kubernetes 1.20"
             );
         }

@@ -58,14 +58,35 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
         counter(&mut o, "fnbuild_reconciles_total", "Function reconciles run.", Self::get(&self.reconciles));
-        counter(&mut o, "fnbuild_reconcile_errors_total", "Function reconciles that failed (and were retried).", Self::get(&self.reconcile_errors));
-        counter(&mut o, "fnbuild_api_writes_total", "Create, update, patch and delete requests sent to the API server.", Self::get(&self.api_writes));
+        counter(
+            &mut o,
+            "fnbuild_reconcile_errors_total",
+            "Function reconciles that failed (and were retried).",
+            Self::get(&self.reconcile_errors),
+        );
+        counter(
+            &mut o,
+            "fnbuild_api_writes_total",
+            "Create, update, patch and delete requests sent to the API server.",
+            Self::get(&self.api_writes),
+        );
         counter(&mut o, "fnbuild_builds_started_total", "Build Jobs created.", Self::get(&self.builds_started));
-        counter(&mut o, "fnbuild_builds_succeeded_total", "Build Jobs that pushed an image.", Self::get(&self.builds_succeeded));
+        counter(
+            &mut o,
+            "fnbuild_builds_succeeded_total",
+            "Build Jobs that pushed an image.",
+            Self::get(&self.builds_succeeded),
+        );
         counter(&mut o, "fnbuild_builds_failed_total", "Build Jobs that failed.", Self::get(&self.builds_failed));
-        counter(&mut o, "fnbuild_builds_skipped_total", "Builds skipped because the registry had the image.", Self::get(&self.builds_skipped));
+        counter(
+            &mut o,
+            "fnbuild_builds_skipped_total",
+            "Builds skipped because the registry had the image.",
+            Self::get(&self.builds_skipped),
+        );
         let _ = writeln!(o, "# HELP fnbuild_webhook_requests_total Admission requests answered.\n# TYPE fnbuild_webhook_requests_total counter");
-        let _ = writeln!(o, "fnbuild_webhook_requests_total{{result=\"allowed\"}} {}", Self::get(&self.webhook_allowed));
+        let _ =
+            writeln!(o, "fnbuild_webhook_requests_total{{result=\"allowed\"}} {}", Self::get(&self.webhook_allowed));
         let _ = writeln!(o, "fnbuild_webhook_requests_total{{result=\"denied\"}} {}", Self::get(&self.webhook_denied));
         let _ = writeln!(o, "fnbuild_webhook_requests_total{{result=\"error\"}} {}", Self::get(&self.webhook_errors));
         let h = self.build_durations.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,13 +1,176 @@
 //! The Function controller: the `Function` resource, its defaults and validation, the objects
 //! it owns, the reconcile loop, the admission webhooks and the controller's metrics.
+//!
+//! `fnbuild controller` runs [`run`]; `fnbuild manifests` prints [`manifests::render`].
 
 pub mod compare;
 pub mod defaults;
 pub mod desired;
+pub mod http;
 pub mod manifests;
+pub mod metrics;
+pub mod reconcile;
 pub mod resources;
 pub mod settings;
 pub mod types;
 pub mod validation;
+pub mod webhook;
 
 pub use types::{Function, FunctionSpec, FunctionStatus};
+
+use anyhow::{Context as _, Result};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{controller, reflector, watcher, Controller, WatchStreamExt};
+use kube::{Api, Client};
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Install ring as the process's rustls crypto provider (kube, reqwest and the webhook server
+/// all use rustls; with one provider installed nothing has to guess). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How `fnbuild controller` runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub settings: settings::Settings,
+    /// `/metrics` and `/healthz` (plain HTTP).
+    pub metrics_addr: SocketAddr,
+    /// The admission webhooks (HTTPS); off without a certificate.
+    pub webhook_addr: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Functions reconciled at once.
+    pub concurrency: u16,
+    /// Ask the push registry whether an image exists before building it.
+    pub registry_check: bool,
+}
+
+/// Run the controller, the webhook server and the metrics server until SIGINT/SIGTERM.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    install_crypto_provider();
+    let metrics = Arc::new(Metrics::default());
+
+    let listener = http::bind(opts.metrics_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
+    let m = metrics.clone();
+    tokio::spawn(http::serve(listener, None, move |req| {
+        let m = m.clone();
+        async move {
+            match req.path.as_str() {
+                "/metrics" => http::Resp {
+                    status: hyper::StatusCode::OK,
+                    content_type: "text/plain; version=0.0.4",
+                    body: m.render().into_bytes(),
+                },
+                "/healthz" | "/readyz" => http::Resp::text(hyper::StatusCode::OK, "ok"),
+                _ => http::Resp::text(hyper::StatusCode::NOT_FOUND, "not found"),
+            }
+        }
+    }));
+
+    match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?;
+            let listener = http::bind(opts.webhook_addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "serving the admission webhooks over HTTPS");
+            tokio::spawn(webhook::serve(listener, tls, opts.settings.defaults.clone(), metrics.clone()));
+        }
+        (None, None) => tracing::warn!("no --tls-cert/--tls-key: the admission webhooks are off"),
+        _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),
+    }
+
+    let client = Client::try_default()
+        .await
+        .context("cannot connect to the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
+    let registry = if opts.registry_check {
+        let s = &opts.settings;
+        let ro = crate::registry::RegistryOptions {
+            insecure_registries: if s.insecure_registry {
+                vec![s.push_registry_host().to_string()]
+            } else {
+                Vec::new()
+            },
+            retry: crate::registry::RetryPolicy {
+                max_attempts: 2,
+                max_elapsed: Duration::from_secs(10),
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(1),
+            },
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            ..Default::default()
+        };
+        Some(crate::registry::Client::new(ro).context("cannot set up the registry client")?)
+    } else {
+        None
+    };
+
+    let owned = watcher::Config::default().labels(&format!("{}={}", desired::LABEL_MANAGED_BY, desired::MANAGED_BY));
+    macro_rules! cache {
+        ($k:ty) => {{
+            let (reader, writer) = reflector::store::<$k>();
+            let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects();
+            (reader, stream)
+        }};
+    }
+    let (config_maps, cm_stream) = cache!(ConfigMap);
+    let (jobs, job_stream) = cache!(Job);
+    let (deployments, dep_stream) = cache!(Deployment);
+    let (services, svc_stream) = cache!(Service);
+    let (hpas, hpa_stream) = cache!(HorizontalPodAutoscaler);
+    let stores = reconcile::Stores { config_maps, jobs, deployments, services, hpas };
+
+    let reporter = Reporter {
+        controller: manifests::NAME.into(),
+        instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(reconcile::Context::new(
+        client.clone(),
+        opts.settings.clone(),
+        registry,
+        stores,
+        Some(recorder),
+        metrics.clone(),
+    ));
+    tracing::info!(
+        builder = %opts.settings.builder_image,
+        push = %opts.settings.registry_push_address,
+        pull = %opts.settings.registry_pull_address,
+        max_builds = opts.settings.max_concurrent_builds,
+        "Function controller starting"
+    );
+    Controller::new(Api::<Function>::all(client), watcher::Config::default())
+        .owns_stream(cm_stream)
+        .owns_stream(job_stream)
+        .owns_stream(dep_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(hpa_stream)
+        .with_config(controller::Config::default().concurrency(opts.concurrency))
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(function = %obj.name, namespace = ?obj.namespace, "reconciled"),
+                Err(controller::Error::ReconcilerFailed(..)) => {}
+                Err(e @ controller::Error::ObjectNotFound(..)) => tracing::debug!(error = %e, "controller"),
+                Err(e) => tracing::warn!(error = %e, "controller"),
+            }
+        })
+        .await;
+    tracing::info!("Function controller stopped");
+    Ok(())
+}

@@ -33,6 +33,8 @@ pub struct Settings {
     pub build_deadline_seconds: i64,
     /// Build Jobs running at once, over all namespaces.
     pub max_concurrent_builds: usize,
+    /// Seconds before the first retry of a failed build; doubles with each failure (at most 300).
+    pub build_retry_seconds: u64,
     /// Target CPU use of the HorizontalPodAutoscaler, in percent of the request.
     pub target_cpu_utilization: i32,
     pub defaults: Defaults,
@@ -51,6 +53,7 @@ impl Default for Settings {
             base_images: BTreeMap::new(),
             build_deadline_seconds: 1800,
             max_concurrent_builds: 3,
+            build_retry_seconds: 10,
             target_cpu_utilization: 50,
             defaults: Defaults::default(),
         }
@@ -76,6 +79,7 @@ impl Settings {
             format!("--package-registry-secret={}", self.package_registry_secret),
             format!("--build-deadline={}", self.build_deadline_seconds),
             format!("--max-concurrent-builds={}", self.max_concurrent_builds),
+            format!("--build-retry-delay={}", self.build_retry_seconds),
             format!("--target-cpu-utilization={}", self.target_cpu_utilization),
             format!("--default-function-profile={}", self.defaults.function_profile),
             format!("--default-build-profile={}", self.defaults.build_profile),

@@ -268,7 +268,6 @@ pub mod reason {
     pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
     pub const CONFIGMAP_CREATED: &str = "ConfigMapCreated";
     pub const CONFIGMAP_UPDATED: &str = "ConfigMapUpdated";
-    pub const CONFIGMAP_READY: &str = "ConfigMapReady";
     pub const JOB_CREATED: &str = "JobCreated";
     pub const JOB_QUEUED: &str = "JobQueued";
     pub const JOB_RUNNING: &str = "JobRunning";
@@ -327,6 +326,27 @@ impl FunctionStatus {
     }
 }
 
+/// The CustomResourceDefinition. `nullable` is left out of the schema: Kubernetes 1.20 drops
+/// the type of nullable fields when it publishes OpenAPI v2, and `kubectl explain` then cannot
+/// describe them (null values of non-nullable fields are pruned by the API server anyway).
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut v = serde_json::to_value(Function::crd()).expect("the CRD serialises");
+    strip_nullable(&mut v);
+    serde_json::from_value(v).expect("the CRD deserialises")
+}
+
+fn strip_nullable(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("nullable");
+            m.values_mut().for_each(strip_nullable);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_nullable),
+        _ => {}
+    }
+}
+
 /// The current time as Kubernetes writes it (RFC 3339, seconds, UTC).
 pub fn now_rfc3339() -> String {
     let now = k8s_openapi::jiff::Timestamp::now();
@@ -336,11 +356,10 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::CustomResourceExt;
 
     #[test]
     fn crd_has_subresources_columns_and_descriptions() {
-        let crd = Function::crd();
+        let crd = super::crd();
         let v = serde_json::to_value(&crd).unwrap();
         assert_eq!(v["metadata"]["name"], "functions.serverless.kyma-project.io");
         let ver = &v["spec"]["versions"][0];
@@ -361,6 +380,7 @@ mod tests {
         assert!(spec["properties"]["env"]["items"]["properties"]["valueFrom"].is_object());
         let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
         assert_eq!(required, ["runtime", "source"]);
+        assert!(!serde_json::to_string(&v).unwrap().contains("nullable"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Validation of a Function: pure, shared by the validating webhook and the reconciler. Every
 //! error names the field path (`spec.env[2].name`) and says what is allowed.
 
-use super::resources::{build_profile, function_profile, parse_quantity, profile_names, BUILD_PROFILES, FUNCTION_PROFILES};
+use super::resources::{
+    build_profile, function_profile, parse_quantity, profile_names, BUILD_PROFILES, FUNCTION_PROFILES,
+};
 use super::types::{FunctionSpec, ResourceRequirements, RUNTIMES};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -70,7 +72,9 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             });
         }
         if let Some(b) = &rc.build {
-            validate_resources("spec.resourceConfiguration.build", b, &mut e, BUILD_PROFILES, |n| build_profile(n).is_some());
+            validate_resources("spec.resourceConfiguration.build", b, &mut e, BUILD_PROFILES, |n| {
+                build_profile(n).is_some()
+            });
         }
     }
     if let Some(r) = spec.replicas {
@@ -101,7 +105,10 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             }
             let mp = m.mount_path.trim_end_matches('/');
             if !m.mount_path.starts_with('/') || mp.is_empty() || mp.split('/').any(|c| c == ".." || c == ".") {
-                e.add(format!("{p}.mountPath"), format!("'{}' must be an absolute path other than / without . or ..", m.mount_path));
+                e.add(
+                    format!("{p}.mountPath"),
+                    format!("'{}' must be an absolute path other than / without . or ..", m.mount_path),
+                );
             } else if mp == "/tmp" {
                 e.add(format!("{p}.mountPath"), "/tmp is the function's scratch directory; choose another path");
             } else if !paths.insert(mp.to_string()) {
@@ -165,7 +172,10 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
             if url.is_empty() {
                 e.add("spec.source.gitRepository.url", "is required");
             } else if !["https://", "http://", "git://", "ssh://", "git@"].iter().any(|p| url.starts_with(p)) {
-                e.add("spec.source.gitRepository.url", format!("'{url}' must start with https://, http://, git://, ssh:// or git@"));
+                e.add(
+                    "spec.source.gitRepository.url",
+                    format!("'{url}' must start with https://, http://, git://, ssh:// or git@"),
+                );
             }
             if git.reference.as_deref().is_none_or(|r| r.trim().is_empty()) {
                 e.add("spec.source.gitRepository.reference", "is required (a branch, tag or commit)");
@@ -193,10 +203,7 @@ fn validate_env(spec: &FunctionSpec, e: &mut Errors) {
         if let Err(why) = env_var_name(&var.name) {
             e.add(format!("{p}.name"), format!("'{}' {why}", var.name));
         } else if RESERVED_ENV.contains(&var.name.as_str()) {
-            e.add(
-                format!("{p}.name"),
-                format!("{} is reserved (reserved: {})", var.name, RESERVED_ENV.join(", ")),
-            );
+            e.add(format!("{p}.name"), format!("{} is reserved (reserved: {})", var.name, RESERVED_ENV.join(", ")));
         } else if !seen.insert(var.name.as_str()) {
             e.add(format!("{p}.name"), format!("{} is set twice", var.name));
         }
@@ -234,11 +241,17 @@ fn validate_resources(
         (Some(_), Some(_)) => e.add(path, "set profile or resources, not both"),
         (Some(p), None) => {
             if !known(p) {
-                e.add(format!("{path}.profile"), format!("'{p}' is not a profile; use one of: {}", profile_names(profiles)));
+                e.add(
+                    format!("{path}.profile"),
+                    format!("'{p}' is not a profile; use one of: {}", profile_names(profiles)),
+                );
             }
         }
         (None, Some(res)) => {
-            let mut parsed = |kind: &str, m: &Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            let mut parsed = |kind: &str,
+                              m: &Option<
+                std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+            >| {
                 let mut out = std::collections::BTreeMap::new();
                 for (k, q) in m.iter().flatten() {
                     let field = format!("{path}.resources.{kind}.{k}");
@@ -316,7 +329,10 @@ pub fn env_var_name(s: &str) -> Result<(), String> {
         || b[0].is_ascii_digit()
         || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.')
     {
-        return Err("is not a valid environment variable name: letters, digits, '_', '-' and '.', not starting with a digit".into());
+        return Err(
+            "is not a valid environment variable name: letters, digits, '_', '-' and '.', not starting with a digit"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -406,7 +422,10 @@ mod tests {
         assert!(one(&"a".repeat(64), &valid()).starts_with("metadata.name:"));
         let mut s = valid();
         s.runtime = "nodejs12".into();
-        assert_eq!(one("f", &s), "spec.runtime: 'nodejs12' is not a runtime; use one of: nodejs20, nodejs22, python312");
+        assert_eq!(
+            one("f", &s),
+            "spec.runtime: 'nodejs12' is not a runtime; use one of: nodejs20, nodejs22, python312"
+        );
         let mut s = valid();
         s.runtime_image_override = Some("Not A Ref".into());
         assert!(one("f", &s).starts_with("spec.runtimeImageOverride: 'Not A Ref' is not an image reference"));
@@ -507,7 +526,10 @@ mod tests {
         );
         s.resource_configuration = Some(ResourceConfiguration {
             function: Some(ResourceRequirements { profile: Some("S".into()), resources: Some(res(&[], &[])) }),
-            build: Some(ResourceRequirements { profile: None, resources: Some(res(&[("cpu", "lots")], &[("gpu", "1")])) }),
+            build: Some(ResourceRequirements {
+                profile: None,
+                resources: Some(res(&[("cpu", "lots")], &[("gpu", "1")])),
+            }),
         });
         let e = errors("f", &s);
         assert_eq!(
@@ -536,7 +558,8 @@ mod tests {
     fn secret_mounts() {
         let mut s = valid();
         let m = |n: &str, p: &str| SecretMount { secret_name: n.into(), mount_path: p.into() };
-        s.secret_mounts = Some(vec![m("a", "/etc/a"), m("b", "/etc/a/"), m("C", "rel"), m("d", "/tmp"), m("e", "/x/../y")]);
+        s.secret_mounts =
+            Some(vec![m("a", "/etc/a"), m("b", "/etc/a/"), m("C", "rel"), m("d", "/tmp"), m("e", "/x/../y")]);
         let e = errors("f", &s);
         assert_eq!(e.len(), 5, "{e:?}");
         assert_eq!(e[0], "spec.secretMounts[1].mountPath: '/etc/a/' is used by another secret mount");

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Bumped whenever the layer writer's output for the same entries could change.
-const FORMAT: &str = "fnbuild-layer-v1";
+const FORMAT: &str = "fnbuild-layer-v2";
 
 #[derive(Debug, Clone)]
 pub struct LayerCache {

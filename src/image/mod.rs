@@ -2,6 +2,7 @@
 //! serialised to canonical JSON (sorted keys, no insignificant white space).
 
 pub mod digest;
+pub mod gzip;
 pub mod layer;
 pub mod layer_cache;
 

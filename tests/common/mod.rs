@@ -124,7 +124,7 @@ pub fn setup() {
 
 /// Tag of the node base image.
 pub const NODE_TAG: &str = "20";
-/// Tag of the python base image (the interpreter is the host's Debian python3, e.g. 3.11).
+/// Tag of the python base image: a real CPython 3.12 at /usr/local (pyenv's build on this machine).
 pub const PYTHON_TAG: &str = "3.12";
 /// The name inside `node-docker.tar` (and in the daemon after [`docker_load_node`]).
 pub const NODE_DOCKER_IMAGE: &str = "fnbuild-test/node:20";

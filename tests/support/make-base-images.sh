@@ -228,6 +228,12 @@ ln -s ../local/bin/python3 "$PY_ROOT/usr/bin/python3"
 add_elf "$PY_ROOT" "$PYTHON_PREFIX/lib/libpython$PYTHON_VERSION.so.1.0" "$PYTHON_PREFIX/bin/python$PYTHON_VERSION" \
     "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION"/lib-dynload/*.so
 rm -rf "$PY_ROOT${PYTHON_PREFIX}"             # add_elf copied libpython under the build prefix too
+# The system libraries manylinux wheels may link without bundling them (PEP 600's list, as
+# python:3.12-slim has them from Debian's libc6, libgcc-s1 and libstdc++6), for compiled packages.
+for lib in libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1 libresolv.so.2 libnsl.so.1 libm.so.6 \
+    libgcc_s.so.1 libstdc++.so.6; do
+    if [ -e "/lib/x86_64-linux-gnu/$lib" ]; then add_elf "$PY_ROOT" "/lib/x86_64-linux-gnu/$lib"; fi
+done
 # pyenv builds with debug info (30 MB of the 37 in libpython): strip it, as the python images do.
 strip --strip-unneeded "$PY_ROOT/usr/local/bin/python$PYTHON_VERSION" "$PY_ROOT/usr/local/lib/libpython$PYTHON_VERSION.so.1.0" \
     "$PY_ROOT/usr/local/lib/python$PYTHON_VERSION"/lib-dynload/*.so
@@ -243,6 +249,7 @@ make_image "$WORK/python" "$PYTHON_TAG" "$PY_ROOT" python3 \
 check_in_chroot "$WORK/node" "$NODE_TAG" node -e 'console.log(1)'
 check_in_chroot "$WORK/node" "$NODE_TAG" /usr/bin/node -e 'console.log(require("os").userInfo().uid === 1000 ? 1 : 0)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import json,http.server,asyncio,ssl,hashlib,sqlite3,ctypes; print(1)'
+check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import ctypes; [ctypes.CDLL(l) for l in ("libpthread.so.0", "libstdc++.so.6", "libgcc_s.so.1")]; print(1)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" /usr/bin/python3 -c 'import sys; print(1 if sys.prefix == "/usr/local" and sys.version_info[:2] == (3, 12) else sys.prefix)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import os, site; print(1 if site.getsitepackages() == ["/usr/local/lib/python3.12/site-packages"] and not [f for f in os.listdir(site.getsitepackages()[0]) if f != "README.txt"] else 0)'
 

@@ -46,6 +46,11 @@ impl LocalCache {
         LocalCache { dir: root.join("dependencies") }
     }
 
+    /// Where probed installer versions are remembered.
+    pub fn installers_dir(&self) -> PathBuf {
+        self.dir.join("installers")
+    }
+
     fn record_path(&self, key: &str) -> PathBuf {
         self.dir.join("keys").join(format!("{key}.json"))
     }

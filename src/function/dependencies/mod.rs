@@ -21,7 +21,7 @@ mod install;
 mod plan;
 
 pub use cache::{tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION};
-pub use install::{probe, which, Installer, PipMode, TargetPlatform};
+pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
 pub use plan::{plan, Ecosystem, Plan};
 
 use crate::function::runtime::Runtime;
@@ -453,10 +453,13 @@ fn secret_values(text: &str) -> Vec<String> {
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
             continue;
         }
-        let Some(split) = line.find(['=', ':']).filter(|&i| line[..i].find("://").is_none()) else { continue };
+        // npmrc: `key=value` (keys like `//host/:_authToken` hold a colon); pip.conf: `key = value` or `key: value`.
+        let Some(split) = line.find('=').or_else(|| line.find(':').filter(|&i| !line[i..].starts_with("://"))) else { continue };
         let (key, value) = (line[..split].trim().to_ascii_lowercase(), line[split + 1..].trim());
         let value = value.trim_matches(|c| c == '"' || c == '\'');
-        if SECRET_KEYS.iter().any(|k| key.contains(k)) && value.len() >= 4 {
+        let flag_like = ["true", "false", "yes", "no", "on", "off"].contains(&value.to_ascii_lowercase().as_str())
+            || value.bytes().all(|b| b.is_ascii_digit());
+        if SECRET_KEYS.iter().any(|k| key.contains(k)) && value.len() >= 4 && !flag_like {
             out.push(value.to_string());
         }
         // user:password@ in any URL, in this value or in the key (`//host/:_authToken` keys have none).

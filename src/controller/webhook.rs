@@ -1,0 +1,217 @@
+//! The admission webhooks (AdmissionReview v1): `/mutate-function` applies the defaults as a
+//! JSON patch, `/validate-function` denies invalid Functions with the field paths in the
+//! message. Both are pure functions of the request; `serve` puts them behind HTTPS.
+
+use super::defaults::{apply_defaults, Defaults};
+use super::http::{Req, Resp};
+use super::manifests::{MUTATE_PATH, VALIDATE_PATH};
+use super::metrics::Metrics;
+use super::types::Function;
+use super::validation::validate;
+use hyper::StatusCode;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::DynamicObject;
+use std::sync::Arc;
+
+/// The defaulting answer: allowed, with a JSON patch when defaults were missing.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>, defaults: &Defaults) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let Some(obj) = &req.object else { return resp };
+    let before = match serde_json::to_value(obj) {
+        Ok(v) => v,
+        Err(e) => return resp.deny(format!("cannot read the Function: {e}")),
+    };
+    let mut f: Function = match serde_json::from_value(before.clone()) {
+        Ok(f) => f,
+        // The validating webhook (and the schema) say what is wrong.
+        Err(_) => return resp,
+    };
+    apply_defaults(&mut f.spec, defaults);
+    let mut after = before.clone();
+    match serde_json::to_value(&f.spec) {
+        Ok(spec) => after["spec"] = spec,
+        Err(e) => return resp.deny(format!("cannot write the Function's defaults: {e}")),
+    }
+    let patch = json_patch::diff(&before, &after);
+    if patch.0.is_empty() {
+        return resp;
+    }
+    match resp.with_patch(patch) {
+        Ok(r) => r,
+        Err(e) => AdmissionResponse::from(req).deny(format!("cannot encode the defaults patch: {e}")),
+    }
+}
+
+/// The validation answer: denied with every field error, or allowed.
+pub fn validate_request(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let resp = AdmissionResponse::from(req);
+    let Some(obj) = &req.object else { return resp };
+    let value = match serde_json::to_value(obj) {
+        Ok(v) => v,
+        Err(e) => return resp.deny(format!("cannot read the Function: {e}")),
+    };
+    let f: Function = match serde_json::from_value(value) {
+        Ok(f) => f,
+        Err(e) => return resp.deny(format!("invalid Function: {e}")),
+    };
+    let name =
+        f.metadata.name.clone().filter(|n| !n.is_empty()).or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()));
+    match validate(name.as_deref(), &f.spec) {
+        Ok(()) => resp,
+        Err(e) => resp.deny(e.to_string()),
+    }
+}
+
+/// Answer one HTTP request.
+pub fn handle(req: &Req, defaults: &Defaults, metrics: &Metrics) -> Resp {
+    if req.method != hyper::Method::POST {
+        return Resp::text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
+    }
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&req.body) {
+        Ok(r) => r,
+        Err(e) => {
+            Metrics::inc(&metrics.webhook_errors);
+            return Resp::text(StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}"));
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            Metrics::inc(&metrics.webhook_errors);
+            let resp = AdmissionResponse::invalid(e.to_string()).into_review();
+            return Resp::json(serde_json::to_vec(&resp).unwrap_or_default());
+        }
+    };
+    let resp = match req.path.as_str() {
+        MUTATE_PATH => mutate(&request, defaults),
+        VALIDATE_PATH => validate_request(&request),
+        other => return Resp::text(StatusCode::NOT_FOUND, format!("no webhook at {other}")),
+    };
+    Metrics::inc(if resp.allowed { &metrics.webhook_allowed } else { &metrics.webhook_denied });
+    if !resp.allowed {
+        tracing::info!(function = %request.name, namespace = ?request.namespace, denied = %resp.result.message, "admission denied");
+    }
+    Resp::json(serde_json::to_vec(&resp.into_review()).unwrap_or_default())
+}
+
+/// Serve the webhooks over HTTPS.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    defaults: Defaults,
+    metrics: Arc<Metrics>,
+) {
+    let defaults = Arc::new(defaults);
+    super::http::serve(listener, Some(tls), move |req| {
+        let (defaults, metrics) = (defaults.clone(), metrics.clone());
+        async move { handle(&req, &defaults, &metrics) }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review(op: &str, object: serde_json::Value) -> Req {
+        let body = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "kind": "Function"},
+                "resource": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "resource": "functions"},
+                "requestKind": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "kind": "Function"},
+                "requestResource": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "resource": "functions"},
+                "name": object["metadata"]["name"],
+                "namespace": "default",
+                "operation": op,
+                "userInfo": {"username": "admin"},
+                "object": object,
+                "oldObject": null,
+                "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+            }
+        });
+        Req { method: hyper::Method::POST, path: String::new(), body: serde_json::to_vec(&body).unwrap().into() }
+    }
+
+    fn function(spec: serde_json::Value) -> serde_json::Value {
+        json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+               "metadata": {"name": "hello", "namespace": "default"}, "spec": spec})
+    }
+
+    fn call(path: &str, mut req: Req) -> serde_json::Value {
+        req.path = path.into();
+        let m = Metrics::default();
+        let r = handle(&req, &Defaults::default(), &m);
+        assert_eq!(r.status, StatusCode::OK);
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    #[test]
+    fn mutate_adds_defaults_as_a_json_patch() {
+        let f = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}}));
+        let out = call(MUTATE_PATH, review("CREATE", f));
+        let resp = &out["response"];
+        assert_eq!(out["kind"], "AdmissionReview");
+        assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(resp["allowed"], true);
+        assert_eq!(resp["patchType"], "JSONPatch");
+        // kube-core writes the patch bytes as a JSON array of numbers (Go decodes that into []byte too).
+        let patch: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
+        let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+        let ops = patch.as_array().unwrap();
+        assert!(ops.iter().any(|o| o["path"] == "/spec/replicas" && o["value"] == 1), "{patch}");
+        assert!(
+            ops.iter().any(|o| o["path"] == "/spec/resourceConfiguration"
+                && o["value"] == json!({"build": {"profile": "normal"}, "function": {"profile": "L"}})),
+            "{patch}"
+        );
+        assert!(ops.iter().all(|o| o["path"].as_str().unwrap().starts_with("/spec/")));
+    }
+
+    #[test]
+    fn mutate_leaves_a_complete_function_alone() {
+        let f = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}, "replicas": 2,
+            "resourceConfiguration": {"build": {"profile": "fast"}, "function": {"profile": "S"}}}));
+        let out = call(MUTATE_PATH, review("UPDATE", f));
+        assert_eq!(out["response"]["allowed"], true);
+        assert!(out["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn validate_denies_with_field_paths() {
+        let f = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}},
+            "env": [{"name": "FUNC_PORT", "value": "1"}]}));
+        let out = call(VALIDATE_PATH, review("CREATE", f));
+        let resp = &out["response"];
+        assert_eq!(resp["allowed"], false);
+        let msg = resp["status"]["message"].as_str().unwrap();
+        assert!(msg.contains("spec.env[0].name: FUNC_PORT is reserved"), "{msg}");
+        let ok = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}}));
+        assert_eq!(call(VALIDATE_PATH, review("CREATE", ok))["response"]["allowed"], true);
+    }
+
+    #[test]
+    fn bad_requests() {
+        let m = Metrics::default();
+        let r = handle(
+            &Req { method: hyper::Method::POST, path: VALIDATE_PATH.into(), body: "nope".into() },
+            &Defaults::default(),
+            &m,
+        );
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let r = handle(
+            &Req { method: hyper::Method::GET, path: VALIDATE_PATH.into(), body: "".into() },
+            &Defaults::default(),
+            &m,
+        );
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        let f = function(json!({"runtime": "nodejs20", "source": {}}));
+        let mut req = review("CREATE", f);
+        req.path = "/other".into();
+        assert_eq!(handle(&req, &Defaults::default(), &m).status, StatusCode::NOT_FOUND);
+    }
+}

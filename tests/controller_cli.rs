@@ -1,0 +1,176 @@
+//! `fnbuild manifests` and `fnbuild controller` from the outside, and the admission webhooks
+//! over real HTTPS (rustls, certificate from files), without a cluster.
+
+use fnbuild::controller::manifests::{MUTATE_PATH, VALIDATE_PATH};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+fn fnbuild() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("not YAML: {e}\n{d}")))
+        .collect()
+}
+
+fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    (cert, key)
+}
+
+#[test]
+fn manifests_are_a_yaml_stream_the_controller_accepts() {
+    let out = fnbuild()
+        .args([
+            "manifests",
+            "--namespace=fn-system",
+            "--image=reg:5000/fnbuild:2",
+            "--builder-image=reg:5000/fnbuild:2",
+        ])
+        .args(["--registry-push-address=reg:5000", "--registry-pull-address=localhost:5000", "--insecure-registry"])
+        .args(["--base-image=nodejs20=reg:5000/node:20", "--max-concurrent-builds=5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs = documents(&String::from_utf8(out.stdout).unwrap());
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Service",
+            "Deployment",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration"
+        ]
+    );
+    let dep = &docs[6];
+    assert_eq!(dep["metadata"]["namespace"], "fn-system");
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "reg:5000/fnbuild:2");
+    let args: Vec<String> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    for want in [
+        "--builder-image=reg:5000/fnbuild:2",
+        "--registry-push-address=reg:5000",
+        "--registry-pull-address=localhost:5000",
+        "--insecure-registry",
+        "--base-image=nodejs20=reg:5000/node:20",
+        "--max-concurrent-builds=5",
+    ] {
+        assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
+    }
+    assert_eq!(docs[7]["webhooks"][0]["clientConfig"]["service"]["namespace"], "fn-system");
+
+    // The Deployment's arguments parse: the controller gets past its flags and stops at the
+    // missing certificate (exit 1, not 2 for bad usage).
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<&String> =
+        args.iter().filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr")).collect();
+    let out = fnbuild()
+        .args(&args)
+        .args(["--metrics-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0"])
+        .env("KUBECONFIG", dir.path().join("none"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("/etc/fnbuild/webhook/tls.crt"), "{stderr}");
+}
+
+#[test]
+fn controller_flags_are_checked() {
+    let out = fnbuild().args(["controller", "--default-function-profile=XXL"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--default-function-profile XXL: use XS, S, M, L or XL"));
+    let out = fnbuild().args(["controller", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give both --tls-cert and --tls-key"));
+    let out = fnbuild().args(["manifests", "--tls-cert=/x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
+}
+
+fn review(object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "0e0f3a1b-0000-4000-8000-000000000001",
+            "kind": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "kind": "Function"},
+            "resource": {"group": "serverless.kyma-project.io", "version": "v1alpha2", "resource": "functions"},
+            "name": "hello", "namespace": "default", "operation": "CREATE",
+            "userInfo": {"username": "admin"}, "object": object, "dryRun": false
+        }
+    })
+}
+
+#[tokio::test]
+async fn webhooks_over_https() {
+    fnbuild::controller::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = tls_pair(dir.path());
+    let tls = fnbuild::controller::http::tls_acceptor(&cert, &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let metrics = std::sync::Arc::new(fnbuild::controller::metrics::Metrics::default());
+    tokio::spawn(fnbuild::controller::webhook::serve(listener, tls, Default::default(), metrics.clone()));
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let http = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let url = |p: &str| format!("https://127.0.0.1:{port}{p}");
+
+    let bad = json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": "Hello", "namespace": "default"},
+        "spec": {"runtime": "nodejs20", "source": {"inline": {"source": "x"}, "gitRepository": {"url": "https://x"}},
+                 "env": [{"name": "MOD_NAME", "value": "x"}]}});
+    let r: Value = http.post(url(VALIDATE_PATH)).json(&review(bad)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["response"]["uid"], "0e0f3a1b-0000-4000-8000-000000000001");
+    assert_eq!(r["response"]["allowed"], false);
+    let msg = r["response"]["status"]["message"].as_str().unwrap();
+    for part in [
+        "metadata.name: 'Hello'",
+        "spec.source: set exactly one of inline and gitRepository",
+        "spec.env[0].name: MOD_NAME is reserved",
+    ] {
+        assert!(msg.contains(part), "{part} in {msg}");
+    }
+
+    let good = json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": "hello", "namespace": "default"},
+        "spec": {"runtime": "python312", "source": {"inline": {"source": "def main(e, c): return 'hi'"}}}});
+    let r: Value = http.post(url(MUTATE_PATH)).json(&review(good.clone())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["response"]["allowed"], true);
+    assert_eq!(r["response"]["patchType"], "JSONPatch");
+    let r: Value = http.post(url(VALIDATE_PATH)).json(&review(good)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["response"]["allowed"], true);
+
+    // Plain HTTP is refused: the listener speaks TLS only.
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}{VALIDATE_PATH}")).await.is_err());
+    let m = metrics.render();
+    assert_eq!(
+        fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"denied\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"allowed\"}"),
+        Some(2.0)
+    );
+}

@@ -1,0 +1,803 @@
+//! The Function controller against a real Kubernetes 1.20 API server and etcd
+//! (`tests/cluster/up --apiserver-only`), envtest-style: there is no kubelet and no
+//! kube-controller-manager, so this test plays their part by writing Job, Pod and Deployment
+//! status. The controller runs as the real binary (`fnbuild controller`), its webhooks are called
+//! by the API server over HTTPS, and `fnbuild manifests` is applied with kubectl.
+//!
+//! Environment: FNBUILD_CTL_CLUSTER_DIR (default /tmp/fnbuild-ctl-cluster) and
+//! FNBUILD_CTL_APISERVER_PORT / FNBUILD_CTL_ETCD_PORT (27443 / 24379) choose the test cluster; a
+//! cluster this test started is stopped at the end unless FNBUILD_KEEP_CLUSTER=1.
+
+use fnbuild::controller::desired::{self, LABEL_IMAGE_TAG};
+use fnbuild::controller::metrics::sample;
+use fnbuild::controller::settings::Settings;
+use fnbuild::controller::types::Function;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The apiserver-only test cluster: started by `tests/cluster/up` unless it already runs.
+struct Cluster {
+    dir: PathBuf,
+    env: Vec<(String, String)>,
+    started_here: bool,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir = std::env::var("FNBUILD_CTL_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/fnbuild-ctl-cluster".into());
+        let env = vec![
+            ("FNBUILD_CLUSTER_DIR".to_string(), dir.clone()),
+            (
+                "FNBUILD_APISERVER_PORT".into(),
+                std::env::var("FNBUILD_CTL_APISERVER_PORT").unwrap_or_else(|_| "27443".into()),
+            ),
+            ("FNBUILD_ETCD_PORT".into(), std::env::var("FNBUILD_CTL_ETCD_PORT").unwrap_or_else(|_| "24379".into())),
+            (
+                "FNBUILD_ETCD_PEER_PORT".into(),
+                std::env::var("FNBUILD_CTL_ETCD_PEER_PORT").unwrap_or_else(|_| "24380".into()),
+            ),
+        ];
+        let dir = PathBuf::from(dir);
+        let was_up = dir.join("mode").exists()
+            && Command::new(dir.join("bin/kubectl"))
+                .env("KUBECONFIG", dir.join("kubeconfig"))
+                .args(["get", "--raw", "/readyz"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        let out = Command::new(repo().join("tests/cluster/up"))
+            .arg("--apiserver-only")
+            .envs(env.iter().cloned())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/cluster/up");
+        assert!(out.status.success(), "tests/cluster/up --apiserver-only failed");
+        Cluster { dir, env, started_here: !was_up }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        let mut cmd = Command::new(self.dir.join("bin/kubectl"));
+        cmd.env("KUBECONFIG", self.kubeconfig()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    async fn client(&self) -> Client {
+        let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        Client::try_from(cfg).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.started_here && std::env::var("FNBUILD_KEEP_CLUSTER").as_deref() != Ok("1") {
+            let _ = Command::new(repo().join("tests/cluster/down")).envs(self.env.iter().cloned()).status();
+        }
+    }
+}
+
+/// The controller binary, stopped (by its pid) when dropped.
+struct Controller {
+    child: Child,
+    metrics: String,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(
+        cluster: &Cluster,
+        webhook_port: u16,
+        registry: &str,
+        tls: &(PathBuf, PathBuf),
+        log: PathBuf,
+    ) -> Controller {
+        let metrics_port = free_port();
+        // FNBUILD_CONTROLLER_BIN: another build of fnbuild to run as the controller (e.g. the
+        // release build, for the CPU figure).
+        let bin = std::env::var("FNBUILD_CONTROLLER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild").to_string());
+        let child = Command::new(bin)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("RUST_LOG", "fnbuild=info,warn")
+            .args([
+                "controller",
+                "--builder-image=fnbuild-test/builder:1",
+                &format!("--registry-push-address={registry}"),
+                "--registry-pull-address=localhost:5000",
+                "--build-retry-delay=2",
+                "--max-concurrent-builds=4",
+                &format!("--metrics-addr=127.0.0.1:{metrics_port}"),
+                &format!("--webhook-addr=127.0.0.1:{webhook_port}"),
+                &format!("--tls-cert={}", tls.0.display()),
+                &format!("--tls-key={}", tls.1.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start fnbuild controller");
+        Controller { child, metrics: format!("http://127.0.0.1:{metrics_port}"), log }
+    }
+
+    async fn scrape(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics)).await.unwrap().text().await.unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        sample(&self.scrape().await, name).unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// User and system CPU time of the controller process so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = after_comm.split(' ').collect();
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- controller log (last lines) ---");
+            for l in tail.into_iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// Poll `f` until it gives `Some`, or fail after `TIMEOUT` saying what was awaited.
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > TIMEOUT {
+            panic!("timed out after {TIMEOUT:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn condition(f: &Function, type_: &str) -> Option<(String, String, String)> {
+    let c = f.status.as_ref()?.condition(type_)?;
+    Some((c.status.clone(), c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+}
+
+fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "openssl req failed");
+    (cert, key)
+}
+
+const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+
+/// A registry that has every tag of repositories starting with `ctl-skip` and nothing else.
+async fn fake_registry() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(fnbuild::controller::http::serve(listener, None, |req| async move {
+        use fnbuild::controller::http::Resp;
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            return Resp::json(b"{}".to_vec());
+        }
+        if p.starts_with("/v2/ctl-skip") && p.contains("/manifests/") {
+            return Resp {
+                status: hyper::StatusCode::OK,
+                content_type: "application/vnd.oci.image.manifest.v1+json",
+                body: MANIFEST.as_bytes().to_vec(),
+            };
+        }
+        Resp {
+            status: hyper::StatusCode::NOT_FOUND,
+            content_type: "application/json",
+            body: br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#.to_vec(),
+        }
+    }));
+    addr
+}
+
+fn now() -> String {
+    fnbuild::controller::types::now_rfc3339()
+}
+
+/// Play the Job controller and kubelet: a finished Pod with `message` as its termination
+/// message, then the Job's status.
+async fn finish_job(client: &Client, ns: &str, job: &str, succeeded: bool, message: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("{job}-abcde"), "labels": {"job-name": job}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false, "containers": [{"name": "build", "image": "fnbuild-test/builder:1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let t = now();
+    let (code, reason, phase) = if succeeded { (0, "Completed", "Succeeded") } else { (1, "Error", "Failed") };
+    let status = json!({"status": {"phase": phase, "containerStatuses": [{
+        "name": "build", "ready": false, "restartCount": 0, "image": "fnbuild-test/builder:1", "imageID": "",
+        "state": {"terminated": {"exitCode": code, "reason": reason, "message": message, "startedAt": t, "finishedAt": t}}
+    }]}});
+    pods.patch_status(&format!("{job}-abcde"), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let cond = if succeeded { "Complete" } else { "Failed" };
+    let mut st = json!({"startTime": t, "conditions": [{"type": cond, "status": "True", "lastProbeTime": t, "lastTransitionTime": t}]});
+    if succeeded {
+        st["succeeded"] = json!(1);
+        st["completionTime"] = json!(t);
+    } else {
+        st["failed"] = json!(1);
+        st["conditions"][0]["reason"] = json!("BackoffLimitExceeded");
+    }
+    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&json!({ "status": st }))).await.unwrap();
+}
+
+/// Play the Deployment controller: the Deployment is rolled out and available.
+async fn make_available(client: &Client, ns: &str, name: &str) {
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = api.get(name).await.unwrap();
+    let n = d.spec.replicas.unwrap_or(1);
+    let t = now();
+    let st = json!({"status": {
+        "observedGeneration": d.metadata.generation, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
+        "availableReplicas": n,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                        "message": "Deployment has minimum availability.", "lastUpdateTime": t, "lastTransitionTime": t}]
+    }});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&st)).await.unwrap();
+}
+
+async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default()).await.unwrap().items
+}
+
+async fn function(client: &Client, ns: &str, name: &str) -> Function {
+    Api::<Function>::namespaced(client.clone(), ns).get(name).await.unwrap()
+}
+
+async fn namespace(client: &Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+    match api.create(&PostParams::default(), &n).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.is_already_exists() => {}
+        Err(e) => panic!("create namespace {ns}: {e}"),
+    }
+    // Play kube-controller-manager: Pods need the namespace's default ServiceAccount.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+    match sas.create(&PostParams::default(), &sa).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.is_already_exists() => {}
+        Err(e) => panic!("create the default ServiceAccount in {ns}: {e}"),
+    }
+}
+
+fn hello(ns: &str, name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runtime": "nodejs20",
+            "source": {"inline": {
+                "source": "module.exports = { main: (event, context) => 'hello' }",
+                "dependencies": "{\"name\": \"hello\", \"version\": \"1.0.0\", \"dependencies\": {}}"
+            }},
+            "env": [{"name": "GREETING", "value": "hi"}],
+            "scaleConfig": {"minReplicas": 1, "maxReplicas": 3}
+        }
+    })
+}
+
+fn rv<K: kube::Resource>(o: &K) -> String {
+    o.meta().resource_version.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_against_a_real_api_server() {
+    fnbuild::controller::install_crypto_provider();
+    let cluster = Cluster::up();
+    let client = cluster.client().await;
+    let work = tempfile::tempdir().unwrap();
+    let tls = tls_pair(work.path());
+    let registry = fake_registry().await;
+    let webhook_port = free_port();
+
+    // `fnbuild manifests | kubectl apply -f -`: the webhooks call the controller started below.
+    let manifests = Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+        .args([
+            "manifests",
+            &format!("--webhook-url=https://127.0.0.1:{webhook_port}"),
+            "--builder-image=fnbuild-test/builder:1",
+        ])
+        .arg(format!("--tls-cert={}", tls.0.display()))
+        .arg(format!("--tls-key={}", tls.1.display()))
+        .output()
+        .unwrap();
+    assert!(manifests.status.success(), "{}", String::from_utf8_lossy(&manifests.stderr));
+    let manifests = String::from_utf8(manifests.stdout).unwrap();
+    let applied = cluster.kubectl_ok(&["apply", "-f", "-"], Some(&manifests));
+    eprintln!("fnbuild manifests | kubectl apply -f -:\n{applied}");
+    for what in [
+        "customresourcedefinition",
+        "clusterrole",
+        "deployment.apps/fnbuild-controller",
+        "validatingwebhookconfiguration",
+    ] {
+        assert!(applied.contains(what), "{applied}");
+    }
+    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/functions.serverless.kyma-project.io"], None);
+
+    leftovers(&client).await;
+    let controller = Controller::start(&cluster, webhook_port, &registry, &tls, work.path().join("controller.log"));
+    wait_for("the controller's /healthz", || async {
+        reqwest::get(format!("{}/healthz", controller.metrics)).await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+    wait_for("the webhook server", || async { std::net::TcpStream::connect(("127.0.0.1", webhook_port)).ok() }).await;
+
+    happy_path(&cluster, &client, &controller, &registry).await;
+    webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
+    image_already_in_registry(&client).await;
+    desired_objects_pass_server_validation(&cluster);
+    eprintln!("metrics at the end:\n{}", controller.scrape().await);
+    drop(controller);
+    leftovers(&client).await;
+}
+
+/// Namespaces are new in each run: without kube-controller-manager, deleted ones stay Terminating.
+fn run_ns(prefix: &str) -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let id = ID.get_or_init(|| {
+        format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 0xfffff)
+    });
+    format!("{prefix}-{id}")
+}
+
+/// Remove what earlier runs left on a cluster that stayed up (there is no garbage collector
+/// without kube-controller-manager), so that their build Jobs do not hold build slots.
+async fn leftovers(client: &Client) {
+    let dp = kube::api::DeleteParams::background();
+    for f in Api::<Function>::all(client.clone()).list(&ListParams::default()).await.unwrap().items {
+        let ns = f.namespace().unwrap_or_default();
+        if ns.starts_with("ctl-") {
+            let _ = Api::<Function>::namespaced(client.clone(), &ns).delete(&f.name_any(), &dp).await;
+        }
+    }
+    let lp = ListParams::default().labels("serverless.kyma-project.io/managed-by=function-controller");
+    for j in Api::<Job>::all(client.clone()).list(&lp).await.unwrap().items {
+        let ns = j.namespace().unwrap_or_default();
+        if ns.starts_with("ctl-") {
+            let _ = Api::<Job>::namespaced(client.clone(), &ns).delete(&j.name_any(), &dp).await;
+        }
+    }
+}
+
+async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller, registry: &str) {
+    let ns = &run_ns("ctl-a");
+    namespace(client, ns).await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), ns);
+
+    // Apply → ConfigMap and Job, timed.
+    let f: Function = serde_json::from_value(hello(ns, "hello")).unwrap();
+    let t0 = Instant::now();
+    let created = fns.create(&PostParams::default(), &f).await.unwrap();
+    let job = wait_for("the build Job", || async {
+        let j = jobs_of(client, ns).await;
+        j.into_iter().next()
+    })
+    .await;
+    let to_job = t0.elapsed();
+    eprintln!(
+        "FIGURE apply-to-Job: {:.1} ms (Function created through both webhooks, Job seen by polling every 20 ms)",
+        to_job.as_secs_f64() * 1000.0
+    );
+
+    // The mutating webhook's defaults are in the stored object.
+    assert_eq!(created.spec.replicas, Some(1));
+    let rc = created.spec.resource_configuration.as_ref().expect("defaulted resourceConfiguration");
+    assert_eq!(rc.function.as_ref().unwrap().profile.as_deref(), Some("L"));
+    assert_eq!(rc.build.as_ref().unwrap().profile.as_deref(), Some("normal"));
+
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap();
+    let data = cm.data.clone().unwrap();
+    assert_eq!(data["source"], "module.exports = { main: (event, context) => 'hello' }");
+    assert!(data["dependencies"].contains("\"hello\""));
+    assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
+
+    let settings = Settings { registry_push_address: registry.to_string(), ..Default::default() };
+    let tag = desired::image_tag(&created, "node:20-slim");
+    assert_eq!(job.labels()[LABEL_IMAGE_TAG], tag);
+    assert_eq!(job.name_any(), desired::job_name(&created, &tag, 1));
+    let spec = job.spec.clone().unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(spec.active_deadline_seconds, Some(1800));
+    let c = &spec.template.spec.as_ref().unwrap().containers[0];
+    let args = c.args.clone().unwrap();
+    let push = format!("{}/{ns}-hello:{tag}", settings.registry_push_address);
+    assert_eq!(
+        &args[..9],
+        [
+            "build",
+            "/src",
+            "--runtime",
+            "nodejs20",
+            "--push",
+            push.as_str(),
+            "--digest-file",
+            "/dev/termination-log",
+            "--json"
+        ]
+    );
+    assert_eq!(c.image.as_deref(), Some("fnbuild-test/builder:1"));
+    assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(job.owner_references()[0].uid, created.uid().unwrap());
+
+    let f = wait_for("BuildReady=Unknown/JobCreated or JobRunning", || async {
+        let f = function(client, ns, "hello").await;
+        let c = condition(&f, "BuildReady")?;
+        (c.0 == "Unknown" && (c.1 == "JobCreated" || c.1 == "JobRunning")).then_some(f)
+    })
+    .await;
+    assert_eq!(condition(&f, "ConfigurationReady").unwrap().0, "True");
+
+    // The build succeeds → Deployment by digest, Service, HPA; BuildReady=True.
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    finish_job(client, ns, &job.name_any(), true, &digest).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let dep = wait_for("the Deployment", || async { deployments.get_opt("hello").await.unwrap() }).await;
+    let image = format!("localhost:5000/{ns}-hello@{digest}");
+    let pod = dep.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers[0].image.as_deref(), Some(image.as_str()));
+    let env: Vec<(String, String)> =
+        pod.containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    for (k, v) in [
+        ("FUNC_RUNTIME", "nodejs20"),
+        ("FUNC_NAME", "hello"),
+        ("SERVICE_NAMESPACE", ns),
+        ("FUNC_HANDLER", "main"),
+        ("MOD_NAME", "handler"),
+        ("FUNC_PORT", "8080"),
+        ("GREETING", "hi"),
+    ] {
+        assert!(env.contains(&(k.to_string(), v.to_string())), "{k}={v} in {env:?}");
+    }
+    let svc = wait_for("the Service", || async {
+        Api::<Service>::namespaced(client.clone(), ns).get_opt("hello").await.unwrap()
+    })
+    .await;
+    let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!((port.name.as_deref(), port.port), (Some("http"), 80));
+    assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)));
+    let hpa = wait_for("the HPA", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).get_opt("hello").await.unwrap()
+    })
+    .await;
+    assert_eq!(hpa.spec.scale_target_ref.kind, "Function");
+    assert_eq!((hpa.spec.min_replicas, hpa.spec.max_replicas), (Some(1), 3));
+    let f = wait_for("BuildReady=True", || async {
+        let f = function(client, ns, "hello").await;
+        (condition(&f, "BuildReady").map(|c| c.0) == Some("True".into())).then_some(f)
+    })
+    .await;
+    assert_eq!(f.status.as_ref().unwrap().runtime_image.as_deref(), Some(image.as_str()));
+    assert_eq!(condition(&f, "Running").unwrap().0, "Unknown");
+
+    // The Deployment becomes available → Running=True.
+    make_available(client, ns, "hello").await;
+    let f = wait_for("Running=True", || async {
+        let f = function(client, ns, "hello").await;
+        (condition(&f, "Running").map(|c| c.0) == Some("True".into())).then_some(f)
+    })
+    .await;
+    let st = f.status.clone().unwrap();
+    assert_eq!(st.replicas, Some(1));
+    assert!(st.pod_selector.unwrap().contains("serverless.kyma-project.io/function-name=hello"));
+    let printed = cluster.kubectl_ok(&["get", "functions", "-n", ns], None);
+    eprintln!("kubectl get functions:\n{printed}");
+    assert!(printed.contains("CONFIGURED") && printed.contains("BUILT") && printed.contains("RUNNING"));
+    let row: Vec<&str> = printed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..5], ["hello", "True", "True", "True", "nodejs20"], "{printed}");
+
+    // Nothing changed: reconciles write nothing. Each poke (an annotation) triggers one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let listed = events.list(&ListParams::default()).await.unwrap().items;
+    let reasons: Vec<String> = listed.iter().filter_map(|e| e.reason.clone()).collect();
+    for r in ["ConfigMapCreated", "JobCreated", "JobFinished", "DeploymentCreated", "ServiceCreated", "HorizontalPodAutoscalerCreated"] {
+        assert!(reasons.iter().any(|x| x == r), "event {r} in {reasons:?}");
+    }
+    assert!(listed.iter().all(|e| e.regarding.as_ref().is_some_and(|o| o.kind.as_deref() == Some("Function"))));
+    let events_before = listed.len();
+    let versions = |f: Function| {
+        let deployments = deployments.clone();
+        async move {
+            let a = rv(&Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap());
+            let b = rv(&deployments.get("hello").await.unwrap());
+            let c = rv(&Api::<Service>::namespaced(client.clone(), ns).get("hello").await.unwrap());
+            let d = rv(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).get("hello").await.unwrap());
+            let e: Vec<String> = jobs_of(client, ns).await.iter().map(rv).collect();
+            (a, b, c, d, e, serde_json::to_string(&f.status).unwrap())
+        }
+    };
+    let before = versions(f.clone()).await;
+    let writes0 = controller.metric("fnbuild_api_writes_total").await;
+    let reconciles0 = controller.metric("fnbuild_reconciles_total").await;
+    let cpu0 = controller.cpu();
+    // No scraping while poking, so that the CPU figure is the reconciles' own.
+    let pokes = 50;
+    for i in 0..pokes {
+        let p = json!({"metadata": {"annotations": {"test.fnbuild/poke": i.to_string()}}});
+        fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu = controller.cpu() - cpu0;
+    let writes = controller.metric("fnbuild_api_writes_total").await - writes0;
+    let reconciled = controller.metric("fnbuild_reconciles_total").await - reconciles0;
+    assert!(reconciled >= pokes as f64 / 2.0, "the pokes caused {reconciled} reconciles");
+    let after = versions(function(client, ns, "hello").await).await;
+    assert_eq!(writes, 0.0, "an unchanged Function must cause no API writes");
+    assert_eq!(before, after, "resourceVersions and status unchanged");
+    assert_eq!(events.list(&ListParams::default()).await.unwrap().items.len(), events_before, "no new events");
+    eprintln!(
+        "FIGURE unchanged reconcile: {reconciled} reconciles ({pokes} pokes), {writes} API writes, controller CPU {:.0} ms in all, {:.2} ms per reconcile (10 ms clock ticks; includes decoding the {pokes} watch events)",
+        cpu.as_secs_f64() * 1000.0,
+        cpu.as_secs_f64() * 1000.0 / reconciled
+    );
+
+    // Env change: the Deployment is updated, no build.
+    let p = json!({"spec": {"env": [{"name": "GREETING", "value": "hello there"}]}});
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    wait_for("the Deployment with the new env", || async {
+        let d = deployments.get("hello").await.unwrap();
+        let env = d.spec.template.spec.unwrap().containers[0].env.clone().unwrap();
+        env.iter().any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hello there")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let jobs = jobs_of(client, ns).await;
+    assert_eq!(jobs.len(), 1, "no new Job for an env change");
+    assert_eq!(jobs[0].name_any(), job.name_any());
+    let d = deployments.get("hello").await.unwrap();
+    assert_eq!(d.spec.template.spec.unwrap().containers[0].image.as_deref(), Some(image.as_str()));
+
+    // Source change: a new tag, a new Job; the old Job goes.
+    let p = json!({"spec": {"source": {"inline": {"source": "module.exports = { main: () => 'v2' }"}}}});
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    let new_job = wait_for("a new Job for the new source", || async {
+        jobs_of(client, ns).await.into_iter().find(|j| j.labels()[LABEL_IMAGE_TAG] != tag)
+    })
+    .await;
+    let f2 = function(client, ns, "hello").await;
+    let tag2 = desired::image_tag(&f2, "node:20-slim");
+    assert_eq!(new_job.labels()[LABEL_IMAGE_TAG], tag2);
+    wait_for("the old Job deleted", || async {
+        let j = jobs_of(client, ns).await;
+        (j.iter().all(|j| j.labels()[LABEL_IMAGE_TAG] == tag2)).then_some(())
+    })
+    .await;
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap();
+    assert_eq!(cm.data.unwrap()["source"], "module.exports = { main: () => 'v2' }");
+
+    // The new build fails → BuildReady=False/JobFailed with the builder's last lines, then a retry.
+    let log = "fnbuild: installing dependencies\nnpm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/left-padd\nerror: dependency install failed: npm exited with 1";
+    finish_job(client, ns, &new_job.name_any(), false, log).await;
+    let f = wait_for("BuildReady=False/JobFailed", || async {
+        let f = function(client, ns, "hello").await;
+        (condition(&f, "BuildReady").map(|c| (c.0, c.1)) == Some(("False".into(), "JobFailed".into()))).then_some(f)
+    })
+    .await;
+    let msg = condition(&f, "BuildReady").unwrap().2;
+    assert!(
+        msg.contains(&new_job.name_any())
+            && msg.contains("npm error 404 Not Found")
+            && msg.contains("dependency install failed"),
+        "{msg}"
+    );
+    let retry = wait_for("a retry Job (attempt 2)", || async {
+        jobs_of(client, ns).await.into_iter().find(|j| j.labels()[desired::LABEL_BUILD_ATTEMPT] == "2")
+    })
+    .await;
+    assert_eq!(retry.labels()[LABEL_IMAGE_TAG], tag2);
+    wait_for("the failed Job removed", || async {
+        (jobs_of(client, ns).await.iter().all(|j| j.name_any() != new_job.name_any())).then_some(())
+    })
+    .await;
+    assert_eq!(controller.metric("fnbuild_builds_failed_total").await, 1.0);
+    // Meanwhile the function keeps running the last good image.
+    let d = deployments.get("hello").await.unwrap();
+    assert_eq!(d.spec.template.spec.unwrap().containers[0].image.as_deref(), Some(image.as_str()));
+
+    // min = max replicas: no HPA.
+    let p = json!({"spec": {"scaleConfig": {"minReplicas": 2, "maxReplicas": 2}, "replicas": 2}});
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    wait_for("the HPA deleted", || async {
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+            .get_opt("hello")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("2 replicas", || async {
+        (deployments.get("hello").await.unwrap().spec.replicas == Some(2)).then_some(())
+    })
+    .await;
+}
+
+async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Controller, manifests: &str) {
+    let ns = &run_ns("ctl-b");
+    namespace(client, ns).await;
+    let mut bad = hello(ns, "bad");
+    bad["spec"]["env"] = json!([{"name": "FUNC_PORT", "value": "9"}]);
+    bad["spec"]["labels"] = json!({"serverless.kyma-project.io/x": "y"});
+    bad["spec"]["resourceConfiguration"] =
+        json!({"function": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}});
+    let denied0 = controller.metric("fnbuild_webhook_requests_total{result=\"denied\"}").await;
+    let out = cluster.kubectl(&["apply", "-f", "-"], Some(&bad.to_string()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an invalid Function must be denied");
+    eprintln!("webhook denial as kubectl shows it:\n{stderr}");
+    assert!(stderr.contains("denied the request"), "{stderr}");
+    assert!(stderr.contains("spec.env[0].name: FUNC_PORT is reserved"), "{stderr}");
+    assert!(stderr.contains("spec.labels[serverless.kyma-project.io/x]"), "{stderr}");
+    assert!(
+        stderr.contains("spec.resourceConfiguration.function.resources.requests.cpu: 2 is more than the limit 1"),
+        "{stderr}"
+    );
+    assert!(controller.metric("fnbuild_webhook_requests_total{result=\"denied\"}").await > denied0);
+
+    // Without the validating webhook the API server stores it; the controller reports it.
+    cluster.kubectl_ok(&["delete", "validatingwebhookconfiguration", "fnbuild-controller"], None);
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&bad.to_string()));
+    let f = wait_for("ConfigurationReady=False/InvalidFunctionSpec", || async {
+        let f = function(client, ns, "bad").await;
+        (condition(&f, "ConfigurationReady").map(|c| c.1) == Some("InvalidFunctionSpec".into())).then_some(f)
+    })
+    .await;
+    let (st, _, msg) = condition(&f, "ConfigurationReady").unwrap();
+    assert_eq!(st, "False");
+    assert!(msg.contains("spec.env[0].name: FUNC_PORT is reserved"), "{msg}");
+    let reconciles = controller.metric("fnbuild_reconciles_total").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(controller.metric("fnbuild_reconciles_total").await, reconciles, "no requeue for an invalid spec");
+    assert!(Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt("bad").await.unwrap().is_none());
+    assert!(jobs_of(client, ns).await.is_empty());
+    // Put the webhook back.
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(manifests));
+}
+
+async fn image_already_in_registry(client: &Client) {
+    let ns = &run_ns("ctl-skip");
+    namespace(client, ns).await;
+    let f: Function = serde_json::from_value(hello(ns, "fn")).unwrap();
+    Api::<Function>::namespaced(client.clone(), ns).create(&PostParams::default(), &f).await.unwrap();
+    let f = wait_for("BuildReady=True/ImageExists", || async {
+        let f = function(client, ns, "fn").await;
+        (condition(&f, "BuildReady").map(|c| c.1) == Some("ImageExists".into())).then_some(f)
+    })
+    .await;
+    let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
+    assert_eq!(f.status.unwrap().runtime_image, Some(format!("localhost:5000/{ns}-fn@{digest}")));
+    assert!(jobs_of(client, ns).await.is_empty(), "no build when the registry has the image");
+    wait_for("the Deployment", || async {
+        Api::<Deployment>::namespaced(client.clone(), ns).get_opt("fn").await.unwrap()
+    })
+    .await;
+}
+
+/// Every desired object, with every optional part switched on, passes kubectl's validation
+/// against the 1.20 API server's OpenAPI schema and the API server's own (dry run).
+fn desired_objects_pass_server_validation(cluster: &Cluster) {
+    use fnbuild::controller::defaults::apply_defaults;
+    let mut f: Function = serde_json::from_value(hello("default", "dry")).unwrap();
+    f.spec.secret_mounts = Some(vec![fnbuild::controller::types::SecretMount {
+        secret_name: "creds".into(),
+        mount_path: "/etc/creds".into(),
+    }]);
+    f.spec.labels = Some([("team".to_string(), "a".to_string())].into());
+    f.spec.annotations = Some([("example.com/a".to_string(), "b".to_string())].into());
+    f.metadata.uid = Some("6b3f0e39-1111-2222-3333-444455556666".into());
+    apply_defaults(&mut f.spec, &Default::default());
+    let s = Settings {
+        insecure_registry: true,
+        base_images: [("nodejs20".to_string(), "reg:5000/node:20".to_string())].into(),
+        ..Default::default()
+    };
+    let tag = desired::image_tag(&f, "reg:5000/node:20");
+    let b = desired::BuildInputs {
+        tag: tag.clone(),
+        attempt: 1,
+        base: Some("reg:5000/node:20".into()),
+        npmrc: true,
+        pip_conf: false,
+    };
+    let mut objects = vec![
+        serde_json::to_value(desired::config_map(&f)).unwrap(),
+        serde_json::to_value(desired::build_job(&f, &s, &b)).unwrap(),
+        serde_json::to_value(desired::deployment(
+            &f,
+            &s,
+            &format!("localhost:5000/default-dry@sha256:{}", "cd".repeat(32)),
+        ))
+        .unwrap(),
+        serde_json::to_value(desired::service(&f)).unwrap(),
+        serde_json::to_value(desired::hpa(&f, &s).unwrap()).unwrap(),
+    ];
+    // Owner references need the owner to exist only at garbage-collection time; a dry run is fine.
+    for o in &mut objects {
+        let kind = o["kind"].as_str().unwrap().to_string();
+        let out = cluster.kubectl(&["apply", "--dry-run=server", "--validate=true", "-f", "-"], Some(&o.to_string()));
+        assert!(
+            out.status.success(),
+            "{kind} fails validation:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            serde_json::to_string_pretty(o).unwrap()
+        );
+        eprintln!("server-side dry run: {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+}
