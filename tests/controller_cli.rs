@@ -162,6 +162,18 @@ async fn webhooks_over_https() {
     let r: Value = http.post(url(VALIDATE_PATH)).json(&review(good)).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["response"]["allowed"], true);
 
+    // A renewed certificate (the Secret's files replaced) is served from the next handshake on.
+    let old_ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+    let renewed = tempfile::tempdir().unwrap();
+    let (cert2, key2) = tls_pair(renewed.path());
+    std::fs::copy(&key2, &key).unwrap();
+    std::fs::copy(&cert2, &cert).unwrap();
+    let new_ca = reqwest::Certificate::from_pem(&std::fs::read(&cert2).unwrap()).unwrap();
+    let fresh = |ca: reqwest::Certificate| reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let ok = fresh(new_ca).post(url(MUTATE_PATH)).json(&review(json!({}))).send().await;
+    assert!(ok.is_ok(), "the renewed certificate is served: {ok:?}");
+    assert!(fresh(old_ca).post(url(MUTATE_PATH)).json(&review(json!({}))).send().await.is_err(), "the old one is not");
+
     // Plain HTTP is refused: the listener speaks TLS only.
     assert!(reqwest::get(format!("http://127.0.0.1:{port}{VALIDATE_PATH}")).await.is_err());
     let m = metrics.render();
@@ -171,6 +183,6 @@ async fn webhooks_over_https() {
     );
     assert_eq!(
         fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"allowed\"}"),
-        Some(2.0)
+        Some(3.0)
     );
 }

@@ -121,6 +121,7 @@ impl Drop for Cluster {
 /// The controller binary, stopped (by its pid) when dropped.
 struct Controller {
     child: Child,
+    kubeconfig: PathBuf,
     metrics: String,
     log: PathBuf,
 }
@@ -134,11 +135,18 @@ impl Controller {
         log: PathBuf,
     ) -> Controller {
         let metrics_port = free_port();
+        // The controller acts as its ServiceAccount (impersonated), so that the manifests'
+        // least-privilege ClusterRole is what it gets: a missing permission fails this test.
+        let kubeconfig = log.with_file_name("controller.kubeconfig");
+        let kc = std::fs::read_to_string(cluster.kubeconfig()).unwrap();
+        let (before, after) = kc.split_once("  user:\n").expect("a user in the kubeconfig");
+        let sa = "    as: system:serviceaccount:serverless-system:fnbuild-controller\n    as-groups:\n    - system:serviceaccounts\n    - system:serviceaccounts:serverless-system\n    - system:authenticated\n";
+        std::fs::write(&kubeconfig, format!("{before}  user:\n{sa}{after}")).unwrap();
         // FNBUILD_CONTROLLER_BIN: another build of fnbuild to run as the controller (e.g. the
         // release build, for the CPU figure).
         let bin = std::env::var("FNBUILD_CONTROLLER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild").to_string());
         let child = Command::new(bin)
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "fnbuild=info,warn")
             .args([
                 "controller",
@@ -156,7 +164,7 @@ impl Controller {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start fnbuild controller");
-        Controller { child, metrics: format!("http://127.0.0.1:{metrics_port}"), log }
+        Controller { child, kubeconfig, metrics: format!("http://127.0.0.1:{metrics_port}"), log }
     }
 
     async fn scrape(&self) -> String {
@@ -398,6 +406,22 @@ async fn controller_against_a_real_api_server() {
     .await;
     wait_for("the webhook server", || async { std::net::TcpStream::connect(("127.0.0.1", webhook_port)).ok() }).await;
 
+    // The controller's identity has what it needs and no more.
+    let kc = format!("--kubeconfig={}", controller.kubeconfig.display());
+    for (verb, what, want) in [
+        ("create", "jobs.batch", "yes"),
+        ("patch", "deployments.apps", "yes"),
+        ("patch", "functions.serverless.kyma-project.io/status", "yes"),
+        ("list", "secrets", "no"),
+        ("get", "secrets/serverless-package-registry-config", "yes"),
+        ("get", "secrets/other", "no"),
+        ("create", "pods", "no"),
+        ("delete", "functions.serverless.kyma-project.io", "no"),
+    ] {
+        let out = cluster.kubectl(&[kc.as_str(), "auth", "can-i", verb, what, "-n", "any"], None);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(answer, want, "can the controller {verb} {what}?");
+    }
     happy_path(&cluster, &client, &controller, &registry).await;
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     image_already_in_registry(&client).await;
@@ -566,7 +590,14 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let listed = events.list(&ListParams::default()).await.unwrap().items;
     let reasons: Vec<String> = listed.iter().filter_map(|e| e.reason.clone()).collect();
-    for r in ["ConfigMapCreated", "JobCreated", "JobFinished", "DeploymentCreated", "ServiceCreated", "HorizontalPodAutoscalerCreated"] {
+    for r in [
+        "ConfigMapCreated",
+        "JobCreated",
+        "JobFinished",
+        "DeploymentCreated",
+        "ServiceCreated",
+        "HorizontalPodAutoscalerCreated",
+    ] {
         assert!(reasons.iter().any(|x| x == r), "event {r} in {reasons:?}");
     }
     assert!(listed.iter().all(|e| e.regarding.as_ref().is_some_and(|o| o.kind.as_deref() == Some("Function"))));
@@ -574,7 +605,11 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let versions = |f: Function| {
         let deployments = deployments.clone();
         async move {
-            let a = rv(&Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap());
+            // (The ConfigMap is what this test pokes: its data, not its version, must stay.)
+            let a = serde_json::to_string(
+                &Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap().data,
+            )
+            .unwrap();
             let b = rv(&deployments.get("hello").await.unwrap());
             let c = rv(&Api::<Service>::namespaced(client.clone(), ns).get("hello").await.unwrap());
             let d = rv(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).get("hello").await.unwrap());
@@ -586,11 +621,13 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let writes0 = controller.metric("fnbuild_api_writes_total").await;
     let reconciles0 = controller.metric("fnbuild_reconciles_total").await;
     let cpu0 = controller.cpu();
+    // Each poke (an annotation on the owned ConfigMap: no webhook call) triggers a reconcile.
     // No scraping while poking, so that the CPU figure is the reconciles' own.
     let pokes = 50;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for i in 0..pokes {
         let p = json!({"metadata": {"annotations": {"test.fnbuild/poke": i.to_string()}}});
-        fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+        cms.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -599,11 +636,12 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let reconciled = controller.metric("fnbuild_reconciles_total").await - reconciles0;
     assert!(reconciled >= pokes as f64 / 2.0, "the pokes caused {reconciled} reconciles");
     let after = versions(function(client, ns, "hello").await).await;
+    assert_eq!(rv(&function(client, ns, "hello").await), rv(&f), "the Function was not written");
     assert_eq!(writes, 0.0, "an unchanged Function must cause no API writes");
     assert_eq!(before, after, "resourceVersions and status unchanged");
     assert_eq!(events.list(&ListParams::default()).await.unwrap().items.len(), events_before, "no new events");
     eprintln!(
-        "FIGURE unchanged reconcile: {reconciled} reconciles ({pokes} pokes), {writes} API writes, controller CPU {:.0} ms in all, {:.2} ms per reconcile (10 ms clock ticks; includes decoding the {pokes} watch events)",
+        "FIGURE unchanged reconcile: {reconciled} reconciles ({pokes} pokes), {writes} API writes, controller CPU {:.0} ms in all, {:.2} ms per reconcile (10 ms clock ticks; includes decoding the {pokes} ConfigMap watch events)",
         cpu.as_secs_f64() * 1000.0,
         cpu.as_secs_f64() * 1000.0 / reconciled
     );

@@ -122,7 +122,8 @@ pub fn default_base_image(runtime: &str) -> String {
     if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(runtime) {
         return b.clone();
     }
-    let base = crate::function::runtime::Runtimes::Embedded.load(runtime).map(|r| r.spec.base_image).unwrap_or_default();
+    let base =
+        crate::function::runtime::Runtimes::Embedded.load(runtime).map(|r| r.spec.base_image).unwrap_or_default();
     cache.lock().unwrap_or_else(|p| p.into_inner()).insert(runtime.to_string(), base.clone());
     base
 }

@@ -105,8 +105,35 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
-/// A rustls server configuration from PEM files (certificate chain, private key).
+/// A rustls server configuration from PEM files (certificate chain, private key). The files
+/// are read again when they change (a renewed Secret mounted into the Pod), at the next
+/// handshake; a pair that does not load keeps the previous one in service.
 pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+    let resolver = ReloadingCert::new(cert, key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+type Loaded = (Option<std::time::SystemTime>, Option<std::time::SystemTime>, Arc<rustls::sign::CertifiedKey>);
+
+#[derive(Debug)]
+struct ReloadingCert {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::Mutex<Loaded>,
+}
+
+fn mtime(p: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn load_certified_key(cert: &std::path::Path, key: &std::path::Path) -> Result<rustls::sign::CertifiedKey, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
@@ -115,15 +142,40 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate", cert.display()));
     }
-    let key =
+    let der =
         PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let signing = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| format!("the private key {} is not usable: {e}", key.display()))?;
+    let ck = rustls::sign::CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    Ok(ck)
+}
+
+impl ReloadingCert {
+    fn new(cert: &std::path::Path, key: &std::path::Path) -> Result<ReloadingCert, String> {
+        let (mc, mk) = (mtime(cert), mtime(key));
+        let ck = load_certified_key(cert, key)?;
+        Ok(ReloadingCert { cert: cert.into(), key: key.into(), current: std::sync::Mutex::new((mc, mk, Arc::new(ck))) })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let (mc, mk) = (mtime(&self.cert), mtime(&self.key));
+        if (mc, mk) != (cur.0, cur.1) {
+            match load_certified_key(&self.cert, &self.key) {
+                Ok(ck) => {
+                    tracing::info!(cert = %self.cert.display(), "webhook certificate reloaded");
+                    *cur = (mc, mk, Arc::new(ck));
+                }
+                Err(e) => {
+                    // Not again until the files change once more.
+                    tracing::warn!(error = %e, "keeping the previous webhook certificate");
+                    (cur.0, cur.1) = (mc, mk);
+                }
+            }
+        }
+        Some(cur.2.clone())
+    }
 }
