@@ -233,11 +233,7 @@ impl Client {
     }
 }
 
-/// `sha256:<hex>` of `bytes`.
-pub fn sha256_digest(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
+pub use crate::image::digest::sha256_digest;
 
 /// The digest of `bytes` with the algorithm of `like` (sha256 or sha512).
 pub(crate) fn digest_like(like: &str, bytes: &[u8]) -> String {
