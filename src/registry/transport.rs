@@ -297,18 +297,22 @@ impl Req {
 /// The shared inside of a [`super::Client`].
 pub(crate) struct Inner {
     pub opts: RegistryOptions,
-    secure: reqwest::Client,
-    /// Built on first use: only `--insecure-registry` hosts need it, and each client reads the
-    /// system's CA store when it is built.
+    /// Trusts only `--ca-cert` bundles, not the system's CA store: for loopback registries,
+    /// which speak plain HTTP or use a private CA. Built at once (it checks the CA files).
+    local: reqwest::Client,
+    /// Built on first use, as each reads the system's CA store (milliseconds a build need not pay
+    /// when it only talks to a loopback registry): verified TLS, and `--insecure-registry` hosts.
+    secure: std::sync::OnceLock<reqwest::Client>,
     insecure: std::sync::OnceLock<reqwest::Client>,
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     creds: CredentialSource,
     pub totals: Arc<Stats>,
 }
 
-fn build_http(opts: &RegistryOptions, accept_invalid: bool) -> Result<reqwest::Client, RegistryError> {
+fn build_http(opts: &RegistryOptions, accept_invalid: bool, system_roots: bool) -> Result<reqwest::Client, RegistryError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
+        .tls_built_in_root_certs(system_roots)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(opts.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
@@ -347,7 +351,7 @@ pub(crate) enum Kind<'a> {
 
 impl Inner {
     pub fn new(opts: RegistryOptions) -> Result<Inner, RegistryError> {
-        let secure = build_http(&opts, false)?;
+        let local = build_http(&opts, false, false)?;
         let creds = CredentialSource::from_env(opts.registry_config.as_deref());
         if let (Some(p), true) = (&creds.path, creds.explicit) {
             if !p.is_file() {
@@ -359,7 +363,8 @@ impl Inner {
         }
         Ok(Inner {
             opts,
-            secure,
+            local,
+            secure: std::sync::OnceLock::new(),
             insecure: std::sync::OnceLock::new(),
             conns: Mutex::new(HashMap::new()),
             creds,
@@ -367,10 +372,14 @@ impl Inner {
         })
     }
 
+    // The options were checked when the local client was built; should a later build still
+    // fail, the local client (which verifies certificates) is the safe fallback.
+    fn secure(&self) -> &reqwest::Client {
+        self.secure.get_or_init(|| build_http(&self.opts, false, true).unwrap_or_else(|_| self.local.clone()))
+    }
+
     fn insecure(&self) -> &reqwest::Client {
-        // The options were checked when the secure client was built; should a second build
-        // still fail, verifying certificates is the safe fallback.
-        self.insecure.get_or_init(|| build_http(&self.opts, true).unwrap_or_else(|_| self.secure.clone()))
+        self.insecure.get_or_init(|| build_http(&self.opts, true, true).unwrap_or_else(|_| self.local.clone()))
     }
 
     pub fn counter(&self, op: &Arc<Stats>) -> Counter {
@@ -391,7 +400,13 @@ impl Inner {
                     registry: registry.to_string(),
                     host: api_host.to_string(),
                     plain_allowed: listed || is_loopback(api_host),
-                    http: if listed { self.insecure().clone() } else { self.secure.clone() },
+                    http: if listed {
+                        self.insecure().clone()
+                    } else if is_loopback(api_host) {
+                        self.local.clone()
+                    } else {
+                        self.secure().clone()
+                    },
                     state: tokio::sync::Mutex::new(ConnState::default()),
                     secrets: Mutex::new(Vec::new()),
                     base_url: std::sync::OnceLock::new(),
@@ -409,8 +424,10 @@ impl Inner {
         };
         if is_listed_insecure(&self.opts.insecure_registries, &host) {
             self.insecure()
+        } else if is_loopback(&host) {
+            &self.local
         } else {
-            &self.secure
+            self.secure()
         }
     }
 
