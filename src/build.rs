@@ -109,15 +109,30 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     let epoch = opts.source_date_epoch.unwrap_or(DEFAULT_EPOCH);
     let base_location = match &opts.base {
         Some(b) => b.clone(),
-        None => runtime.spec.base_image.parse().map_err(anyhow::Error::msg).context("runtime's default base image")?,
+        None => runtime
+            .spec
+            .base_image
+            .parse()
+            .map_err(anyhow::Error::msg)
+            .context("runtime's default base image")?,
     };
     let needs_registry = matches!(base_location, ImageLocation::Registry(_))
         || opts.outputs.iter().any(|o| matches!(o, Output::Registry(_)))
         || (deps_plan.is_some() && opts.dependencies.cache_repo.is_some());
     // Setting up TLS reads the system's CA store: only pay for it when a registry is involved.
-    let client = if needs_registry { Some(Client::new(opts.registry.clone())?) } else { None };
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "runtime, source and registry client ready");
-    let work = tempfile::Builder::new().prefix("fnbuild-").tempdir().context("cannot create a scratch directory")?;
+    let client = if needs_registry {
+        Some(Client::new(opts.registry.clone())?)
+    } else {
+        None
+    };
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "runtime, source and registry client ready"
+    );
+    let work = tempfile::Builder::new()
+        .prefix("fnbuild-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
 
     // The base image loads while our layers are written.
     let base_future = async {
@@ -131,8 +146,10 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         let t = Instant::now();
         async move {
             let cache = cache_dir.map(|d| LayerCache::new(&d));
-            let layers =
-                tokio::task::spawn_blocking(move || write_function_layers(&runtime, &source, epoch, &work, cache.as_ref())).await;
+            let layers = tokio::task::spawn_blocking(move || {
+                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref())
+            })
+            .await;
             (layers, t.elapsed())
         }
     };
@@ -140,7 +157,11 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     let probe_future = async {
         match &deps_plan {
             Some(plan) => {
-                let memo = opts.dependencies.cache_dir.as_ref().map(|d| LocalCache::new(d).installers_dir());
+                let memo = opts
+                    .dependencies
+                    .cache_dir
+                    .as_ref()
+                    .map(|d| LocalCache::new(d).installers_dir());
                 Some(dependencies::probe_cached(plan.ecosystem, &runtime, memo.as_deref()).await)
             }
             None => None,
@@ -173,12 +194,23 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     };
     let deps_time = t.elapsed();
 
-    let image = assemble(opts, &runtime, &base_location, &base, &runtime_layer, deps_layer.as_ref(), &function_layer, epoch)?;
+    let image = assemble(
+        opts,
+        &runtime,
+        &base_location,
+        &base,
+        &runtime_layer,
+        deps_layer.as_ref(),
+        &function_layer,
+        epoch,
+    )?;
     tracing::info!(digest = %image.manifest_digest, "image");
 
     let t = Instant::now();
-    let mount_from: Vec<(String, Reference)> =
-        deps_layer.iter().filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?))).collect();
+    let mount_from: Vec<(String, Reference)> = deps_layer
+        .iter()
+        .filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?)))
+        .collect();
     let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path(), &mount_from).await?;
     let outputs_time = t.elapsed();
 
@@ -214,7 +246,10 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         config_digest: image.config_digest.clone(),
         media_type: image.manifest_media_type.clone(),
         runtime: runtime.name.clone(),
-        base: BaseSummary { name: base.name.clone(), digest: base.manifest_digest.clone() },
+        base: BaseSummary {
+            name: base.name.clone(),
+            digest: base.manifest_digest.clone(),
+        },
         layers,
         outputs,
         dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
@@ -238,12 +273,21 @@ fn write_function_layers(
 ) -> Result<(WrittenLayer, WrittenLayer)> {
     let spec = &runtime.spec;
     let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
-    let root = |dir: &str| LayerEntry { path: dir.trim_start_matches('/').into(), kind: EntryKind::Dir };
+    let root = |dir: &str| LayerEntry {
+        path: dir.trim_start_matches('/').into(),
+        kind: EntryKind::Dir,
+    };
 
     let mut server = vec![root(&spec.server_dir)];
-    server.extend(runtime.server_files.iter().map(|f| LayerEntry { path: under(&spec.server_dir, &f.path), kind: f.kind.clone() }));
+    server.extend(runtime.server_files.iter().map(|f| LayerEntry {
+        path: under(&spec.server_dir, &f.path),
+        kind: f.kind.clone(),
+    }));
     let mut function = vec![root(&spec.function_dir)];
-    function.extend(source.entries.iter().map(|e| LayerEntry { path: under(&spec.function_dir, &e.path), kind: e.kind.clone() }));
+    function.extend(source.entries.iter().map(|e| LayerEntry {
+        path: under(&spec.function_dir, &e.path),
+        kind: e.kind.clone(),
+    }));
 
     // The two layers are independent: write them side by side.
     let (server_layer, function_layer) = std::thread::scope(|s| {
@@ -258,8 +302,15 @@ fn write_function_layers(
 }
 
 /// A layer from the cache when its inputs were compressed before, else written (and recorded).
-fn write_cached(entries: Vec<LayerEntry>, epoch: u64, spool: &Path, cache: Option<&LayerCache>) -> Result<WrittenLayer, LayerError> {
-    let Some(cache) = cache else { return write_layer(entries, epoch, spool) };
+fn write_cached(
+    entries: Vec<LayerEntry>,
+    epoch: u64,
+    spool: &Path,
+    cache: Option<&LayerCache>,
+) -> Result<WrittenLayer, LayerError> {
+    let Some(cache) = cache else {
+        return write_layer(entries, epoch, spool);
+    };
     let key = LayerCache::key(&entries, epoch);
     if let Some(hit) = key.as_deref().and_then(|k| cache.get(k)) {
         tracing::debug!(digest = %hit.digest, "layer unchanged: taken from the cache");
@@ -310,8 +361,14 @@ fn assemble(
     if let ImageLocation::Registry(_) = base_location {
         annotations.push(("org.opencontainers.image.base.name".into(), base.name.clone()));
     }
-    annotations.push(("org.opencontainers.image.base.digest".into(), base.manifest_digest.clone()));
-    for (key, value) in [("org.opencontainers.image.source", &opts.source_url), ("org.opencontainers.image.revision", &opts.revision)] {
+    annotations.push((
+        "org.opencontainers.image.base.digest".into(),
+        base.manifest_digest.clone(),
+    ));
+    for (key, value) in [
+        ("org.opencontainers.image.source", &opts.source_url),
+        ("org.opencontainers.image.revision", &opts.revision),
+    ] {
         if let Some(v) = value {
             annotations.push((key.into(), v.clone()));
             image.set_label(key, v);
@@ -321,14 +378,26 @@ fn assemble(
     image.annotations.extend(annotations);
     image.config["created"] = json!(created);
 
-    image.append_layer(runtime_layer, &created, &format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir))?;
+    image.append_layer(
+        runtime_layer,
+        &created,
+        &format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir),
+    )?;
     if let Some(deps) = deps_layer {
-        image.append_layer(&deps.written(), &created, &format!("fnbuild: {} at {}", spec.dependency_file, spec.dependency_dir))?;
+        image.append_layer(
+            &deps.written(),
+            &created,
+            &format!("fnbuild: {} at {}", spec.dependency_file, spec.dependency_dir),
+        )?;
         if let Some(layer) = image.layers.last_mut() {
             layer.location = deps.location.clone();
         }
     }
-    image.append_layer(function_layer, &created, &format!("fnbuild: function source at {}", spec.function_dir))?;
+    image.append_layer(
+        function_layer,
+        &created,
+        &format!("fnbuild: function source at {}", spec.function_dir),
+    )?;
     Ok(image.finish()?)
 }
 
@@ -343,7 +412,11 @@ async fn write_outputs(
     let mut summaries = Vec::new();
     // Outputs other than registries need every blob on disk.
     let local = opts.outputs.iter().any(|o| !matches!(o, Output::Registry(_)));
-    let image = if local { download_base_layers(image, client, work).await? } else { image.clone() };
+    let image = if local {
+        download_base_layers(image, client, work).await?
+    } else {
+        image.clone()
+    };
     let mut pushes: Vec<Vec<Reference>> = Vec::new();
     for output in &opts.outputs {
         let name = output.to_string();
@@ -352,10 +425,15 @@ async fn write_outputs(
             Output::DockerArchive { file, name: image_name } => {
                 sinks::write_docker_archive(file, image_name.as_deref(), &image, epoch, &name)?
             }
-            Output::DockerDaemon { name: image_name } => sinks::load_into_daemon(image_name, &image, epoch, work, &name).await?,
+            Output::DockerDaemon { name: image_name } => {
+                sinks::load_into_daemon(image_name, &image, epoch, work, &name).await?
+            }
             Output::Registry(r) => {
                 // Tags of one repository go in one push.
-                match pushes.iter_mut().find(|g| g[0].registry == r.registry && g[0].repository == r.repository) {
+                match pushes
+                    .iter_mut()
+                    .find(|g| g[0].registry == r.registry && g[0].repository == r.repository)
+                {
                     Some(group) => group.push(r.clone()),
                     None => pushes.push(vec![r.clone()]),
                 }
@@ -363,15 +441,29 @@ async fn write_outputs(
             }
         }
         tracing::info!(output = %name, "written");
-        summaries.push(OutputSummary { output: name, image: None, http_requests: None, bytes_uploaded: None, blobs: vec![] });
+        summaries.push(OutputSummary {
+            output: name,
+            image: None,
+            http_requests: None,
+            bytes_uploaded: None,
+            blobs: vec![],
+        });
     }
     for targets in pushes {
         let client = client.expect("a client exists whenever there is a registry output");
         let blobs = push_blobs(&image, &targets[0], mount_from);
-        let manifest = PushManifest { bytes: image.manifest.clone(), media_type: image.manifest_media_type.clone() };
+        let manifest = PushManifest {
+            bytes: image.manifest.clone(),
+            media_type: image.manifest_media_type.clone(),
+        };
         let report = client.push(&targets, blobs, manifest, None).await?;
         if report.digest != image.manifest_digest {
-            bail!("registry {} stored the manifest as {} instead of {}", targets[0].registry, report.digest, image.manifest_digest);
+            bail!(
+                "registry {} stored the manifest as {} instead of {}",
+                targets[0].registry,
+                report.digest,
+                image.manifest_digest
+            );
         }
         for target in &targets {
             tracing::info!(output = %target, requests = report.requests, bytes = report.bytes_uploaded, "pushed");
@@ -408,13 +500,19 @@ fn push_blobs(image: &BuiltImage, target: &Reference, mount_from: &[(String, Ref
         if blobs.iter().any(|b| b.digest == digest) {
             continue;
         }
-        let elsewhere = mount_from.iter().find(|(d, r)| *d == digest && r.registry == target.registry && !r.same_repository(target));
+        let elsewhere = mount_from
+            .iter()
+            .find(|(d, r)| *d == digest && r.registry == target.registry && !r.same_repository(target));
         let source = match (&layer.location, elsewhere) {
             (_, Some((_, r))) => BlobSource::Registry(r.clone()),
             (BlobLocation::File(path), None) => BlobSource::File(path.clone()),
             (BlobLocation::Registry(r), None) => BlobSource::Registry(r.clone()),
         };
-        blobs.push(PushBlob { digest, size: layer.descriptor.size(), source });
+        blobs.push(PushBlob {
+            digest,
+            size: layer.descriptor.size(),
+            source,
+        });
     }
     blobs.push(PushBlob {
         digest: image.config_digest.clone(),
@@ -437,4 +535,3 @@ async fn download_base_layers(image: &BuiltImage, client: Option<&Client>, work:
     }
     Ok(image)
 }
-

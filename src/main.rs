@@ -53,7 +53,9 @@ enum Command {
         fnbuild build /src --runtime nodejs22 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
     Build(BuildArgs),
     /// Write a working hello-world function for a runtime into a new directory.
-    #[command(after_help = "Example:\n  fnbuild init --runtime nodejs20 my-function && cd my-function && fnbuild build . --runtime nodejs20 --load my-function:dev")]
+    #[command(
+        after_help = "Example:\n  fnbuild init --runtime nodejs20 my-function && cd my-function && fnbuild build . --runtime nodejs20 --load my-function:dev"
+    )]
     Init(InitArgs),
     /// Run the Function controller: Functions become build Jobs, Deployments, Services and
     /// HorizontalPodAutoscalers; also serves the admission webhooks (HTTPS), /metrics and /healthz.
@@ -64,8 +66,10 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the controller's manifests (Function CRD, RBAC, Deployment, webhook configurations)
     /// as YAML for `kubectl apply -f -`.
-    #[command(after_help = "Example:\n  fnbuild manifests --image registry:5000/fnbuild:1 --builder-image registry:5000/fnbuild:1 \\\n    \
-        --tls-cert tls.crt --tls-key tls.key | kubectl apply -f -")]
+    #[command(
+        after_help = "Example:\n  fnbuild manifests --image registry:5000/fnbuild:1 --builder-image registry:5000/fnbuild:1 \\\n    \
+        --tls-cert tls.crt --tls-key tls.key | kubectl apply -f -"
+    )]
     Manifests(ManifestsArgs),
 }
 
@@ -172,16 +176,22 @@ fn parse_reference(s: &str) -> Result<Reference, String> {
 fn parse_repository(s: &str) -> Result<Reference, String> {
     let last = s.rsplit('/').next().unwrap_or(s);
     if s.contains('@') || (s.contains('/') && last.contains(':')) {
-        return Err(format!("'{s}': give a repository without a tag or digest, e.g. registry.example.com/team/fnbuild-cache"));
+        return Err(format!(
+            "'{s}': give a repository without a tag or digest, e.g. registry.example.com/team/fnbuild-cache"
+        ));
     }
-    s.parse::<Reference>().map(|r| r.with_repository(r.repository.clone())).map_err(|e| e.to_string())
+    s.parse::<Reference>()
+        .map(|r| r.with_repository(r.repository.clone()))
+        .map_err(|e| e.to_string())
 }
 
 /// A credentials file the installer will read: it must be readable now; made absolute.
 fn credentials_file(flag: &str, path: Option<PathBuf>) -> Result<Option<PathBuf>> {
     let Some(path) = path else { return Ok(None) };
     std::fs::File::open(&path).with_context(|| format!("cannot read the {flag} file {}", path.display()))?;
-    Ok(Some(std::path::absolute(&path).with_context(|| format!("{flag} {}", path.display()))?))
+    Ok(Some(
+        std::path::absolute(&path).with_context(|| format!("{flag} {}", path.display()))?,
+    ))
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -238,7 +248,11 @@ fn dedup_chain(chain: Vec<String>) -> Vec<String> {
 
 async fn run_build(args: BuildArgs) -> Result<()> {
     let mut outputs = args.output;
-    outputs.extend(args.load.into_iter().map(|r| Output::DockerDaemon { name: r.to_string() }));
+    outputs.extend(
+        args.load
+            .into_iter()
+            .map(|r| Output::DockerDaemon { name: r.to_string() }),
+    );
     outputs.extend(args.push.into_iter().map(Output::Registry));
     if outputs.is_empty() {
         tracing::warn!("no --output, --load or --push: the image is built and then discarded");
@@ -292,15 +306,24 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
-    let level = if cli.quiet { "warn" } else { ["info", "debug", "trace"][cli.verbose.min(2) as usize] };
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        ["info", "debug", "trace"][cli.verbose.min(2) as usize]
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("fnbuild={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // The controller logs JSON when not on a terminal (in a Pod).
     let controller_json = matches!(cli.command, Command::Controller(_)) && !std::io::stderr().is_terminal();
     match cli.log_format {
         _ if controller_json => builder.json().init(),
         LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).with_target(false).init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .init(),
     }
 }
 
@@ -356,10 +379,16 @@ impl ControllerSettingsArgs {
     fn settings(self) -> Result<fnbuild::controller::settings::Settings> {
         use fnbuild::controller::resources::{build_profile, function_profile};
         if function_profile(&self.default_function_profile).is_none() {
-            anyhow::bail!("--default-function-profile {}: use XS, S, M, L or XL", self.default_function_profile);
+            anyhow::bail!(
+                "--default-function-profile {}: use XS, S, M, L or XL",
+                self.default_function_profile
+            );
         }
         if build_profile(&self.default_build_profile).is_none() {
-            anyhow::bail!("--default-build-profile {}: use local-dev, slow, normal or fast", self.default_build_profile);
+            anyhow::bail!(
+                "--default-build-profile {}: use local-dev, slow, normal or fast",
+                self.default_build_profile
+            );
         }
         if self.max_concurrent_builds == 0 {
             anyhow::bail!("--max-concurrent-builds must be at least 1");
@@ -450,7 +479,9 @@ struct ManifestsArgs {
 
 fn run_manifests(args: ManifestsArgs) -> Result<()> {
     let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
-        p.as_ref().map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))).transpose()
+        p.as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+            .transpose()
     };
     let opts = fnbuild::controller::manifests::ManifestOptions {
         namespace: args.namespace,
@@ -461,6 +492,9 @@ fn run_manifests(args: ManifestsArgs) -> Result<()> {
         webhook_url: args.webhook_url,
         settings: args.settings.settings()?,
     };
-    print!("{}", fnbuild::controller::manifests::render(&opts).map_err(anyhow::Error::msg)?);
+    print!(
+        "{}",
+        fnbuild::controller::manifests::render(&opts).map_err(anyhow::Error::msg)?
+    );
     Ok(())
 }

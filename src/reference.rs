@@ -41,11 +41,7 @@ pub enum ReferenceError {
     #[error("invalid image reference {input:?}: {reason}")]
     InvalidName { input: String, reason: String },
     #[error("invalid image reference {input:?}: tag {tag:?} {reason}; a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'")]
-    InvalidTag {
-        input: String,
-        tag: String,
-        reason: String,
-    },
+    InvalidTag { input: String, tag: String, reason: String },
     #[error("invalid image reference {input:?}: digest {digest:?} {reason}; a digest looks like sha256:<64 lowercase hex digits>")]
     InvalidDigest {
         input: String,
@@ -107,10 +103,7 @@ impl Reference {
 
     /// What to ask the registry for: the digest when pinned, else the tag (else `latest`).
     pub fn manifest_ref(&self) -> &str {
-        self.digest
-            .as_deref()
-            .or(self.tag.as_deref())
-            .unwrap_or(DEFAULT_TAG)
+        self.digest.as_deref().or(self.tag.as_deref()).unwrap_or(DEFAULT_TAG)
     }
 
     /// `registry/repository` without tag or digest.
@@ -290,10 +283,7 @@ pub fn validate_digest(digest: &str) -> Result<(), String> {
         }
     };
     if hex.len() != expected_len {
-        return Err(format!(
-            "has {} hex digits where {alg} needs {expected_len}",
-            hex.len()
-        ));
+        return Err(format!("has {} hex digits where {alg} needs {expected_len}", hex.len()));
     }
     if !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
         return Err("contains characters other than lowercase hex digits".into());
@@ -426,7 +416,10 @@ mod tests {
         assert_eq!(p("node").to_string(), "docker.io/library/node:latest");
         assert_eq!(p("bitnami/redis").to_string(), "docker.io/bitnami/redis:latest");
         assert_eq!(p("docker.io/node").repository, "library/node");
-        assert_eq!(p("index.docker.io/library/node:1").to_string(), "docker.io/library/node:1");
+        assert_eq!(
+            p("index.docker.io/library/node:1").to_string(),
+            "docker.io/library/node:1"
+        );
     }
 
     #[test]
@@ -515,13 +508,22 @@ mod tests {
         assert!(matches!(err("a:"), ReferenceError::InvalidTag { .. }));
         assert!(matches!(err("a:-x"), ReferenceError::InvalidTag { .. }));
         assert!(matches!(err("a:x+y"), ReferenceError::InvalidTag { .. }));
-        assert!(matches!(err(&format!("a:{}", "x".repeat(129))), ReferenceError::InvalidTag { .. }));
+        assert!(matches!(
+            err(&format!("a:{}", "x".repeat(129))),
+            ReferenceError::InvalidTag { .. }
+        ));
         p(&format!("a:{}", "x".repeat(128)));
         p("a:_x.Y-1");
         assert!(matches!(err("a@sha256:abc"), ReferenceError::InvalidDigest { .. }));
         assert!(matches!(err("a@abc"), ReferenceError::InvalidDigest { .. }));
-        assert!(matches!(err(&D.to_uppercase().replace("SHA256", "a@sha256")), ReferenceError::InvalidDigest { .. }));
-        assert!(matches!(err(&format!("a@md5:{}", "0".repeat(32))), ReferenceError::InvalidDigest { .. }));
+        assert!(matches!(
+            err(&D.to_uppercase().replace("SHA256", "a@sha256")),
+            ReferenceError::InvalidDigest { .. }
+        ));
+        assert!(matches!(
+            err(&format!("a@md5:{}", "0".repeat(32))),
+            ReferenceError::InvalidDigest { .. }
+        ));
         let msg = err("a@sha256:abc").to_string();
         assert!(msg.contains("sha256:<64 lowercase hex digits>"), "{msg}");
         assert!(!msg.contains('\n'));

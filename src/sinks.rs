@@ -23,7 +23,11 @@ pub enum Output {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("output {output}: cannot write {path}: {source}")]
-    Write { output: String, path: PathBuf, source: std::io::Error },
+    Write {
+        output: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("output {output}: {message}")]
     Invalid { output: String, message: String },
     #[error("output {output}: the local Docker daemon: {message}")]
@@ -43,10 +47,15 @@ impl std::str::FromStr for Output {
                 };
                 if let Some(t) = tag {
                     if !is_valid_tag(t) {
-                        return Err(format!("'{s}': '{t}' is not a valid tag (letters, digits, _ . -; at most 128)"));
+                        return Err(format!(
+                            "'{s}': '{t}' is not a valid tag (letters, digits, _ . -; at most 128)"
+                        ));
                     }
                 }
-                Ok(Output::OciLayout { dir: dir.into(), tag: tag.map(String::from) })
+                Ok(Output::OciLayout {
+                    dir: dir.into(),
+                    tag: tag.map(String::from),
+                })
             }
             Some(("docker-archive", rest)) if !rest.is_empty() => {
                 let (file, name) = match rest.split_once(':') {
@@ -54,9 +63,16 @@ impl std::str::FromStr for Output {
                     None => (rest, None),
                 };
                 let name = name
-                    .map(|n| n.parse::<Reference>().map(|r| r.to_string()).map_err(|e| format!("'{s}': {e}")))
+                    .map(|n| {
+                        n.parse::<Reference>()
+                            .map(|r| r.to_string())
+                            .map_err(|e| format!("'{s}': {e}"))
+                    })
                     .transpose()?;
-                Ok(Output::DockerArchive { file: file.into(), name })
+                Ok(Output::DockerArchive {
+                    file: file.into(),
+                    name,
+                })
             }
             _ => Err(format!("'{s}': write oci:DIR[:TAG] or docker-archive:FILE[:NAME:TAG]")),
         }
@@ -94,7 +110,10 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
     let mut index: Value = match std::fs::read(&index_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SinkError::Invalid {
             output: output.into(),
-            message: format!("{} exists but is not valid JSON ({e}); not touching it", index_path.display()),
+            message: format!(
+                "{} exists but is not valid JSON ({e}); not touching it",
+                index_path.display()
+            ),
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"schemaVersion": 2, "manifests": []}),
         Err(e) => return Err(write_err(&index_path)(e)),
@@ -114,11 +133,17 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
         match &layer.location {
             BlobLocation::File(source) => link_or_copy(source, &target).map_err(write_err(&target))?,
             BlobLocation::Registry(_) => {
-                return Err(SinkError::Invalid { output: output.into(), message: format!("layer {digest} was not downloaded") })
+                return Err(SinkError::Invalid {
+                    output: output.into(),
+                    message: format!("layer {digest} was not downloaded"),
+                })
             }
         }
     }
-    for (digest, bytes) in [(&image.config_digest, &image.config), (&image.manifest_digest, &image.manifest)] {
+    for (digest, bytes) in [
+        (&image.config_digest, &image.config),
+        (&image.manifest_digest, &image.manifest),
+    ] {
         let target = blob_path(dir, digest, output)?;
         if !target.exists() {
             write_atomically(&target, bytes).map_err(write_err(&target))?;
@@ -141,7 +166,9 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
             manifests.push(descriptor);
         }
         None => {
-            let known = manifests.iter().any(|m| m["digest"] == image.manifest_digest.as_str() && m["annotations"][REF_NAME].is_null());
+            let known = manifests
+                .iter()
+                .any(|m| m["digest"] == image.manifest_digest.as_str() && m["annotations"][REF_NAME].is_null());
             if !known {
                 manifests.push(descriptor);
             }
@@ -151,8 +178,10 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
 }
 
 fn blob_path(dir: &Path, digest: &str, output: &str) -> Result<PathBuf, SinkError> {
-    layout_blob_path(dir, digest)
-        .ok_or_else(|| SinkError::Invalid { output: output.into(), message: format!("unsupported digest {digest}") })
+    layout_blob_path(dir, digest).ok_or_else(|| SinkError::Invalid {
+        output: output.into(),
+        message: format!("unsupported digest {digest}"),
+    })
 }
 
 /// Hard-links where it can (same filesystem: no bytes copied), else copies through a temp file.
@@ -177,8 +206,18 @@ fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes a tarball that `docker load` takes (manifest.json) and that is also an OCI layout
 /// (oci-layout, index.json), as `docker save` writes since Docker 25. The file appears only when complete.
-pub fn write_docker_archive(file: &Path, name: Option<&str>, image: &BuiltImage, mtime: u64, output: &str) -> Result<(), SinkError> {
-    let write_err = |source| SinkError::Write { output: output.into(), path: file.into(), source };
+pub fn write_docker_archive(
+    file: &Path,
+    name: Option<&str>,
+    image: &BuiltImage,
+    mtime: u64,
+    output: &str,
+) -> Result<(), SinkError> {
+    let write_err = |source| SinkError::Write {
+        output: output.into(),
+        path: file.into(),
+        source,
+    };
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -206,7 +245,10 @@ pub fn write_docker_archive(file: &Path, name: Option<&str>, image: &BuiltImage,
             continue; // the same layer twice: one copy is enough
         }
         let BlobLocation::File(source) = &layer.location else {
-            return Err(SinkError::Invalid { output: output.into(), message: format!("layer {digest} was not downloaded") });
+            return Err(SinkError::Invalid {
+                output: output.into(),
+                message: format!("layer {digest} was not downloaded"),
+            });
         };
         let mut f = std::fs::File::open(source).map_err(write_err)?;
         append(&mut tar, &path, layer.descriptor.size(), &mut f).map_err(write_err)?;
@@ -214,41 +256,79 @@ pub fn write_docker_archive(file: &Path, name: Option<&str>, image: &BuiltImage,
     }
     let all_layers: Vec<String> = image.layers.iter().map(|l| blob_name(&l.digest())).collect();
     let config_name = blob_name(&image.config_digest);
-    append(&mut tar, &config_name, image.config.len() as u64, &mut &image.config[..]).map_err(write_err)?;
-    append(&mut tar, &blob_name(&image.manifest_digest), image.manifest.len() as u64, &mut &image.manifest[..])
-        .map_err(write_err)?;
+    append(
+        &mut tar,
+        &config_name,
+        image.config.len() as u64,
+        &mut &image.config[..],
+    )
+    .map_err(write_err)?;
+    append(
+        &mut tar,
+        &blob_name(&image.manifest_digest),
+        image.manifest.len() as u64,
+        &mut &image.manifest[..],
+    )
+    .map_err(write_err)?;
     let manifest_json = canonical_json(&json!([{
         "Config": config_name,
         "RepoTags": name.map(|n| vec![n.to_string()]).unwrap_or_default(),
         "Layers": all_layers,
     }]));
-    let mut index_entry = json!({"mediaType": image.manifest_media_type, "digest": image.manifest_digest, "size": image.manifest.len()});
+    let mut index_entry =
+        json!({"mediaType": image.manifest_media_type, "digest": image.manifest_digest, "size": image.manifest.len()});
     if let Some(n) = name {
         index_entry["annotations"] = json!({"io.containerd.image.name": n});
     }
-    let index = canonical_json(&json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": [index_entry]}));
+    let index =
+        canonical_json(&json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": [index_entry]}));
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append(&mut tar, "index.json", index.len() as u64, &mut &index[..]).map_err(write_err)?;
-    append(&mut tar, "manifest.json", manifest_json.len() as u64, &mut &manifest_json[..]).map_err(write_err)?;
+    append(
+        &mut tar,
+        "manifest.json",
+        manifest_json.len() as u64,
+        &mut &manifest_json[..],
+    )
+    .map_err(write_err)?;
     append(&mut tar, "oci-layout", layout.len() as u64, &mut &layout[..]).map_err(write_err)?;
-    let tmp = tar.into_inner().map_err(write_err)?.into_inner().map_err(|e| write_err(e.into_error()))?;
+    let tmp = tar
+        .into_inner()
+        .map_err(write_err)?
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
     tmp.persist(file).map_err(|e| write_err(e.error))?;
     Ok(())
 }
 
 /// Loads the image into the local Docker daemon as `name` (what `docker load` does).
-pub async fn load_into_daemon(name: &str, image: &BuiltImage, mtime: u64, work: &Path, output: &str) -> Result<(), SinkError> {
+pub async fn load_into_daemon(
+    name: &str,
+    image: &BuiltImage,
+    mtime: u64,
+    work: &Path,
+    output: &str,
+) -> Result<(), SinkError> {
     use futures_util::StreamExt;
-    let docker_err = |message: String| SinkError::Docker { output: output.into(), message };
+    let docker_err = |message: String| SinkError::Docker {
+        output: output.into(),
+        message,
+    };
     let archive = work.join("docker-load.tar");
     write_docker_archive(&archive, Some(name), image, mtime, output)?;
     let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| docker_err(e.to_string()))?;
     docker.ping().await.map_err(|e| docker_err(daemon_message(e)))?;
     let file = tokio::fs::File::open(&archive)
         .await
-        .map_err(|source| SinkError::Write { output: output.into(), path: archive.clone(), source })?;
+        .map_err(|source| SinkError::Write {
+            output: output.into(),
+            path: archive.clone(),
+            source,
+        })?;
     let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
-    let options = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+        .quiet(true)
+        .build();
     let mut replies = docker.import_image_stream(options, body, None);
     while let Some(reply) = replies.next().await {
         reply.map_err(|e| docker_err(daemon_message(e)))?;
@@ -262,10 +342,15 @@ mod tests {
 
     #[test]
     fn outputs_parse_with_optional_tags_and_names() {
-        assert!(matches!("oci:out".parse().unwrap(), Output::OciLayout { tag: None, .. }));
+        assert!(matches!(
+            "oci:out".parse().unwrap(),
+            Output::OciLayout { tag: None, .. }
+        ));
         assert!(matches!("oci:out:v1".parse().unwrap(), Output::OciLayout { tag: Some(ref t), .. } if t == "v1"));
         let archive: Output = "docker-archive:/tmp/a.tar:hello:v1".parse().unwrap();
-        assert!(matches!(archive, Output::DockerArchive { name: Some(ref n), .. } if n == "docker.io/library/hello:v1"));
+        assert!(
+            matches!(archive, Output::DockerArchive { name: Some(ref n), .. } if n == "docker.io/library/hello:v1")
+        );
         assert!("oci:out:bad tag".parse::<Output>().is_err());
         assert!("tarball:x".parse::<Output>().is_err());
     }

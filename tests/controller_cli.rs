@@ -21,8 +21,23 @@ fn documents(yaml: &str) -> Vec<Value> {
 fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -43,7 +58,11 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
             "--image=reg:5000/fnbuild:2",
             "--builder-image=reg:5000/fnbuild:2",
         ])
-        .args(["--registry-push-address=reg:5000", "--registry-pull-address=localhost:5000", "--insecure-registry"])
+        .args([
+            "--registry-push-address=reg:5000",
+            "--registry-pull-address=localhost:5000",
+            "--insecure-registry",
+        ])
         .args(["--base-image=nodejs20=reg:5000/node:20", "--max-concurrent-builds=5"])
         .output()
         .unwrap();
@@ -68,7 +87,12 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
     assert_eq!(dep["metadata"]["namespace"], "fn-system");
     let c = &dep["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["image"], "reg:5000/fnbuild:2");
-    let args: Vec<String> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+    let args: Vec<String> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
     for want in [
         "--builder-image=reg:5000/fnbuild:2",
         "--registry-push-address=reg:5000",
@@ -79,13 +103,18 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
-    assert_eq!(docs[7]["webhooks"][0]["clientConfig"]["service"]["namespace"], "fn-system");
+    assert_eq!(
+        docs[7]["webhooks"][0]["clientConfig"]["service"]["namespace"],
+        "fn-system"
+    );
 
     // The Deployment's arguments parse: the controller gets past its flags and stops at the
     // missing certificate (exit 1, not 2 for bad usage).
     let dir = tempfile::tempdir().unwrap();
-    let args: Vec<&String> =
-        args.iter().filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr")).collect();
+    let args: Vec<&String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr"))
+        .collect();
     let out = fnbuild()
         .args(&args)
         .args(["--metrics-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0"])
@@ -99,10 +128,16 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
 
 #[test]
 fn controller_flags_are_checked() {
-    let out = fnbuild().args(["controller", "--default-function-profile=XXL"]).output().unwrap();
+    let out = fnbuild()
+        .args(["controller", "--default-function-profile=XXL"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--default-function-profile XXL: use XS, S, M, L or XL"));
-    let out = fnbuild().args(["controller", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"]).output().unwrap();
+    let out = fnbuild()
+        .args(["controller", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give both --tls-cert and --tls-key"));
     let out = fnbuild().args(["manifests", "--tls-cert=/x"]).output().unwrap();
@@ -131,7 +166,12 @@ async fn webhooks_over_https() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let metrics = std::sync::Arc::new(fnbuild::controller::metrics::Metrics::default());
-    tokio::spawn(fnbuild::controller::webhook::serve(listener, tls, Default::default(), metrics.clone()));
+    tokio::spawn(fnbuild::controller::webhook::serve(
+        listener,
+        tls,
+        Default::default(),
+        metrics.clone(),
+    ));
 
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
     let http = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
@@ -141,7 +181,15 @@ async fn webhooks_over_https() {
         "metadata": {"name": "Hello", "namespace": "default"},
         "spec": {"runtime": "nodejs20", "source": {"inline": {"source": "x"}, "gitRepository": {"url": "https://x"}},
                  "env": [{"name": "MOD_NAME", "value": "x"}]}});
-    let r: Value = http.post(url(VALIDATE_PATH)).json(&review(bad)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(url(VALIDATE_PATH))
+        .json(&review(bad))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["response"]["uid"], "0e0f3a1b-0000-4000-8000-000000000001");
     assert_eq!(r["response"]["allowed"], false);
     let msg = r["response"]["status"]["message"].as_str().unwrap();
@@ -156,10 +204,26 @@ async fn webhooks_over_https() {
     let good = json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": "hello", "namespace": "default"},
         "spec": {"runtime": "python312", "source": {"inline": {"source": "def main(e, c): return 'hi'"}}}});
-    let r: Value = http.post(url(MUTATE_PATH)).json(&review(good.clone())).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(url(MUTATE_PATH))
+        .json(&review(good.clone()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["response"]["allowed"], true);
     assert_eq!(r["response"]["patchType"], "JSONPatch");
-    let r: Value = http.post(url(VALIDATE_PATH)).json(&review(good)).send().await.unwrap().json().await.unwrap();
+    let r: Value = http
+        .post(url(VALIDATE_PATH))
+        .json(&review(good))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["response"]["allowed"], true);
 
     // A renewed certificate (the Secret's files replaced) is served from the next handshake on.
@@ -170,12 +234,26 @@ async fn webhooks_over_https() {
     std::fs::copy(&cert2, &cert).unwrap();
     let new_ca = reqwest::Certificate::from_pem(&std::fs::read(&cert2).unwrap()).unwrap();
     let fresh = |ca: reqwest::Certificate| reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
-    let ok = fresh(new_ca).post(url(MUTATE_PATH)).json(&review(json!({}))).send().await;
+    let ok = fresh(new_ca)
+        .post(url(MUTATE_PATH))
+        .json(&review(json!({})))
+        .send()
+        .await;
     assert!(ok.is_ok(), "the renewed certificate is served: {ok:?}");
-    assert!(fresh(old_ca).post(url(MUTATE_PATH)).json(&review(json!({}))).send().await.is_err(), "the old one is not");
+    assert!(
+        fresh(old_ca)
+            .post(url(MUTATE_PATH))
+            .json(&review(json!({})))
+            .send()
+            .await
+            .is_err(),
+        "the old one is not"
+    );
 
     // Plain HTTP is refused: the listener speaks TLS only.
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}{VALIDATE_PATH}")).await.is_err());
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}{VALIDATE_PATH}"))
+        .await
+        .is_err());
     let m = metrics.render();
     assert_eq!(
         fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"denied\"}"),

@@ -51,7 +51,10 @@ impl Cluster {
                 "FNBUILD_APISERVER_PORT".into(),
                 std::env::var("FNBUILD_CTL_APISERVER_PORT").unwrap_or_else(|_| "27443".into()),
             ),
-            ("FNBUILD_ETCD_PORT".into(), std::env::var("FNBUILD_CTL_ETCD_PORT").unwrap_or_else(|_| "24379".into())),
+            (
+                "FNBUILD_ETCD_PORT".into(),
+                std::env::var("FNBUILD_CTL_ETCD_PORT").unwrap_or_else(|_| "24379".into()),
+            ),
             (
                 "FNBUILD_ETCD_PEER_PORT".into(),
                 std::env::var("FNBUILD_CTL_ETCD_PEER_PORT").unwrap_or_else(|_| "24380".into()),
@@ -73,7 +76,11 @@ impl Cluster {
             .output()
             .expect("run tests/cluster/up");
         assert!(out.status.success(), "tests/cluster/up --apiserver-only failed");
-        Cluster { dir, env, started_here: !was_up }
+        Cluster {
+            dir,
+            env,
+            started_here: !was_up,
+        }
     }
 
     fn kubeconfig(&self) -> PathBuf {
@@ -82,7 +89,10 @@ impl Cluster {
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
         let mut cmd = Command::new(self.dir.join("bin/kubectl"));
-        cmd.env("KUBECONFIG", self.kubeconfig()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env("KUBECONFIG", self.kubeconfig())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(input) = stdin {
@@ -105,7 +115,9 @@ impl Cluster {
 
     async fn client(&self) -> Client {
         let kc = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
         Client::try_from(cfg).unwrap()
     }
 }
@@ -113,7 +125,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.started_here && std::env::var("FNBUILD_KEEP_CLUSTER").as_deref() != Ok("1") {
-            let _ = Command::new(repo().join("tests/cluster/down")).envs(self.env.iter().cloned()).status();
+            let _ = Command::new(repo().join("tests/cluster/down"))
+                .envs(self.env.iter().cloned())
+                .status();
         }
     }
 }
@@ -164,11 +178,21 @@ impl Controller {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start fnbuild controller");
-        Controller { child, kubeconfig, metrics: format!("http://127.0.0.1:{metrics_port}"), log }
+        Controller {
+            child,
+            kubeconfig,
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
+            log,
+        }
     }
 
     async fn scrape(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.metrics)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     async fn metric(&self, name: &str) -> f64 {
@@ -220,14 +244,33 @@ where
 
 fn condition(f: &Function, type_: &str) -> Option<(String, String, String)> {
     let c = f.status.as_ref()?.condition(type_)?;
-    Some((c.status.clone(), c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
 }
 
 fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     let st = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -282,12 +325,18 @@ async fn finish_job(client: &Client, ns: &str, job: &str, succeeded: bool, messa
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let t = now();
-    let (code, reason, phase) = if succeeded { (0, "Completed", "Succeeded") } else { (1, "Error", "Failed") };
+    let (code, reason, phase) = if succeeded {
+        (0, "Completed", "Succeeded")
+    } else {
+        (1, "Error", "Failed")
+    };
     let status = json!({"status": {"phase": phase, "containerStatuses": [{
         "name": "build", "ready": false, "restartCount": 0, "image": "fnbuild-test/builder:1", "imageID": "",
         "state": {"terminated": {"exitCode": code, "reason": reason, "message": message, "startedAt": t, "finishedAt": t}}
     }]}});
-    pods.patch_status(&format!("{job}-abcde"), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    pods.patch_status(&format!("{job}-abcde"), &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let cond = if succeeded { "Complete" } else { "Failed" };
     let mut st = json!({"startTime": t, "conditions": [{"type": cond, "status": "True", "lastProbeTime": t, "lastTransitionTime": t}]});
@@ -298,7 +347,9 @@ async fn finish_job(client: &Client, ns: &str, job: &str, succeeded: bool, messa
         st["failed"] = json!(1);
         st["conditions"][0]["reason"] = json!("BackoffLimitExceeded");
     }
-    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&json!({ "status": st }))).await.unwrap();
+    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&json!({ "status": st })))
+        .await
+        .unwrap();
 }
 
 /// Play the Deployment controller: the Deployment is rolled out and available.
@@ -313,7 +364,9 @@ async fn make_available(client: &Client, ns: &str, name: &str) {
         "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
                         "message": "Deployment has minimum availability.", "lastUpdateTime": t, "lastTransitionTime": t}]
     }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&st)).await.unwrap();
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&st))
+        .await
+        .unwrap();
 }
 
 async fn jobs_of(client: &Client, ns: &str) -> Vec<Job> {
@@ -384,7 +437,11 @@ async fn controller_against_a_real_api_server() {
         .arg(format!("--tls-key={}", tls.1.display()))
         .output()
         .unwrap();
-    assert!(manifests.status.success(), "{}", String::from_utf8_lossy(&manifests.stderr));
+    assert!(
+        manifests.status.success(),
+        "{}",
+        String::from_utf8_lossy(&manifests.stderr)
+    );
     let manifests = String::from_utf8(manifests.stdout).unwrap();
     let applied = cluster.kubectl_ok(&["apply", "-f", "-"], Some(&manifests));
     eprintln!("fnbuild manifests | kubectl apply -f -:\n{applied}");
@@ -396,15 +453,34 @@ async fn controller_against_a_real_api_server() {
     ] {
         assert!(applied.contains(what), "{applied}");
     }
-    cluster.kubectl_ok(&["wait", "--for=condition=Established", "crd/functions.serverless.kyma-project.io"], None);
+    cluster.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/functions.serverless.kyma-project.io",
+        ],
+        None,
+    );
 
     leftovers(&client).await;
-    let controller = Controller::start(&cluster, webhook_port, &registry, &tls, work.path().join("controller.log"));
+    let controller = Controller::start(
+        &cluster,
+        webhook_port,
+        &registry,
+        &tls,
+        work.path().join("controller.log"),
+    );
     wait_for("the controller's /healthz", || async {
-        reqwest::get(format!("{}/healthz", controller.metrics)).await.ok().filter(|r| r.status().is_success())
+        reqwest::get(format!("{}/healthz", controller.metrics))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
     })
     .await;
-    wait_for("the webhook server", || async { std::net::TcpStream::connect(("127.0.0.1", webhook_port)).ok() }).await;
+    wait_for("the webhook server", || async {
+        std::net::TcpStream::connect(("127.0.0.1", webhook_port)).ok()
+    })
+    .await;
 
     // The controller's identity has what it needs and no more.
     let kc = format!("--kubeconfig={}", controller.kubeconfig.display());
@@ -435,7 +511,14 @@ async fn controller_against_a_real_api_server() {
 fn run_ns(prefix: &str) -> String {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let id = ID.get_or_init(|| {
-        format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() % 0xfffff)
+        format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                % 0xfffff
+        )
     });
     format!("{prefix}-{id}")
 }
@@ -444,17 +527,26 @@ fn run_ns(prefix: &str) -> String {
 /// without kube-controller-manager), so that their build Jobs do not hold build slots.
 async fn leftovers(client: &Client) {
     let dp = kube::api::DeleteParams::background();
-    for f in Api::<Function>::all(client.clone()).list(&ListParams::default()).await.unwrap().items {
+    for f in Api::<Function>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
         let ns = f.namespace().unwrap_or_default();
         if ns.starts_with("ctl-") {
-            let _ = Api::<Function>::namespaced(client.clone(), &ns).delete(&f.name_any(), &dp).await;
+            let _ = Api::<Function>::namespaced(client.clone(), &ns)
+                .delete(&f.name_any(), &dp)
+                .await;
         }
     }
     let lp = ListParams::default().labels("serverless.kyma-project.io/managed-by=function-controller");
     for j in Api::<Job>::all(client.clone()).list(&lp).await.unwrap().items {
         let ns = j.namespace().unwrap_or_default();
         if ns.starts_with("ctl-") {
-            let _ = Api::<Job>::namespaced(client.clone(), &ns).delete(&j.name_any(), &dp).await;
+            let _ = Api::<Job>::namespaced(client.clone(), &ns)
+                .delete(&j.name_any(), &dp)
+                .await;
         }
     }
 }
@@ -481,17 +573,27 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
 
     // The mutating webhook's defaults are in the stored object.
     assert_eq!(created.spec.replicas, Some(1));
-    let rc = created.spec.resource_configuration.as_ref().expect("defaulted resourceConfiguration");
+    let rc = created
+        .spec
+        .resource_configuration
+        .as_ref()
+        .expect("defaulted resourceConfiguration");
     assert_eq!(rc.function.as_ref().unwrap().profile.as_deref(), Some("L"));
     assert_eq!(rc.build.as_ref().unwrap().profile.as_deref(), Some("normal"));
 
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("hello")
+        .await
+        .unwrap();
     let data = cm.data.clone().unwrap();
     assert_eq!(data["source"], "module.exports = { main: (event, context) => 'hello' }");
     assert!(data["dependencies"].contains("\"hello\""));
     assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
 
-    let settings = Settings { registry_push_address: registry.to_string(), ..Default::default() };
+    let settings = Settings {
+        registry_push_address: registry.to_string(),
+        ..Default::default()
+    };
     let tag = desired::image_tag(&created, "node:20-slim");
     assert_eq!(job.labels()[LABEL_IMAGE_TAG], tag);
     assert_eq!(job.name_any(), desired::job_name(&created, &tag, 1));
@@ -516,7 +618,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         ]
     );
     assert_eq!(c.image.as_deref(), Some("fnbuild-test/builder:1"));
-    assert_eq!(c.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    assert_eq!(
+        c.security_context.as_ref().unwrap().read_only_root_filesystem,
+        Some(true)
+    );
     assert_eq!(job.owner_references()[0].uid, created.uid().unwrap());
 
     let f = wait_for("BuildReady=Unknown/JobCreated or JobRunning", || async {
@@ -531,12 +636,19 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let digest = format!("sha256:{}", "ab".repeat(32));
     finish_job(client, ns, &job.name_any(), true, &digest).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let dep = wait_for("the Deployment", || async { deployments.get_opt("hello").await.unwrap() }).await;
+    let dep = wait_for("the Deployment", || async {
+        deployments.get_opt("hello").await.unwrap()
+    })
+    .await;
     let image = format!("localhost:5000/{ns}-hello@{digest}");
     let pod = dep.spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some(image.as_str()));
-    let env: Vec<(String, String)> =
-        pod.containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+    let env: Vec<(String, String)> = pod.containers[0]
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
     for (k, v) in [
         ("FUNC_RUNTIME", "nodejs20"),
         ("FUNC_NAME", "hello"),
@@ -549,14 +661,23 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         assert!(env.contains(&(k.to_string(), v.to_string())), "{k}={v} in {env:?}");
     }
     let svc = wait_for("the Service", || async {
-        Api::<Service>::namespaced(client.clone(), ns).get_opt("hello").await.unwrap()
+        Api::<Service>::namespaced(client.clone(), ns)
+            .get_opt("hello")
+            .await
+            .unwrap()
     })
     .await;
     let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("http"), 80));
-    assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+    );
     let hpa = wait_for("the HPA", || async {
-        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).get_opt("hello").await.unwrap()
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+            .get_opt("hello")
+            .await
+            .unwrap()
     })
     .await;
     assert_eq!(hpa.spec.scale_target_ref.kind, "Function");
@@ -566,7 +687,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         (condition(&f, "BuildReady").map(|c| c.0) == Some("True".into())).then_some(f)
     })
     .await;
-    assert_eq!(f.status.as_ref().unwrap().runtime_image.as_deref(), Some(image.as_str()));
+    assert_eq!(
+        f.status.as_ref().unwrap().runtime_image.as_deref(),
+        Some(image.as_str())
+    );
     assert_eq!(condition(&f, "Running").unwrap().0, "Unknown");
 
     // The Deployment becomes available → Running=True.
@@ -578,7 +702,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     .await;
     let st = f.status.clone().unwrap();
     assert_eq!(st.replicas, Some(1));
-    assert!(st.pod_selector.unwrap().contains("serverless.kyma-project.io/function-name=hello"));
+    assert!(st
+        .pod_selector
+        .unwrap()
+        .contains("serverless.kyma-project.io/function-name=hello"));
     let printed = cluster.kubectl_ok(&["get", "functions", "-n", ns], None);
     eprintln!("kubectl get functions:\n{printed}");
     assert!(printed.contains("CONFIGURED") && printed.contains("BUILT") && printed.contains("RUNNING"));
@@ -600,19 +727,32 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     ] {
         assert!(reasons.iter().any(|x| x == r), "event {r} in {reasons:?}");
     }
-    assert!(listed.iter().all(|e| e.regarding.as_ref().is_some_and(|o| o.kind.as_deref() == Some("Function"))));
+    assert!(listed.iter().all(|e| e
+        .regarding
+        .as_ref()
+        .is_some_and(|o| o.kind.as_deref() == Some("Function"))));
     let events_before = listed.len();
     let versions = |f: Function| {
         let deployments = deployments.clone();
         async move {
             // (The ConfigMap is what this test pokes: its data, not its version, must stay.)
             let a = serde_json::to_string(
-                &Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap().data,
+                &Api::<ConfigMap>::namespaced(client.clone(), ns)
+                    .get("hello")
+                    .await
+                    .unwrap()
+                    .data,
             )
             .unwrap();
             let b = rv(&deployments.get("hello").await.unwrap());
-            let c = rv(&Api::<Service>::namespaced(client.clone(), ns).get("hello").await.unwrap());
-            let d = rv(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns).get("hello").await.unwrap());
+            let c = rv(&Api::<Service>::namespaced(client.clone(), ns)
+                .get("hello")
+                .await
+                .unwrap());
+            let d = rv(&Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+                .get("hello")
+                .await
+                .unwrap());
             let e: Vec<String> = jobs_of(client, ns).await.iter().map(rv).collect();
             (a, b, c, d, e, serde_json::to_string(&f.status).unwrap())
         }
@@ -627,19 +767,32 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     for i in 0..pokes {
         let p = json!({"metadata": {"annotations": {"test.fnbuild/poke": i.to_string()}}});
-        cms.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+        cms.patch("hello", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cpu = controller.cpu() - cpu0;
     let writes = controller.metric("fnbuild_api_writes_total").await - writes0;
     let reconciled = controller.metric("fnbuild_reconciles_total").await - reconciles0;
-    assert!(reconciled >= pokes as f64 / 2.0, "the pokes caused {reconciled} reconciles");
+    assert!(
+        reconciled >= pokes as f64 / 2.0,
+        "the pokes caused {reconciled} reconciles"
+    );
     let after = versions(function(client, ns, "hello").await).await;
-    assert_eq!(rv(&function(client, ns, "hello").await), rv(&f), "the Function was not written");
+    assert_eq!(
+        rv(&function(client, ns, "hello").await),
+        rv(&f),
+        "the Function was not written"
+    );
     assert_eq!(writes, 0.0, "an unchanged Function must cause no API writes");
     assert_eq!(before, after, "resourceVersions and status unchanged");
-    assert_eq!(events.list(&ListParams::default()).await.unwrap().items.len(), events_before, "no new events");
+    assert_eq!(
+        events.list(&ListParams::default()).await.unwrap().items.len(),
+        events_before,
+        "no new events"
+    );
     eprintln!(
         "FIGURE unchanged reconcile: {reconciled} reconciles ({pokes} pokes), {writes} API writes, controller CPU {:.0} ms in all, {:.2} ms per reconcile (10 ms clock ticks; includes decoding the {pokes} ConfigMap watch events)",
         cpu.as_secs_f64() * 1000.0,
@@ -648,11 +801,15 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
 
     // Env change: the Deployment is updated, no build.
     let p = json!({"spec": {"env": [{"name": "GREETING", "value": "hello there"}]}});
-    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
     wait_for("the Deployment with the new env", || async {
         let d = deployments.get("hello").await.unwrap();
         let env = d.spec.template.spec.unwrap().containers[0].env.clone().unwrap();
-        env.iter().any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hello there")).then_some(())
+        env.iter()
+            .any(|e| e.name == "GREETING" && e.value.as_deref() == Some("hello there"))
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -660,13 +817,21 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     assert_eq!(jobs.len(), 1, "no new Job for an env change");
     assert_eq!(jobs[0].name_any(), job.name_any());
     let d = deployments.get("hello").await.unwrap();
-    assert_eq!(d.spec.template.spec.unwrap().containers[0].image.as_deref(), Some(image.as_str()));
+    assert_eq!(
+        d.spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some(image.as_str())
+    );
 
     // Source change: a new tag, a new Job; the old Job goes.
     let p = json!({"spec": {"source": {"inline": {"source": "module.exports = { main: () => 'v2' }"}}}});
-    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
     let new_job = wait_for("a new Job for the new source", || async {
-        jobs_of(client, ns).await.into_iter().find(|j| j.labels()[LABEL_IMAGE_TAG] != tag)
+        jobs_of(client, ns)
+            .await
+            .into_iter()
+            .find(|j| j.labels()[LABEL_IMAGE_TAG] != tag)
     })
     .await;
     let f2 = function(client, ns, "hello").await;
@@ -677,7 +842,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         (j.iter().all(|j| j.labels()[LABEL_IMAGE_TAG] == tag2)).then_some(())
     })
     .await;
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns).get("hello").await.unwrap();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("hello")
+        .await
+        .unwrap();
     assert_eq!(cm.data.unwrap()["source"], "module.exports = { main: () => 'v2' }");
 
     // The new build fails → BuildReady=False/JobFailed with the builder's last lines, then a retry.
@@ -696,22 +864,34 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         "{msg}"
     );
     let retry = wait_for("a retry Job (attempt 2)", || async {
-        jobs_of(client, ns).await.into_iter().find(|j| j.labels()[desired::LABEL_BUILD_ATTEMPT] == "2")
+        jobs_of(client, ns)
+            .await
+            .into_iter()
+            .find(|j| j.labels()[desired::LABEL_BUILD_ATTEMPT] == "2")
     })
     .await;
     assert_eq!(retry.labels()[LABEL_IMAGE_TAG], tag2);
     wait_for("the failed Job removed", || async {
-        (jobs_of(client, ns).await.iter().all(|j| j.name_any() != new_job.name_any())).then_some(())
+        (jobs_of(client, ns)
+            .await
+            .iter()
+            .all(|j| j.name_any() != new_job.name_any()))
+        .then_some(())
     })
     .await;
     assert_eq!(controller.metric("fnbuild_builds_failed_total").await, 1.0);
     // Meanwhile the function keeps running the last good image.
     let d = deployments.get("hello").await.unwrap();
-    assert_eq!(d.spec.template.spec.unwrap().containers[0].image.as_deref(), Some(image.as_str()));
+    assert_eq!(
+        d.spec.template.spec.unwrap().containers[0].image.as_deref(),
+        Some(image.as_str())
+    );
 
     // min = max replicas: no HPA.
     let p = json!({"spec": {"scaleConfig": {"minReplicas": 2, "maxReplicas": 2}, "replicas": 2}});
-    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    fns.patch("hello", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
     wait_for("the HPA deleted", || async {
         Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
             .get_opt("hello")
@@ -735,7 +915,9 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
     bad["spec"]["labels"] = json!({"serverless.kyma-project.io/x": "y"});
     bad["spec"]["resourceConfiguration"] =
         json!({"function": {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}}});
-    let denied0 = controller.metric("fnbuild_webhook_requests_total{result=\"denied\"}").await;
+    let denied0 = controller
+        .metric("fnbuild_webhook_requests_total{result=\"denied\"}")
+        .await;
     let out = cluster.kubectl(&["apply", "-f", "-"], Some(&bad.to_string()));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "an invalid Function must be denied");
@@ -747,10 +929,18 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
         stderr.contains("spec.resourceConfiguration.function.resources.requests.cpu: 2 is more than the limit 1"),
         "{stderr}"
     );
-    assert!(controller.metric("fnbuild_webhook_requests_total{result=\"denied\"}").await > denied0);
+    assert!(
+        controller
+            .metric("fnbuild_webhook_requests_total{result=\"denied\"}")
+            .await
+            > denied0
+    );
 
     // Without the validating webhook the API server stores it; the controller reports it.
-    cluster.kubectl_ok(&["delete", "validatingwebhookconfiguration", "fnbuild-controller"], None);
+    cluster.kubectl_ok(
+        &["delete", "validatingwebhookconfiguration", "fnbuild-controller"],
+        None,
+    );
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(&bad.to_string()));
     let f = wait_for("ConfigurationReady=False/InvalidFunctionSpec", || async {
         let f = function(client, ns, "bad").await;
@@ -762,8 +952,16 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
     assert!(msg.contains("spec.env[0].name: FUNC_PORT is reserved"), "{msg}");
     let reconciles = controller.metric("fnbuild_reconciles_total").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(controller.metric("fnbuild_reconciles_total").await, reconciles, "no requeue for an invalid spec");
-    assert!(Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt("bad").await.unwrap().is_none());
+    assert_eq!(
+        controller.metric("fnbuild_reconciles_total").await,
+        reconciles,
+        "no requeue for an invalid spec"
+    );
+    assert!(Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt("bad")
+        .await
+        .unwrap()
+        .is_none());
     assert!(jobs_of(client, ns).await.is_empty());
     // Put the webhook back.
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(manifests));
@@ -773,17 +971,29 @@ async fn image_already_in_registry(client: &Client) {
     let ns = &run_ns("ctl-skip");
     namespace(client, ns).await;
     let f: Function = serde_json::from_value(hello(ns, "fn")).unwrap();
-    Api::<Function>::namespaced(client.clone(), ns).create(&PostParams::default(), &f).await.unwrap();
+    Api::<Function>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &f)
+        .await
+        .unwrap();
     let f = wait_for("BuildReady=True/ImageExists", || async {
         let f = function(client, ns, "fn").await;
         (condition(&f, "BuildReady").map(|c| c.1) == Some("ImageExists".into())).then_some(f)
     })
     .await;
     let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
-    assert_eq!(f.status.unwrap().runtime_image, Some(format!("localhost:5000/{ns}-fn@{digest}")));
-    assert!(jobs_of(client, ns).await.is_empty(), "no build when the registry has the image");
+    assert_eq!(
+        f.status.unwrap().runtime_image,
+        Some(format!("localhost:5000/{ns}-fn@{digest}"))
+    );
+    assert!(
+        jobs_of(client, ns).await.is_empty(),
+        "no build when the registry has the image"
+    );
     wait_for("the Deployment", || async {
-        Api::<Deployment>::namespaced(client.clone(), ns).get_opt("fn").await.unwrap()
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt("fn")
+            .await
+            .unwrap()
     })
     .await;
 }
@@ -829,7 +1039,10 @@ fn desired_objects_pass_server_validation(cluster: &Cluster) {
     // Owner references need the owner to exist only at garbage-collection time; a dry run is fine.
     for o in &mut objects {
         let kind = o["kind"].as_str().unwrap().to_string();
-        let out = cluster.kubectl(&["apply", "--dry-run=server", "--validate=true", "-f", "-"], Some(&o.to_string()));
+        let out = cluster.kubectl(
+            &["apply", "--dry-run=server", "--validate=true", "-f", "-"],
+            Some(&o.to_string()),
+        );
         assert!(
             out.status.success(),
             "{kind} fails validation:\n{}\n{}",

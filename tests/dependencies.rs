@@ -43,7 +43,11 @@ impl Shims {
                 .iter()
                 .find_map(|n| {
                     std::env::split_paths(&path).map(|d| d.join(n)).find(|p| {
-                        p.is_file() && Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success())
+                        p.is_file()
+                            && Command::new(p)
+                                .arg("--version")
+                                .output()
+                                .is_ok_and(|o| o.status.success())
                     })
                 })
                 .unwrap_or_else(|| panic!("none of {names:?} works on this machine"))
@@ -112,12 +116,22 @@ fn build_err(cmd: &mut Command) -> String {
 }
 
 fn roles(result: &Value) -> Vec<String> {
-    result["layers"].as_array().unwrap().iter().map(|l| l["role"].as_str().unwrap().to_string()).collect()
+    result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["role"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The layer with `role` (there must be one).
 fn layer<'a>(result: &'a Value, role: &str) -> &'a Value {
-    result["layers"].as_array().unwrap().iter().find(|l| l["role"] == role).unwrap_or_else(|| panic!("no {role} layer: {result}"))
+    result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["role"] == role)
+        .unwrap_or_else(|| panic!("no {role} layer: {result}"))
 }
 
 /// What the push did with the blob `digest`.
@@ -145,14 +159,20 @@ fn pushed(result: &Value) -> String {
 
 fn node_function(handler_body: &str, package_json: &str) -> tempfile::TempDir {
     let dir = temp_dir("fn-node-deps-");
-    write(&dir.path().join("handler.js"), format!("module.exports = {{ main: function (event, context) {{ {handler_body} }} }};\n"));
+    write(
+        &dir.path().join("handler.js"),
+        format!("module.exports = {{ main: function (event, context) {{ {handler_body} }} }};\n"),
+    );
     write(&dir.path().join("package.json"), package_json);
     dir
 }
 
 fn python_function(handler_body: &str, requirements: &str) -> tempfile::TempDir {
     let dir = temp_dir("fn-py-deps-");
-    write(&dir.path().join("handler.py"), format!("def main(event, context):\n{handler_body}\n"));
+    write(
+        &dir.path().join("handler.py"),
+        format!("def main(event, context):\n{handler_body}\n"),
+    );
     write(&dir.path().join("requirements.txt"), requirements);
     dir
 }
@@ -177,9 +197,18 @@ fn a_node_dependency_from_npm_is_installed_once_and_reused_when_only_the_handler
     let registry = Registry::start();
     let cache = temp_dir("cache-");
     let cache_dir = cache.path().to_str().unwrap();
-    let src = node_function("var isNumber = require('is-number'); return 'v1 ' + isNumber(5) + ' ' + isNumber('x');", IS_NUMBER);
+    let src = node_function(
+        "var isNumber = require('is-number'); return 'v1 ' + isNumber(5) + ' ' + isNumber('x');",
+        IS_NUMBER,
+    );
 
-    let (first, stderr) = build_ok(&shims, src.path(), "nodejs20", &node_base(), &["--cache-dir", cache_dir, "--push", &registry.image("fn/node:v1")]);
+    let (first, stderr) = build_ok(
+        &shims,
+        src.path(),
+        "nodejs20",
+        &node_base(),
+        &["--cache-dir", cache_dir, "--push", &registry.image("fn/node:v1")],
+    );
     assert_eq!(roles(&first)[1..], ["runtime", "dependencies", "function"], "{first}");
     let deps = &first["dependencies"];
     assert_eq!(deps["cache"], "miss", "{deps}");
@@ -187,23 +216,40 @@ fn a_node_dependency_from_npm_is_installed_once_and_reused_when_only_the_handler
     assert!(deps["install_ms"].as_u64().unwrap() > 0, "{deps}");
     let installs = shims.installs();
     assert_eq!(installs.len(), 1, "{installs:?}");
-    assert!(installs[0].starts_with("npm install --omit=dev"), "no lock file: npm install: {installs:?}");
+    assert!(
+        installs[0].starts_with("npm install --omit=dev"),
+        "no lock file: npm install: {installs:?}"
+    );
     // The installer's output went to the log as it ran.
     assert!(stderr.contains("npm: added 1 package"), "{stderr}");
     assert_eq!(run_and_get(&pushed(&first)), "v1 true false");
 
     // Only the handler changes: no installer, the same dependency blob, which is not uploaded.
     write(&src.path().join("handler.js"), "module.exports = { main: function () { var isNumber = require('is-number'); return 'v2 ' + isNumber('7'); } };\n");
-    let (second, _) = build_ok(&shims, src.path(), "nodejs20", &node_base(), &["--cache-dir", cache_dir, "--push", &registry.image("fn/node:v2")]);
+    let (second, _) = build_ok(
+        &shims,
+        src.path(),
+        "nodejs20",
+        &node_base(),
+        &["--cache-dir", cache_dir, "--push", &registry.image("fn/node:v2")],
+    );
     assert_eq!(second["dependencies"]["cache"], "hit-local", "{second}");
     assert_eq!(second["dependencies"]["key"], first["dependencies"]["key"]);
     assert_eq!(second["dependencies"]["install_ms"], 0);
     assert_eq!(shims.installs().len(), 1, "no installer ran: {:?}", shims.installs());
-    assert_eq!(layer(&second, "dependencies")["digest"], layer(&first, "dependencies")["digest"]);
-    assert_ne!(layer(&second, "function")["digest"], layer(&first, "function")["digest"]);
+    assert_eq!(
+        layer(&second, "dependencies")["digest"],
+        layer(&first, "dependencies")["digest"]
+    );
+    assert_ne!(
+        layer(&second, "function")["digest"],
+        layer(&first, "function")["digest"]
+    );
     assert_eq!(outcome(&second, &layer(&second, "dependencies")["digest"]), "existed");
     let function_size = layer(&second, "function")["size"].as_u64().unwrap();
-    let config_size = skopeo_inspect_raw(&format!("docker://{}", registry.image("fn/node:v2")))["config"]["size"].as_u64().unwrap();
+    let config_size = skopeo_inspect_raw(&format!("docker://{}", registry.image("fn/node:v2")))["config"]["size"]
+        .as_u64()
+        .unwrap();
     assert_eq!(
         second["outputs"][0]["bytes_uploaded"].as_u64().unwrap(),
         function_size + config_size,
@@ -211,24 +257,48 @@ fn a_node_dependency_from_npm_is_installed_once_and_reused_when_only_the_handler
     );
     eprintln!(
         "handler-only rebuild: total {} ms (dependencies {} ms, outputs {} ms), {} HTTP requests, {} bytes uploaded",
-        second["timings_ms"]["total"], second["timings_ms"]["dependencies"], second["timings_ms"]["outputs"],
-        second["outputs"][0]["http_requests"], second["outputs"][0]["bytes_uploaded"]
+        second["timings_ms"]["total"],
+        second["timings_ms"]["dependencies"],
+        second["timings_ms"]["outputs"],
+        second["outputs"][0]["http_requests"],
+        second["outputs"][0]["bytes_uploaded"]
     );
     assert_eq!(run_and_get(&pushed(&second)), "v2 true");
 
     // Dev dependencies are not installed.
     let out = temp_dir("layout-");
-    build_ok(&shims, src.path(), "nodejs20", &node_base(), &["--cache-dir", cache_dir, "--output", &format!("oci:{}:x", out.path().display())]);
+    build_ok(
+        &shims,
+        src.path(),
+        "nodejs20",
+        &node_base(),
+        &[
+            "--cache-dir",
+            cache_dir,
+            "--output",
+            &format!("oci:{}:x", out.path().display()),
+        ],
+    );
     let bundle = umoci_unpack(out.path(), "x");
     let modules = bundle.path().join("rootfs/usr/src/app/function/node_modules");
     assert!(modules.join("is-number/package.json").is_file());
     assert!(!modules.join("left-pad").exists(), "dev dependency installed");
 
     // --no-cache installs again, and the result is byte for byte the same layer.
-    let (fresh, _) = build_ok(&shims, src.path(), "nodejs20", &node_base(), &["--cache-dir", cache_dir, "--no-cache"]);
+    let (fresh, _) = build_ok(
+        &shims,
+        src.path(),
+        "nodejs20",
+        &node_base(),
+        &["--cache-dir", cache_dir, "--no-cache"],
+    );
     assert_eq!(fresh["dependencies"]["cache"], "miss");
     assert_eq!(shims.installs().len(), 2, "{:?}", shims.installs());
-    assert_eq!(layer(&fresh, "dependencies")["digest"], layer(&first, "dependencies")["digest"], "the install is reproducible");
+    assert_eq!(
+        layer(&fresh, "dependencies")["digest"],
+        layer(&first, "dependencies")["digest"],
+        "the install is reproducible"
+    );
 }
 
 #[test]
@@ -237,17 +307,32 @@ fn a_node_dependency_from_a_local_tarball_is_installed_with_npm_ci() {
     let registry = Registry::start();
     let cache = temp_dir("cache-");
     let lib = temp_dir("greet-src-");
-    write(&lib.path().join("package.json"), r#"{"name":"greet","version":"1.0.0","main":"index.js"}"#);
-    write(&lib.path().join("index.js"), "module.exports = function (who) { return 'hello ' + who + ' from a tarball'; };\n");
+    write(
+        &lib.path().join("package.json"),
+        r#"{"name":"greet","version":"1.0.0","main":"index.js"}"#,
+    );
+    write(
+        &lib.path().join("index.js"),
+        "module.exports = function (who) { return 'hello ' + who + ' from a tarball'; };\n",
+    );
     let src = node_function(
         "return require('greet')('kyma');",
         r#"{"name":"uses-greet","version":"1.0.0","dependencies":{"greet":"file:vendor/greet-1.0.0.tgz"}}"#,
     );
     std::fs::create_dir_all(src.path().join("vendor")).unwrap();
-    run_ok(Command::new("npm").current_dir(lib.path()).args(["pack", "--silent", "--pack-destination"]).arg(src.path().join("vendor")));
+    run_ok(
+        Command::new("npm")
+            .current_dir(lib.path())
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(src.path().join("vendor")),
+    );
     assert!(src.path().join("vendor/greet-1.0.0.tgz").is_file());
     // A lock file makes it `npm ci`.
-    run_ok(Command::new("npm").current_dir(src.path()).args(["install", "--package-lock-only", "--silent"]));
+    run_ok(
+        Command::new("npm")
+            .current_dir(src.path())
+            .args(["install", "--package-lock-only", "--silent"]),
+    );
     assert!(src.path().join("package-lock.json").is_file());
 
     let (result, _) = build_ok(
@@ -255,18 +340,40 @@ fn a_node_dependency_from_a_local_tarball_is_installed_with_npm_ci() {
         src.path(),
         "nodejs20",
         &node_base(),
-        &["--cache-dir", cache.path().to_str().unwrap(), "--push", &registry.image("fn/greet:v1")],
+        &[
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "--push",
+            &registry.image("fn/greet:v1"),
+        ],
     );
     assert_eq!(result["dependencies"]["cache"], "miss");
     let installs = shims.installs();
-    assert!(installs.len() == 1 && installs[0].starts_with("npm ci --omit=dev"), "{installs:?}");
+    assert!(
+        installs.len() == 1 && installs[0].starts_with("npm ci --omit=dev"),
+        "{installs:?}"
+    );
     assert_eq!(run_and_get(&pushed(&result)), "hello kyma from a tarball");
 
     // A new tarball under the same name is a new key (its bytes are part of it).
     let before = result["dependencies"]["key"].clone();
-    write(&lib.path().join("index.js"), "module.exports = function (who) { return 'bonjour ' + who; };\n");
-    run_ok(Command::new("npm").current_dir(lib.path()).args(["pack", "--silent", "--pack-destination"]).arg(src.path().join("vendor")));
-    let (changed, _) = build_ok(&shims, src.path(), "nodejs20", &node_base(), &["--cache-dir", cache.path().to_str().unwrap()]);
+    write(
+        &lib.path().join("index.js"),
+        "module.exports = function (who) { return 'bonjour ' + who; };\n",
+    );
+    run_ok(
+        Command::new("npm")
+            .current_dir(lib.path())
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(src.path().join("vendor")),
+    );
+    let (changed, _) = build_ok(
+        &shims,
+        src.path(),
+        "nodejs20",
+        &node_base(),
+        &["--cache-dir", cache.path().to_str().unwrap()],
+    );
     assert_ne!(changed["dependencies"]["key"], before);
 }
 
@@ -296,7 +403,12 @@ fn python_pure_and_compiled_wheels_are_installed_for_the_runtimes_python() {
             src.path(),
             "python312",
             &python_base(),
-            &["--cache-dir", cache.path().to_str().unwrap(), "--push", &registry.image(&format!("fn/{name}:v1"))],
+            &[
+                "--cache-dir",
+                cache.path().to_str().unwrap(),
+                "--push",
+                &registry.image(&format!("fn/{name}:v1")),
+            ],
         );
         assert_eq!(result["dependencies"]["cache"], "miss", "{name}");
         assert_eq!(roles(&result)[1..], ["runtime", "dependencies", "function"], "{name}");
@@ -323,7 +435,14 @@ fn functions_with_the_same_dependency_files_share_one_blob_through_the_cache_rep
         a.path(),
         "nodejs20",
         &node_base(),
-        &["--cache-dir", cache_a.path().to_str().unwrap(), "--cache-repo", &cache_repo, "--push", &registry.image("fn/a:v1")],
+        &[
+            "--cache-dir",
+            cache_a.path().to_str().unwrap(),
+            "--cache-repo",
+            &cache_repo,
+            "--push",
+            &registry.image("fn/a:v1"),
+        ],
     );
     assert_eq!(ra["dependencies"]["cache"], "miss");
     let deps_digest = layer(&ra, "dependencies")["digest"].clone();
@@ -339,11 +458,23 @@ fn functions_with_the_same_dependency_files_share_one_blob_through_the_cache_rep
         b.path(),
         "nodejs20",
         &node_base(),
-        &["--cache-dir", cache_b.path().to_str().unwrap(), "--cache-repo", &cache_repo, "--push", &registry.image("fn/b:v1")],
+        &[
+            "--cache-dir",
+            cache_b.path().to_str().unwrap(),
+            "--cache-repo",
+            &cache_repo,
+            "--push",
+            &registry.image("fn/b:v1"),
+        ],
     );
     assert_eq!(rb["dependencies"]["cache"], "hit-registry", "{rb}");
     assert_eq!(rb["dependencies"]["install_ms"], 0);
-    assert_eq!(shims.installs().len(), 1, "only the first build installed: {:?}", shims.installs());
+    assert_eq!(
+        shims.installs().len(),
+        1,
+        "only the first build installed: {:?}",
+        shims.installs()
+    );
     assert_eq!(layer(&rb, "dependencies")["digest"], deps_digest);
     assert_eq!(outcome(&rb, &deps_digest), "mounted", "{rb}");
     assert_ne!(ra["digest"], rb["digest"]);
@@ -353,7 +484,12 @@ fn functions_with_the_same_dependency_files_share_one_blob_through_the_cache_rep
     let storage = registry.dir().join("storage/docker/registry/v2");
     assert!(storage.join(format!("blobs/sha256/{}/{hex}/data", &hex[..2])).is_file());
     for repo in ["fn/a", "fn/b", "fnbuild/cache"] {
-        assert!(storage.join(format!("repositories/{repo}/_layers/sha256/{hex}/link")).is_file(), "{repo}");
+        assert!(
+            storage
+                .join(format!("repositories/{repo}/_layers/sha256/{hex}/link"))
+                .is_file(),
+            "{repo}"
+        );
     }
     assert_eq!(run_and_get(&pushed(&rb)), "b false");
 }
@@ -405,8 +541,11 @@ impl FakeServer {
                     if ok {
                         count.fetch_add(1, Ordering::SeqCst);
                     }
-                    let (status, content_type, body) =
-                        if ok { route(&path, auth.as_deref()) } else { (401, "text/plain", b"unauthorized".to_vec()) };
+                    let (status, content_type, body) = if ok {
+                        route(&path, auth.as_deref())
+                    } else {
+                        (401, "text/plain", b"unauthorized".to_vec())
+                    };
                     let mut stream = stream;
                     let head = format!(
                         "HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nWWW-Authenticate: Basic realm=\"fake\"\r\nConnection: close\r\n\r\n",
@@ -429,14 +568,25 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// A private npm registry serving `@fnprivate/secret-dep@1.0.0` to bearers of NPM_TOKEN.
 fn private_npm_registry() -> FakeServer {
     let pkg = temp_dir("private-pkg-");
-    write(&pkg.path().join("package.json"), r#"{"name":"@fnprivate/secret-dep","version":"1.0.0","main":"index.js"}"#);
+    write(
+        &pkg.path().join("package.json"),
+        r#"{"name":"@fnprivate/secret-dep","version":"1.0.0","main":"index.js"}"#,
+    );
     write(&pkg.path().join("index.js"), "module.exports = 'private package ok';\n");
     let out = temp_dir("private-tgz-");
-    run_ok(Command::new("npm").current_dir(pkg.path()).args(["pack", "--silent", "--pack-destination"]).arg(out.path()));
+    run_ok(
+        Command::new("npm")
+            .current_dir(pkg.path())
+            .args(["pack", "--silent", "--pack-destination"])
+            .arg(out.path()),
+    );
     let tgz = std::fs::read(out.path().join("fnprivate-secret-dep-1.0.0.tgz")).unwrap();
     use base64::Engine;
     use sha2::Digest;
-    let integrity = format!("sha512-{}", base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&tgz)));
+    let integrity = format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha512::digest(&tgz))
+    );
     let port_cell = Arc::new(std::sync::OnceLock::<u16>::new());
     let port_for_route = port_cell.clone();
     let server = FakeServer::start(
@@ -505,7 +655,16 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
 /// (gzip files decompressed): none may contain `secret`.
 fn assert_nowhere(secret: &str, image: &str, dirs: &[&Path]) {
     let layout = temp_dir("scan-");
-    run_ok(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false", &format!("docker://{image}")]).arg(format!("oci:{}:x", layout.path().display())));
+    run_ok(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                &format!("docker://{image}"),
+            ])
+            .arg(format!("oci:{}:x", layout.path().display())),
+    );
     let mut scanned = 0;
     let mut roots: Vec<PathBuf> = vec![layout.path().join("blobs/sha256")];
     roots.extend(dirs.iter().map(|d| d.to_path_buf()));
@@ -515,7 +674,9 @@ fn assert_nowhere(secret: &str, image: &str, dirs: &[&Path]) {
             let mut bytes = raw.clone();
             if raw.starts_with(&[0x1f, 0x8b]) {
                 bytes.clear();
-                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_end(&mut bytes)
+                    .unwrap();
             }
             assert!(
                 !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
@@ -530,7 +691,9 @@ fn assert_nowhere(secret: &str, image: &str, dirs: &[&Path]) {
 
 fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let p = e.path();
         let meta = std::fs::symlink_metadata(&p).unwrap();
@@ -555,25 +718,52 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
     // npm: a scoped package from a private registry that wants the token.
     let npm_registry = private_npm_registry();
     let npmrc = secrets_dir.path().join("npmrc");
-    write(&npmrc, format!("@fnprivate:registry=http://127.0.0.1:{port}/\n//127.0.0.1:{port}/:_authToken={NPM_TOKEN}\n", port = npm_registry.port));
+    write(
+        &npmrc,
+        format!(
+            "@fnprivate:registry=http://127.0.0.1:{port}/\n//127.0.0.1:{port}/:_authToken={NPM_TOKEN}\n",
+            port = npm_registry.port
+        ),
+    );
     let node = node_function(
         "return require('@fnprivate/secret-dep');",
         r#"{"name":"private-user","version":"1.0.0","dependencies":{"@fnprivate/secret-dep":"1.0.0"}}"#,
     );
     // A copy of the npmrc in the function's directory too: it is never copied into the image.
     write(&node.path().join(".npmrc"), std::fs::read(&npmrc).unwrap());
-    let mut cmd = fnbuild_with(&shims, node.path(), "nodejs20", &node_base(), &[
-        "-v", "--cache-dir", cache_dir, "--cache-repo", &cache_repo, "--npmrc", npmrc.to_str().unwrap(), "--push", &registry.image("fn/private-node:v1"),
-    ]);
+    let mut cmd = fnbuild_with(
+        &shims,
+        node.path(),
+        "nodejs20",
+        &node_base(),
+        &[
+            "-v",
+            "--cache-dir",
+            cache_dir,
+            "--cache-repo",
+            &cache_repo,
+            "--npmrc",
+            npmrc.to_str().unwrap(),
+            "--push",
+            &registry.image("fn/private-node:v1"),
+        ],
+    );
     // npm's own download cache would answer for a tarball it has seen before: use an empty one.
     let npm_cache = temp_dir("npm-cache-");
     cmd.env("NPM_CONFIG_CACHE", npm_cache.path());
     let out = cmd.output().unwrap();
     assert_success(&cmd, &out);
     let used = npm_registry.authorized.load(Ordering::SeqCst);
-    assert!(used >= 2, "the token was used for the packument and the tarball ({used} requests)");
+    assert!(
+        used >= 2,
+        "the token was used for the packument and the tarball ({used} requests)"
+    );
     for text in [&out.stdout, &out.stderr] {
-        assert!(!String::from_utf8_lossy(text).contains(NPM_TOKEN), "token in the output: {}", String::from_utf8_lossy(text));
+        assert!(
+            !String::from_utf8_lossy(text).contains(NPM_TOKEN),
+            "token in the output: {}",
+            String::from_utf8_lossy(text)
+        );
     }
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run_and_get(&pushed(&result)), "private package ok");
@@ -583,29 +773,64 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
     // pip: a wheel from a private index behind basic auth.
     let index = private_pip_index();
     let pip_conf = secrets_dir.path().join("pip.conf");
-    write(&pip_conf, format!("[global]\nextra-index-url = http://fnuser:{PIP_PASSWORD}@127.0.0.1:{}/simple/\n", index.port));
+    write(
+        &pip_conf,
+        format!(
+            "[global]\nextra-index-url = http://fnuser:{PIP_PASSWORD}@127.0.0.1:{}/simple/\n",
+            index.port
+        ),
+    );
     let python = python_function("    import fnsecret\n    return fnsecret.VALUE", "fnsecret==1.0\n");
     write(&python.path().join("pip.conf"), std::fs::read(&pip_conf).unwrap());
-    let mut cmd = fnbuild_with(&shims, python.path(), "python312", &python_base(), &[
-        "-v", "--cache-dir", cache_dir, "--cache-repo", &cache_repo, "--pip-conf", pip_conf.to_str().unwrap(), "--push", &registry.image("fn/private-py:v1"),
-    ]);
+    let mut cmd = fnbuild_with(
+        &shims,
+        python.path(),
+        "python312",
+        &python_base(),
+        &[
+            "-v",
+            "--cache-dir",
+            cache_dir,
+            "--cache-repo",
+            &cache_repo,
+            "--pip-conf",
+            pip_conf.to_str().unwrap(),
+            "--push",
+            &registry.image("fn/private-py:v1"),
+        ],
+    );
     cmd.env("PIP_NO_CACHE_DIR", "1");
     let out = cmd.output().unwrap();
     assert_success(&cmd, &out);
-    assert!(index.authorized.load(Ordering::SeqCst) >= 2, "the password was used for the page and the wheel");
+    assert!(
+        index.authorized.load(Ordering::SeqCst) >= 2,
+        "the password was used for the page and the wheel"
+    );
     for text in [&out.stdout, &out.stderr] {
-        assert!(!String::from_utf8_lossy(text).contains(PIP_PASSWORD), "password in the output: {}", String::from_utf8_lossy(text));
+        assert!(
+            !String::from_utf8_lossy(text).contains(PIP_PASSWORD),
+            "password in the output: {}",
+            String::from_utf8_lossy(text)
+        );
     }
     let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run_and_get(&pushed(&result)), "private wheel ok");
     assert_nowhere(PIP_PASSWORD, &registry.image("fn/private-py:v1"), &[cache.path()]);
-    assert_nowhere(PIP_PASSWORD, result["dependencies"]["cache_image"].as_str().unwrap(), &[]);
+    assert_nowhere(
+        PIP_PASSWORD,
+        result["dependencies"]["cache_image"].as_str().unwrap(),
+        &[],
+    );
 
     // A failing install that would echo the URL: the password is scrubbed from the error too.
     let missing = python_function("    return 1", "fnsecret==9.9\n");
-    let err = build_err(&mut fnbuild_with(&shims, missing.path(), "python312", &python_base(), &[
-        "--cache-dir", cache_dir, "--pip-conf", pip_conf.to_str().unwrap(),
-    ]));
+    let err = build_err(&mut fnbuild_with(
+        &shims,
+        missing.path(),
+        "python312",
+        &python_base(),
+        &["--cache-dir", cache_dir, "--pip-conf", pip_conf.to_str().unwrap()],
+    ));
     assert!(!err.contains(PIP_PASSWORD), "{err}");
 }
 
@@ -620,9 +845,16 @@ fn bad_dependency_files_fail_in_one_line_and_push_nothing() {
     let cases: [(&str, tempfile::TempDir, &str, &[&str]); 5] = [
         (
             "misspelt-npm",
-            node_function("return 1;", r#"{"dependencies":{"is-numbr-fnbuild-does-not-exist":"7.0.0"}}"#),
+            node_function(
+                "return 1;",
+                r#"{"dependencies":{"is-numbr-fnbuild-does-not-exist":"7.0.0"}}"#,
+            ),
             "nodejs20",
-            &["installing the packages of package.json: npm install failed (exit status: 1)", "E404", "is-numbr-fnbuild-does-not-exist"],
+            &[
+                "installing the packages of package.json: npm install failed (exit status: 1)",
+                "E404",
+                "is-numbr-fnbuild-does-not-exist",
+            ],
         ),
         (
             "malformed-package-json",
@@ -634,34 +866,65 @@ fn bad_dependency_files_fail_in_one_line_and_push_nothing() {
             "malformed-requirements",
             python_function("    return 1", "six=1.16.0\n"),
             "python312",
-            &["requirements.txt line 1: \"six=1.16.0\" is not a requirement pip understands", "an exact version is written ==1.16.0"],
+            &[
+                "requirements.txt line 1: \"six=1.16.0\" is not a requirement pip understands",
+                "an exact version is written ==1.16.0",
+            ],
         ),
         (
             "misspelt-pip",
             python_function("    return 1", "sixx-fnbuild-does-not-exist==1.16.0\n"),
             "python312",
-            &["pip install failed (exit status: 1)", "No matching distribution found for sixx-fnbuild-does-not-exist==1.16.0"],
+            &[
+                "pip install failed (exit status: 1)",
+                "No matching distribution found for sixx-fnbuild-does-not-exist==1.16.0",
+            ],
         ),
         (
             "no-wheel",
             // Source distributions only: when pip's Python is not the runtime's, only wheels will do.
             python_function("    return 1", "pycparser==2.18\n"),
             "python312",
-            &["pip install failed", "No matching distribution found for pycparser==2.18", "takes only wheels built for CPython 3.12"],
+            &[
+                "pip install failed",
+                "No matching distribution found for pycparser==2.18",
+                "takes only wheels built for CPython 3.12",
+            ],
         ),
     ];
-    let host_pip_is_312 = Command::new("pip3").arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("(python 3.12)"));
+    let host_pip_is_312 = Command::new("pip3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("(python 3.12)"));
     for (name, src, runtime, wants) in cases {
         if name == "no-wheel" && host_pip_is_312 {
             continue; // pip would build the sdist itself
         }
-        let base = if runtime == "nodejs20" { node_base() } else { python_base() };
+        let base = if runtime == "nodejs20" {
+            node_base()
+        } else {
+            python_base()
+        };
         let before = shims.installs().len();
-        let err = build_err(&mut fnbuild_with(&shims, src.path(), runtime, &base, &["--cache-dir", cache_dir, "--push", &registry.image(&format!("fn/{name}:v1"))]));
+        let err = build_err(&mut fnbuild_with(
+            &shims,
+            src.path(),
+            runtime,
+            &base,
+            &[
+                "--cache-dir",
+                cache_dir,
+                "--push",
+                &registry.image(&format!("fn/{name}:v1")),
+            ],
+        ));
         for want in wants.iter() {
             assert!(err.contains(want), "{name}: want {want:?} in: {err}");
         }
-        assert!(!registry_has_manifest(&registry, &format!("fn/{name}"), "v1"), "{name}: something was pushed");
+        assert!(
+            !registry_has_manifest(&registry, &format!("fn/{name}"), "v1"),
+            "{name}: something was pushed"
+        );
         let ran = shims.installs().len() - before;
         if name.starts_with("malformed") {
             assert_eq!(ran, 0, "{name}: a malformed file runs no installer");
@@ -675,19 +938,46 @@ fn no_dependency_file_or_no_packages_means_no_layer_and_no_installer() {
     let shims = Shims::new();
     let cache = temp_dir("cache-");
     let cases = [
-        (node_function("return 1;", r#"{"name":"f","version":"1.0.0","dependencies":{},"devDependencies":{"left-pad":"1.3.0"}}"#), "nodejs20"),
+        (
+            node_function(
+                "return 1;",
+                r#"{"name":"f","version":"1.0.0","dependencies":{},"devDependencies":{"left-pad":"1.3.0"}}"#,
+            ),
+            "nodejs20",
+        ),
         (python_function("    return 1", "# nothing yet\n\n"), "python312"),
     ];
     for (src, runtime) in cases {
-        let base = if runtime == "nodejs20" { node_base() } else { python_base() };
-        let (result, _) = build_ok(&shims, src.path(), runtime, &base, &["--cache-dir", cache.path().to_str().unwrap()]);
+        let base = if runtime == "nodejs20" {
+            node_base()
+        } else {
+            python_base()
+        };
+        let (result, _) = build_ok(
+            &shims,
+            src.path(),
+            runtime,
+            &base,
+            &["--cache-dir", cache.path().to_str().unwrap()],
+        );
         assert_eq!(result["dependencies"]["cache"], "none", "{runtime}");
         assert!(result["dependencies"]["key"].is_null());
         assert_eq!(roles(&result)[1..], ["runtime", "function"], "{runtime}");
     }
     let bare = temp_dir("fn-bare-");
     write(&bare.path().join("handler.js"), "module.exports = { main: () => 1 };\n");
-    let (result, _) = build_ok(&shims, bare.path(), "nodejs20", &node_base(), &["--cache-dir", cache.path().to_str().unwrap()]);
+    let (result, _) = build_ok(
+        &shims,
+        bare.path(),
+        "nodejs20",
+        &node_base(),
+        &["--cache-dir", cache.path().to_str().unwrap()],
+    );
     assert_eq!(result["dependencies"]["cache"], "none");
-    assert!(std::fs::read_to_string(shims.dir.path().join("invocations.log")).unwrap_or_default().is_empty(), "no npm or pip ran at all");
+    assert!(
+        std::fs::read_to_string(shims.dir.path().join("invocations.log"))
+            .unwrap_or_default()
+            .is_empty(),
+        "no npm or pip ran at all"
+    );
 }

@@ -33,7 +33,9 @@ const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Runs a test body with a time limit.
 async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
-    tokio::time::timeout(Duration::from_secs(240), f).await.expect("test took longer than 240 s");
+    tokio::time::timeout(Duration::from_secs(240), f)
+        .await
+        .expect("test took longer than 240 s");
 }
 
 /// Everything the crate logs (at TRACE) in this test process, to check that no secret shows up.
@@ -145,7 +147,11 @@ fn image_on(
         std::fs::write(&path, gz).unwrap();
         descs.push(serde_json::json!({"mediaType": OCI_LAYER, "digest": digest, "size": gz.len()}));
         diff_ids.push(serde_json::Value::String(diff_id.clone()));
-        blobs.push(PushBlob { digest, size: gz.len() as u64, source: BlobSource::File(path) });
+        blobs.push(PushBlob {
+            digest,
+            size: gz.len() as u64,
+            source: BlobSource::File(path),
+        });
     }
     config["rootfs"]["diff_ids"] = serde_json::Value::Array(diff_ids);
     let config_bytes = serde_json::to_vec(&config).unwrap();
@@ -157,12 +163,22 @@ fn image_on(
         "layers": descs,
     });
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
-    let layer_digests = descs.iter().map(|d| d["digest"].as_str().unwrap().to_string()).collect();
-    blobs.push(PushBlob { digest: config_digest.clone(), size: config_bytes.len() as u64, source: BlobSource::Bytes(config_bytes) });
+    let layer_digests = descs
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_string())
+        .collect();
+    blobs.push(PushBlob {
+        digest: config_digest.clone(),
+        size: config_bytes.len() as u64,
+        source: BlobSource::Bytes(config_bytes),
+    });
     TestImage {
         blobs,
         digest: sha256_digest(&manifest_bytes),
-        manifest: PushManifest { bytes: manifest_bytes, media_type: OCI_MANIFEST.into() },
+        manifest: PushManifest {
+            bytes: manifest_bytes,
+            media_type: OCI_MANIFEST.into(),
+        },
         config_digest,
         layer_digests,
     }
@@ -204,9 +220,11 @@ fn skopeo_verify(reference: &str, creds: Option<&str>) -> serde_json::Value {
     if let Some(c) = creds {
         cmd.arg("--src-creds").arg(c);
     }
-    cmd.arg(format!("docker://{reference}")).arg(format!("oci:{}:t", dir.path().display()));
+    cmd.arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:t", dir.path().display()));
     common::run_ok(&mut cmd);
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
     let d = index["manifests"][0]["digest"].as_str().unwrap().replace("sha256:", "");
     serde_json::from_slice(&std::fs::read(dir.path().join("blobs/sha256").join(d)).unwrap()).unwrap()
 }
@@ -289,17 +307,24 @@ impl Proxy {
             me,
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
-            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
             upstream_auth,
         });
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| proxy_handle(req, st.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -311,7 +336,12 @@ impl Proxy {
     }
 
     fn fault(&self, method: &'static str, path_contains: &str, times: usize, action: Action) {
-        self.state.faults.lock().unwrap().push(Fault { method, path_contains: path_contains.to_string(), times, action });
+        self.state.faults.lock().unwrap().push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            times,
+            action,
+        });
     }
 
     fn log(&self) -> Vec<Logged> {
@@ -337,16 +367,27 @@ fn take_fault(st: &ProxyState, method: &str, path: &str) -> Option<Action> {
 async fn proxy_handle(req: Request<Incoming>, st: Arc<ProxyState>) -> Result<Response<Full<Bytes>>, BoxErr> {
     use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING};
     let method = req.method().clone();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
     let auth = req.headers().contains_key(AUTHORIZATION);
     let log = |status: u16| {
-        st.log.lock().unwrap().push(Logged { method: method.to_string(), path: path.clone(), status, auth });
+        st.log.lock().unwrap().push(Logged {
+            method: method.to_string(),
+            path: path.clone(),
+            status,
+            auth,
+        });
     };
     match take_fault(&st, method.as_str(), &path) {
         Some(Action::Status(code, retry_after)) => {
             let _ = req.into_body().collect().await;
             log(code);
-            let mut b = Response::builder().status(code).header("content-type", "application/json");
+            let mut b = Response::builder()
+                .status(code)
+                .header("content-type", "application/json");
             if let Some(s) = retry_after {
                 b = b.header("retry-after", s.to_string());
             }
@@ -371,7 +412,10 @@ async fn proxy_handle(req: Request<Incoming>, st: Arc<ProxyState>) -> Result<Res
         Some(Action::Delay(d)) => tokio::time::sleep(d).await,
         Some(Action::RedirectTo(base)) => {
             log(307);
-            return Ok(Response::builder().status(307).header(LOCATION, format!("{base}{path}")).body(Full::default())?);
+            return Ok(Response::builder()
+                .status(307)
+                .header(LOCATION, format!("{base}{path}"))
+                .body(Full::default())?);
         }
         None => {}
     }
@@ -415,7 +459,9 @@ async fn proxy_handle(req: Request<Incoming>, st: Arc<ProxyState>) -> Result<Res
 }
 
 fn count(log: &[Logged], method: &str, path_contains: &str) -> usize {
-    log.iter().filter(|l| l.method == method && l.path.contains(path_contains)).count()
+    log.iter()
+        .filter(|l| l.method == method && l.path.contains(path_contains))
+        .count()
 }
 
 // =============================================================================================
@@ -452,8 +498,30 @@ impl TokenServer {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key.pem");
         let cert = dir.path().join("cert.pem");
-        common::run_ok(Command::new("openssl").args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fnbuild-test-token"]).arg("-keyout").arg(&key).arg("-out").arg(&cert));
-        let der = Command::new("openssl").args(["x509", "-outform", "DER", "-in"]).arg(&cert).output().unwrap().stdout;
+        common::run_ok(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=fnbuild-test-token",
+                ])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert),
+        );
+        let der = Command::new("openssl")
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout;
         use base64::Engine;
         let x5c = base64::engine::general_purpose::STANDARD.encode(der);
         let cert_pem = std::fs::read_to_string(&cert).unwrap();
@@ -466,18 +534,31 @@ impl TokenServer {
         let (reqs, toks, key2) = (requests.clone(), tokens.clone(), key.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (reqs, toks, key, expected, x5c) = (reqs.clone(), toks.clone(), key2.clone(), expected.clone(), x5c.clone());
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (reqs, toks, key, expected, x5c) =
+                    (reqs.clone(), toks.clone(), key2.clone(), expected.clone(), x5c.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (reqs, toks, key, expected, x5c) = (reqs.clone(), toks.clone(), key.clone(), expected.clone(), x5c.clone());
+                        let (reqs, toks, key, expected, x5c) =
+                            (reqs.clone(), toks.clone(), key.clone(), expected.clone(), x5c.clone());
                         token_handle(req, reqs, toks, key, expected, x5c)
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
-        TokenServer { addr, cert_pem, requests, tokens, task, _dir: dir }
+        TokenServer {
+            addr,
+            cert_pem,
+            requests,
+            tokens,
+            task,
+            _dir: dir,
+        }
     }
 
     fn config_yaml(&self) -> String {
@@ -506,20 +587,34 @@ async fn token_handle(
     x5c: String,
 ) -> Result<Response<Full<Bytes>>, BoxErr> {
     let url = reqwest::Url::parse(&format!("http://x{}", req.uri())).unwrap();
-    let scopes: Vec<String> = url.query_pairs().filter(|(k, _)| k == "scope").map(|(_, v)| v.to_string()).collect();
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let scopes: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "scope")
+        .map(|(_, v)| v.to_string())
+        .collect();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let user = auth.as_deref().and_then(|a| a.strip_prefix("Basic ")).and_then(|b| {
         use base64::Engine;
         let raw = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
         String::from_utf8(raw).ok()?.split(':').next().map(str::to_string)
     });
     let ok = auth.as_deref() == Some(expected_auth.as_str());
-    reqs.lock().unwrap().push(TokenRequest { scopes: scopes.clone(), user, ok });
+    reqs.lock().unwrap().push(TokenRequest {
+        scopes: scopes.clone(),
+        user,
+        ok,
+    });
     if !ok {
         return Ok(Response::builder()
             .status(401)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from_static(br#"{"details":"incorrect username or password"}"#)))?);
+            .body(Full::new(Bytes::from_static(
+                br#"{"details":"incorrect username or password"}"#,
+            )))?);
     }
     let access: Vec<serde_json::Value> = scopes
         .iter()
@@ -530,14 +625,21 @@ async fn token_handle(
             Some(serde_json::json!({"type": typ, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
         })
         .collect();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
     let claims = serde_json::json!({
         "iss": TOKEN_ISSUER, "sub": "tester", "aud": TOKEN_SERVICE,
         "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", toks.lock().unwrap().len()),
         "access": access,
     });
-    let signing_input = format!("{}.{}", b64url(&serde_json::to_vec(&header)?), b64url(&serde_json::to_vec(&claims)?));
+    let signing_input = format!(
+        "{}.{}",
+        b64url(&serde_json::to_vec(&header)?),
+        b64url(&serde_json::to_vec(&claims)?)
+    );
     let mut child = tokio::process::Command::new("openssl")
         .args(["dgst", "-sha256", "-sign"])
         .arg(&key)
@@ -550,7 +652,10 @@ async fn token_handle(
     let jwt = format!("{signing_input}.{}", b64url(&out.stdout));
     toks.lock().unwrap().push(jwt.clone());
     let body = serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 300});
-    Ok(Response::builder().status(200).header("content-type", "application/json").body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?)
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?)
 }
 
 /// A docker config.json with `auth` for `registry`, in a fresh directory.
@@ -579,21 +684,40 @@ async fn push_one_layer_image_then_pull_it_back() {
         let events = Arc::new(Mutex::new(Vec::new()));
         let ev = events.clone();
         let progress: fnbuild::registry::ProgressFn = Arc::new(move |e| ev.lock().unwrap().push(format!("{e:?}")));
-        let c = client(RegistryOptions { cache_dir: Some(cache.path().to_path_buf()), ..opts() });
+        let c = client(RegistryOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..opts()
+        });
         let report = c
-            .push(&[target.clone(), target.with_tag("latest")], img.blobs.clone(), img.manifest.clone(), Some(progress))
+            .push(
+                &[target.clone(), target.with_tag("latest")],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                Some(progress),
+            )
             .await
             .unwrap();
         assert_eq!(report.digest, img.digest);
-        assert!(report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Uploaded), "{:?}", report.blobs);
+        assert!(
+            report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Uploaded),
+            "{:?}",
+            report.blobs
+        );
         let total: u64 = img.blobs.iter().map(|b| b.size).sum();
         assert_eq!(report.bytes_uploaded, total);
         let log = proxy.log();
-        assert_eq!(report.requests as usize, log.len(), "the report counts every request: {log:#?}");
+        assert_eq!(
+            report.requests as usize,
+            log.len(),
+            "the report counts every request: {log:#?}"
+        );
         // ping, 2 HEAD, 2 POST, 2 PUT blob, PUT manifest under the first tag, the second tag
         assert_eq!(report.requests, 9, "{log:#?}");
         let puts: Vec<&Logged> = log.iter().filter(|l| l.method == "PUT").collect();
-        assert!(puts[puts.len() - 3].path.contains("digest="), "blobs before the manifest: {puts:#?}");
+        assert!(
+            puts[puts.len() - 3].path.contains("digest="),
+            "blobs before the manifest: {puts:#?}"
+        );
         assert!(puts[puts.len() - 2].path.ends_with("/manifests/v1"));
         assert!(puts[puts.len() - 1].path.ends_with("/manifests/latest"));
         let events = events.lock().unwrap().clone();
@@ -619,7 +743,11 @@ async fn push_one_layer_image_then_pull_it_back() {
         let again = c.pull_manifest(&target.with_digest(img.digest.clone())).await.unwrap();
         assert_eq!(again, pulled);
         c.fetch_blob(&target, &img.config_digest).await.unwrap();
-        assert_eq!(c.total_requests(), before, "manifest by digest and config come from the cache");
+        assert_eq!(
+            c.total_requests(),
+            before,
+            "manifest by digest and config come from the cache"
+        );
         let hex = img.digest.trim_start_matches("sha256:");
         assert!(cache.path().join("manifests/sha256").join(hex).is_file());
 
@@ -632,8 +760,15 @@ async fn push_one_layer_image_then_pull_it_back() {
         // Pushing again uploads nothing.
         proxy.clear();
         let c2 = client(opts());
-        let report = c2.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap();
-        assert!(report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Existed), "{:?}", report.blobs);
+        let report = c2
+            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
+        assert!(
+            report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Existed),
+            "{:?}",
+            report.blobs
+        );
         assert_eq!(report.bytes_uploaded, 0);
         let log = proxy.log();
         assert_eq!(count(&log, "POST", "/blobs/uploads/"), 0);
@@ -654,7 +789,10 @@ async fn pull_errors_are_clear() {
         assert!(matches!(err, RegistryError::ManifestUnknown { .. }), "{err:?}");
         let msg = err.to_string();
         eprintln!("error message: {msg}");
-        assert!(msg.contains(&format!("{}/no/such:tag", reg.addr())) && msg.contains("not found"), "{msg}");
+        assert!(
+            msg.contains(&format!("{}/no/such:tag", reg.addr())) && msg.contains("not found"),
+            "{msg}"
+        );
 
         let work = tempfile::tempdir().unwrap();
         let img = one_layer_image("x", work.path());
@@ -735,7 +873,10 @@ async fn index_platform_selection_and_docker_v2_manifests() {
 async fn base_of(c: &Client, base: &Reference) -> (serde_json::Value, serde_json::Value) {
     let m = c.pull_manifest(base).await.unwrap();
     let mj: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
-    let cfg = c.fetch_blob(base, mj["config"]["digest"].as_str().unwrap()).await.unwrap();
+    let cfg = c
+        .fetch_blob(base, mj["config"]["digest"].as_str().unwrap())
+        .await
+        .unwrap();
     (mj, serde_json::from_slice(&cfg).unwrap())
 }
 
@@ -755,14 +896,25 @@ async fn base_layers_are_mounted_and_unchanged_pushes_upload_nothing() {
         let c0 = client(opts());
         let seed = image_on(
             None,
-            &[layer(&[("b1", &[1u8; 3000])]), layer(&[("b2", &[2u8; 5000])]), layer(&[("b3", b"three")])],
+            &[
+                layer(&[("b1", &[1u8; 3000])]),
+                layer(&[("b2", &[2u8; 5000])]),
+                layer(&[("b3", b"three")]),
+            ],
             work.path(),
             "amd64",
         );
         let seed_ref = r(&format!("{}/seed/three:1", reg.addr()));
-        c0.push(&[seed_ref.clone()], seed.blobs.clone(), seed.manifest.clone(), None).await.unwrap();
+        c0.push(&[seed_ref.clone()], seed.blobs.clone(), seed.manifest.clone(), None)
+            .await
+            .unwrap();
         let layout = common::temp_dir("fnbuild-layout-");
-        common::run_ok(Command::new("skopeo").args(["copy", "--quiet", "--src-tls-verify=false"]).arg(format!("docker://{seed_ref}")).arg(format!("oci:{}:1", layout.path().display())));
+        common::run_ok(
+            Command::new("skopeo")
+                .args(["copy", "--quiet", "--src-tls-verify=false"])
+                .arg(format!("docker://{seed_ref}"))
+                .arg(format!("oci:{}:1", layout.path().display())),
+        );
         reg.push_oci_layout(layout.path(), "1", "base/three:1");
         // Plus the real node base image.
         reg.push_oci_layout(&common::base_images().node, common::NODE_TAG, "base/node:20");
@@ -770,45 +922,104 @@ async fn base_layers_are_mounted_and_unchanged_pushes_upload_nothing() {
         for (base_name, n_base) in [("base/three:1", 3usize), ("base/node:20", 1)] {
             let base = r(&format!("{}/{base_name}", proxy.addr()));
             let (bm, bc) = base_of(&c0, &base).await;
-            let app = image_on(Some((&bm, &bc, &base)), &[layer(&[("app/handler.js", b"module.exports.main = () => 'hi';")])], work.path(), "amd64");
-            let target = r(&format!("{}/app/{}:1", proxy.addr(), base_name.replace(['/', ':'], "-")));
+            let app = image_on(
+                Some((&bm, &bc, &base)),
+                &[layer(&[("app/handler.js", b"module.exports.main = () => 'hi';")])],
+                work.path(),
+                "amd64",
+            );
+            let target = r(&format!(
+                "{}/app/{}:1",
+                proxy.addr(),
+                base_name.replace(['/', ':'], "-")
+            ));
 
             // First push: base layers mounted, the rest uploaded.
             proxy.clear();
-            let report = client(opts()).push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None).await.unwrap();
+            let report = client(opts())
+                .push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None)
+                .await
+                .unwrap();
             let log = proxy.log();
             assert_eq!(report.requests as usize, log.len());
             for l in &app.layer_digests[..n_base] {
                 assert_eq!(outcome(&report, l), BlobOutcome::Mounted, "{log:#?}");
-                assert_eq!(count(&log, "PUT", &format!("digest={}", l.replace(':', "%3A"))), 0, "{l} was uploaded: {log:#?}");
+                assert_eq!(
+                    count(&log, "PUT", &format!("digest={}", l.replace(':', "%3A"))),
+                    0,
+                    "{l} was uploaded: {log:#?}"
+                );
             }
             assert_eq!(count(&log, "POST", "mount="), n_base);
-            assert!(log.iter().filter(|l| l.path.contains("mount=")).all(|l| l.path.contains("from=base") && l.status == 201), "{log:#?}");
-            let new_bytes: u64 = app.blobs.iter().filter(|b| !matches!(b.source, BlobSource::Registry(_))).map(|b| b.size).sum();
-            assert_eq!(report.bytes_uploaded, new_bytes, "only the new layer and the config are uploaded");
+            assert!(
+                log.iter()
+                    .filter(|l| l.path.contains("mount="))
+                    .all(|l| l.path.contains("from=base") && l.status == 201),
+                "{log:#?}"
+            );
+            let new_bytes: u64 = app
+                .blobs
+                .iter()
+                .filter(|b| !matches!(b.source, BlobSource::Registry(_)))
+                .map(|b| b.size)
+                .sum();
+            assert_eq!(
+                report.bytes_uploaded, new_bytes,
+                "only the new layer and the config are uploaded"
+            );
             // ping + HEAD×(n+2) + mount×n + (POST+PUT)×2 + manifest + tag
             assert_eq!(report.requests as usize, 1 + (n_base + 2) + n_base + 4 + 1, "{log:#?}");
-            eprintln!("[{base_name}] first push of base+1 layer: {} requests, {} bytes uploaded", report.requests, report.bytes_uploaded);
-            skopeo_verify(&format!("{}/app/{}:1", reg.addr(), base_name.replace(['/', ':'], "-")), None);
+            eprintln!(
+                "[{base_name}] first push of base+1 layer: {} requests, {} bytes uploaded",
+                report.requests, report.bytes_uploaded
+            );
+            skopeo_verify(
+                &format!("{}/app/{}:1", reg.addr(), base_name.replace(['/', ':'], "-")),
+                None,
+            );
 
             // Unchanged: nothing uploaded or mounted.
             proxy.clear();
-            let report = client(opts()).push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None).await.unwrap();
+            let report = client(opts())
+                .push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None)
+                .await
+                .unwrap();
             assert_eq!(report.bytes_uploaded, 0);
             assert!(report.blobs.iter().all(|(_, o)| *o == BlobOutcome::Existed));
             assert_eq!(report.requests as usize, 1 + (n_base + 2) + 1);
-            eprintln!("[{base_name}] unchanged push: {} requests, 0 bytes uploaded", report.requests);
+            eprintln!(
+                "[{base_name}] unchanged push: {} requests, 0 bytes uploaded",
+                report.requests
+            );
 
             // One changed layer: only it and the config go up.
-            let app2 = image_on(Some((&bm, &bc, &base)), &[layer(&[("app/handler.js", b"module.exports.main = () => 'hi v2';")])], work.path(), "amd64");
+            let app2 = image_on(
+                Some((&bm, &bc, &base)),
+                &[layer(&[("app/handler.js", b"module.exports.main = () => 'hi v2';")])],
+                work.path(),
+                "amd64",
+            );
             proxy.clear();
-            let report = client(opts()).push(&[target.with_tag("2")], app2.blobs.clone(), app2.manifest.clone(), None).await.unwrap();
-            let uploaded: Vec<_> = report.blobs.iter().filter(|(_, o)| *o == BlobOutcome::Uploaded).collect();
+            let report = client(opts())
+                .push(&[target.with_tag("2")], app2.blobs.clone(), app2.manifest.clone(), None)
+                .await
+                .unwrap();
+            let uploaded: Vec<_> = report
+                .blobs
+                .iter()
+                .filter(|(_, o)| *o == BlobOutcome::Uploaded)
+                .collect();
             assert_eq!(uploaded.len(), 2, "{:?}", report.blobs);
             assert_eq!(count(&proxy.log(), "POST", "mount="), 0);
             assert_eq!(report.requests as usize, 1 + (n_base + 2) + 4 + 1);
-            eprintln!("[{base_name}] one-layer change: {} requests, {} bytes uploaded", report.requests, report.bytes_uploaded);
-            skopeo_verify(&format!("{}/app/{}:2", reg.addr(), base_name.replace(['/', ':'], "-")), None);
+            eprintln!(
+                "[{base_name}] one-layer change: {} requests, {} bytes uploaded",
+                report.requests, report.bytes_uploaded
+            );
+            skopeo_verify(
+                &format!("{}/app/{}:2", reg.addr(), base_name.replace(['/', ':'], "-")),
+                None,
+            );
         }
     })
     .await;
@@ -823,31 +1034,76 @@ async fn failed_mount_falls_back_to_copy() {
         let c = client(opts());
         let base = r(&format!("{}/base/one:1", proxy.addr()));
         let b = image_on(None, &[layer(&[("f", b"base layer")])], work.path(), "amd64");
-        c.push(&[base.clone()], b.blobs.clone(), b.manifest.clone(), None).await.unwrap();
+        c.push(&[base.clone()], b.blobs.clone(), b.manifest.clone(), None)
+            .await
+            .unwrap();
         let (bm, bc) = base_of(&c, &base).await;
-        let app = image_on(Some((&bm, &bc, &base)), &[layer(&[("g", b"app")])], work.path(), "amd64");
+        let app = image_on(
+            Some((&bm, &bc, &base)),
+            &[layer(&[("g", b"app")])],
+            work.path(),
+            "amd64",
+        );
         // The registry answers the mount with 202 (starting an upload) once, and fails it once.
         proxy.fault("POST", "mount=", 1, Action::Status(500, None));
         proxy.clear();
-        let report = client(RegistryOptions { retry: RetryPolicy { max_attempts: 1, ..opts().retry }, ..opts() })
-            .push(&[r(&format!("{}/app/x:1", proxy.addr()))], app.blobs.clone(), app.manifest.clone(), None)
-            .await
-            .unwrap();
-        assert_eq!(outcome(&report, &app.layer_digests[0]), BlobOutcome::Copied, "{:?}", proxy.log());
+        let report = client(RegistryOptions {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..opts().retry
+            },
+            ..opts()
+        })
+        .push(
+            &[r(&format!("{}/app/x:1", proxy.addr()))],
+            app.blobs.clone(),
+            app.manifest.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            outcome(&report, &app.layer_digests[0]),
+            BlobOutcome::Copied,
+            "{:?}",
+            proxy.log()
+        );
         skopeo_verify(&format!("{}/app/x:1", reg.addr()), None);
 
         // A mount that starts an upload (202: source repository unknown here) is used for the copy.
         let ghost = r(&format!("{}/ghost/repo:1", proxy.addr()));
-        let app2 = image_on(Some((&bm, &bc, &ghost)), &[layer(&[("g", b"app2")])], work.path(), "amd64");
+        let app2 = image_on(
+            Some((&bm, &bc, &ghost)),
+            &[layer(&[("g", b"app2")])],
+            work.path(),
+            "amd64",
+        );
         // The source must serve the blob for the copy: point at the real base for the GET.
-        proxy.fault("GET", "/v2/ghost/repo/blobs/", 5, Action::RedirectTo(format!("http://{}/v2/base/one/blobs/{}#", proxy.addr(), app.layer_digests[0])));
+        proxy.fault(
+            "GET",
+            "/v2/ghost/repo/blobs/",
+            5,
+            Action::RedirectTo(format!(
+                "http://{}/v2/base/one/blobs/{}#",
+                proxy.addr(),
+                app.layer_digests[0]
+            )),
+        );
         proxy.clear();
         let report = client(opts())
-            .push(&[r(&format!("{}/app/y:1", proxy.addr()))], app2.blobs.clone(), app2.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/app/y:1", proxy.addr()))],
+                app2.blobs.clone(),
+                app2.manifest.clone(),
+                None,
+            )
             .await
             .unwrap();
         let log = proxy.log();
-        assert!(log.iter().any(|l| l.path.contains("mount=") && l.status == 202), "{log:#?}");
+        assert!(
+            log.iter().any(|l| l.path.contains("mount=") && l.status == 202),
+            "{log:#?}"
+        );
         assert_eq!(outcome(&report, &app.layer_digests[0]), BlobOutcome::Copied);
         skopeo_verify(&format!("{}/app/y:1", reg.addr()), None);
     })
@@ -864,12 +1120,24 @@ async fn blobs_from_another_registry_are_streamed_across() {
         let c = client(opts());
         let base = r(&base_ref);
         let (bm, bc) = base_of(&c, &base).await;
-        let app = image_on(Some((&bm, &bc, &base)), &[layer(&[("app/x", b"x")])], work.path(), "amd64");
+        let app = image_on(
+            Some((&bm, &bc, &base)),
+            &[layer(&[("app/x", b"x")])],
+            work.path(),
+            "amd64",
+        );
         let target = r(&format!("{}/app/node:1", reg_b.addr()));
-        let report = c.push(&[target], app.blobs.clone(), app.manifest.clone(), None).await.unwrap();
+        let report = c
+            .push(&[target], app.blobs.clone(), app.manifest.clone(), None)
+            .await
+            .unwrap();
         assert_eq!(outcome(&report, &app.layer_digests[0]), BlobOutcome::Copied);
         let base_size = bm["layers"][0]["size"].as_u64().unwrap();
-        assert!(report.bytes_uploaded >= base_size, "{} < {base_size}", report.bytes_uploaded);
+        assert!(
+            report.bytes_uploaded >= base_size,
+            "{} < {base_size}",
+            report.bytes_uploaded
+        );
         let copied = skopeo_verify(&format!("{}/app/node:1", reg_b.addr()), None);
         assert_eq!(copied["layers"][0]["digest"], app.layer_digests[0].as_str());
     })
@@ -891,44 +1159,83 @@ async fn basic_auth_from_config_json_and_wrong_password() {
         // No credentials at all.
         let empty = tempfile::tempdir().unwrap();
         std::fs::write(empty.path().join("config.json"), "{}").unwrap();
-        let err = client(RegistryOptions { registry_config: Some(empty.path().join("config.json")), ..opts() })
-            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
-            .await
-            .unwrap_err();
+        let err = client(RegistryOptions {
+            registry_config: Some(empty.path().join("config.json")),
+            ..opts()
+        })
+        .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+        .await
+        .unwrap_err();
         assert!(matches!(err, RegistryError::AuthRequired { .. }), "{err:?}");
-        assert!(err.to_string().contains(reg.addr()) && err.to_string().contains("docker login"), "{err}");
+        assert!(
+            err.to_string().contains(reg.addr()) && err.to_string().contains("docker login"),
+            "{err}"
+        );
 
         // A wrong (distinctive) password: a clear error, naming the registry, never the password.
         let wrong = "Wr0ng-Distinct1ve-Pa55word-kq7Yw";
         let (_d, cfg) = write_config(reg.addr(), common::REGISTRY_USER, wrong);
-        let err = client(RegistryOptions { registry_config: Some(cfg.clone()), ..opts() })
-            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
-            .await
-            .unwrap_err();
+        let err = client(RegistryOptions {
+            registry_config: Some(cfg.clone()),
+            ..opts()
+        })
+        .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+        .await
+        .unwrap_err();
         let msg = err.to_string();
         eprintln!("error message: {msg}");
         assert!(matches!(err, RegistryError::AuthFailed { .. }), "{err:?}");
-        assert!(msg.contains(reg.addr()) && msg.contains("secure/app") && msg.contains("config.json"), "{msg}");
+        assert!(
+            msg.contains(reg.addr()) && msg.contains("secure/app") && msg.contains("config.json"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
-        assert_no_secret(&msg, &[wrong, &b64(&format!("{}:{wrong}", common::REGISTRY_USER))], "the error");
+        assert_no_secret(
+            &msg,
+            &[wrong, &b64(&format!("{}:{wrong}", common::REGISTRY_USER))],
+            "the error",
+        );
         assert_no_secret(&format!("{err:?}"), &[wrong], "the error's Debug");
         // Nothing was pushed.
         assert_ne!(
-            common::http_request("HEAD", &format!("http://{}/v2/secure/app/blobs/{}", reg.addr(), img.config_digest), &[("Authorization", &format!("Basic {}", b64("fnuser:fnpass")))], b"", Duration::from_secs(5)).0,
+            common::http_request(
+                "HEAD",
+                &format!("http://{}/v2/secure/app/blobs/{}", reg.addr(), img.config_digest),
+                &[("Authorization", &format!("Basic {}", b64("fnuser:fnpass")))],
+                b"",
+                Duration::from_secs(5)
+            )
+            .0,
             200
         );
 
         // The right password.
         let (_d2, cfg) = write_config(reg.addr(), common::REGISTRY_USER, common::REGISTRY_PASSWORD);
-        let c = client(RegistryOptions { registry_config: Some(cfg), ..opts() });
-        let report = c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap();
+        let c = client(RegistryOptions {
+            registry_config: Some(cfg),
+            ..opts()
+        });
+        let report = c
+            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
         assert_eq!(report.digest, img.digest);
-        skopeo_verify(&format!("{}/secure/app:1", reg.addr()), Some(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD)));
+        skopeo_verify(
+            &format!("{}/secure/app:1", reg.addr()),
+            Some(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD)),
+        );
         assert_eq!(c.pull_manifest(&target).await.unwrap().digest, img.digest);
 
         let logs = logged_text();
         assert!(logs.contains("registry request"), "the test captured the client's logs");
-        assert_no_secret(&logs, &[wrong, &b64(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD))], "the logs");
+        assert_no_secret(
+            &logs,
+            &[
+                wrong,
+                &b64(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD)),
+            ],
+            "the logs",
+        );
     })
     .await;
 }
@@ -939,35 +1246,56 @@ async fn token_auth_one_token_for_push_and_mount() {
         init_logs();
         let password = "Tok3n-Distinct1ve-Pa55-zq8Xv";
         let tokens = TokenServer::start("tokuser", password).await;
-        let mut reg = common::Registry::start_with_files(&tokens.config_yaml(), &[("token-cert.pem", &tokens.cert_pem)]);
+        let mut reg =
+            common::Registry::start_with_files(&tokens.config_yaml(), &[("token-cert.pem", &tokens.cert_pem)]);
         reg.credentials = Some(("tokuser".into(), password.into()));
         let base_ref = reg.push_oci_layout(&common::base_images().node, common::NODE_TAG, "base/node:20");
         let (_d, cfg) = write_config(reg.addr(), "tokuser", password);
-        let o = RegistryOptions { registry_config: Some(cfg), ..opts() };
+        let o = RegistryOptions {
+            registry_config: Some(cfg),
+            ..opts()
+        };
 
         let c = client(o.clone());
         let base = r(&base_ref);
         let (bm, bc) = base_of(&c, &base).await;
         let work = tempfile::tempdir().unwrap();
-        let app = image_on(Some((&bm, &bc, &base)), &[layer(&[("app/f", b"token")])], work.path(), "amd64");
+        let app = image_on(
+            Some((&bm, &bc, &base)),
+            &[layer(&[("app/f", b"token")])],
+            work.path(),
+            "amd64",
+        );
         let target = r(&format!("{}/team/app:1", reg.addr()));
         tokens.requests.lock().unwrap().clear();
-        let report = client(o.clone()).push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None).await.unwrap();
+        let report = client(o.clone())
+            .push(&[target.clone()], app.blobs.clone(), app.manifest.clone(), None)
+            .await
+            .unwrap();
         assert_eq!(outcome(&report, &app.layer_digests[0]), BlobOutcome::Mounted);
         let reqs = tokens.requests();
         assert_eq!(reqs.len(), 1, "one token for the whole push: {reqs:?}");
-        assert_eq!(reqs[0].scopes, vec!["repository:team/app:pull,push", "repository:base/node:pull"]);
+        assert_eq!(
+            reqs[0].scopes,
+            vec!["repository:team/app:pull,push", "repository:base/node:pull"]
+        );
         assert_eq!(reqs[0].user.as_deref(), Some("tokuser"));
         assert!(reqs[0].ok);
-        skopeo_verify(&format!("{}/team/app:1", reg.addr()), Some(&format!("tokuser:{password}")));
+        skopeo_verify(
+            &format!("{}/team/app:1", reg.addr()),
+            Some(&format!("tokuser:{password}")),
+        );
 
         // A wrong password fails at the token service, naming the registry, not the password.
         let wrong = "Wr0ng-T0ken-Pa55-vv3";
         let (_d3, bad_cfg) = write_config(reg.addr(), "tokuser", wrong);
-        let err = client(RegistryOptions { registry_config: Some(bad_cfg), ..opts() })
-            .push(&[target.with_tag("2")], app.blobs.clone(), app.manifest.clone(), None)
-            .await
-            .unwrap_err();
+        let err = client(RegistryOptions {
+            registry_config: Some(bad_cfg),
+            ..opts()
+        })
+        .push(&[target.with_tag("2")], app.blobs.clone(), app.manifest.clone(), None)
+        .await
+        .unwrap_err();
         assert!(matches!(err, RegistryError::AuthFailed { .. }), "{err:?}");
         assert!(err.to_string().contains(reg.addr()), "{err}");
         assert_eq!(manifest_status(reg.addr(), "team/app", "2"), 401);
@@ -986,25 +1314,41 @@ async fn token_auth_one_token_for_push_and_mount() {
 async fn authorization_is_not_sent_to_redirect_targets() {
     bounded(async {
         let reg = common::Registry::start_htpasswd();
-        let basic = format!("Basic {}", b64(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD)));
+        let basic = format!(
+            "Basic {}",
+            b64(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD))
+        );
         // "storage": another origin that serves blobs with its own credentials.
         let storage = Proxy::start_with(reg.addr(), Some(basic.clone())).await;
         let front = Proxy::start(reg.addr()).await;
         let work = tempfile::tempdir().unwrap();
         let img = one_layer_image("redirected", work.path());
         let (_d, cfg) = write_config(front.addr(), common::REGISTRY_USER, common::REGISTRY_PASSWORD);
-        let c = client(RegistryOptions { registry_config: Some(cfg), ..opts() });
+        let c = client(RegistryOptions {
+            registry_config: Some(cfg),
+            ..opts()
+        });
         let target = r(&format!("{}/redir/app:1", front.addr()));
-        c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap();
+        c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
 
-        front.fault("GET", "/blobs/sha256:", 10, Action::RedirectTo(format!("http://{}", storage.addr())));
+        front.fault(
+            "GET",
+            "/blobs/sha256:",
+            10,
+            Action::RedirectTo(format!("http://{}", storage.addr())),
+        );
         let bytes = c.fetch_blob(&target, &img.config_digest).await.unwrap();
         assert_eq!(sha256_digest(&bytes), img.config_digest);
         let front_log = front.log();
         let storage_log = storage.log();
         assert!(front_log.iter().any(|l| l.status == 307 && l.auth), "{front_log:#?}");
         assert_eq!(storage_log.len(), 1, "{storage_log:#?}");
-        assert!(!storage_log[0].auth, "Authorization went to another host: {storage_log:#?}");
+        assert!(
+            !storage_log[0].auth,
+            "Authorization went to another host: {storage_log:#?}"
+        );
     })
     .await;
 }
@@ -1076,14 +1420,27 @@ async fn unreachable_registry_is_named() {
         let port = common::free_port();
         let work = tempfile::tempdir().unwrap();
         let img = one_layer_image("x", work.path());
-        let o = RegistryOptions { retry: RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(50), ..opts().retry }, ..opts() };
+        let o = RegistryOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::from_millis(50),
+                ..opts().retry
+            },
+            ..opts()
+        };
         let started = Instant::now();
-        let err = client(o).push(&[r(&format!("127.0.0.1:{port}/a/b:1"))], img.blobs, img.manifest, None).await.unwrap_err();
+        let err = client(o)
+            .push(&[r(&format!("127.0.0.1:{port}/a/b:1"))], img.blobs, img.manifest, None)
+            .await
+            .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
         let msg = err.to_string();
         eprintln!("error message: {msg}");
-        assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("cannot reach"), "{msg}");
+        assert!(
+            msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("cannot reach"),
+            "{msg}"
+        );
     })
     .await;
 }
@@ -1104,7 +1461,12 @@ async fn transient_errors_are_retried() {
         proxy.fault("PUT", "/manifests/v1", 1, Action::Status(429, Some(1)));
         let started = Instant::now();
         let report = client(opts())
-            .push(&[r(&format!("{}/faults/app:v1", proxy.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/faults/app:v1", proxy.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap();
         assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After was honoured");
@@ -1123,17 +1485,37 @@ async fn dropped_upload_is_retried_from_a_fresh_post() {
         let proxy = Proxy::start(reg.addr()).await;
         let work = tempfile::tempdir().unwrap();
         // A layer big enough to be sent in several chunks.
-        let big: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let big: Vec<u8> = (0..1_500_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let img = image_on(None, &[layer(&[("big.bin", &big)])], work.path(), "amd64");
         let layer_digest = img.layer_digests[0].clone();
-        proxy.fault("PUT", &format!("digest={}", layer_digest.replace(':', "%3A")), 1, Action::DropMidBody);
+        proxy.fault(
+            "PUT",
+            &format!("digest={}", layer_digest.replace(':', "%3A")),
+            1,
+            Action::DropMidBody,
+        );
         let report = client(opts())
-            .push(&[r(&format!("{}/drop/app:1", proxy.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/drop/app:1", proxy.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap();
         let log = proxy.log();
-        assert_eq!(count(&log, "PUT", "digest=sha256%3A"), 3, "dropped PUT, retried PUT, config PUT: {log:#?}");
-        assert_eq!(count(&log, "POST", "/blobs/uploads/"), 3, "a fresh POST for the retry: {log:#?}");
+        assert_eq!(
+            count(&log, "PUT", "digest=sha256%3A"),
+            3,
+            "dropped PUT, retried PUT, config PUT: {log:#?}"
+        );
+        assert_eq!(
+            count(&log, "POST", "/blobs/uploads/"),
+            3,
+            "a fresh POST for the retry: {log:#?}"
+        );
         let total: u64 = img.blobs.iter().map(|b| b.size).sum();
         assert!(report.bytes_uploaded > total, "the dropped attempt's bytes count too");
         skopeo_verify(&format!("{}/drop/app:1", reg.addr()), None);
@@ -1151,10 +1533,18 @@ async fn slow_replies_time_out_and_are_retried() {
         // Every request slowed a little, and two HEADs hang past the request timeout.
         proxy.fault("HEAD", "/blobs/", 2, Action::Delay(Duration::from_secs(3)));
         proxy.fault("", "/v2/", 1000, Action::Delay(Duration::from_millis(100)));
-        let o = RegistryOptions { request_timeout: Duration::from_secs(1), ..opts() };
+        let o = RegistryOptions {
+            request_timeout: Duration::from_secs(1),
+            ..opts()
+        };
         let started = Instant::now();
         client(o)
-            .push(&[r(&format!("{}/slow/app:1", proxy.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/slow/app:1", proxy.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap();
         assert!(started.elapsed() < Duration::from_secs(20));
@@ -1171,7 +1561,12 @@ async fn persistent_failures_fail_clearly_and_leave_no_manifest() {
         let work = tempfile::tempdir().unwrap();
         let img = one_layer_image("never", work.path());
         let o = RegistryOptions {
-            retry: RetryPolicy { max_attempts: 3, max_elapsed: Duration::from_secs(5), base_delay: Duration::from_millis(50), max_delay: Duration::from_millis(200) },
+            retry: RetryPolicy {
+                max_attempts: 3,
+                max_elapsed: Duration::from_secs(5),
+                base_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
             ..opts()
         };
         // The layer's upload always fails.
@@ -1179,23 +1574,43 @@ async fn persistent_failures_fail_clearly_and_leave_no_manifest() {
         proxy.fault("PUT", &layer_put, 1000, Action::Status(503, None));
         let started = Instant::now();
         let err = client(o.clone())
-            .push(&[r(&format!("{}/broken/app:1", proxy.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/broken/app:1", proxy.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10));
         assert!(matches!(err, RegistryError::RetriesExhausted { .. }), "{err:?}");
         let msg = err.to_string();
         eprintln!("error message: {msg}");
-        assert!(msg.contains(proxy.addr()) && msg.contains(&img.layer_digests[0]) && msg.contains("3 attempts") && msg.contains("503"), "{msg}");
+        assert!(
+            msg.contains(proxy.addr())
+                && msg.contains(&img.layer_digests[0])
+                && msg.contains("3 attempts")
+                && msg.contains("503"),
+            "{msg}"
+        );
         let log = proxy.log();
-        assert_eq!(count(&log, "PUT", "/manifests/"), 0, "no manifest may be pushed: {log:#?}");
+        assert_eq!(
+            count(&log, "PUT", "/manifests/"),
+            0,
+            "no manifest may be pushed: {log:#?}"
+        );
         assert_eq!(manifest_status(reg.addr(), "broken/app", "1"), 404);
 
         // 429 with a Retry-After beyond the budget: give up at once, saying so.
         proxy.fault("HEAD", "/blobs/", 1000, Action::Status(429, Some(30)));
         let started = Instant::now();
         let err = client(o.clone())
-            .push(&[r(&format!("{}/broken/app:2", proxy.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/broken/app:2", proxy.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -1206,7 +1621,12 @@ async fn persistent_failures_fail_clearly_and_leave_no_manifest() {
         let proxy2 = Proxy::start(reg2.addr()).await;
         proxy2.fault("PUT", "/manifests/", 1000, Action::Status(500, None));
         let err = client(o)
-            .push(&[r(&format!("{}/broken/app:3", proxy2.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[r(&format!("{}/broken/app:3", proxy2.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("manifest"), "{err}");
@@ -1224,22 +1644,41 @@ async fn registry_refusals_carry_its_error_code() {
         let c = client(opts());
         let target = r(&format!("{}/refuse/app:1", reg.addr()));
         // A manifest whose layer is not pushed and not present is caught before the registry.
-        let err = c.push(&[target.clone()], vec![img.blobs[1].clone()], img.manifest.clone(), None).await.unwrap_err();
+        let err = c
+            .push(
+                &[target.clone()],
+                vec![img.blobs[1].clone()],
+                img.manifest.clone(),
+                None,
+            )
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("neither among the blobs"), "{err}");
         // A blob whose bytes do not match its digest: the registry refuses it with its code.
         let mut wrong = img.blobs[1].clone();
         wrong.source = BlobSource::Bytes(vec![b'x'; wrong.size as usize]);
         let fresh = r(&format!("{}/refuse/fresh:1", reg.addr()));
-        let err = c.push(&[fresh], vec![img.blobs[0].clone(), wrong], img.manifest.clone(), None).await.unwrap_err();
+        let err = c
+            .push(&[fresh], vec![img.blobs[0].clone(), wrong], img.manifest.clone(), None)
+            .await
+            .unwrap_err();
         let msg = err.to_string();
         eprintln!("error message: {msg}");
         assert!(matches!(err, RegistryError::Refused { .. }), "{err:?}");
-        assert!(msg.contains("DIGEST_INVALID") && msg.contains("refuse/fresh") && msg.contains(reg.addr()), "{msg}");
+        assert!(
+            msg.contains("DIGEST_INVALID") && msg.contains("refuse/fresh") && msg.contains(reg.addr()),
+            "{msg}"
+        );
         assert_eq!(manifest_status(reg.addr(), "refuse/app", "1"), 404);
         assert_eq!(manifest_status(reg.addr(), "refuse/fresh", "1"), 404);
         // Targets in two repositories are refused up front.
         let err = c
-            .push(&[target.clone(), r(&format!("{}/other/app:1", reg.addr()))], img.blobs.clone(), img.manifest.clone(), None)
+            .push(
+                &[target.clone(), r(&format!("{}/other/app:1", reg.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::InvalidPush(_)), "{err:?}");

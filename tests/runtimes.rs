@@ -65,34 +65,66 @@ fn cases() -> [Case; 3] {
         format!("{}", base_images().python.display())
     }
     [
-        Case { runtime: "nodejs20", handler_file: "handler.js", handler: NODE_HANDLER, base_layout: node },
+        Case {
+            runtime: "nodejs20",
+            handler_file: "handler.js",
+            handler: NODE_HANDLER,
+            base_layout: node,
+        },
         // No Node 22 exists on this machine to make a base from: the nodejs22 runtime's server
         // and config run on the Node 20 base here.
-        Case { runtime: "nodejs22", handler_file: "handler.js", handler: NODE_HANDLER, base_layout: node },
-        Case { runtime: "python312", handler_file: "handler.py", handler: PYTHON_HANDLER, base_layout: python },
+        Case {
+            runtime: "nodejs22",
+            handler_file: "handler.js",
+            handler: NODE_HANDLER,
+            base_layout: node,
+        },
+        Case {
+            runtime: "python312",
+            handler_file: "handler.py",
+            handler: PYTHON_HANDLER,
+            base_layout: python,
+        },
     ]
 }
 
 fn base_tag(runtime: &str) -> &'static str {
-    if runtime.starts_with("python") { "3.12" } else { "20" }
+    if runtime.starts_with("python") {
+        "3.12"
+    } else {
+        "20"
+    }
 }
 
 /// Builds `src` for `runtime` with its base from `registry`, pushes it there; returns `REF@DIGEST`.
 fn build_and_push(registry: &Registry, runtime: &str, base_layout: &str, src: &Path, name: &str) -> String {
     let tag = base_tag(runtime);
     let base = registry.push_oci_layout(base_layout, tag, &format!("base/{runtime}:{tag}"));
-    let out = run_ok(
-        fnbuild()
-            .arg("build")
-            .arg(src)
-            .args(["--runtime", runtime, "--base", &base, "--push", &registry.image(&format!("{name}:latest")), "--json"]),
-    );
+    let out = run_ok(fnbuild().arg("build").arg(src).args([
+        "--runtime",
+        runtime,
+        "--base",
+        &base,
+        "--push",
+        &registry.image(&format!("{name}:latest")),
+        "--json",
+    ]));
     let result: Value = serde_json::from_str(&out).unwrap();
     result["outputs"][0]["image"].as_str().unwrap().to_string()
 }
 
 fn run_function(image: &str, extra: &[&str]) -> Container {
-    let mut args = vec!["--read-only", "--tmpfs", "/tmp", "--user", "1000", "-e", "FUNC_NAME=probe", "-e", "SERVICE_NAMESPACE=tests"];
+    let mut args = vec![
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--user",
+        "1000",
+        "-e",
+        "FUNC_NAME=probe",
+        "-e",
+        "SERVICE_NAMESPACE=tests",
+    ];
     args.extend_from_slice(extra);
     docker_run_detached(image, &args)
 }
@@ -108,7 +140,13 @@ fn each_runtime_serves_the_function_contract() {
         let rt = case.runtime;
         let src = temp_dir("fn-");
         std::fs::write(src.path().join(case.handler_file), case.handler).unwrap();
-        let image = build_and_push(&registry, rt, &(case.base_layout)(), src.path(), &format!("contract-{rt}"));
+        let image = build_and_push(
+            &registry,
+            rt,
+            &(case.base_layout)(),
+            src.path(),
+            &format!("contract-{rt}"),
+        );
         let c = run_function(&image, &["-e", "FUNC_TIMEOUT=2"]);
         let url = c.url();
 
@@ -118,22 +156,41 @@ fn each_runtime_serves_the_function_contract() {
 
         let (status, headers, body) = http_post(&format!("{url}/echo"), "application/json", r#"{"a":[1,2]}"#);
         assert_eq!(status, 200, "{rt}: {body}");
-        assert!(header(&headers, "content-type").unwrap().starts_with("application/json"), "{rt}: {headers:?}");
+        assert!(
+            header(&headers, "content-type")
+                .unwrap()
+                .starts_with("application/json"),
+            "{rt}: {headers:?}"
+        );
         let echoed = json_body(&body);
         assert_eq!(echoed["data"], json!({"a": [1, 2]}), "{rt}");
-        assert_eq!(echoed["context"], json!({"name": "probe", "runtime": rt, "namespace": "tests"}), "{rt}");
+        assert_eq!(
+            echoed["context"],
+            json!({"name": "probe", "runtime": rt, "namespace": "tests"}),
+            "{rt}"
+        );
 
         // A binary-mode CloudEvent: attributes in ce-* headers.
         let (status, _, body) = http_request(
             "POST",
             &format!("{url}/echo"),
-            &[("Content-Type", "application/json"), ("ce-specversion", "1.0"), ("ce-type", "order.created"), ("ce-source", "/shop"), ("ce-id", "42")],
+            &[
+                ("Content-Type", "application/json"),
+                ("ce-specversion", "1.0"),
+                ("ce-type", "order.created"),
+                ("ce-source", "/shop"),
+                ("ce-id", "42"),
+            ],
             br#"{"order":7}"#,
             Duration::from_secs(10),
         );
         assert_eq!(status, 200, "{rt}");
         let echoed = json_body(&body);
-        assert_eq!(echoed["ce"], json!({"type": "order.created", "source": "/shop", "id": "42", "specversion": "1.0"}), "{rt}");
+        assert_eq!(
+            echoed["ce"],
+            json!({"type": "order.created", "source": "/shop", "id": "42", "specversion": "1.0"}),
+            "{rt}"
+        );
         assert_eq!(echoed["data"], json!({"order": 7}), "{rt}");
 
         // A structured-mode CloudEvent: attributes in the JSON envelope.
@@ -141,17 +198,32 @@ fn each_runtime_serves_the_function_contract() {
         let (status, _, body) = http_post(&format!("{url}/echo"), "application/cloudevents+json", envelope);
         assert_eq!(status, 200, "{rt}: {body}");
         let echoed = json_body(&body);
-        assert_eq!(echoed["ce"], json!({"type": "order.paid", "source": "/pay", "id": "43", "specversion": "1.0"}), "{rt}");
+        assert_eq!(
+            echoed["ce"],
+            json!({"type": "order.paid", "source": "/pay", "id": "43", "specversion": "1.0"}),
+            "{rt}"
+        );
         assert_eq!(echoed["data"], json!({"order": 8}), "{rt}");
 
         let (status, _, body) = http_get(&format!("{url}/throw"));
         assert_eq!(status, 500, "{rt}");
-        assert!(!body.contains("    at ") && !body.contains("Traceback"), "{rt}: stack trace in the body: {body}");
-        assert!(c.logs().contains("handler exploded"), "{rt}: the error is logged: {}", c.logs());
+        assert!(
+            !body.contains("    at ") && !body.contains("Traceback"),
+            "{rt}: stack trace in the body: {body}"
+        );
+        assert!(
+            c.logs().contains("handler exploded"),
+            "{rt}: the error is logged: {}",
+            c.logs()
+        );
 
         assert_eq!(http_get(&format!("{url}/sleep?ms=5000")).0, 408, "{rt}: FUNC_TIMEOUT=2");
         let big = vec![b'x'; 1_100_000];
-        assert_eq!(http_post(&format!("{url}/echo"), "text/plain", &big).0, 413, "{rt}: over REQ_MB_LIMIT=1");
+        assert_eq!(
+            http_post(&format!("{url}/echo"), "text/plain", &big).0,
+            413,
+            "{rt}: over REQ_MB_LIMIT=1"
+        );
 
         let (status, _, metrics) = http_get(&format!("{url}/metrics"));
         assert_eq!(status, 200, "{rt}");
@@ -178,7 +250,10 @@ fn docker_stop_lets_the_request_in_flight_finish_and_exits_zero() {
         let slow = std::thread::spawn(move || http_request_once("GET", &url, &[], b"", Duration::from_secs(30)));
         std::thread::sleep(Duration::from_millis(400));
         run_ok(docker().args(["stop", "-t", "20", &c.id]));
-        let (status, _, body) = slow.join().unwrap().unwrap_or_else(|e| panic!("{rt}: the request in flight failed: {e}"));
+        let (status, _, body) = slow
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{rt}: the request in flight failed: {e}"));
         assert_eq!((status, body.as_str()), (200, "slept"), "{rt}");
         let code = run_ok(docker().args(["inspect", "-f", "{{.State.ExitCode}}", &c.id]));
         assert_eq!(code.trim(), "0", "{rt}: {}", c.logs());
@@ -193,7 +268,10 @@ fn kyma_hello_world_examples_and_init_scaffolds_run_unchanged() {
         // Kyma's documented hello world.
         let kyma = temp_dir("kyma-");
         let (file, source) = if case.handler_file == "handler.js" {
-            ("handler.js", "module.exports = {\n  main: function (event, context) {\n    return \"Hello World!\";\n  }\n}\n")
+            (
+                "handler.js",
+                "module.exports = {\n  main: function (event, context) {\n    return \"Hello World!\";\n  }\n}\n",
+            )
         } else {
             ("handler.py", "def main(event, context):\n    return \"Hello World!\"\n")
         };
@@ -206,7 +284,12 @@ fn kyma_hello_world_examples_and_init_scaffolds_run_unchanged() {
             let image = build_and_push(&registry, rt, &(case.base_layout)(), src, &format!("{label}-{rt}"));
             let c = run_function(&image, &[]);
             let (status, _, body) = http_get(&c.url());
-            assert_eq!((status, body.as_str()), (200, "Hello World!"), "{rt} {label}: {}", c.logs());
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "Hello World!"),
+                "{rt} {label}: {}",
+                c.logs()
+            );
         }
     }
 }
@@ -215,7 +298,11 @@ fn kyma_hello_world_examples_and_init_scaffolds_run_unchanged() {
 fn init_refuses_a_directory_that_is_not_empty() {
     let dir = temp_dir("init-full-");
     std::fs::write(dir.path().join("mine.txt"), "keep").unwrap();
-    let out = fnbuild().args(["init", "--runtime", "nodejs20"]).arg(dir.path()).output().unwrap();
+    let out = fnbuild()
+        .args(["init", "--runtime", "nodejs20"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not empty"), "{stderr}");

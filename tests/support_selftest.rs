@@ -17,15 +17,11 @@ fn base_images_unpack() {
         rootfs.join("usr/bin/node").exists(),
         "no /usr/bin/node in the node base"
     );
-    let tmp_mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(rootfs.join("tmp")).unwrap().permissions(),
-    );
+    let tmp_mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(rootfs.join("tmp")).unwrap().permissions());
     assert_eq!(tmp_mode & 0o7777, 0o1777);
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-    assert!(
-        passwd.lines().any(|l| l.split(':').nth(2) == Some("1000")),
-        "{passwd}"
-    );
+    assert!(passwd.lines().any(|l| l.split(':').nth(2) == Some("1000")), "{passwd}");
 
     let python = umoci_unpack(&b.python, PYTHON_TAG);
     assert!(python.path().join("rootfs/usr/local/bin/python3").exists());
@@ -43,15 +39,11 @@ fn base_images_unpack() {
     }
 
     let raw = skopeo_inspect_raw(&b.node_docker_dir_ref());
-    assert_eq!(
-        raw["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
     let archive = skopeo_inspect_config(&b.node_docker_archive_ref());
     assert_eq!(archive["architecture"], "amd64");
     let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.node_docker_layout.join("index.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(b.node_docker_layout.join("index.json")).unwrap()).unwrap();
     assert_eq!(
         index["manifests"][0]["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
@@ -70,24 +62,16 @@ fn registry_push_and_inspect() {
     let config = skopeo_inspect_config(&format!("docker://{pushed}"));
     assert_eq!(config["architecture"], "amd64");
     let raw = skopeo_inspect_raw(&format!("docker://{pushed}"));
-    assert_eq!(
-        raw["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
-    );
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
 
     // The Docker-family copy stays v2s2 in the registry.
     let pushed = reg.push(&b.node_docker_dir_ref(), "base/docker-node:20");
     let raw = skopeo_inspect_raw(&format!("docker://{pushed}"));
-    assert_eq!(
-        raw["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
+    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
 
     let (status, headers, body) = http_get(&format!("{}/v2/_catalog", reg.url()));
     assert_eq!(status, 200, "{body}");
-    assert!(header(&headers, "content-type")
-        .unwrap_or("")
-        .contains("json"));
+    assert!(header(&headers, "content-type").unwrap_or("").contains("json"));
     assert!(
         body.contains("base/node") && body.contains("base/docker-node"),
         "{body}"
@@ -101,9 +85,7 @@ fn registry_htpasswd() {
     let (status, headers, _) = http_get(&format!("{}/v2/", reg.url()));
     assert_eq!(status, 401);
     assert!(
-        header(&headers, "www-authenticate")
-            .unwrap()
-            .starts_with("Basic"),
+        header(&headers, "www-authenticate").unwrap().starts_with("Basic"),
         "{headers:?}"
     );
     let pushed = reg.push_oci_layout(&b.python, PYTHON_TAG, "base/python:3.12");

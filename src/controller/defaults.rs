@@ -13,7 +13,10 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        Defaults { function_profile: DEFAULT_FUNCTION_PROFILE.into(), build_profile: DEFAULT_BUILD_PROFILE.into() }
+        Defaults {
+            function_profile: DEFAULT_FUNCTION_PROFILE.into(),
+            build_profile: DEFAULT_BUILD_PROFILE.into(),
+        }
     }
 }
 
@@ -40,7 +43,9 @@ pub fn apply_defaults(spec: &mut FunctionSpec, d: &Defaults) {
     if spec.replicas.is_none() {
         spec.replicas = Some(spec.scale_config.as_ref().and_then(|s| s.min_replicas).unwrap_or(1));
     }
-    let rc = spec.resource_configuration.get_or_insert_with(ResourceConfiguration::default);
+    let rc = spec
+        .resource_configuration
+        .get_or_insert_with(ResourceConfiguration::default);
     default_profile(&mut rc.function, &d.function_profile);
     default_profile(&mut rc.build, &d.build_profile);
 }
@@ -58,7 +63,10 @@ mod tests {
     use crate::controller::types::ScaleConfig;
 
     fn spec() -> FunctionSpec {
-        FunctionSpec { runtime: "nodejs20".into(), ..Default::default() }
+        FunctionSpec {
+            runtime: "nodejs20".into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -79,10 +87,19 @@ mod tests {
         let mut s = spec();
         s.replicas = Some(0);
         s.resource_configuration = Some(ResourceConfiguration {
-            function: Some(ResourceRequirements { profile: Some("XS".into()), resources: None }),
-            build: Some(ResourceRequirements { profile: None, resources: Some(Default::default()) }),
+            function: Some(ResourceRequirements {
+                profile: Some("XS".into()),
+                resources: None,
+            }),
+            build: Some(ResourceRequirements {
+                profile: None,
+                resources: Some(Default::default()),
+            }),
         });
-        let d = Defaults { function_profile: "M".into(), build_profile: "fast".into() };
+        let d = Defaults {
+            function_profile: "M".into(),
+            build_profile: "fast".into(),
+        };
         apply_defaults(&mut s, &d);
         assert_eq!(s.replicas, Some(0));
         let rc = s.resource_configuration.unwrap();
@@ -95,14 +112,20 @@ mod tests {
     #[test]
     fn scale_config_bounds() {
         let mut s = spec();
-        s.scale_config = Some(ScaleConfig { min_replicas: Some(2), max_replicas: None });
+        s.scale_config = Some(ScaleConfig {
+            min_replicas: Some(2),
+            max_replicas: None,
+        });
         apply_defaults(&mut s, &Defaults::default());
         assert_eq!(s.scale_config.as_ref().unwrap().max_replicas, Some(2));
         assert_eq!(s.replicas, Some(2));
 
         let mut s = spec();
         s.replicas = Some(3);
-        s.scale_config = Some(ScaleConfig { min_replicas: None, max_replicas: Some(5) });
+        s.scale_config = Some(ScaleConfig {
+            min_replicas: None,
+            max_replicas: Some(5),
+        });
         apply_defaults(&mut s, &Defaults::default());
         assert_eq!(s.scale_config.as_ref().unwrap().min_replicas, Some(3));
         assert_eq!(s.replicas, Some(3));
@@ -110,6 +133,12 @@ mod tests {
         let mut s = spec();
         s.scale_config = Some(ScaleConfig::default());
         apply_defaults(&mut s, &Defaults::default());
-        assert_eq!(s.scale_config, Some(ScaleConfig { min_replicas: Some(1), max_replicas: Some(1) }));
+        assert_eq!(
+            s.scale_config,
+            Some(ScaleConfig {
+                min_replicas: Some(1),
+                max_replicas: Some(1)
+            })
+        );
     }
 }

@@ -62,7 +62,11 @@ pub fn selector_labels(f: &Function) -> BTreeMap<String, String> {
 
 /// `status.podSelector`: the selector as a string (`k=v,k=v`).
 pub fn pod_selector(f: &Function) -> String {
-    selector_labels(f).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector_labels(f)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The owner reference that ties an object to its Function (deleting the Function deletes it).
@@ -94,12 +98,20 @@ pub fn repository(f: &Function) -> String {
 
 /// Where the build pushes: `PUSH/NAMESPACE-NAME:TAG`.
 pub fn push_reference(f: &Function, s: &Settings, tag: &str) -> String {
-    format!("{}/{}:{tag}", s.registry_push_address.trim_end_matches('/'), repository(f))
+    format!(
+        "{}/{}:{tag}",
+        s.registry_push_address.trim_end_matches('/'),
+        repository(f)
+    )
 }
 
 /// What the Deployment runs: `PULL/NAMESPACE-NAME@DIGEST`.
 pub fn pull_image(f: &Function, s: &Settings, digest: &str) -> String {
-    format!("{}/{}@{digest}", s.registry_pull_address.trim_end_matches('/'), repository(f))
+    format!(
+        "{}/{}@{digest}",
+        s.registry_pull_address.trim_end_matches('/'),
+        repository(f)
+    )
 }
 
 /// The base image: what goes into the image tag, and the builder's `--base` (none when the
@@ -122,9 +134,14 @@ pub fn default_base_image(runtime: &str) -> String {
     if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(runtime) {
         return b.clone();
     }
-    let base =
-        crate::function::runtime::Runtimes::Embedded.load(runtime).map(|r| r.spec.base_image).unwrap_or_default();
-    cache.lock().unwrap_or_else(|p| p.into_inner()).insert(runtime.to_string(), base.clone());
+    let base = crate::function::runtime::Runtimes::Embedded
+        .load(runtime)
+        .map(|r| r.spec.base_image)
+        .unwrap_or_default();
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(runtime.to_string(), base.clone());
     base
 }
 
@@ -168,7 +185,11 @@ pub fn config_map(f: &Function) -> ConfigMap {
             data.insert("dependencies".to_string(), d.clone());
         }
     }
-    ConfigMap { metadata: meta(f, f.name_any(), labels(f)), data: Some(data), ..Default::default() }
+    ConfigMap {
+        metadata: meta(f, f.name_any(), labels(f)),
+        data: Some(data),
+        ..Default::default()
+    }
 }
 
 /// Resolve a profile or explicit resources; `None` when neither is given.
@@ -178,20 +199,36 @@ pub fn resolve_resources(
     default_profile: &str,
 ) -> (ResourceRequirements, Option<String>) {
     match r {
-        Some(ProfileOrResources { resources: Some(res), profile: None }) => (
-            ResourceRequirements { requests: res.requests.clone(), limits: res.limits.clone(), ..Default::default() },
+        Some(ProfileOrResources {
+            resources: Some(res),
+            profile: None,
+        }) => (
+            ResourceRequirements {
+                requests: res.requests.clone(),
+                limits: res.limits.clone(),
+                ..Default::default()
+            },
             None,
         ),
         other => {
-            let name = other.and_then(|r| r.profile.clone()).unwrap_or_else(|| default_profile.to_string());
+            let name = other
+                .and_then(|r| r.profile.clone())
+                .unwrap_or_else(|| default_profile.to_string());
             let p = lookup(&name).or_else(|| lookup(default_profile));
-            (p.map(|p| p.requirements()).unwrap_or_default(), p.map(|p| p.name.to_string()))
+            (
+                p.map(|p| p.requirements()).unwrap_or_default(),
+                p.map(|p| p.name.to_string()),
+            )
         }
     }
 }
 
 pub fn function_resources(f: &Function, s: &Settings) -> (ResourceRequirements, Option<String>) {
-    let r = f.spec.resource_configuration.as_ref().and_then(|rc| rc.function.as_ref());
+    let r = f
+        .spec
+        .resource_configuration
+        .as_ref()
+        .and_then(|rc| rc.function.as_ref());
     resolve_resources(r, function_profile, &s.defaults.function_profile)
 }
 
@@ -213,7 +250,11 @@ pub struct BuildInputs {
 }
 
 fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
 }
 
 fn restricted_container_security() -> SecurityContext {
@@ -223,7 +264,10 @@ fn restricted_container_security() -> SecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
         ..Default::default()
     }
 }
@@ -233,13 +277,19 @@ fn restricted_pod_security() -> PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
-        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
         ..Default::default()
     }
 }
 
 fn volume(name: &str) -> Volume {
-    Volume { name: name.into(), ..Default::default() }
+    Volume {
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -290,7 +340,10 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
 
     let mut volumes = vec![
         Volume {
-            config_map: Some(ConfigMapVolumeSource { name: f.name_any(), ..Default::default() }),
+            config_map: Some(ConfigMapVolumeSource {
+                name: f.name_any(),
+                ..Default::default()
+            }),
             ..volume("source")
         },
         Volume {
@@ -306,7 +359,10 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             }),
             ..volume("registry-config")
         },
-        Volume { empty_dir: Some(EmptyDirVolumeSource::default()), ..volume("tmp") },
+        Volume {
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..volume("tmp")
+        },
     ];
     let mut mounts = vec![
         mount("source", SOURCE_DIR, true),
@@ -351,7 +407,10 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(s.build_deadline_seconds),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
@@ -381,12 +440,18 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
     ];
     env_vars.extend(f.spec.env.iter().flatten().cloned());
 
-    let mut volumes = vec![Volume { empty_dir: Some(EmptyDirVolumeSource::default()), ..volume("tmp") }];
+    let mut volumes = vec![Volume {
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..volume("tmp")
+    }];
     let mut mounts = vec![mount("tmp", "/tmp", false)];
     for (i, m) in f.spec.secret_mounts.iter().flatten().enumerate() {
         let vname = format!("secret-mount-{i}");
         volumes.push(Volume {
-            secret: Some(SecretVolumeSource { secret_name: Some(m.secret_name.clone()), ..Default::default() }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(m.secret_name.clone()),
+                ..Default::default()
+            }),
             ..volume(&vname)
         });
         mounts.push(mount(&vname, &m.mount_path, true));
@@ -415,7 +480,10 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
             ..Default::default()
         }]),
         readiness_probe: Some(probe(5)),
-        liveness_probe: Some(Probe { initial_delay_seconds: Some(10), ..probe(10) }),
+        liveness_probe: Some(Probe {
+            initial_delay_seconds: Some(10),
+            ..probe(10)
+        }),
         resources: Some(resources),
         volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security()),
@@ -429,13 +497,22 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
         metadata: meta(f, name, labels(f)),
         spec: DeploymentSpec {
             replicas: Some(f.spec.replicas.unwrap_or(1)),
-            selector: LabelSelector { match_labels: Some(selector_labels(f)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(f)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(pod_labels), annotations, ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations,
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     volumes: Some(volumes),
-                    image_pull_secrets: Some(vec![LocalObjectReference { name: s.registry_secret.clone() }]),
+                    image_pull_secrets: Some(vec![LocalObjectReference {
+                        name: s.registry_secret.clone(),
+                    }]),
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod_security()),
                     ..Default::default()
@@ -514,7 +591,10 @@ mod tests {
                 env: Some(vec![env("GREETING", "hi")]),
                 labels: Some(BTreeMap::from([("team".into(), "a".into())])),
                 annotations: Some(BTreeMap::from([("example.com/note".into(), "x".into())])),
-                secret_mounts: Some(vec![SecretMount { secret_name: "creds".into(), mount_path: "/etc/creds".into() }]),
+                secret_mounts: Some(vec![SecretMount {
+                    secret_name: "creds".into(),
+                    mount_path: "/etc/creds".into(),
+                }]),
                 ..Default::default()
             },
         );
@@ -560,7 +640,11 @@ mod tests {
         g.spec.env = None;
         g.spec.replicas = Some(5);
         g.spec.resource_configuration = None;
-        assert_eq!(image_tag(&g, "node:20-slim"), t, "env, replicas and resources do not rebuild");
+        assert_eq!(
+            image_tag(&g, "node:20-slim"),
+            t,
+            "env, replicas and resources do not rebuild"
+        );
         assert_ne!(image_tag(&f, "node:22-slim"), t);
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().source.push(' ');
@@ -576,9 +660,15 @@ mod tests {
         assert_ne!(image_tag(&g, "node:20-slim"), t);
         // Length-prefixed parts: moving text between fields changes the tag.
         let mut a = f.clone();
-        a.spec.source.inline = Some(InlineSource { source: "ab".into(), dependencies: Some("c".into()) });
+        a.spec.source.inline = Some(InlineSource {
+            source: "ab".into(),
+            dependencies: Some("c".into()),
+        });
         let mut b = f.clone();
-        b.spec.source.inline = Some(InlineSource { source: "a".into(), dependencies: Some("bc".into()) });
+        b.spec.source.inline = Some(InlineSource {
+            source: "a".into(),
+            dependencies: Some("bc".into()),
+        });
         assert_ne!(image_tag(&a, "x"), image_tag(&b, "x"));
     }
 
@@ -588,9 +678,15 @@ mod tests {
         let mut s = settings();
         assert_eq!(base_image(&f, &s), ("node:20-slim".into(), None));
         s.base_images.insert("nodejs20".into(), "reg.local/node:20".into());
-        assert_eq!(base_image(&f, &s), ("reg.local/node:20".into(), Some("reg.local/node:20".into())));
+        assert_eq!(
+            base_image(&f, &s),
+            ("reg.local/node:20".into(), Some("reg.local/node:20".into()))
+        );
         f.spec.runtime_image_override = Some("reg.local/custom:1".into());
-        assert_eq!(base_image(&f, &s), ("reg.local/custom:1".into(), Some("reg.local/custom:1".into())));
+        assert_eq!(
+            base_image(&f, &s),
+            ("reg.local/custom:1".into(), Some("reg.local/custom:1".into()))
+        );
     }
 
     #[test]
@@ -668,8 +764,12 @@ mod tests {
                 "/package-registry/.npmrc",
             ]
         );
-        let envs: Vec<(String, String)> =
-            c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap())).collect();
+        let envs: Vec<(String, String)> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+            .collect();
         assert_eq!(
             envs,
             [
@@ -688,8 +788,12 @@ mod tests {
         let r = c.resources.as_ref().unwrap();
         assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("500m".into()));
         assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("1100Mi".into()));
-        let mounts: Vec<(&str, &str, Option<bool>)> =
-            c.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only)).collect();
+        let mounts: Vec<(&str, &str, Option<bool>)> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
         assert_eq!(
             mounts,
             [
@@ -712,8 +816,16 @@ mod tests {
         );
 
         // Without a package registry, a base override or an insecure registry: none of their flags.
-        let s2 = Settings { insecure_registry: false, ..settings() };
-        let b2 = BuildInputs { attempt: 1, base: None, npmrc: false, ..b };
+        let s2 = Settings {
+            insecure_registry: false,
+            ..settings()
+        };
+        let b2 = BuildInputs {
+            attempt: 1,
+            base: None,
+            npmrc: false,
+            ..b
+        };
         let job = build_job(&f, &s2, &b2);
         let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.args.as_ref().unwrap().len(), 9);
@@ -751,14 +863,21 @@ mod tests {
         }
         assert_eq!(tm.annotations.unwrap()["example.com/note"], "x");
         let pod = spec.template.spec.unwrap();
-        assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "serverless-registry-config-default");
+        assert_eq!(
+            pod.image_pull_secrets.unwrap()[0].name,
+            "serverless-registry-config-default"
+        );
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         let c = &pod.containers[0];
         assert_eq!(c.name, "function");
         assert_eq!(c.image.as_deref(), Some(image));
-        let envs: Vec<(String, String)> =
-            c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap())).collect();
+        let envs: Vec<(String, String)> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+            .collect();
         let want = [
             ("FUNC_RUNTIME", "nodejs20"),
             ("FUNC_NAME", "hello"),
@@ -808,12 +927,17 @@ mod tests {
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity("300Mi".into()))])),
             ..Default::default()
         };
-        f.spec.resource_configuration.as_mut().unwrap().function =
-            Some(ProfileOrResources { profile: None, resources: Some(res.clone()) });
+        f.spec.resource_configuration.as_mut().unwrap().function = Some(ProfileOrResources {
+            profile: None,
+            resources: Some(res.clone()),
+        });
         let d = deployment(&f, &settings(), "x@sha256:1");
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(3));
-        assert_eq!(spec.template.spec.unwrap().containers[0].resources.as_ref().unwrap(), &res);
+        assert_eq!(
+            spec.template.spec.unwrap().containers[0].resources.as_ref().unwrap(),
+            &res
+        );
         assert_eq!(function_resources(&f, &settings()).1, None);
         f.spec.resource_configuration = None;
         assert_eq!(function_resources(&f, &settings()).1.as_deref(), Some("L"));
@@ -840,9 +964,15 @@ mod tests {
     fn hpa_fields() {
         let mut f = function();
         assert!(hpa(&f, &settings()).is_none(), "no scaleConfig, no HPA");
-        f.spec.scale_config = Some(ScaleConfig { min_replicas: Some(2), max_replicas: Some(2) });
+        f.spec.scale_config = Some(ScaleConfig {
+            min_replicas: Some(2),
+            max_replicas: Some(2),
+        });
         assert!(hpa(&f, &settings()).is_none(), "min = max, no HPA");
-        f.spec.scale_config = Some(ScaleConfig { min_replicas: Some(1), max_replicas: Some(4) });
+        f.spec.scale_config = Some(ScaleConfig {
+            min_replicas: Some(1),
+            max_replicas: Some(4),
+        });
         let h = hpa(&f, &settings()).unwrap();
         assert_eq!(h.metadata.name.as_deref(), Some("hello"));
         owned_by_function(&h.metadata);

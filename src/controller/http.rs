@@ -32,10 +32,18 @@ pub struct Resp {
 
 impl Resp {
     pub fn text(status: StatusCode, body: impl Into<String>) -> Resp {
-        Resp { status, content_type: "text/plain; charset=utf-8", body: body.into().into_bytes() }
+        Resp {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
     }
     pub fn json(body: Vec<u8>) -> Resp {
-        Resp { status: StatusCode::OK, content_type: "application/json", body }
+        Resp {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body,
+        }
     }
 }
 
@@ -64,7 +72,9 @@ where
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(s) => {
-                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), service).await
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(s), service)
+                            .await
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -72,7 +82,9 @@ where
                     }
                 },
                 None => {
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
                 }
             };
             if let Err(e) = result {
@@ -90,8 +102,18 @@ where
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => handler(Req { method, path, body: b.to_bytes() }).await,
-        Err(e) => Resp::text(StatusCode::PAYLOAD_TOO_LARGE, format!("cannot read the request body: {e}")),
+        Ok(b) => {
+            handler(Req {
+                method,
+                path,
+                body: b.to_bytes(),
+            })
+            .await
+        }
+        Err(e) => Resp::text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("cannot read the request body: {e}"),
+        ),
     };
     Response::builder()
         .status(resp.status)
@@ -102,7 +124,9 @@ where
 
 /// Bind, saying which address failed.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 /// A rustls server configuration from PEM files (certificate chain, private key). The files
@@ -120,7 +144,11 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-type Loaded = (Option<std::time::SystemTime>, Option<std::time::SystemTime>, Arc<rustls::sign::CertifiedKey>);
+type Loaded = (
+    Option<std::time::SystemTime>,
+    Option<std::time::SystemTime>,
+    Arc<rustls::sign::CertifiedKey>,
+);
 
 #[derive(Debug)]
 struct ReloadingCert {
@@ -147,7 +175,8 @@ fn load_certified_key(cert: &std::path::Path, key: &std::path::Path) -> Result<r
     let signing = rustls::crypto::ring::sign::any_supported_type(&der)
         .map_err(|e| format!("the private key {} is not usable: {e}", key.display()))?;
     let ck = rustls::sign::CertifiedKey::new(certs, signing);
-    ck.keys_match().map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    ck.keys_match()
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
     Ok(ck)
 }
 
@@ -155,7 +184,11 @@ impl ReloadingCert {
     fn new(cert: &std::path::Path, key: &std::path::Path) -> Result<ReloadingCert, String> {
         let (mc, mk) = (mtime(cert), mtime(key));
         let ck = load_certified_key(cert, key)?;
-        Ok(ReloadingCert { cert: cert.into(), key: key.into(), current: std::sync::Mutex::new((mc, mk, Arc::new(ck))) })
+        Ok(ReloadingCert {
+            cert: cert.into(),
+            key: key.into(),
+            current: std::sync::Mutex::new((mc, mk, Arc::new(ck))),
+        })
     }
 }
 

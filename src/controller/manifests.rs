@@ -209,7 +209,10 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         ..Default::default()
     };
     let q = |cpu: &str, mem: &str| {
-        Some(BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))]))
+        Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(mem.into())),
+        ]))
     };
     let container = Container {
         name: "controller".into(),
@@ -246,7 +249,10 @@ fn deployment(o: &ManifestOptions) -> Deployment {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: strings(&["ALL"]), add: None }),
+            capabilities: Some(Capabilities {
+                drop: strings(&["ALL"]),
+                add: None,
+            }),
             ..Default::default()
         }),
         volume_mounts: Some(vec![
@@ -269,9 +275,15 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         metadata: meta(NAME, Some(&o.namespace)),
         spec: DeploymentSpec {
             replicas: Some(1),
-            selector: LabelSelector { match_labels: Some(labels()), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(labels()),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels()), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels()),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
                     security_context: Some(PodSecurityContext {
@@ -330,7 +342,10 @@ fn service(o: &ManifestOptions) -> Service {
         metadata: meta(NAME, Some(&o.namespace)),
         spec: Some(ServiceSpec {
             selector: Some(labels()),
-            ports: Some(vec![port("webhook", 443, "webhook"), port("metrics", METRICS_PORT, "metrics")]),
+            ports: Some(vec![
+                port("webhook", 443, "webhook"),
+                port("metrics", METRICS_PORT, "metrics"),
+            ]),
             ..Default::default()
         }),
         ..Default::default()
@@ -341,9 +356,15 @@ fn service(o: &ManifestOptions) -> Service {
 pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
     let v = |x: serde_json::Result<serde_json::Value>| x.expect("Kubernetes objects serialise");
     let mut out = vec![
-        v(serde_json::to_value(Namespace { metadata: meta(&o.namespace, None), ..Default::default() })),
+        v(serde_json::to_value(Namespace {
+            metadata: meta(&o.namespace, None),
+            ..Default::default()
+        })),
         v(serde_json::to_value(super::types::crd())),
-        v(serde_json::to_value(ServiceAccount { metadata: meta(NAME, Some(&o.namespace)), ..Default::default() })),
+        v(serde_json::to_value(ServiceAccount {
+            metadata: meta(NAME, Some(&o.namespace)),
+            ..Default::default()
+        })),
         v(serde_json::to_value(cluster_role(&o.settings))),
         v(serde_json::to_value(ClusterRoleBinding {
             metadata: meta(NAME, None),
@@ -397,9 +418,15 @@ mod tests {
 
     #[test]
     fn objects_in_apply_order() {
-        let o =
-            ManifestOptions { tls_cert: Some(b"CERT".to_vec()), tls_key: Some(b"KEY".to_vec()), ..Default::default() };
-        let kinds: Vec<String> = objects(&o).iter().map(|v| v["kind"].as_str().unwrap().to_string()).collect();
+        let o = ManifestOptions {
+            tls_cert: Some(b"CERT".to_vec()),
+            tls_key: Some(b"KEY".to_vec()),
+            ..Default::default()
+        };
+        let kinds: Vec<String> = objects(&o)
+            .iter()
+            .map(|v| v["kind"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -441,9 +468,15 @@ mod tests {
 
     #[test]
     fn url_webhooks_for_out_of_cluster_controllers() {
-        let o = ManifestOptions { webhook_url: Some("https://127.0.0.1:9443/".into()), ..Default::default() };
+        let o = ManifestOptions {
+            webhook_url: Some("https://127.0.0.1:9443/".into()),
+            ..Default::default()
+        };
         let v = serde_json::to_value(validating_webhook(&o)).unwrap();
-        assert_eq!(v["webhooks"][0]["clientConfig"]["url"], "https://127.0.0.1:9443/validate-function");
+        assert_eq!(
+            v["webhooks"][0]["clientConfig"]["url"],
+            "https://127.0.0.1:9443/validate-function"
+        );
         assert!(v["webhooks"][0]["clientConfig"].get("service").is_none());
         assert!(v["webhooks"][0]["clientConfig"].get("caBundle").is_none());
     }
@@ -453,12 +486,25 @@ mod tests {
         let role = serde_json::to_value(cluster_role(&Settings::default())).unwrap();
         let rules = role["rules"].as_array().unwrap();
         for r in rules {
-            let verbs: Vec<&str> = r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let verbs: Vec<&str> = r["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
             assert!(!verbs.contains(&"*"), "no wildcards");
-            let res: Vec<&str> = r["resources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let res: Vec<&str> = r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
             if res.contains(&"secrets") {
                 assert_eq!(verbs, ["get"]);
-                assert_eq!(r["resourceNames"], serde_json::json!(["serverless-package-registry-config"]));
+                assert_eq!(
+                    r["resourceNames"],
+                    serde_json::json!(["serverless-package-registry-config"])
+                );
             }
             if res.contains(&"pods") {
                 assert!(!verbs.contains(&"create") && !verbs.contains(&"delete"));

@@ -57,7 +57,12 @@ impl Metrics {
         let counter = |o: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(&mut o, "fnbuild_reconciles_total", "Function reconciles run.", Self::get(&self.reconciles));
+        counter(
+            &mut o,
+            "fnbuild_reconciles_total",
+            "Function reconciles run.",
+            Self::get(&self.reconciles),
+        );
         counter(
             &mut o,
             "fnbuild_reconcile_errors_total",
@@ -70,14 +75,24 @@ impl Metrics {
             "Create, update, patch and delete requests sent to the API server.",
             Self::get(&self.api_writes),
         );
-        counter(&mut o, "fnbuild_builds_started_total", "Build Jobs created.", Self::get(&self.builds_started));
+        counter(
+            &mut o,
+            "fnbuild_builds_started_total",
+            "Build Jobs created.",
+            Self::get(&self.builds_started),
+        );
         counter(
             &mut o,
             "fnbuild_builds_succeeded_total",
             "Build Jobs that pushed an image.",
             Self::get(&self.builds_succeeded),
         );
-        counter(&mut o, "fnbuild_builds_failed_total", "Build Jobs that failed.", Self::get(&self.builds_failed));
+        counter(
+            &mut o,
+            "fnbuild_builds_failed_total",
+            "Build Jobs that failed.",
+            Self::get(&self.builds_failed),
+        );
         counter(
             &mut o,
             "fnbuild_builds_skipped_total",
@@ -85,10 +100,21 @@ impl Metrics {
             Self::get(&self.builds_skipped),
         );
         let _ = writeln!(o, "# HELP fnbuild_webhook_requests_total Admission requests answered.\n# TYPE fnbuild_webhook_requests_total counter");
-        let _ =
-            writeln!(o, "fnbuild_webhook_requests_total{{result=\"allowed\"}} {}", Self::get(&self.webhook_allowed));
-        let _ = writeln!(o, "fnbuild_webhook_requests_total{{result=\"denied\"}} {}", Self::get(&self.webhook_denied));
-        let _ = writeln!(o, "fnbuild_webhook_requests_total{{result=\"error\"}} {}", Self::get(&self.webhook_errors));
+        let _ = writeln!(
+            o,
+            "fnbuild_webhook_requests_total{{result=\"allowed\"}} {}",
+            Self::get(&self.webhook_allowed)
+        );
+        let _ = writeln!(
+            o,
+            "fnbuild_webhook_requests_total{{result=\"denied\"}} {}",
+            Self::get(&self.webhook_denied)
+        );
+        let _ = writeln!(
+            o,
+            "fnbuild_webhook_requests_total{{result=\"error\"}} {}",
+            Self::get(&self.webhook_errors)
+        );
         let h = self.build_durations.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(o, "# HELP fnbuild_build_duration_seconds Build Job run time, start to completion.\n# TYPE fnbuild_build_duration_seconds histogram");
         for (i, b) in BUILD_BUCKETS.iter().enumerate() {
@@ -103,9 +129,11 @@ impl Metrics {
 
 /// Read one unlabelled sample (or `name{labels}`) from a text exposition.
 pub fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 #[cfg(test)]
@@ -123,10 +151,19 @@ mod tests {
         let t = m.render();
         assert_eq!(sample(&t, "fnbuild_reconciles_total"), Some(2.0));
         assert_eq!(sample(&t, "fnbuild_api_writes_total"), Some(0.0));
-        assert_eq!(sample(&t, "fnbuild_webhook_requests_total{result=\"denied\"}"), Some(1.0));
+        assert_eq!(
+            sample(&t, "fnbuild_webhook_requests_total{result=\"denied\"}"),
+            Some(1.0)
+        );
         assert_eq!(sample(&t, "fnbuild_build_duration_seconds_bucket{le=\"5\"}"), Some(0.0));
-        assert_eq!(sample(&t, "fnbuild_build_duration_seconds_bucket{le=\"10\"}"), Some(1.0));
-        assert_eq!(sample(&t, "fnbuild_build_duration_seconds_bucket{le=\"600\"}"), Some(2.0));
+        assert_eq!(
+            sample(&t, "fnbuild_build_duration_seconds_bucket{le=\"10\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&t, "fnbuild_build_duration_seconds_bucket{le=\"600\"}"),
+            Some(2.0)
+        );
         assert_eq!(sample(&t, "fnbuild_build_duration_seconds_count"), Some(2.0));
         assert_eq!(sample(&t, "fnbuild_build_duration_seconds_sum"), Some(407.5));
     }

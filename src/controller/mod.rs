@@ -83,7 +83,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             let tls = http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?;
             let listener = http::bind(opts.webhook_addr).await?;
             tracing::info!(addr = %listener.local_addr()?, "serving the admission webhooks over HTTPS");
-            tokio::spawn(webhook::serve(listener, tls, opts.settings.defaults.clone(), metrics.clone()));
+            tokio::spawn(webhook::serve(
+                listener,
+                tls,
+                opts.settings.defaults.clone(),
+                metrics.clone(),
+            ));
         }
         (None, None) => tracing::warn!("no --tls-cert/--tls-key: the admission webhooks are off"),
         _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),
@@ -131,11 +136,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (deployments, dep_stream) = cache!(Deployment);
     let (services, svc_stream) = cache!(Service);
     let (hpas, hpa_stream) = cache!(HorizontalPodAutoscaler);
-    let stores = reconcile::Stores { config_maps, jobs, deployments, services, hpas };
+    let stores = reconcile::Stores {
+        config_maps,
+        jobs,
+        deployments,
+        services,
+        hpas,
+    };
 
     let reporter = Reporter {
         controller: manifests::NAME.into(),
-        instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        instance: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(reconcile::Context::new(

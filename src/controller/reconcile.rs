@@ -39,7 +39,12 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("{kind} {namespace}/{name} exists and is not owned by Function {function}; delete or rename it")]
-    NotOwned { kind: String, namespace: String, name: String, function: String },
+    NotOwned {
+        kind: String,
+        namespace: String,
+        name: String,
+        function: String,
+    },
 }
 
 /// Watch caches of the objects Functions own.
@@ -103,7 +108,11 @@ impl Context {
 
     fn known_image(&self, f: &Function, tag: &str) -> Option<(String, &'static str, String)> {
         let key = (f.uid().unwrap_or_default(), tag.to_string());
-        self.known_images.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned()
+        self.known_images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
     }
 
     fn wrote(&self) {
@@ -142,7 +151,10 @@ pub enum Outcome {
 
 fn owned_by(meta: &kube::core::ObjectMeta, f: &Function) -> bool {
     let uid = f.uid().unwrap_or_default();
-    meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
 }
 
 /// Make the live object contain `want`: nothing when it already does, else a server-side apply
@@ -165,7 +177,12 @@ where
     };
     let outcome = match &live {
         Some(l) if !owned_by(l.meta(), f) => {
-            return Err(Error::NotOwned { kind: K::kind(&()).to_string(), namespace: ns, name, function: f.name_any() })
+            return Err(Error::NotOwned {
+                kind: K::kind(&()).to_string(),
+                namespace: ns,
+                name,
+                function: f.name_any(),
+            })
         }
         Some(l) => match compare::contains(l, want) {
             Ok(()) => return Ok((Outcome::Unchanged, l.clone())),
@@ -177,7 +194,9 @@ where
         None => Outcome::Created,
     };
     ctx.wrote();
-    let applied = api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(want)).await?;
+    let applied = api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(want))
+        .await?;
     Ok((outcome, applied))
 }
 
@@ -187,7 +206,10 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     ctx.wrote();
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
     match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
@@ -223,7 +245,12 @@ pub fn parse_digest(message: &str) -> Option<String> {
 /// Whether a Job has finished: `Some(true)` succeeded, `Some(false)` failed.
 pub fn job_outcome(job: &Job) -> Option<bool> {
     let st = job.status.as_ref()?;
-    let cond = |t: &str| st.conditions.iter().flatten().any(|c| c.type_ == t && c.status == "True");
+    let cond = |t: &str| {
+        st.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
     if st.succeeded.unwrap_or(0) > 0 || cond("Complete") {
         Some(true)
     } else if st.failed.unwrap_or(0) > 0 || cond("Failed") {
@@ -234,13 +261,20 @@ pub fn job_outcome(job: &Job) -> Option<bool> {
 }
 
 fn job_attempt(job: &Job) -> u32 {
-    job.labels().get(LABEL_BUILD_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1)
+    job.labels()
+        .get(LABEL_BUILD_ATTEMPT)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1)
 }
 
 /// Seconds since the Job failed (its Failed condition), if known.
 fn seconds_since_failure(job: &Job) -> Option<i64> {
     let st = job.status.as_ref()?;
-    let c = st.conditions.iter().flatten().find(|c| c.type_ == "Failed" && c.status == "True")?;
+    let c = st
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
     let t = c.last_transition_time.as_ref().or(c.last_probe_time.as_ref())?;
     Some(k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second())
 }
@@ -260,7 +294,10 @@ fn build_seconds(job: &Job) -> Option<f64> {
 /// Terminated containers of a Job's Pods: (pod, message).
 async fn job_messages(ctx: &Context, ns: &str, job: &str) -> Vec<(String, String)> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = match pods.list(&ListParams::default().labels(&format!("job-name={job}"))).await {
+    let list = match pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+    {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(%ns, %job, error = %e, "cannot list the build's Pods");
@@ -279,7 +316,10 @@ async fn job_messages(ctx: &Context, ns: &str, job: &str) -> Vec<(String, String
         }
         if out.iter().all(|(p, m)| p != &name || m.trim().is_empty()) {
             // No termination message: the log's tail (needs a kubelet).
-            let lp = LogParams { tail_lines: Some(20), ..Default::default() };
+            let lp = LogParams {
+                tail_lines: Some(20),
+                ..Default::default()
+            };
             if let Ok(log) = pods.logs(&name, &lp).await {
                 out.push((name.clone(), log));
             }
@@ -323,7 +363,8 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         let api: Api<Function> = Api::namespaced(ctx.client.clone(), &ns);
         ctx.wrote();
         let patch = serde_json::json!({ "status": status_patch(&old, &status) });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
         tracing::info!(function = %name, namespace = %ns, conditions = ?status.conditions.iter().map(|c| format!("{}={}/{}", c.type_, c.status, c.reason.as_deref().unwrap_or(""))).collect::<Vec<_>>(), "status");
     }
     result
@@ -337,10 +378,20 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
     // 1. The spec: the same validation as the webhook's, for Functions that bypassed it.
     if let Err(e) = validate(Some(&name), &f.spec) {
         let msg = e.to_string();
-        let changed = status.condition(condition::CONFIGURATION_READY).and_then(|c| c.message.as_deref()) != Some(&msg);
-        status.set_condition(condition::CONFIGURATION_READY, "False", reason::INVALID_FUNCTION_SPEC, msg.clone(), now);
+        let changed = status
+            .condition(condition::CONFIGURATION_READY)
+            .and_then(|c| c.message.as_deref())
+            != Some(&msg);
+        status.set_condition(
+            condition::CONFIGURATION_READY,
+            "False",
+            reason::INVALID_FUNCTION_SPEC,
+            msg.clone(),
+            now,
+        );
         if changed {
-            ctx.event(f, EventType::Warning, reason::INVALID_FUNCTION_SPEC, msg).await;
+            ctx.event(f, EventType::Warning, reason::INVALID_FUNCTION_SPEC, msg)
+                .await;
         }
         return Ok(Action::await_change());
     }
@@ -362,7 +413,9 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
         Outcome::Updated => Some(reason::CONFIGMAP_UPDATED),
         Outcome::Unchanged => None,
     };
-    let cfg_true = status.condition(condition::CONFIGURATION_READY).is_some_and(|c| c.status == "True");
+    let cfg_true = status
+        .condition(condition::CONFIGURATION_READY)
+        .is_some_and(|c| c.status == "True");
     if let Some(r) = cm_reason {
         status.set_condition(
             condition::CONFIGURATION_READY,
@@ -371,7 +424,8 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
             format!("ConfigMap {name} holds the source"),
             now,
         );
-        ctx.event(f, EventType::Normal, r, format!("ConfigMap {name} holds the source")).await;
+        ctx.event(f, EventType::Normal, r, format!("ConfigMap {name} holds the source"))
+            .await;
     } else if !cfg_true {
         // (Also what a reconcile working from a stale copy of the Function sees: the same as the
         // reconcile that created the ConfigMap wrote, so no flapping.)
@@ -423,7 +477,10 @@ async fn build(
         .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.labels().get(LABEL_UUID) == Some(&uid))
         .collect();
     // Jobs for other tags are old: the inputs changed since.
-    for old in jobs.iter().filter(|j| j.labels().get(LABEL_IMAGE_TAG).map(String::as_str) != Some(tag)) {
+    for old in jobs
+        .iter()
+        .filter(|j| j.labels().get(LABEL_IMAGE_TAG).map(String::as_str) != Some(tag))
+    {
         tracing::info!(function = %name, job = %old.name_any(), "deleting an old build Job");
         delete::<Job>(ctx, &ns, &old.name_any()).await?;
     }
@@ -435,7 +492,10 @@ async fn build(
         }
     }
     if status.image_tag.as_deref() == Some(tag) && status.runtime_image.is_some() {
-        if !status.condition(condition::BUILD_READY).is_some_and(|c| c.status == "True") {
+        if !status
+            .condition(condition::BUILD_READY)
+            .is_some_and(|c| c.status == "True")
+        {
             status.set_condition(
                 condition::BUILD_READY,
                 "True",
@@ -548,17 +608,32 @@ async fn failed(
         }
         ctx.event(f, EventType::Warning, reason::JOB_FAILED, msg.clone()).await;
     }
-    status.set_condition(condition::BUILD_READY, "False", reason::JOB_FAILED, truncate(&msg, 2000), now);
+    status.set_condition(
+        condition::BUILD_READY,
+        "False",
+        reason::JOB_FAILED,
+        truncate(&msg, 2000),
+        now,
+    );
     let wait = delay.as_secs() as i64 - since;
     if wait > 0 {
-        return Ok(BuildStep { requeue: Some(Duration::from_secs(wait as u64)) });
+        return Ok(BuildStep {
+            requeue: Some(Duration::from_secs(wait as u64)),
+        });
     }
     // Retry: a new Job, the failed one removed.
     let step = start_build(f, ctx, status, tag, base_arg, attempt + 1, now).await?;
-    if status.condition(condition::BUILD_READY).is_some_and(|c| c.reason.as_deref() == Some(reason::JOB_CREATED)) {
+    if status
+        .condition(condition::BUILD_READY)
+        .is_some_and(|c| c.reason.as_deref() == Some(reason::JOB_CREATED))
+    {
         delete::<Job>(ctx, &f.namespace().unwrap_or_default(), &job_name).await?;
         // Keep the failure visible next to the retry.
-        let c = status.conditions.iter_mut().find(|c| c.type_ == condition::BUILD_READY).expect("just set");
+        let c = status
+            .conditions
+            .iter_mut()
+            .find(|c| c.type_ == condition::BUILD_READY)
+            .expect("just set");
         c.message = Some(truncate(&format!("retry {} after: {msg}", attempt + 1), 2000));
     }
     Ok(step)
@@ -619,10 +694,15 @@ async fn start_build(
             condition::BUILD_READY,
             "Unknown",
             reason::JOB_QUEUED,
-            format!("waiting for a build slot ({busy} of {} builds running)", s.max_concurrent_builds),
+            format!(
+                "waiting for a build slot ({busy} of {} builds running)",
+                s.max_concurrent_builds
+            ),
             now,
         );
-        return Ok(BuildStep { requeue: Some(Duration::from_secs(5)) });
+        return Ok(BuildStep {
+            requeue: Some(Duration::from_secs(5)),
+        });
     }
     // The package registry's files, when the Secret is there.
     let (mut npmrc, mut pip_conf) = (false, false);
@@ -642,12 +722,27 @@ async fn start_build(
             tracing::warn!(namespace = %ns, error = %e, "cannot read the package registry Secret; building without it")
         }
     }
-    let inputs = BuildInputs { tag: tag.to_string(), attempt, base, npmrc, pip_conf };
+    let inputs = BuildInputs {
+        tag: tag.to_string(),
+        attempt,
+        base,
+        npmrc,
+        pip_conf,
+    };
     let job = desired::build_job(f, s, &inputs);
     let job_name = job.name_any();
     let api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     ctx.wrote();
-    match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &job,
+        )
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.is_already_exists() => {}
         Err(e) => return Err(e.into()),
@@ -670,16 +765,34 @@ async fn run(f: &Function, ctx: &Context, status: &mut FunctionStatus, image: &s
     let (d_outcome, dep) = ensure(ctx, f, &ctx.stores.deployments, &desired::deployment(f, s, image)).await?;
     match d_outcome {
         Outcome::Created => {
-            ctx.event(f, EventType::Normal, reason::DEPLOYMENT_CREATED, format!("Deployment {name} runs {image}")).await
+            ctx.event(
+                f,
+                EventType::Normal,
+                reason::DEPLOYMENT_CREATED,
+                format!("Deployment {name} runs {image}"),
+            )
+            .await
         }
         Outcome::Updated => {
-            ctx.event(f, EventType::Normal, reason::DEPLOYMENT_UPDATED, format!("Deployment {name} updated")).await
+            ctx.event(
+                f,
+                EventType::Normal,
+                reason::DEPLOYMENT_UPDATED,
+                format!("Deployment {name} updated"),
+            )
+            .await
         }
         Outcome::Unchanged => {}
     }
     let (svc_outcome, _) = ensure(ctx, f, &ctx.stores.services, &desired::service(f)).await?;
     if svc_outcome != Outcome::Unchanged {
-        ctx.event(f, EventType::Normal, reason::SERVICE_CREATED, format!("Service {name} serves port 80")).await;
+        ctx.event(
+            f,
+            EventType::Normal,
+            reason::SERVICE_CREATED,
+            format!("Service {name} serves port 80"),
+        )
+        .await;
     }
     match desired::hpa(f, s) {
         Some(h) => {
@@ -695,7 +808,12 @@ async fn run(f: &Function, ctx: &Context, status: &mut FunctionStatus, image: &s
             }
         }
         None => {
-            if ctx.stores.hpas.get(&ObjectRef::new(&name).within(&ns)).is_some_and(|h| owned_by(h.meta(), f)) {
+            if ctx
+                .stores
+                .hpas
+                .get(&ObjectRef::new(&name).within(&ns))
+                .is_some_and(|h| owned_by(h.meta(), f))
+            {
                 delete::<HorizontalPodAutoscaler>(ctx, &ns, &name).await?;
             }
         }
@@ -711,16 +829,28 @@ async fn run(f: &Function, ctx: &Context, status: &mut FunctionStatus, image: &s
 pub fn deployment_state(d: &Deployment) -> (&'static str, &'static str, String) {
     let name = d.name_any();
     let Some(st) = &d.status else {
-        return ("Unknown", reason::DEPLOYMENT_WAITING, format!("Deployment {name} has no status yet"));
+        return (
+            "Unknown",
+            reason::DEPLOYMENT_WAITING,
+            format!("Deployment {name} has no status yet"),
+        );
     };
     if st.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
-        return ("Unknown", reason::DEPLOYMENT_WAITING, format!("Deployment {name}: waiting for the rollout to start"));
+        return (
+            "Unknown",
+            reason::DEPLOYMENT_WAITING,
+            format!("Deployment {name}: waiting for the rollout to start"),
+        );
     }
     let cond = |t: &str| st.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some(t));
     if let Some(p) = cond("Progressing") {
         if p.status.as_deref() == Some("False") {
             let why = p.message.clone().unwrap_or_default();
-            return ("False", reason::DEPLOYMENT_FAILED, format!("Deployment {name} is not progressing: {why}"));
+            return (
+                "False",
+                reason::DEPLOYMENT_FAILED,
+                format!("Deployment {name} is not progressing: {why}"),
+            );
         }
     }
     let want = d.spec.replicas.unwrap_or(1);
@@ -785,10 +915,19 @@ mod tests {
 
     #[test]
     fn status_patch_clears_fields_that_went_away() {
-        let old =
-            FunctionStatus { function_resource_profile: Some("L".into()), replicas: Some(1), ..Default::default() };
-        let new = FunctionStatus { replicas: Some(2), ..Default::default() };
-        assert_eq!(status_patch(&old, &new), serde_json::json!({"functionResourceProfile": null, "replicas": 2}));
+        let old = FunctionStatus {
+            function_resource_profile: Some("L".into()),
+            replicas: Some(1),
+            ..Default::default()
+        };
+        let new = FunctionStatus {
+            replicas: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(&old, &new),
+            serde_json::json!({"functionResourceProfile": null, "replicas": 2})
+        );
     }
 
     #[test]
@@ -803,9 +942,15 @@ mod tests {
     fn job_outcomes() {
         let mut j = Job::default();
         assert_eq!(job_outcome(&j), None);
-        j.status = Some(JobStatus { active: Some(1), ..Default::default() });
+        j.status = Some(JobStatus {
+            active: Some(1),
+            ..Default::default()
+        });
         assert_eq!(job_outcome(&j), None);
-        j.status = Some(JobStatus { succeeded: Some(1), ..Default::default() });
+        j.status = Some(JobStatus {
+            succeeded: Some(1),
+            ..Default::default()
+        });
         assert_eq!(job_outcome(&j), Some(true));
         j.status = Some(JobStatus {
             conditions: Some(vec![JobCondition {
@@ -820,13 +965,21 @@ mod tests {
 
     #[test]
     fn running_from_deployment() {
-        let mut d =
-            Deployment { spec: DeploymentSpec { replicas: Some(2), ..Default::default() }, ..Default::default() };
+        let mut d = Deployment {
+            spec: DeploymentSpec {
+                replicas: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         d.metadata.name = Some("f".into());
         d.metadata.generation = Some(2);
         assert_eq!(deployment_state(&d).0, "Unknown");
-        let avail =
-            DeploymentCondition { type_: Some("Available".into()), status: Some("True".into()), ..Default::default() };
+        let avail = DeploymentCondition {
+            type_: Some("Available".into()),
+            status: Some("True".into()),
+            ..Default::default()
+        };
         d.status = Some(DeploymentStatus {
             observed_generation: Some(1),
             available_replicas: Some(2),
@@ -853,7 +1006,11 @@ mod tests {
         ]);
         assert_eq!(
             deployment_state(&d),
-            ("False", reason::DEPLOYMENT_FAILED, "Deployment f is not progressing: too slow".into())
+            (
+                "False",
+                reason::DEPLOYMENT_FAILED,
+                "Deployment f is not progressing: too slow".into()
+            )
         );
     }
 }

@@ -18,7 +18,10 @@ pub struct Profile {
 impl Profile {
     pub fn requirements(&self) -> ResourceRequirements {
         let q = |cpu: &str, mem: &str| {
-            BTreeMap::from([("cpu".to_string(), Quantity(cpu.into())), ("memory".to_string(), Quantity(mem.into()))])
+            BTreeMap::from([
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("memory".to_string(), Quantity(mem.into())),
+            ])
         };
         ResourceRequirements {
             requests: Some(q(self.cpu_request, self.memory_request)),
@@ -35,7 +38,13 @@ const fn p(
     cpu_limit: &'static str,
     memory_limit: &'static str,
 ) -> Profile {
-    Profile { name, cpu_request, memory_request, cpu_limit, memory_limit }
+    Profile {
+        name,
+        cpu_request,
+        memory_request,
+        cpu_limit,
+        memory_limit,
+    }
 }
 
 /// Profiles of the function's Pods (Kyma's).
@@ -82,7 +91,9 @@ pub fn parse_quantity(s: &str) -> Option<f64> {
         b'-' => (-1.0, &s[1..]),
         _ => (1.0, s),
     };
-    let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+    let num_end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
     let (num, suffix) = rest.split_at(num_end);
     if num.is_empty() || num == "." || num.matches('.').count() > 1 {
         return None;
@@ -146,8 +157,16 @@ mod tests {
     #[test]
     fn profiles_are_ordered_and_requests_fit_limits() {
         for p in FUNCTION_PROFILES.iter().chain(BUILD_PROFILES) {
-            assert!(parse_quantity(p.cpu_request).unwrap() <= parse_quantity(p.cpu_limit).unwrap(), "{}", p.name);
-            assert!(parse_quantity(p.memory_request).unwrap() <= parse_quantity(p.memory_limit).unwrap(), "{}", p.name);
+            assert!(
+                parse_quantity(p.cpu_request).unwrap() <= parse_quantity(p.cpu_limit).unwrap(),
+                "{}",
+                p.name
+            );
+            assert!(
+                parse_quantity(p.memory_request).unwrap() <= parse_quantity(p.memory_limit).unwrap(),
+                "{}",
+                p.name
+            );
         }
         let l = function_profile("L").unwrap().requirements();
         assert_eq!(l.limits.as_ref().unwrap()["memory"].0, "1Gi");

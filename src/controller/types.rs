@@ -43,8 +43,16 @@ pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "python312"];
         type_ = "string",
         json_path = ".status.conditions[?(@.type=='ConfigurationReady')].status"
     ),
-    printcolumn(name = "Built", type_ = "string", json_path = ".status.conditions[?(@.type=='BuildReady')].status"),
-    printcolumn(name = "Running", type_ = "string", json_path = ".status.conditions[?(@.type=='Running')].status"),
+    printcolumn(
+        name = "Built",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='BuildReady')].status"
+    ),
+    printcolumn(
+        name = "Running",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type=='Running')].status"
+    ),
     printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtime"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
@@ -368,8 +376,12 @@ mod tests {
         assert_eq!(ver["subresources"]["scale"]["specReplicasPath"], ".spec.replicas");
         assert_eq!(ver["subresources"]["scale"]["statusReplicasPath"], ".status.replicas");
         assert_eq!(ver["subresources"]["scale"]["labelSelectorPath"], ".status.podSelector");
-        let cols: Vec<&str> =
-            ver["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let cols: Vec<&str> = ver["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(cols, ["Configured", "Built", "Running", "Runtime", "Age"]);
         let spec = &ver["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert!(spec["description"].as_str().is_some_and(|d| !d.is_empty()));
@@ -378,7 +390,12 @@ mod tests {
         assert!(runtime["description"].as_str().unwrap().contains("nodejs20"));
         assert!(spec["properties"]["source"]["properties"]["inline"]["description"].is_string());
         assert!(spec["properties"]["env"]["items"]["properties"]["valueFrom"].is_object());
-        let required: Vec<&str> = spec["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        let required: Vec<&str> = spec["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
         assert_eq!(required, ["runtime", "source"]);
         assert!(!serde_json::to_string(&v).unwrap().contains("nullable"));
     }
@@ -390,7 +407,10 @@ mod tests {
         s.set_condition(condition::BUILD_READY, "True", "JobFinished", "done", "t1");
         assert_eq!(s.conditions[0].type_, condition::BUILD_READY);
         s.set_condition(condition::RUNNING, "False", "DeploymentFailed", "x", "t2");
-        assert_eq!(s.condition(condition::RUNNING).unwrap().last_transition_time.as_deref(), Some("t1"));
+        assert_eq!(
+            s.condition(condition::RUNNING).unwrap().last_transition_time.as_deref(),
+            Some("t1")
+        );
         s.set_condition(condition::RUNNING, "True", "DeploymentReady", "", "t3");
         let c = s.condition(condition::RUNNING).unwrap();
         assert_eq!(c.last_transition_time.as_deref(), Some("t3"));

@@ -9,7 +9,14 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// Env names the runtime owns.
-pub const RESERVED_ENV: &[&str] = &["FUNC_RUNTIME", "FUNC_HANDLER", "FUNC_PORT", "MOD_NAME", "NODE_PATH", "PYTHONPATH"];
+pub const RESERVED_ENV: &[&str] = &[
+    "FUNC_RUNTIME",
+    "FUNC_HANDLER",
+    "FUNC_PORT",
+    "MOD_NAME",
+    "NODE_PATH",
+    "PYTHONPATH",
+];
 /// Label and annotation prefix the controller owns.
 pub const RESERVED_PREFIX: &str = "serverless.kyma-project.io/";
 
@@ -43,7 +50,10 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(FieldError { path: path.into(), message: message.into() });
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -56,20 +66,34 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
         }
     }
     if !RUNTIMES.contains(&spec.runtime.as_str()) {
-        e.add("spec.runtime", format!("'{}' is not a runtime; use one of: {}", spec.runtime, RUNTIMES.join(", ")));
+        e.add(
+            "spec.runtime",
+            format!(
+                "'{}' is not a runtime; use one of: {}",
+                spec.runtime,
+                RUNTIMES.join(", ")
+            ),
+        );
     }
     if let Some(img) = &spec.runtime_image_override {
         if let Err(err) = img.parse::<crate::reference::Reference>() {
-            e.add("spec.runtimeImageOverride", format!("'{img}' is not an image reference: {err}"));
+            e.add(
+                "spec.runtimeImageOverride",
+                format!("'{img}' is not an image reference: {err}"),
+            );
         }
     }
     validate_source(spec, &mut e);
     validate_env(spec, &mut e);
     if let Some(rc) = &spec.resource_configuration {
         if let Some(f) = &rc.function {
-            validate_resources("spec.resourceConfiguration.function", f, &mut e, FUNCTION_PROFILES, |n| {
-                function_profile(n).is_some()
-            });
+            validate_resources(
+                "spec.resourceConfiguration.function",
+                f,
+                &mut e,
+                FUNCTION_PROFILES,
+                |n| function_profile(n).is_some(),
+            );
         }
         if let Some(b) = &rc.build {
             validate_resources("spec.resourceConfiguration.build", b, &mut e, BUILD_PROFILES, |n| {
@@ -89,7 +113,10 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
                     e.add("spec.scaleConfig.minReplicas", format!("{min} is less than 1"));
                 }
                 if max < min {
-                    e.add("spec.scaleConfig.maxReplicas", format!("{max} is less than minReplicas ({min})"));
+                    e.add(
+                        "spec.scaleConfig.maxReplicas",
+                        format!("{max} is less than minReplicas ({min})"),
+                    );
                 }
             }
             (None, _) => e.add("spec.scaleConfig.minReplicas", "is required"),
@@ -107,12 +134,21 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             if !m.mount_path.starts_with('/') || mp.is_empty() || mp.split('/').any(|c| c == ".." || c == ".") {
                 e.add(
                     format!("{p}.mountPath"),
-                    format!("'{}' must be an absolute path other than / without . or ..", m.mount_path),
+                    format!(
+                        "'{}' must be an absolute path other than / without . or ..",
+                        m.mount_path
+                    ),
                 );
             } else if mp == "/tmp" {
-                e.add(format!("{p}.mountPath"), "/tmp is the function's scratch directory; choose another path");
+                e.add(
+                    format!("{p}.mountPath"),
+                    "/tmp is the function's scratch directory; choose another path",
+                );
             } else if !paths.insert(mp.to_string()) {
-                e.add(format!("{p}.mountPath"), format!("'{}' is used by another secret mount", m.mount_path));
+                e.add(
+                    format!("{p}.mountPath"),
+                    format!("'{}' is used by another secret mount", m.mount_path),
+                );
             }
         }
     }
@@ -122,7 +158,10 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             if let Err(why) = qualified_name(k) {
                 e.add(&p, format!("key '{k}' {why}"));
             } else if k.starts_with(RESERVED_PREFIX) {
-                e.add(&p, format!("keys under {RESERVED_PREFIX} are reserved for the controller"));
+                e.add(
+                    &p,
+                    format!("keys under {RESERVED_PREFIX} are reserved for the controller"),
+                );
             }
             if let Err(why) = label_value(v) {
                 e.add(&p, format!("value '{v}' {why}"));
@@ -135,7 +174,10 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             if let Err(why) = qualified_name(k) {
                 e.add(&p, format!("key '{k}' {why}"));
             } else if k.starts_with(RESERVED_PREFIX) {
-                e.add(&p, format!("keys under {RESERVED_PREFIX} are reserved for the controller"));
+                e.add(
+                    &p,
+                    format!("keys under {RESERVED_PREFIX} are reserved for the controller"),
+                );
             }
         }
     }
@@ -158,7 +200,10 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
                 if spec.runtime.starts_with("nodejs") {
                     match serde_json::from_str::<serde_json::Value>(deps) {
                         Ok(serde_json::Value::Object(_)) => {}
-                        Ok(_) => e.add("spec.source.inline.dependencies", "must be a JSON object (a package.json)"),
+                        Ok(_) => e.add(
+                            "spec.source.inline.dependencies",
+                            "must be a JSON object (a package.json)",
+                        ),
                         Err(err) => e.add(
                             "spec.source.inline.dependencies",
                             format!("is not valid JSON (a package.json is expected): {err}"),
@@ -171,24 +216,39 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
             let url = git.url.trim();
             if url.is_empty() {
                 e.add("spec.source.gitRepository.url", "is required");
-            } else if !["https://", "http://", "git://", "ssh://", "git@"].iter().any(|p| url.starts_with(p)) {
+            } else if !["https://", "http://", "git://", "ssh://", "git@"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
                 e.add(
                     "spec.source.gitRepository.url",
                     format!("'{url}' must start with https://, http://, git://, ssh:// or git@"),
                 );
             }
             if git.reference.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                e.add("spec.source.gitRepository.reference", "is required (a branch, tag or commit)");
+                e.add(
+                    "spec.source.gitRepository.reference",
+                    "is required (a branch, tag or commit)",
+                );
             }
             if git.base_dir.as_deref().is_none_or(|r| r.trim().is_empty()) {
-                e.add("spec.source.gitRepository.baseDir", "is required (use / for the repository's root)");
+                e.add(
+                    "spec.source.gitRepository.baseDir",
+                    "is required (use / for the repository's root)",
+                );
             }
             if let Some(auth) = &git.auth {
                 if auth.type_ != "basic" && auth.type_ != "key" {
-                    e.add("spec.source.gitRepository.auth.type", format!("'{}' must be basic or key", auth.type_));
+                    e.add(
+                        "spec.source.gitRepository.auth.type",
+                        format!("'{}' must be basic or key", auth.type_),
+                    );
                 }
                 if let Err(why) = dns1123_subdomain(&auth.secret_name) {
-                    e.add("spec.source.gitRepository.auth.secretName", format!("'{}' {why}", auth.secret_name));
+                    e.add(
+                        "spec.source.gitRepository.auth.secretName",
+                        format!("'{}' {why}", auth.secret_name),
+                    );
                 }
             }
         }
@@ -203,7 +263,10 @@ fn validate_env(spec: &FunctionSpec, e: &mut Errors) {
         if let Err(why) = env_var_name(&var.name) {
             e.add(format!("{p}.name"), format!("'{}' {why}", var.name));
         } else if RESERVED_ENV.contains(&var.name.as_str()) {
-            e.add(format!("{p}.name"), format!("{} is reserved (reserved: {})", var.name, RESERVED_ENV.join(", ")));
+            e.add(
+                format!("{p}.name"),
+                format!("{} is reserved (reserved: {})", var.name, RESERVED_ENV.join(", ")),
+            );
         } else if !seen.insert(var.name.as_str()) {
             e.add(format!("{p}.name"), format!("{} is set twice", var.name));
         }
@@ -263,7 +326,10 @@ fn validate_resources(
                             out.insert(k.clone(), v);
                         }
                         Some(_) => e.add(&field, format!("'{}' is negative", q.0)),
-                        None => e.add(&field, format!("'{}' is not a quantity (e.g. 100m, 0.5, 128Mi, 1Gi)", q.0)),
+                        None => e.add(
+                            &field,
+                            format!("'{}' is not a quantity (e.g. 100m, 0.5, 128Mi, 1Gi)", q.0),
+                        ),
                     }
                 }
                 out
@@ -297,7 +363,9 @@ pub fn dns1035_label(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     if !b[0].is_ascii_lowercase()
         || !b[b.len() - 1].is_ascii_alphanumeric()
-        || !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
     {
         return Err("must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter and ending with a letter or digit".into());
     }
@@ -314,7 +382,9 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
         if b.is_empty()
             || !b[0].is_ascii_alphanumeric()
             || !b[b.len() - 1].is_ascii_alphanumeric()
-            || !b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            || !b
+                .iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         {
             return Err("must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit".into());
         }
@@ -327,7 +397,9 @@ pub fn env_var_name(s: &str) -> Result<(), String> {
     let b = s.as_bytes();
     if b.is_empty()
         || b[0].is_ascii_digit()
-        || !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.')
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.')
     {
         return Err(
             "is not a valid environment variable name: letters, digits, '_', '-' and '.', not starting with a digit"
@@ -343,7 +415,8 @@ fn name_part(s: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// A label or annotation key: `[prefix/]name`.
@@ -434,16 +507,28 @@ mod tests {
     #[test]
     fn sources() {
         let mut s = valid();
-        s.source.git_repository = Some(GitRepositorySource { url: "https://x/y.git".into(), ..Default::default() });
-        assert_eq!(one("f", &s), "spec.source: set exactly one of inline and gitRepository, not both");
+        s.source.git_repository = Some(GitRepositorySource {
+            url: "https://x/y.git".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            one("f", &s),
+            "spec.source: set exactly one of inline and gitRepository, not both"
+        );
         s.source = Source::default();
         assert_eq!(one("f", &s), "spec.source: set exactly one of inline and gitRepository");
         let mut s = valid();
         s.source.inline.as_mut().unwrap().source = " ".into();
-        assert_eq!(one("f", &s), "spec.source.inline.source: is empty; put the handler's code here");
+        assert_eq!(
+            one("f", &s),
+            "spec.source.inline.source: is empty; put the handler's code here"
+        );
         let mut s = valid();
         s.source.inline.as_mut().unwrap().dependencies = Some("[1]".into());
-        assert_eq!(one("f", &s), "spec.source.inline.dependencies: must be a JSON object (a package.json)");
+        assert_eq!(
+            one("f", &s),
+            "spec.source.inline.dependencies: must be a JSON object (a package.json)"
+        );
         s.source.inline.as_mut().unwrap().dependencies = Some("{oops".into());
         assert!(one("f", &s).starts_with("spec.source.inline.dependencies: is not valid JSON"));
         // Python's requirements.txt is not JSON.
@@ -457,14 +542,20 @@ mod tests {
                 url: "ftp://x".into(),
                 base_dir: Some("/".into()),
                 reference: None,
-                auth: Some(RepositoryAuth { type_: "token".into(), secret_name: "Bad_Name".into() }),
+                auth: Some(RepositoryAuth {
+                    type_: "token".into(),
+                    secret_name: "Bad_Name".into(),
+                }),
             }),
         };
         let e = errors("f", &s);
         assert_eq!(e.len(), 4, "{e:?}");
         assert!(e[0].starts_with("spec.source.gitRepository.url: 'ftp://x' must start with"));
         assert!(e[1].starts_with("spec.source.gitRepository.reference: is required"));
-        assert_eq!(e[2], "spec.source.gitRepository.auth.type: 'token' must be basic or key");
+        assert_eq!(
+            e[2],
+            "spec.source.gitRepository.auth.type: 'token' must be basic or key"
+        );
         assert!(e[3].starts_with("spec.source.gitRepository.auth.secretName: 'Bad_Name'"));
     }
 
@@ -472,22 +563,43 @@ mod tests {
     fn env() {
         let mut s = valid();
         s.env = Some(vec![
-            EnvVar { name: "OK".into(), value: Some("1".into()), ..Default::default() },
-            EnvVar { name: "FUNC_PORT".into(), value: Some("1".into()), ..Default::default() },
+            EnvVar {
+                name: "OK".into(),
+                value: Some("1".into()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "FUNC_PORT".into(),
+                value: Some("1".into()),
+                ..Default::default()
+            },
         ]);
         assert_eq!(
             one("f", &s),
             "spec.env[1].name: FUNC_PORT is reserved (reserved: FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT, MOD_NAME, NODE_PATH, PYTHONPATH)"
         );
         s.env = Some(vec![
-            EnvVar { name: "1X".into(), ..Default::default() },
-            EnvVar { name: "A".into(), ..Default::default() },
-            EnvVar { name: "A".into(), ..Default::default() },
+            EnvVar {
+                name: "1X".into(),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "A".into(),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "A".into(),
+                ..Default::default()
+            },
             EnvVar {
                 name: "B".into(),
                 value: Some("v".into()),
                 value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector { name: "s".into(), key: "k".into(), optional: None }),
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: "s".into(),
+                        key: "k".into(),
+                        optional: None,
+                    }),
                     ..Default::default()
                 }),
             },
@@ -501,9 +613,17 @@ mod tests {
 
     fn res(req: &[(&str, &str)], lim: &[(&str, &str)]) -> K8sRes {
         let m = |v: &[(&str, &str)]| {
-            Some(v.iter().map(|(k, q)| (k.to_string(), Quantity(q.to_string()))).collect::<BTreeMap<_, _>>())
+            Some(
+                v.iter()
+                    .map(|(k, q)| (k.to_string(), Quantity(q.to_string())))
+                    .collect::<BTreeMap<_, _>>(),
+            )
         };
-        K8sRes { requests: m(req), limits: m(lim), ..Default::default() }
+        K8sRes {
+            requests: m(req),
+            limits: m(lim),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -512,9 +632,15 @@ mod tests {
         s.resource_configuration = Some(ResourceConfiguration {
             function: Some(ResourceRequirements {
                 profile: None,
-                resources: Some(res(&[("cpu", "500m"), ("memory", "1Gi")], &[("cpu", "0.25"), ("memory", "1024Mi")])),
+                resources: Some(res(
+                    &[("cpu", "500m"), ("memory", "1Gi")],
+                    &[("cpu", "0.25"), ("memory", "1024Mi")],
+                )),
             }),
-            build: Some(ResourceRequirements { profile: Some("turbo".into()), resources: None }),
+            build: Some(ResourceRequirements {
+                profile: Some("turbo".into()),
+                resources: None,
+            }),
         });
         let e = errors("f", &s);
         assert_eq!(
@@ -525,7 +651,10 @@ mod tests {
             ]
         );
         s.resource_configuration = Some(ResourceConfiguration {
-            function: Some(ResourceRequirements { profile: Some("S".into()), resources: Some(res(&[], &[])) }),
+            function: Some(ResourceRequirements {
+                profile: Some("S".into()),
+                resources: Some(res(&[], &[])),
+            }),
             build: Some(ResourceRequirements {
                 profile: None,
                 resources: Some(res(&[("cpu", "lots")], &[("gpu", "1")])),
@@ -548,21 +677,41 @@ mod tests {
         s.replicas = Some(-1);
         assert_eq!(one("f", &s), "spec.replicas: -1 is negative; use 0 or more");
         let mut s = valid();
-        s.scale_config = Some(ScaleConfig { min_replicas: Some(3), max_replicas: Some(2) });
-        assert_eq!(one("f", &s), "spec.scaleConfig.maxReplicas: 2 is less than minReplicas (3)");
-        s.scale_config = Some(ScaleConfig { min_replicas: Some(0), max_replicas: Some(2) });
+        s.scale_config = Some(ScaleConfig {
+            min_replicas: Some(3),
+            max_replicas: Some(2),
+        });
+        assert_eq!(
+            one("f", &s),
+            "spec.scaleConfig.maxReplicas: 2 is less than minReplicas (3)"
+        );
+        s.scale_config = Some(ScaleConfig {
+            min_replicas: Some(0),
+            max_replicas: Some(2),
+        });
         assert_eq!(one("f", &s), "spec.scaleConfig.minReplicas: 0 is less than 1");
     }
 
     #[test]
     fn secret_mounts() {
         let mut s = valid();
-        let m = |n: &str, p: &str| SecretMount { secret_name: n.into(), mount_path: p.into() };
-        s.secret_mounts =
-            Some(vec![m("a", "/etc/a"), m("b", "/etc/a/"), m("C", "rel"), m("d", "/tmp"), m("e", "/x/../y")]);
+        let m = |n: &str, p: &str| SecretMount {
+            secret_name: n.into(),
+            mount_path: p.into(),
+        };
+        s.secret_mounts = Some(vec![
+            m("a", "/etc/a"),
+            m("b", "/etc/a/"),
+            m("C", "rel"),
+            m("d", "/tmp"),
+            m("e", "/x/../y"),
+        ]);
         let e = errors("f", &s);
         assert_eq!(e.len(), 5, "{e:?}");
-        assert_eq!(e[0], "spec.secretMounts[1].mountPath: '/etc/a/' is used by another secret mount");
+        assert_eq!(
+            e[0],
+            "spec.secretMounts[1].mountPath: '/etc/a/' is used by another secret mount"
+        );
         assert!(e[1].starts_with("spec.secretMounts[2].secretName: 'C' must be a DNS-1123 subdomain"));
         assert!(e[2].starts_with("spec.secretMounts[2].mountPath: 'rel' must be an absolute path"));
         assert!(e[3].starts_with("spec.secretMounts[3].mountPath: /tmp is the function's scratch directory"));
@@ -579,7 +728,10 @@ mod tests {
             ("team".to_string(), "x".repeat(64)),
         ]));
         s.annotations = Some(BTreeMap::from([
-            ("example.com/ok".to_string(), "anything at all, even long ones".repeat(5)),
+            (
+                "example.com/ok".to_string(),
+                "anything at all, even long ones".repeat(5),
+            ),
             ("serverless.kyma-project.io/x".to_string(), String::new()),
         ]));
         let e = errors("f", &s);

@@ -54,8 +54,12 @@ pub fn validate_request(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespo
         Ok(f) => f,
         Err(e) => return resp.deny(format!("invalid Function: {e}")),
     };
-    let name =
-        f.metadata.name.clone().filter(|n| !n.is_empty()).or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()));
+    let name = f
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()));
     match validate(name.as_deref(), &f.spec) {
         Ok(()) => resp,
         Err(e) => resp.deny(e.to_string()),
@@ -87,7 +91,11 @@ pub fn handle(req: &Req, defaults: &Defaults, metrics: &Metrics) -> Resp {
         VALIDATE_PATH => validate_request(&request),
         other => return Resp::text(StatusCode::NOT_FOUND, format!("no webhook at {other}")),
     };
-    Metrics::inc(if resp.allowed { &metrics.webhook_allowed } else { &metrics.webhook_denied });
+    Metrics::inc(if resp.allowed {
+        &metrics.webhook_allowed
+    } else {
+        &metrics.webhook_denied
+    });
     if !resp.allowed {
         tracing::info!(function = %request.name, namespace = ?request.namespace, denied = %resp.result.message, "admission denied");
     }
@@ -134,7 +142,11 @@ mod tests {
                 "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
             }
         });
-        Req { method: hyper::Method::POST, path: String::new(), body: serde_json::to_vec(&body).unwrap().into() }
+        Req {
+            method: hyper::Method::POST,
+            path: String::new(),
+            body: serde_json::to_vec(&body).unwrap().into(),
+        }
     }
 
     fn function(spec: serde_json::Value) -> serde_json::Value {
@@ -163,7 +175,10 @@ mod tests {
         let patch: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
         let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
         let ops = patch.as_array().unwrap();
-        assert!(ops.iter().any(|o| o["path"] == "/spec/replicas" && o["value"] == 1), "{patch}");
+        assert!(
+            ops.iter().any(|o| o["path"] == "/spec/replicas" && o["value"] == 1),
+            "{patch}"
+        );
         assert!(
             ops.iter().any(|o| o["path"] == "/spec/resourceConfiguration"
                 && o["value"] == json!({"build": {"profile": "normal"}, "function": {"profile": "L"}})),
@@ -174,8 +189,10 @@ mod tests {
 
     #[test]
     fn mutate_leaves_a_complete_function_alone() {
-        let f = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}, "replicas": 2,
-            "resourceConfiguration": {"build": {"profile": "fast"}, "function": {"profile": "S"}}}));
+        let f = function(
+            json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}, "replicas": 2,
+            "resourceConfiguration": {"build": {"profile": "fast"}, "function": {"profile": "S"}}}),
+        );
         let out = call(MUTATE_PATH, review("UPDATE", f));
         assert_eq!(out["response"]["allowed"], true);
         assert!(out["response"].get("patch").is_none());
@@ -198,13 +215,21 @@ mod tests {
     fn bad_requests() {
         let m = Metrics::default();
         let r = handle(
-            &Req { method: hyper::Method::POST, path: VALIDATE_PATH.into(), body: "nope".into() },
+            &Req {
+                method: hyper::Method::POST,
+                path: VALIDATE_PATH.into(),
+                body: "nope".into(),
+            },
             &Defaults::default(),
             &m,
         );
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         let r = handle(
-            &Req { method: hyper::Method::GET, path: VALIDATE_PATH.into(), body: "".into() },
+            &Req {
+                method: hyper::Method::GET,
+                path: VALIDATE_PATH.into(),
+                body: "".into(),
+            },
             &Defaults::default(),
             &m,
         );

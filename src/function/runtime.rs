@@ -78,7 +78,11 @@ pub enum RuntimeError {
     #[error("unknown runtime '{name}': choose one of {known}")]
     Unknown { name: String, known: String },
     #[error("runtime '{name}': {path} is not valid: {message}")]
-    Invalid { name: String, path: String, message: String },
+    Invalid {
+        name: String,
+        path: String,
+        message: String,
+    },
     #[error("cannot read runtimes directory {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
 }
@@ -100,7 +104,10 @@ impl Runtimes {
                 .filter_map(|d| d.path().file_name()?.to_str().map(String::from))
                 .collect(),
             Runtimes::Disk(root) => std::fs::read_dir(root)
-                .map_err(|source| RuntimeError::Read { path: root.clone(), source })?
+                .map_err(|source| RuntimeError::Read {
+                    path: root.clone(),
+                    source,
+                })?
                 .filter_map(Result::ok)
                 .filter(|e| e.path().join("runtime.toml").is_file())
                 .filter_map(|e| e.file_name().to_str().map(String::from))
@@ -113,7 +120,10 @@ impl Runtimes {
     pub fn load(&self, name: &str) -> Result<Runtime, RuntimeError> {
         let names = self.names()?;
         if !names.iter().any(|n| n == name) {
-            return Err(RuntimeError::Unknown { name: name.into(), known: names.join(", ") });
+            return Err(RuntimeError::Unknown {
+                name: name.into(),
+                known: names.join(", "),
+            });
         }
         let invalid = |path: &str, message: String| RuntimeError::Invalid {
             name: name.into(),
@@ -121,7 +131,9 @@ impl Runtimes {
             message,
         };
         let toml_path = format!("{name}/runtime.toml");
-        let text = self.read_text(&toml_path).ok_or_else(|| invalid(&toml_path, "not UTF-8".into()))?;
+        let text = self
+            .read_text(&toml_path)
+            .ok_or_else(|| invalid(&toml_path, "not UTF-8".into()))?;
         let spec: RuntimeSpec = toml::from_str(&text).map_err(|e| invalid(&toml_path, e.message().to_string()))?;
         for (field, dir) in [
             ("server_dir", &spec.server_dir),
@@ -130,32 +142,48 @@ impl Runtimes {
             ("working_dir", &spec.working_dir),
         ] {
             if !dir.starts_with('/') || dir.split('/').any(|c| c == ".." || c == ".") {
-                return Err(invalid(&toml_path, format!("{field} must be an absolute path without . or .. ({dir})")));
+                return Err(invalid(
+                    &toml_path,
+                    format!("{field} must be an absolute path without . or .. ({dir})"),
+                ));
             }
         }
         match spec.installer() {
             None | Some("npm") => {}
             Some("pip") => {
                 if !spec.python_version.as_deref().is_some_and(is_dotted_pair) {
-                    return Err(invalid(&toml_path, "installer pip needs python_version = \"MAJOR.MINOR\" (e.g. \"3.12\")".into()));
+                    return Err(invalid(
+                        &toml_path,
+                        "installer pip needs python_version = \"MAJOR.MINOR\" (e.g. \"3.12\")".into(),
+                    ));
                 }
             }
             Some(other) => return Err(invalid(&toml_path, format!("installer must be npm or pip ({other})"))),
         }
         if let Some(glibc) = &spec.manylinux_glibc {
             if !is_dotted_pair(glibc) || !glibc.starts_with("2.") {
-                return Err(invalid(&toml_path, format!("manylinux_glibc must look like 2.36 ({glibc})")));
+                return Err(invalid(
+                    &toml_path,
+                    format!("manylinux_glibc must look like 2.36 ({glibc})"),
+                ));
             }
         }
         if !is_plain_name(&spec.server) {
-            return Err(invalid(&toml_path, format!("server must name a directory beside the runtimes ({})", spec.server)));
+            return Err(invalid(
+                &toml_path,
+                format!("server must name a directory beside the runtimes ({})", spec.server),
+            ));
         }
         let server_root = format!("{}/server", spec.server);
         let server_files = self.server_files(&server_root);
         if server_files.is_empty() {
             return Err(invalid(&server_root, "no server files".into()));
         }
-        Ok(Runtime { name: name.into(), spec, server_files })
+        Ok(Runtime {
+            name: name.into(),
+            spec,
+            server_files,
+        })
     }
 
     fn read_text(&self, path: &str) -> Option<String> {
@@ -175,9 +203,18 @@ impl Runtimes {
             }
             Runtimes::Disk(root) => {
                 let base = root.join(server_root);
-                for entry in walkdir::WalkDir::new(&base).min_depth(1).sort_by_file_name().into_iter().flatten() {
-                    let Ok(rel) = entry.path().strip_prefix(&base) else { continue };
-                    let Some(path) = rel.to_str().map(String::from) else { continue };
+                for entry in walkdir::WalkDir::new(&base)
+                    .min_depth(1)
+                    .sort_by_file_name()
+                    .into_iter()
+                    .flatten()
+                {
+                    let Ok(rel) = entry.path().strip_prefix(&base) else {
+                        continue;
+                    };
+                    let Some(path) = rel.to_str().map(String::from) else {
+                        continue;
+                    };
                     let kind = if entry.file_type().is_dir() {
                         EntryKind::Dir
                     } else {
@@ -199,13 +236,19 @@ fn collect_embedded(dir: &'static Dir<'static>, root: &Path, out: &mut Vec<Serve
         if let Ok(rel) = file.path().strip_prefix(root) {
             out.push(ServerFile {
                 path: rel.to_string_lossy().into_owned(),
-                kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(file.contents())), executable: false },
+                kind: EntryKind::File {
+                    content: Content::Bytes(Cow::Borrowed(file.contents())),
+                    executable: false,
+                },
             });
         }
     }
     for sub in dir.dirs() {
         if let Ok(rel) = sub.path().strip_prefix(root) {
-            out.push(ServerFile { path: rel.to_string_lossy().into_owned(), kind: EntryKind::Dir });
+            out.push(ServerFile {
+                path: rel.to_string_lossy().into_owned(),
+                kind: EntryKind::Dir,
+            });
         }
         collect_embedded(sub, root, out);
     }
@@ -219,12 +262,17 @@ fn is_executable(path: &Path) -> bool {
 /// `3.12`, `2.36`: two dot-separated numbers.
 fn is_dotted_pair(s: &str) -> bool {
     s.split_once('.').is_some_and(|(a, b)| {
-        [a, b].iter().all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
+        [a, b]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 4 && p.bytes().all(|c| c.is_ascii_digit()))
     })
 }
 
 fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -233,7 +281,10 @@ mod tests {
 
     #[test]
     fn the_three_runtimes_are_compiled_in() {
-        assert_eq!(Runtimes::Embedded.names().unwrap(), ["nodejs20", "nodejs22", "python312"]);
+        assert_eq!(
+            Runtimes::Embedded.names().unwrap(),
+            ["nodejs20", "nodejs22", "python312"]
+        );
         for name in ["nodejs20", "nodejs22", "python312"] {
             let rt = Runtimes::Embedded.load(name).unwrap();
             assert_eq!(rt.spec.env["FUNC_RUNTIME"], name);
@@ -244,7 +295,10 @@ mod tests {
     #[test]
     fn an_unknown_runtime_names_the_known_ones() {
         let err = Runtimes::Embedded.load("nodejs18").unwrap_err().to_string();
-        assert_eq!(err, "unknown runtime 'nodejs18': choose one of nodejs20, nodejs22, python312");
+        assert_eq!(
+            err,
+            "unknown runtime 'nodejs18': choose one of nodejs20, nodejs22, python312"
+        );
         assert!(Runtimes::Embedded.load("../runtimes/nodejs20").is_err());
     }
 
@@ -254,7 +308,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("tiny")).unwrap();
         std::fs::create_dir_all(dir.path().join("srv/server/lib")).unwrap();
         std::fs::write(dir.path().join("srv/server/lib/x.js"), "x").unwrap();
-        let toml = Runtimes::Embedded.read_text("nodejs20/runtime.toml").unwrap().replace("server = \"node\"", "server = \"srv\"");
+        let toml = Runtimes::Embedded
+            .read_text("nodejs20/runtime.toml")
+            .unwrap()
+            .replace("server = \"node\"", "server = \"srv\"");
         std::fs::write(dir.path().join("tiny/runtime.toml"), toml).unwrap();
         let rt = Runtimes::Disk(dir.path().into()).load("tiny").unwrap();
         let paths: Vec<_> = rt.server_files.iter().map(|f| f.path.as_str()).collect();
@@ -267,6 +324,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("bad")).unwrap();
         std::fs::write(dir.path().join("bad/runtime.toml"), "description = 1").unwrap();
         let err = Runtimes::Disk(dir.path().into()).load("bad").unwrap_err().to_string();
-        assert!(err.starts_with("runtime 'bad': bad/runtime.toml is not valid:"), "{err}");
+        assert!(
+            err.starts_with("runtime 'bad': bad/runtime.toml is not valid:"),
+            "{err}"
+        );
     }
 }

@@ -35,11 +35,24 @@ pub enum SourceError {
     #[error("ConfigMap key '{key}' in {root} is not a plain file name (no '/' and no '..'); use keys like handler.js")]
     BadConfigMapKey { root: PathBuf, key: String },
     #[error("missing handler file {file} in {root}: the {runtime} runtime loads the function from it")]
-    MissingHandler { root: PathBuf, file: String, runtime: String },
+    MissingHandler {
+        root: PathBuf,
+        file: String,
+        runtime: String,
+    },
 }
 
 /// Names never copied into an image: version control, and files that carry credentials.
-const EXCLUDED: &[&str] = &[".git", ".npmrc", "pip.conf", ".pypirc", ".netrc", ".docker", "__pycache__", "node_modules"];
+const EXCLUDED: &[&str] = &[
+    ".git",
+    ".npmrc",
+    "pip.conf",
+    ".pypirc",
+    ".netrc",
+    ".docker",
+    "__pycache__",
+    "node_modules",
+];
 
 impl FunctionSource {
     pub fn load(root: &Path, runtime: &Runtime) -> Result<FunctionSource, SourceError> {
@@ -53,18 +66,31 @@ impl FunctionSource {
         };
         entries.sort_by(|a, b| a.path.cmp(&b.path));
         let spec = &runtime.spec;
-        if !entries.iter().any(|e| e.path == spec.handler_file && !matches!(e.kind, EntryKind::Dir)) {
+        if !entries
+            .iter()
+            .any(|e| e.path == spec.handler_file && !matches!(e.kind, EntryKind::Dir))
+        {
             return Err(SourceError::MissingHandler {
                 root: root.to_path_buf(),
                 file: spec.handler_file.clone(),
                 runtime: runtime.name.clone(),
             });
         }
-        let dependency_file = entries.iter().find(|e| e.path == spec.dependency_file).and_then(|e| match &e.kind {
-            EntryKind::File { content: Content::Path(p), .. } => Some(p.clone()),
-            _ => None,
-        });
-        Ok(FunctionSource { root: root.to_path_buf(), entries, dependency_file })
+        let dependency_file = entries
+            .iter()
+            .find(|e| e.path == spec.dependency_file)
+            .and_then(|e| match &e.kind {
+                EntryKind::File {
+                    content: Content::Path(p),
+                    ..
+                } => Some(p.clone()),
+                _ => None,
+            });
+        Ok(FunctionSource {
+            root: root.to_path_buf(),
+            entries,
+            dependency_file,
+        })
     }
 }
 
@@ -79,24 +105,46 @@ fn load_directory(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
     for item in walk {
         let item = item.map_err(|e| SourceError::Read {
             path: e.path().unwrap_or(root).to_path_buf(),
-            source: e.into_io_error().unwrap_or_else(|| std::io::Error::other("filesystem loop")),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("filesystem loop")),
         })?;
         let rel = item.path().strip_prefix(root).expect("walk stays below its root");
-        let path = rel.to_str().ok_or_else(|| SourceError::NotUtf8 { path: item.path().into() })?.to_string();
+        let path = rel
+            .to_str()
+            .ok_or_else(|| SourceError::NotUtf8 {
+                path: item.path().into(),
+            })?
+            .to_string();
         let ft = item.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_file() {
-            EntryKind::File { content: Content::Path(item.path().into()), executable: is_executable(item.path())? }
-        } else if ft.is_symlink() {
-            let target = std::fs::read_link(item.path()).map_err(|source| SourceError::Read { path: item.path().into(), source })?;
-            let target_str = target.to_str().ok_or_else(|| SourceError::NotUtf8 { path: item.path().into() })?;
-            if !stays_inside(rel, &target) {
-                return Err(SourceError::EscapingSymlink { path: item.path().into(), target: target_str.into() });
+            EntryKind::File {
+                content: Content::Path(item.path().into()),
+                executable: is_executable(item.path())?,
             }
-            EntryKind::Symlink { target: target_str.into() }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(item.path()).map_err(|source| SourceError::Read {
+                path: item.path().into(),
+                source,
+            })?;
+            let target_str = target.to_str().ok_or_else(|| SourceError::NotUtf8 {
+                path: item.path().into(),
+            })?;
+            if !stays_inside(rel, &target) {
+                return Err(SourceError::EscapingSymlink {
+                    path: item.path().into(),
+                    target: target_str.into(),
+                });
+            }
+            EntryKind::Symlink {
+                target: target_str.into(),
+            }
         } else {
-            return Err(SourceError::SpecialFile { path: item.path().into() });
+            return Err(SourceError::SpecialFile {
+                path: item.path().into(),
+            });
         };
         entries.push(SourceEntry { path, kind });
     }
@@ -116,11 +164,16 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
     for item in std::fs::read_dir(root).map_err(read_err(root))? {
         let item = item.map_err(read_err(root))?;
         let name = item.file_name();
-        let key = name.to_str().ok_or_else(|| SourceError::NotUtf8 { path: item.path() })?;
+        let key = name
+            .to_str()
+            .ok_or_else(|| SourceError::NotUtf8 { path: item.path() })?;
         if key.starts_with("..") {
             continue; // the mount's own bookkeeping: ..data, ..2026_11_25_...
         }
-        let bad_key = || SourceError::BadConfigMapKey { root: root.into(), key: key.into() };
+        let bad_key = || SourceError::BadConfigMapKey {
+            root: root.into(),
+            key: key.into(),
+        };
         if !is_configmap_key(key) {
             return Err(bad_key());
         }
@@ -141,7 +194,10 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
         };
         entries.push(SourceEntry {
             path,
-            kind: EntryKind::File { content: Content::Path(real.clone()), executable: is_executable(&real)? },
+            kind: EntryKind::File {
+                content: Content::Path(real.clone()),
+                executable: is_executable(&real)?,
+            },
         });
     }
     // Keys with '/' (volume `items` paths) appear as directories inside ..data.
@@ -155,9 +211,16 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
         }
     }
     if entries.iter().filter(|e| e.path == runtime.spec.handler_file).count() > 1
-        || entries.iter().filter(|e| e.path == runtime.spec.dependency_file).count() > 1
+        || entries
+            .iter()
+            .filter(|e| e.path == runtime.spec.dependency_file)
+            .count()
+            > 1
     {
-        return Err(SourceError::BadConfigMapKey { root: root.into(), key: runtime.spec.source_key.clone() });
+        return Err(SourceError::BadConfigMapKey {
+            root: root.into(),
+            key: runtime.spec.source_key.clone(),
+        });
     }
     Ok(entries)
 }
@@ -192,10 +255,12 @@ pub(crate) fn stays_inside(link: &Path, target: &Path) -> bool {
 
 fn is_executable(path: &Path) -> Result<bool, SourceError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| SourceError::Read { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| SourceError::Read {
+        path: path.into(),
+        source,
+    })?;
     Ok(meta.permissions().mode() & 0o111 != 0)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -221,7 +286,10 @@ mod tests {
         std::fs::write(d.join("lib/tool.js"), "t").unwrap();
         symlink("../tool.js", d.join("lib/.bin/tool")).unwrap();
         let src = FunctionSource::load(d, &node()).unwrap();
-        assert_eq!(paths(&src), ["handler.js", "lib", "lib/.bin", "lib/.bin/tool", "lib/tool.js"]);
+        assert_eq!(
+            paths(&src),
+            ["handler.js", "lib", "lib/.bin", "lib/.bin/tool", "lib/tool.js"]
+        );
         assert!(matches!(&src.entries[3].kind, EntryKind::Symlink { target } if target == "../tool.js"));
     }
 

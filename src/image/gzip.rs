@@ -84,16 +84,34 @@ impl<W: Write> ParallelGzip<W> {
         while self.submitted - self.written >= self.max_in_flight {
             self.collect_one()?;
         }
-        let data = std::mem::replace(&mut self.block, if last { Vec::new() } else { Vec::with_capacity(BLOCK_SIZE) });
-        let job = Job { seq: self.submitted, data, last };
-        self.jobs.as_ref().expect("open until finish").send(job).map_err(|_| io::Error::other("compression thread stopped"))?;
+        let data = std::mem::replace(
+            &mut self.block,
+            if last {
+                Vec::new()
+            } else {
+                Vec::with_capacity(BLOCK_SIZE)
+            },
+        );
+        let job = Job {
+            seq: self.submitted,
+            data,
+            last,
+        };
+        self.jobs
+            .as_ref()
+            .expect("open until finish")
+            .send(job)
+            .map_err(|_| io::Error::other("compression thread stopped"))?;
         self.submitted += 1;
         Ok(())
     }
 
     /// Waits for one compressed block and writes every block that is now next in order.
     fn collect_one(&mut self) -> io::Result<()> {
-        let (seq, result) = self.done.recv().map_err(|_| io::Error::other("compression thread stopped"))?;
+        let (seq, result) = self
+            .done
+            .recv()
+            .map_err(|_| io::Error::other("compression thread stopped"))?;
         self.pending.insert(seq, result?);
         while let Some(bytes) = self.pending.remove(&self.written) {
             self.out.write_all(&bytes)?;
@@ -145,12 +163,22 @@ impl<W: Write> Write for ParallelGzip<W> {
 fn deflate_block(data: &[u8], last: bool, level: u32) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 64);
-    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     loop {
         let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == data.len();
-        let finished = if last { status == Status::StreamEnd } else { all_in && out.len() < out.capacity() };
+        let finished = if last {
+            status == Status::StreamEnd
+        } else {
+            all_in && out.len() < out.capacity()
+        };
         if finished {
             return Ok(out);
         }
@@ -168,7 +196,11 @@ mod tests {
         (0..len)
             .map(|i| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                if (i / 1000) % 3 == 0 { (x >> 16) as u8 } else { b"function main() { return 42; }\n"[i % 31] }
+                if (i / 1000) % 3 == 0 {
+                    (x >> 16) as u8
+                } else {
+                    b"function main() { return 42; }\n"[i % 31]
+                }
             })
             .collect()
     }

@@ -65,11 +65,7 @@ pub enum LayerError {
 
 /// Writes `entries` as a gzip-compressed tar to `spool` and returns its digests.
 /// `mtime` is stamped on every entry (seconds since the epoch).
-pub fn write_layer(
-    mut entries: Vec<LayerEntry>,
-    mtime: u64,
-    spool: &Path,
-) -> Result<WrittenLayer, LayerError> {
+pub fn write_layer(mut entries: Vec<LayerEntry>, mtime: u64, spool: &Path) -> Result<WrittenLayer, LayerError> {
     // Byte order of the paths puts every directory before what it contains.
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
@@ -79,14 +75,20 @@ pub fn write_layer(
     for entry in &entries {
         append_entry(&mut tar, entry, mtime)?;
     }
-    let writer = tar.into_inner().map_err(|source| LayerError::Write { path: spool.into(), source })?;
+    let writer = tar.into_inner().map_err(|source| LayerError::Write {
+        path: spool.into(),
+        source,
+    })?;
     writer.finish()
 }
 
 /// Compresses an existing uncompressed tar (a layer from `docker save`) into a layer blob.
 pub fn compress_tar(tar: &mut impl Read, spool: &Path) -> Result<WrittenLayer, LayerError> {
     let mut writer = LayerWriter::create(spool)?;
-    io::copy(tar, &mut writer).map_err(|source| LayerError::Write { path: spool.into(), source })?;
+    io::copy(tar, &mut writer).map_err(|source| LayerError::Write {
+        path: spool.into(),
+        source,
+    })?;
     writer.finish()
 }
 
@@ -99,21 +101,35 @@ pub struct LayerWriter {
 
 impl LayerWriter {
     pub fn create(spool: &Path) -> Result<LayerWriter, LayerError> {
-        let write_err = |source: io::Error| LayerError::Write { path: spool.to_path_buf(), source };
+        let write_err = |source: io::Error| LayerError::Write {
+            path: spool.to_path_buf(),
+            source,
+        };
         let file = File::create(spool).map_err(write_err)?;
         let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let gzip = ParallelGzip::new(blob, COMPRESSION_LEVEL, threads).map_err(write_err)?;
-        Ok(LayerWriter { spool: spool.to_path_buf(), inner: HashingWriter::new(gzip) })
+        Ok(LayerWriter {
+            spool: spool.to_path_buf(),
+            inner: HashingWriter::new(gzip),
+        })
     }
 
     pub fn finish(self) -> Result<WrittenLayer, LayerError> {
-        let write_err = |source: io::Error| LayerError::Write { path: self.spool.clone(), source };
+        let write_err = |source: io::Error| LayerError::Write {
+            path: self.spool.clone(),
+            source,
+        };
         let (gzip, diff_id, _) = self.inner.finish();
         let blob = gzip.finish().map_err(write_err)?;
         let (buffered, digest, size) = blob.finish();
         buffered.into_inner().map_err(|e| write_err(e.into_error()))?;
-        Ok(WrittenLayer { file: self.spool.clone(), digest, diff_id, size })
+        Ok(WrittenLayer {
+            file: self.spool.clone(),
+            digest,
+            diff_id,
+            size,
+        })
     }
 }
 
@@ -126,11 +142,7 @@ impl Write for LayerWriter {
     }
 }
 
-fn append_entry<W: Write>(
-    tar: &mut tar::Builder<W>,
-    entry: &LayerEntry,
-    mtime: u64,
-) -> Result<(), LayerError> {
+fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, mtime: u64) -> Result<(), LayerError> {
     let mut header = tar::Header::new_ustar();
     header.set_uid(0);
     header.set_gid(0);
@@ -148,7 +160,10 @@ fn append_entry<W: Write>(
         set_placeholder(&mut header.as_ustar_mut().expect("ustar header").name, &name);
     }
 
-    let io_err = |source: io::Error| LayerError::Write { path: PathBuf::from(&entry.path), source };
+    let io_err = |source: io::Error| LayerError::Write {
+        path: PathBuf::from(&entry.path),
+        source,
+    };
     match &entry.kind {
         EntryKind::Dir => {
             header.set_entry_type(tar::EntryType::Directory);
@@ -178,12 +193,19 @@ fn append_entry<W: Write>(
                     tar.append(&header, &bytes[..]).map_err(io_err)
                 }
                 Content::Path(path) => {
-                    let read_err = |source| LayerError::Read { path: path.clone(), source };
+                    let read_err = |source| LayerError::Read {
+                        path: path.clone(),
+                        source,
+                    };
                     let file = File::open(path).map_err(read_err)?;
                     let size = file.metadata().map_err(read_err)?.len();
                     set_size(&mut header, &mut pax, size);
                     finish_header(tar, &mut header, &pax).map_err(io_err)?;
-                    let mut reader = ExactReader { inner: file.take(size), remaining: size, path };
+                    let mut reader = ExactReader {
+                        inner: file.take(size),
+                        remaining: size,
+                        path,
+                    };
                     tar.append(&header, &mut reader).map_err(|e| match e.kind() {
                         io::ErrorKind::UnexpectedEof => LayerError::Changed { path: path.clone() },
                         _ => read_err(e),
@@ -251,7 +273,10 @@ mod tests {
     fn file(path: &str, bytes: &'static [u8]) -> LayerEntry {
         LayerEntry {
             path: path.into(),
-            kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(bytes)), executable: false },
+            kind: EntryKind::File {
+                content: Content::Bytes(Cow::Borrowed(bytes)),
+                executable: false,
+            },
         }
     }
 
@@ -277,19 +302,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entries = vec![
             file("app/b.js", b"b"),
-            LayerEntry { path: "app".into(), kind: EntryKind::Dir },
+            LayerEntry {
+                path: "app".into(),
+                kind: EntryKind::Dir,
+            },
             LayerEntry {
                 path: "app/run".into(),
-                kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(b"#!/bin/sh")), executable: true },
+                kind: EntryKind::File {
+                    content: Content::Bytes(Cow::Borrowed(b"#!/bin/sh")),
+                    executable: true,
+                },
             },
-            LayerEntry { path: "app/link".into(), kind: EntryKind::Symlink { target: "b.js".into() } },
+            LayerEntry {
+                path: "app/link".into(),
+                kind: EntryKind::Symlink { target: "b.js".into() },
+            },
         ];
         let layer = write_layer(entries, 42, &dir.path().join("l")).unwrap();
         let got = read_back(&layer);
         let names: Vec<_> = got.iter().map(|e| (e.0.as_str(), e.2, e.3)).collect();
         assert_eq!(
             names,
-            [("app/", 0o755, 42), ("app/b.js", 0o644, 42), ("app/link", 0o777, 42), ("app/run", 0o755, 42)]
+            [
+                ("app/", 0o755, 42),
+                ("app/b.js", 0o644, 42),
+                ("app/link", 0o777, 42),
+                ("app/run", 0o755, 42)
+            ]
         );
         assert_eq!(got[1].4, b"b");
         assert!(got[2].1.is_symlink());
@@ -312,9 +351,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let long = format!("{}/{}", "d".repeat(120), "f".repeat(150));
         let entries = vec![
-            LayerEntry { path: long.clone(), kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(b"x")), executable: false } },
+            LayerEntry {
+                path: long.clone(),
+                kind: EntryKind::File {
+                    content: Content::Bytes(Cow::Borrowed(b"x")),
+                    executable: false,
+                },
+            },
             file("grüße-日本.txt", b"y"),
-            LayerEntry { path: "l".into(), kind: EntryKind::Symlink { target: "t".repeat(150) } },
+            LayerEntry {
+                path: "l".into(),
+                kind: EntryKind::Symlink {
+                    target: "t".repeat(150),
+                },
+            },
         ];
         let layer = write_layer(entries, 1, &dir.path().join("l")).unwrap();
         let names: Vec<_> = read_back(&layer).into_iter().map(|e| e.0).collect();

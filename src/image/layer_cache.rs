@@ -25,7 +25,9 @@ struct Record {
 impl LayerCache {
     /// The cache under `root` (`<root>/layers`).
     pub fn new(root: &Path) -> LayerCache {
-        LayerCache { dir: root.join("layers") }
+        LayerCache {
+            dir: root.join("layers"),
+        }
     }
 
     /// The key of a layer: hashes every entry's path, kind, mode and content, and the timestamp.
@@ -46,7 +48,11 @@ impl LayerCache {
                     h.update(b"\0");
                 }
                 EntryKind::File { content, executable } => {
-                    h.update(if *executable { &b"\0exec\0"[..] } else { &b"\0file\0"[..] });
+                    h.update(if *executable {
+                        &b"\0exec\0"[..]
+                    } else {
+                        &b"\0file\0"[..]
+                    });
                     match content {
                         Content::Bytes(bytes) => {
                             h.update(bytes.len().to_le_bytes());
@@ -95,7 +101,11 @@ impl LayerCache {
                 std::fs::copy(&layer.file, tmp.path())?;
                 tmp.persist(&blob).map_err(|e| e.error)?;
             }
-            let record = Record { digest: layer.digest.clone(), diff_id: layer.diff_id.clone(), size: layer.size };
+            let record = Record {
+                digest: layer.digest.clone(),
+                diff_id: layer.diff_id.clone(),
+                size: layer.size,
+            };
             let mut rec = tempfile::NamedTempFile::new_in(&self.dir)?;
             serde_json::to_writer(&mut rec, &record)?;
             rec.persist(self.dir.join(format!("{key}.json"))).map_err(|e| e.error)?;
@@ -116,9 +126,24 @@ mod tests {
     fn entries(dir: &Path, content: &str) -> Vec<LayerEntry> {
         std::fs::write(dir.join("f.js"), content).unwrap();
         vec![
-            LayerEntry { path: "app".into(), kind: EntryKind::Dir },
-            LayerEntry { path: "app/f.js".into(), kind: EntryKind::File { content: Content::Path(dir.join("f.js")), executable: false } },
-            LayerEntry { path: "app/g".into(), kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(b"g")), executable: true } },
+            LayerEntry {
+                path: "app".into(),
+                kind: EntryKind::Dir,
+            },
+            LayerEntry {
+                path: "app/f.js".into(),
+                kind: EntryKind::File {
+                    content: Content::Path(dir.join("f.js")),
+                    executable: false,
+                },
+            },
+            LayerEntry {
+                path: "app/g".into(),
+                kind: EntryKind::File {
+                    content: Content::Bytes(Cow::Borrowed(b"g")),
+                    executable: true,
+                },
+            },
         ]
     }
 
@@ -130,7 +155,10 @@ mod tests {
         assert_ne!(a, LayerCache::key(&entries(dir.path(), "two"), 1).unwrap());
         assert_ne!(a, LayerCache::key(&entries(dir.path(), "one"), 2).unwrap());
         let mut exec = entries(dir.path(), "one");
-        exec[1].kind = EntryKind::File { content: Content::Path(dir.path().join("f.js")), executable: true };
+        exec[1].kind = EntryKind::File {
+            content: Content::Path(dir.path().join("f.js")),
+            executable: true,
+        };
         assert_ne!(a, LayerCache::key(&exec, 1).unwrap());
     }
 
@@ -145,7 +173,13 @@ mod tests {
         cache.put(&key, &layer);
         std::fs::remove_file(&layer.file).unwrap();
         let hit = cache.get(&key).unwrap();
-        assert_eq!((hit.digest.clone(), hit.diff_id.clone(), hit.size), (layer.digest, layer.diff_id, layer.size));
-        assert_eq!(crate::image::digest::sha256_digest(&std::fs::read(&hit.file).unwrap()), hit.digest);
+        assert_eq!(
+            (hit.digest.clone(), hit.diff_id.clone(), hit.size),
+            (layer.digest, layer.diff_id, layer.size)
+        );
+        assert_eq!(
+            crate::image::digest::sha256_digest(&std::fs::read(&hit.file).unwrap()),
+            hit.digest
+        );
     }
 }

@@ -160,7 +160,10 @@ impl Image {
         if !labels.is_object() {
             *labels = json!({});
         }
-        labels.as_object_mut().expect("object").insert(name.into(), Value::String(value.into()));
+        labels
+            .as_object_mut()
+            .expect("object")
+            .insert(name.into(), Value::String(value.into()));
     }
 
     /// Appends a layer we wrote, with its history entry.
@@ -207,7 +210,12 @@ impl Image {
             .config(config_descriptor)
             .layers(self.layers.iter().map(|l| l.descriptor.clone()).collect::<Vec<_>>());
         if self.family == Family::Oci && !self.annotations.is_empty() {
-            builder = builder.annotations(self.annotations.clone().into_iter().collect::<std::collections::HashMap<_, _>>());
+            builder = builder.annotations(
+                self.annotations
+                    .clone()
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            );
         }
         let manifest = builder.build().map_err(|e| ImageError::Manifest(e.to_string()))?;
         let manifest = serde_json::to_value(&manifest).map_err(|e| ImageError::Manifest(e.to_string()))?;
@@ -224,7 +232,9 @@ impl Image {
 }
 
 pub fn parse_digest(digest: &str) -> Result<oci_spec::image::Digest, ImageError> {
-    digest.parse().map_err(|e| ImageError::Manifest(format!("bad digest {digest}: {e}")))
+    digest
+        .parse()
+        .map_err(|e| ImageError::Manifest(format!("bad digest {digest}: {e}")))
 }
 
 /// JSON with object keys sorted at every level and no white space: the same value always gives
@@ -246,8 +256,7 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 
 /// RFC 3339 time of a Unix timestamp, as image configs carry it.
 pub fn rfc3339(epoch_seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch_seconds))
-        .to_string()
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch_seconds)).to_string()
 }
 
 #[cfg(test)]
@@ -296,8 +305,12 @@ mod tests {
             diff_id: sha256_digest(b"tar"),
             size: 4,
         };
-        image.append_layer(&layer, "1970-01-01T00:00:01Z", "fnbuild: test").unwrap();
-        image.annotations.insert("org.opencontainers.image.created".into(), "1970-01-01T00:00:01Z".into());
+        image
+            .append_layer(&layer, "1970-01-01T00:00:01Z", "fnbuild: test")
+            .unwrap();
+        image
+            .annotations
+            .insert("org.opencontainers.image.created".into(), "1970-01-01T00:00:01Z".into());
         let built = image.finish().unwrap();
         let config: Value = serde_json::from_slice(&built.config).unwrap();
         assert_eq!(config["rootfs"]["diff_ids"], json!([sha256_digest(b"tar")]));

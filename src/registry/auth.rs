@@ -84,10 +84,7 @@ pub(crate) fn parse_www_authenticate(header: &str) -> Vec<Challenge> {
                 }
                 header[vs..j].to_string()
             };
-            out.last_mut()
-                .unwrap()
-                .params
-                .push((token.to_ascii_lowercase(), value));
+            out.last_mut().unwrap().params.push((token.to_ascii_lowercase(), value));
             i = j;
         } else {
             out.push(Challenge {
@@ -106,7 +103,10 @@ pub(crate) enum AuthScheme {
     /// `GET /v2/` answered without a challenge.
     Anonymous,
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 impl AuthScheme {
@@ -130,7 +130,10 @@ impl AuthScheme {
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum Credential {
-    UsernamePassword { username: String, password: String },
+    UsernamePassword {
+        username: String,
+        password: String,
+    },
     /// An OAuth2 refresh token (`identitytoken` in config.json, or a helper's `<token>` user).
     IdentityToken(String),
 }
@@ -178,7 +181,11 @@ pub(crate) struct CredentialSource {
 
 impl CredentialSource {
     /// `--registry-config FILE`, else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
-    pub fn resolve(explicit: Option<&Path>, docker_config: Option<&std::ffi::OsStr>, home: Option<&std::ffi::OsStr>) -> Self {
+    pub fn resolve(
+        explicit: Option<&Path>,
+        docker_config: Option<&std::ffi::OsStr>,
+        home: Option<&std::ffi::OsStr>,
+    ) -> Self {
         if let Some(p) = explicit {
             return CredentialSource {
                 path: Some(p.to_path_buf()),
@@ -294,7 +301,11 @@ fn describe_mechanism(bytes: &[u8], server: &str) -> &'static str {
         a.keys().any(|k| {
             let k = k.trim_start_matches("https://").trim_start_matches("http://");
             let k = k.split('/').next().unwrap_or(k);
-            k == server.trim_start_matches("https://").split('/').next().unwrap_or(server)
+            k == server
+                .trim_start_matches("https://")
+                .split('/')
+                .next()
+                .unwrap_or(server)
         })
     }) {
         return "auths entry";
@@ -395,13 +406,19 @@ mod tests {
         assert_eq!(ch[1].param("realm"), Some("https://r.io/t"));
         assert_eq!(ch[1].param("service"), Some("a \"q\" b"));
         assert_eq!(ch[1].param("error"), Some("insufficient_scope"));
-        assert!(matches!(AuthScheme::from_challenges(&ch), Some(AuthScheme::Bearer { .. })));
+        assert!(matches!(
+            AuthScheme::from_challenges(&ch),
+            Some(AuthScheme::Bearer { .. })
+        ));
 
         let ch = parse_www_authenticate(r#"basic realm="x""#);
         assert_eq!(AuthScheme::from_challenges(&ch), Some(AuthScheme::Basic));
         assert_eq!(parse_www_authenticate(""), vec![]);
         // Bearer without realm is unusable.
-        assert_eq!(AuthScheme::from_challenges(&parse_www_authenticate("Bearer service=x")), None);
+        assert_eq!(
+            AuthScheme::from_challenges(&parse_www_authenticate("Bearer service=x")),
+            None
+        );
         // Scope values with commas inside quotes stay whole.
         let ch = parse_www_authenticate(r#"Bearer realm="r",scope="repository:a:pull,push repository:b:pull""#);
         assert_eq!(ch[0].param("scope"), Some("repository:a:pull,push repository:b:pull"));
@@ -423,12 +440,18 @@ mod tests {
         }
         let ch = parse_www_authenticate("Bearer realm=\"ünï\"");
         assert_eq!(ch[0].param("realm"), Some("ünï"));
-        assert_eq!(parse_www_authenticate("Bearer ,realm=\"r\"")[0].param("realm"), Some("r"));
+        assert_eq!(
+            parse_www_authenticate("Bearer ,realm=\"r\"")[0].param("realm"),
+            Some("r")
+        );
     }
 
     #[test]
     fn scopes() {
-        let s = push_scopes("team/app", &["library/node".into(), "team/app".into(), "library/node".into()]);
+        let s = push_scopes(
+            "team/app",
+            &["library/node".into(), "team/app".into(), "library/node".into()],
+        );
         assert_eq!(s, vec!["repository:team/app:pull,push", "repository:library/node:pull"]);
         let atoms = scope_atoms(&s);
         assert!(atoms.contains("repository:team/app:push"));
@@ -441,7 +464,11 @@ mod tests {
     #[test]
     fn credential_source_resolution() {
         use std::ffi::OsStr;
-        let s = CredentialSource::resolve(Some(Path::new("/x/c.json")), Some(OsStr::new("/d")), Some(OsStr::new("/h")));
+        let s = CredentialSource::resolve(
+            Some(Path::new("/x/c.json")),
+            Some(OsStr::new("/d")),
+            Some(OsStr::new("/h")),
+        );
         assert_eq!(s.path.as_deref(), Some(Path::new("/x/c.json")));
         assert!(s.explicit);
         let s = CredentialSource::resolve(None, Some(OsStr::new("/d")), Some(OsStr::new("/h")));
@@ -475,12 +502,30 @@ mod tests {
         let src = CredentialSource::resolve(None, Some(dir.path().as_os_str()), None);
 
         let (c, how) = src.lookup("docker.io").unwrap().unwrap();
-        assert_eq!(c, Credential::UsernamePassword { username: "hubuser".into(), password: "hubpass".into() });
+        assert_eq!(
+            c,
+            Credential::UsernamePassword {
+                username: "hubuser".into(),
+                password: "hubpass".into()
+            }
+        );
         assert!(how.contains("config.json"), "{how}");
         let (c, _) = src.lookup("127.0.0.1:5000").unwrap().unwrap();
-        assert_eq!(c, Credential::UsernamePassword { username: "alice".into(), password: "s3cr3t:with:colons".into() });
+        assert_eq!(
+            c,
+            Credential::UsernamePassword {
+                username: "alice".into(),
+                password: "s3cr3t:with:colons".into()
+            }
+        );
         let (c, _) = src.lookup("ghcr.io").unwrap().unwrap();
-        assert_eq!(c, Credential::UsernamePassword { username: "bob".into(), password: "pw".into() });
+        assert_eq!(
+            c,
+            Credential::UsernamePassword {
+                username: "bob".into(),
+                password: "pw".into()
+            }
+        );
         let (c, _) = src.lookup("quay.io").unwrap().unwrap();
         assert_eq!(c, Credential::IdentityToken("refresh-xyz".into()));
         assert!(format!("{c:?}").contains("redacted"));
@@ -519,7 +564,13 @@ mod tests {
             None => std::env::remove_var("DOCKER_CONFIG"),
         }
         let (c, _) = src.lookup("r.example").unwrap().unwrap();
-        assert_eq!(c, Credential::UsernamePassword { username: "u".into(), password: "p".into() });
+        assert_eq!(
+            c,
+            Credential::UsernamePassword {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
     }
 
     #[test]
@@ -533,7 +584,10 @@ mod tests {
 
     #[test]
     fn basic_header() {
-        let c = Credential::UsernamePassword { username: "a".into(), password: "b".into() };
+        let c = Credential::UsernamePassword {
+            username: "a".into(),
+            password: "b".into(),
+        };
         assert_eq!(c.basic_header(), format!("Basic {}", b64("a:b")));
     }
 }

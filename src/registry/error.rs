@@ -283,8 +283,14 @@ mod tests {
         );
         assert_eq!(error_codes(body), vec!["BLOB_UPLOAD_INVALID"]);
         assert_eq!(describe_error_body(503, b""), "HTTP 503 Service Unavailable");
-        assert_eq!(describe_error_body(502, b"<html>bad\n gateway</html>"), "HTTP 502 Bad Gateway");
-        assert_eq!(describe_error_body(500, b"oops\nthere"), "oops there (HTTP 500 Internal Server Error)");
+        assert_eq!(
+            describe_error_body(502, b"<html>bad\n gateway</html>"),
+            "HTTP 502 Bad Gateway"
+        );
+        assert_eq!(
+            describe_error_body(500, b"oops\nthere"),
+            "oops there (HTTP 500 Internal Server Error)"
+        );
     }
 
     #[test]

@@ -22,13 +22,21 @@ pub struct KnownBlobs {
 
 impl KnownBlobs {
     pub fn load(cache_dir: Option<&Path>, registry: &str, repository: &str) -> KnownBlobs {
-        let Some(dir) = cache_dir else { return KnownBlobs::default() };
+        let Some(dir) = cache_dir else {
+            return KnownBlobs::default();
+        };
         let name = hex::encode(Sha256::digest(format!("{registry}/{repository}")));
         let file = dir.join("pushed").join(name);
-        let digests = std::fs::read_to_string(&file)
-            .ok()
-            .map(|text| text.lines().filter(|l| l.starts_with("sha256:")).map(String::from).collect());
-        KnownBlobs { file: Some(file), digests }
+        let digests = std::fs::read_to_string(&file).ok().map(|text| {
+            text.lines()
+                .filter(|l| l.starts_with("sha256:"))
+                .map(String::from)
+                .collect()
+        });
+        KnownBlobs {
+            file: Some(file),
+            digests,
+        }
     }
 
     /// Whether the last push from here left `digest` in the repository.

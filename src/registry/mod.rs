@@ -211,7 +211,12 @@ impl Client {
 
     /// Stream a blob of any size into `dest` (replaced atomically), verifying its digest.
     /// Returns its size.
-    pub async fn download_blob(&self, r: &Reference, digest: &str, dest: &std::path::Path) -> Result<u64, RegistryError> {
+    pub async fn download_blob(
+        &self,
+        r: &Reference,
+        digest: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, RegistryError> {
         pull::download_blob(&self.inner, r, digest, dest).await
     }
 
@@ -320,7 +325,11 @@ mod tests {
     fn client_options() {
         let c = Client::new(RegistryOptions::default()).unwrap();
         assert_eq!(c.options().parallelism, 4);
-        assert!(Client::new(RegistryOptions { parallelism: 0, ..Default::default() }).is_err());
+        assert!(Client::new(RegistryOptions {
+            parallelism: 0,
+            ..Default::default()
+        })
+        .is_err());
         let err = Client::new(RegistryOptions {
             registry_config: Some("/nonexistent/fnbuild/config.json".into()),
             ..Default::default()
@@ -331,9 +340,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("ca.pem");
         std::fs::write(&bad, "not a cert").unwrap();
-        let err = Client::new(RegistryOptions { ca_certs: vec![bad], ..Default::default() })
-            .unwrap_err()
-            .to_string();
+        let err = Client::new(RegistryOptions {
+            ca_certs: vec![bad],
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("ca.pem"), "{err}");
     }
 }

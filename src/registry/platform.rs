@@ -85,7 +85,11 @@ impl FromStr for Platform {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
         match parts.as_slice() {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform::new(os, arch, None)),
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform::new(os, arch, Some(v))),
@@ -176,7 +180,11 @@ mod tests {
         assert_eq!("linux/amd64".parse::<Platform>().unwrap().to_string(), "linux/amd64");
         assert!("linux".parse::<Platform>().is_err());
         assert!("linux//x".parse::<Platform>().is_err());
-        assert!("a/b/c/d".parse::<Platform>().unwrap_err().to_string().contains("os/architecture"));
+        assert!("a/b/c/d"
+            .parse::<Platform>()
+            .unwrap_err()
+            .to_string()
+            .contains("os/architecture"));
         assert_eq!(Platform::default().os, "linux");
     }
 
@@ -191,7 +199,16 @@ mod tests {
         assert_eq!(pick("linux/arm/v6").unwrap(), "sha256:armv6");
         assert_eq!(pick("windows/amd64").unwrap(), "sha256:win");
         let err = pick("linux/s390x").unwrap_err();
-        assert_eq!(err, vec!["linux/amd64", "linux/arm/v6", "linux/arm/v7", "linux/arm64/v8", "windows/amd64"]);
+        assert_eq!(
+            err,
+            vec![
+                "linux/amd64",
+                "linux/arm/v6",
+                "linux/arm/v7",
+                "linux/arm64/v8",
+                "windows/amd64"
+            ]
+        );
         assert!(pick("linux/arm/v5").is_err());
     }
 
@@ -209,6 +226,11 @@ mod tests {
         assert_eq!(select(&idx, &want).unwrap().digest, "sha256:v6");
         // arm64 asked with v8 matches an entry with no variant.
         let idx = index(r#"{"manifests":[{"digest":"sha256:a","platform":{"os":"linux","architecture":"arm64"}}]}"#);
-        assert_eq!(select(&idx, &Platform::new("linux", "arm64", Some("v8"))).unwrap().digest, "sha256:a");
+        assert_eq!(
+            select(&idx, &Platform::new("linux", "arm64", Some("v8")))
+                .unwrap()
+                .digest,
+            "sha256:a"
+        );
     }
 }

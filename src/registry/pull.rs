@@ -69,7 +69,11 @@ fn cache_write(inner: &Inner, kind: &str, digest: &str, bytes: &[u8]) {
     }
 }
 
-pub(crate) async fn pull_manifest(inner: &Inner, r: &Reference, want: &Platform) -> Result<PulledManifest, RegistryError> {
+pub(crate) async fn pull_manifest(
+    inner: &Inner,
+    r: &Reference,
+    want: &Platform,
+) -> Result<PulledManifest, RegistryError> {
     let stats = Arc::new(Stats::default());
     let c = inner.counter(&stats);
     let conn = inner.conn(&r.registry, r.api_host());
@@ -91,7 +95,11 @@ pub(crate) async fn pull_manifest(inner: &Inner, r: &Reference, want: &Platform)
     let entry = platform::select(&index, want).map_err(|available| RegistryError::PlatformNotFound {
         reference: r.to_string(),
         wanted: want.to_string(),
-        available: if available.is_empty() { "no platforms listed".into() } else { available.join(", ") },
+        available: if available.is_empty() {
+            "no platforms listed".into()
+        } else {
+            available.join(", ")
+        },
     })?;
     let child_digest = entry.digest.clone();
     check_digest(&r.registry, &child_digest)?;
@@ -118,7 +126,8 @@ fn check_image_manifest(conn: &Conn, r: &Reference, media_type: &str) -> Result<
         return Ok(());
     }
     let detail = if media_type.contains("manifest.v1") {
-        "it is a Docker schema 1 manifest, which is obsolete; rebuild or re-push the image with a current tool".to_string()
+        "it is a Docker schema 1 manifest, which is obsolete; rebuild or re-push the image with a current tool"
+            .to_string()
     } else {
         format!("its media type {media_type:?} is not an OCI or Docker v2 image manifest")
     };
@@ -181,7 +190,11 @@ async fn get_manifest(
         .await
         .map_err(|e| inner.unreachable(conn, &base, &e, &Backoff::new(&inner.opts.retry)))?
         .to_vec();
-    let expected = if by_digest { Some(reference.to_string()) } else { header_digest.filter(|d| validate_digest(d).is_ok()) };
+    let expected = if by_digest {
+        Some(reference.to_string())
+    } else {
+        header_digest.filter(|d| validate_digest(d).is_ok())
+    };
     let digest = match &expected {
         Some(d) => {
             let actual = digest_like(d, &bytes);
@@ -226,10 +239,18 @@ pub(crate) async fn fetch_blob(inner: &Inner, r: &Reference, digest: &str) -> Re
     loop {
         backoff.attempt();
         let (resp, _) = inner
-            .send(&conn, &scopes, &r.repository, Req::new(Method::GET, url.clone(), what.clone()), &c)
+            .send(
+                &conn,
+                &scopes,
+                &r.repository,
+                Req::new(Method::GET, url.clone(), what.clone()),
+                &c,
+            )
             .await?;
         if !resp.status().is_success() {
-            return Err(inner.status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp).await);
+            return Err(inner
+                .status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp)
+                .await);
         }
         if resp.content_length().is_some_and(|l| l > MAX_SMALL_BLOB) {
             return Err(RegistryError::Protocol {
@@ -261,7 +282,12 @@ pub(crate) async fn fetch_blob(inner: &Inner, r: &Reference, digest: &str) -> Re
     }
 }
 
-pub(crate) async fn download_blob(inner: &Inner, r: &Reference, digest: &str, dest: &Path) -> Result<u64, RegistryError> {
+pub(crate) async fn download_blob(
+    inner: &Inner,
+    r: &Reference,
+    digest: &str,
+    dest: &Path,
+) -> Result<u64, RegistryError> {
     check_digest(&r.registry, digest)?;
     let stats = Arc::new(Stats::default());
     let c = inner.counter(&stats);
@@ -272,16 +298,22 @@ pub(crate) async fn download_blob(inner: &Inner, r: &Reference, digest: &str, de
         .map_err(|e| RegistryError::InvalidPush(format!("bad blob URL for {r}: {e}")))?;
     let what = format!("GET blob {digest}");
     let scopes = pull_scopes(&r.repository);
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut backoff = Backoff::new(&inner.opts.retry);
     loop {
         backoff.attempt();
         let req = Req::new(Method::GET, url.clone(), what.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
         let (resp, _) = inner.send(&conn, &scopes, &r.repository, req, &c).await?;
         if resp.status() != StatusCode::OK {
-            return Err(inner.status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp).await);
+            return Err(inner
+                .status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp)
+                .await);
         }
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RegistryError::io("cannot create a file in", dir, e))?;
+        let tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| RegistryError::io("cannot create a file in", dir, e))?;
         let (std_file, tmp_path) = tmp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
         let mut hasher = Hasher::like(digest);
@@ -325,7 +357,9 @@ pub(crate) async fn download_blob(inner: &Inner, r: &Reference, digest: &str, de
                 actual,
             });
         }
-        tmp_path.persist(dest).map_err(|e| RegistryError::io("cannot write", dest, e.error))?;
+        tmp_path
+            .persist(dest)
+            .map_err(|e| RegistryError::io("cannot write", dest, e.error))?;
         return Ok(size);
     }
 }
@@ -352,7 +386,9 @@ pub(crate) async fn head_blob(
         .join(&format!("v2/{repository}/blobs/{digest}"))
         .map_err(|e| RegistryError::InvalidPush(format!("bad blob URL for {repository}: {e}")))?;
     let what = format!("HEAD blob {digest}");
-    let (resp, _) = inner.send(conn, scopes, repository, Req::new(Method::HEAD, url, what.clone()), c).await?;
+    let (resp, _) = inner
+        .send(conn, scopes, repository, Req::new(Method::HEAD, url, what.clone()), c)
+        .await?;
     match resp.status() {
         s if s.is_success() => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),

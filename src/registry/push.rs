@@ -12,9 +12,11 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{pull_scopes, push_scopes};
 use super::error::{describe_transport, is_tls_error, RegistryError};
-use super::pull::head_blob;
-use super::transport::{resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats};
 use super::known::{KnownBlobs, SMALL_BLOB};
+use super::pull::head_blob;
+use super::transport::{
+    resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats,
+};
 use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
 use crate::reference::{validate_digest, Reference};
 
@@ -62,7 +64,16 @@ pub(crate) async fn push(
     if !known.exists() {
         return push_once(inner, targets, blobs, manifest, progress, &known).await;
     }
-    match push_once(inner, targets, blobs.clone(), manifest.clone(), progress.clone(), &known).await {
+    match push_once(
+        inner,
+        targets,
+        blobs.clone(),
+        manifest.clone(),
+        progress.clone(),
+        &known,
+    )
+    .await
+    {
         Err(RegistryError::Refused { detail, .. }) if detail.contains("BLOB_UNKNOWN") => {
             tracing::info!(repository = %first.repository, "the registry lacks blobs it had before; pushing again, checking each blob");
             known.forget();
@@ -92,7 +103,8 @@ async fn push_once(
     let mut seen = HashSet::new();
     let mut unique = Vec::new();
     for b in blobs {
-        validate_digest(&b.digest).map_err(|why| RegistryError::InvalidPush(format!("blob digest {:?} {why}", b.digest)))?;
+        validate_digest(&b.digest)
+            .map_err(|why| RegistryError::InvalidPush(format!("blob digest {:?} {why}", b.digest)))?;
         if seen.insert(b.digest.clone()) {
             unique.push(b);
         }
@@ -132,7 +144,9 @@ async fn push_once(
         if pushed.contains(digest.as_str()) || known.contains(&digest) {
             continue;
         }
-        validate_digest(&digest).map_err(|why| RegistryError::InvalidPush(format!("the manifest references digest {digest:?}, which {why}")))?;
+        validate_digest(&digest).map_err(|why| {
+            RegistryError::InvalidPush(format!("the manifest references digest {digest:?}, which {why}"))
+        })?;
         let present = if is_manifest {
             manifest_exists(&ctx, &base, &digest).await?
         } else {
@@ -155,17 +169,30 @@ async fn push_once(
     // two: the registry checks the digest and every blob either way), else by digest.
     let mut tagged = HashSet::new();
     let first_tag = targets.iter().find_map(|t| t.tag.clone());
-    put_manifest(&ctx, &base, first_tag.as_deref().unwrap_or(&manifest_digest), &manifest, &manifest_digest).await?;
-    ctx.emit(PushEvent::ManifestPushed { digest: manifest_digest.clone() });
+    put_manifest(
+        &ctx,
+        &base,
+        first_tag.as_deref().unwrap_or(&manifest_digest),
+        &manifest,
+        &manifest_digest,
+    )
+    .await?;
+    ctx.emit(PushEvent::ManifestPushed {
+        digest: manifest_digest.clone(),
+    });
     if let Some(tag) = first_tag {
         tagged.insert(tag.clone());
-        ctx.emit(PushEvent::Tagged { reference: first.with_tag(tag).to_string() });
+        ctx.emit(PushEvent::Tagged {
+            reference: first.with_tag(tag).to_string(),
+        });
     }
     for t in targets {
         if let Some(tag) = &t.tag {
             if tagged.insert(tag.clone()) {
                 put_manifest(&ctx, &base, tag, &manifest, &manifest_digest).await?;
-                ctx.emit(PushEvent::Tagged { reference: t.with_tag(tag.clone()).to_string() });
+                ctx.emit(PushEvent::Tagged {
+                    reference: t.with_tag(tag.clone()).to_string(),
+                });
             }
         }
         if let Some(d) = &t.digest {
@@ -177,11 +204,22 @@ async fn push_once(
         }
     }
 
-    known.save(unique.iter().map(|b| b.digest.as_str()).chain(referenced(&manifest.bytes).iter().map(|(d, _)| d.as_str()).collect::<Vec<_>>()));
+    known.save(
+        unique.iter().map(|b| b.digest.as_str()).chain(
+            referenced(&manifest.bytes)
+                .iter()
+                .map(|(d, _)| d.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    );
     let order: Vec<(String, BlobOutcome)> = unique
         .iter()
         .map(|b| {
-            let o = outcomes.iter().find(|(d, _)| d == &b.digest).map(|(_, o)| *o).unwrap_or(BlobOutcome::Existed);
+            let o = outcomes
+                .iter()
+                .find(|(d, _)| d == &b.digest)
+                .map(|(_, o)| *o)
+                .unwrap_or(BlobOutcome::Existed);
             (b.digest.clone(), o)
         })
         .collect();
@@ -254,7 +292,10 @@ async fn manifest_exists(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<bool
     match resp.status() {
         s if s.is_success() => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await),
+        _ => Err(ctx
+            .inner
+            .status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp)
+            .await),
     }
 }
 
@@ -272,9 +313,16 @@ async fn put_manifest(
         .body(m.bytes.clone());
     let (resp, _) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
     if !resp.status().is_success() {
-        return Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await);
+        return Err(ctx
+            .inner
+            .status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp)
+            .await);
     }
-    if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+    if let Some(got) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+    {
         if got != digest {
             return Err(RegistryError::DigestMismatch {
                 registry: ctx.conn.registry.clone(),
@@ -289,10 +337,16 @@ async fn put_manifest(
 }
 
 async fn push_blob(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<(String, BlobOutcome), RegistryError> {
-    ctx.emit(PushEvent::BlobStarted { digest: blob.digest.clone(), size: blob.size });
+    ctx.emit(PushEvent::BlobStarted {
+        digest: blob.digest.clone(),
+        size: blob.size,
+    });
     let outcome = push_blob_inner(ctx, blob).await?;
     tracing::debug!(repository = %ctx.repo, digest = %blob.digest, outcome = ?outcome, "blob done");
-    ctx.emit(PushEvent::BlobDone { digest: blob.digest.clone(), outcome });
+    ctx.emit(PushEvent::BlobDone {
+        digest: blob.digest.clone(),
+        outcome,
+    });
     Ok((blob.digest.clone(), outcome))
 }
 
@@ -339,14 +393,24 @@ enum Mount {
 
 async fn mount(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, from: &str) -> Result<Mount, RegistryError> {
     let mut url = ctx.url(base, "blobs/uploads/")?;
-    url.query_pairs_mut().append_pair("mount", &blob.digest).append_pair("from", from);
+    url.query_pairs_mut()
+        .append_pair("mount", &blob.digest)
+        .append_pair("from", from);
     let req = Req::new(Method::POST, url, format!("mount blob {}", blob.digest))
         .header(CONTENT_LENGTH, "0")
         .body(Vec::new());
     let (resp, req_url) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
     let status = resp.status();
-    let location = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let digest_header = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let location = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let digest_header = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match status {
         StatusCode::CREATED => {
             if digest_header.is_some_and(|d| d != blob.digest) {
@@ -371,13 +435,20 @@ async fn start_upload(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<Url, Re
         .body(Vec::new());
     let (resp, req_url) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
     if !(resp.status() == StatusCode::ACCEPTED || resp.status() == StatusCode::CREATED) {
-        return Err(ctx.inner.status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp).await);
+        return Err(ctx
+            .inner
+            .status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp)
+            .await);
     }
-    let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Protocol {
-        registry: ctx.conn.registry.clone(),
-        what: format!("starting the {what}"),
-        detail: "the answer has no Location header".into(),
-    })?;
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::Protocol {
+            registry: ctx.conn.registry.clone(),
+            what: format!("starting the {what}"),
+            detail: "the answer has no Location header".into(),
+        })?;
     resolve_location(&req_url, loc).map_err(|detail| RegistryError::Protocol {
         registry: ctx.conn.registry.clone(),
         what: format!("starting the {what}"),
@@ -388,7 +459,10 @@ async fn start_upload(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<Url, Re
 /// Why one upload attempt failed.
 enum AttemptError {
     /// Worth a fresh attempt (from a fresh POST).
-    Retry { why: String, retry_after: Option<Duration> },
+    Retry {
+        why: String,
+        retry_after: Option<Duration>,
+    },
     /// 401 on the PUT: renew the token once.
     Unauthorized(reqwest::header::HeaderMap, Option<String>),
     Fatal(RegistryError),
@@ -415,7 +489,14 @@ async fn upload(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, mut session: Option<
                     continue;
                 }
                 return Err(inner
-                    .status_error_parts(&ctx.conn, &ctx.repo, &format!("blob {}", blob.digest), Kind::Other, 401, &[])
+                    .status_error_parts(
+                        &ctx.conn,
+                        &ctx.repo,
+                        &format!("blob {}", blob.digest),
+                        Kind::Other,
+                        401,
+                        &[],
+                    )
                     .await);
             }
             Err(AttemptError::Retry { why, retry_after }) => match backoff.next_delay(retry_after) {
@@ -449,7 +530,10 @@ async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result
         .await
         .map_err(AttemptError::Fatal)?;
     let headers = [
-        (CONTENT_TYPE, reqwest::header::HeaderValue::from_static("application/octet-stream")),
+        (
+            CONTENT_TYPE,
+            reqwest::header::HeaderValue::from_static("application/octet-stream"),
+        ),
         (CONTENT_LENGTH, reqwest::header::HeaderValue::from(blob.size)),
     ];
     let res = inner
@@ -467,18 +551,32 @@ async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result
     let resp = match res {
         Ok((r, _)) => r,
         Err(e) if is_tls_error(&e) => {
-            return Err(AttemptError::Fatal(inner.unreachable(&ctx.conn, &put_url, &e, &Backoff::new(&inner.opts.retry))))
+            return Err(AttemptError::Fatal(inner.unreachable(
+                &ctx.conn,
+                &put_url,
+                &e,
+                &Backoff::new(&inner.opts.retry),
+            )))
         }
         Err(e) => {
             return Err(AttemptError::Retry {
-                why: format!("{} after {} of {} bytes", describe_transport(&e), sent.load(Ordering::Relaxed), blob.size),
+                why: format!(
+                    "{} after {} of {} bytes",
+                    describe_transport(&e),
+                    sent.load(Ordering::Relaxed),
+                    blob.size
+                ),
                 retry_after: None,
             })
         }
     };
     let status = resp.status();
     if status == StatusCode::CREATED || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-        if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+        if let Some(got) = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
             if got != blob.digest {
                 return Err(AttemptError::Fatal(RegistryError::DigestMismatch {
                     registry: ctx.conn.registry.clone(),
@@ -498,12 +596,23 @@ async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result
     let codes = super::error::error_codes(&body);
     let detail = super::error::describe_error_body(status.as_u16(), &body);
     // A lost upload session (expired, or served by another replica) is worth a fresh POST.
-    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.iter().any(|c| c == "BLOB_UPLOAD_UNKNOWN")) {
-        return Err(AttemptError::Retry { why: detail, retry_after: ra });
+    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.iter().any(|c| c == "BLOB_UPLOAD_UNKNOWN"))
+    {
+        return Err(AttemptError::Retry {
+            why: detail,
+            retry_after: ra,
+        });
     }
     Err(AttemptError::Fatal(
         inner
-            .status_error_parts(&ctx.conn, &ctx.repo, &format!("blob {}", blob.digest), Kind::Other, status.as_u16(), &body)
+            .status_error_parts(
+                &ctx.conn,
+                &ctx.repo,
+                &format!("blob {}", blob.digest),
+                Kind::Other,
+                status.as_u16(),
+                &body,
+            )
             .await,
     ))
 }
@@ -518,7 +627,11 @@ async fn body_for(ctx: &Ctx<'_>, blob: &PushBlob, sent: Arc<AtomicU64>) -> Resul
         let total = sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         counter.uploaded(n as u64);
         if let Some(p) = &progress {
-            p(&PushEvent::BlobProgress { digest: digest.clone(), sent: total, size });
+            p(&PushEvent::BlobProgress {
+                digest: digest.clone(),
+                sent: total,
+                size,
+            });
         }
     };
     match &blob.source {
@@ -553,7 +666,8 @@ async fn body_for(ctx: &Ctx<'_>, blob: &PushBlob, sent: Arc<AtomicU64>) -> Resul
                     blob.size
                 ))));
             }
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |c| count(c.len()));
+            let stream =
+                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |c| count(c.len()));
             Ok(reqwest::Body::wrap_stream(stream))
         }
         BlobSource::Registry(src) => {
@@ -565,7 +679,11 @@ async fn body_for(ctx: &Ctx<'_>, blob: &PushBlob, sent: Arc<AtomicU64>) -> Resul
                 .map_err(|e| AttemptError::Fatal(RegistryError::InvalidPush(format!("bad blob URL for {src}: {e}"))))?;
             let what = format!("GET blob {}", blob.digest);
             // Same registry: the push token also carries pull for the source repository.
-            let scopes = if sconn.registry == ctx.conn.registry { ctx.scopes.clone() } else { pull_scopes(&src.repository) };
+            let scopes = if sconn.registry == ctx.conn.registry {
+                ctx.scopes.clone()
+            } else {
+                pull_scopes(&src.repository)
+            };
             let req = Req::new(Method::GET, url, what.clone()).timeout(upload_timeout(inner, blob.size));
             let (resp, _) = inner
                 .send(&sconn, &scopes, &src.repository, req, &ctx.c)

@@ -207,7 +207,11 @@ fn host_of(registry: &str) -> &str {
 pub(crate) fn is_listed_insecure(list: &[String], registry: &str) -> bool {
     let host = host_of(registry);
     list.iter().any(|e| {
-        let e = e.trim().trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/');
+        let e = e
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
         e.eq_ignore_ascii_case(registry) || e.eq_ignore_ascii_case(host)
     })
 }
@@ -309,7 +313,11 @@ pub(crate) struct Inner {
     pub totals: Arc<Stats>,
 }
 
-fn build_http(opts: &RegistryOptions, accept_invalid: bool, system_roots: bool) -> Result<reqwest::Client, RegistryError> {
+fn build_http(
+    opts: &RegistryOptions,
+    accept_invalid: bool,
+    system_roots: bool,
+) -> Result<reqwest::Client, RegistryError> {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(system_roots)
@@ -375,11 +383,13 @@ impl Inner {
     // The options were checked when the local client was built; should a later build still
     // fail, the local client (which verifies certificates) is the safe fallback.
     fn secure(&self) -> &reqwest::Client {
-        self.secure.get_or_init(|| build_http(&self.opts, false, true).unwrap_or_else(|_| self.local.clone()))
+        self.secure
+            .get_or_init(|| build_http(&self.opts, false, true).unwrap_or_else(|_| self.local.clone()))
     }
 
     fn insecure(&self) -> &reqwest::Client {
-        self.insecure.get_or_init(|| build_http(&self.opts, true, true).unwrap_or_else(|_| self.local.clone()))
+        self.insecure
+            .get_or_init(|| build_http(&self.opts, true, true).unwrap_or_else(|_| self.local.clone()))
     }
 
     pub fn counter(&self, op: &Arc<Stats>) -> Counter {
@@ -469,10 +479,18 @@ impl Inner {
             for scheme in schemes {
                 let url = format!("{scheme}://{}/v2/", conn.host);
                 let Ok(parsed) = Url::parse(&url) else {
-                    return Err(RegistryError::InvalidOptions(format!("{} is not a usable registry address", conn.host)));
+                    return Err(RegistryError::InvalidOptions(format!(
+                        "{} is not a usable registry address",
+                        conn.host
+                    )));
                 };
                 tracing::debug!(method = "GET", url = %parsed, "registry request");
-                let res = conn.http.get(parsed.clone()).timeout(self.opts.request_timeout).send().await;
+                let res = conn
+                    .http
+                    .get(parsed.clone())
+                    .timeout(self.opts.request_timeout)
+                    .send()
+                    .await;
                 // A failed HTTPS probe of a registry that then answers plain HTTP is no request.
                 if res.is_ok() || Some(scheme) == schemes.last() {
                     c.request();
@@ -511,13 +529,13 @@ impl Inner {
                                 .collect();
                             match AuthScheme::from_challenges(&challenges) {
                                 Some(s) => s,
-                                None => {
-                                    return Err(RegistryError::Protocol {
-                                        registry: conn.registry.clone(),
-                                        what: "authentication challenge".into(),
-                                        detail: "GET /v2/ answered 401 without a Basic or Bearer challenge fnbuild understands".into(),
-                                    })
-                                }
+                                None => return Err(RegistryError::Protocol {
+                                    registry: conn.registry.clone(),
+                                    what: "authentication challenge".into(),
+                                    detail:
+                                        "GET /v2/ answered 401 without a Basic or Bearer challenge fnbuild understands"
+                                            .into(),
+                                }),
                             }
                         } else {
                             AuthScheme::Anonymous
@@ -565,7 +583,11 @@ impl Inner {
                     return Err(RegistryError::Unreachable {
                         registry: conn.registry.clone(),
                         address,
-                        detail: format!("{detail} ({} attempts in {:.1?})", backoff.attempts(), backoff.elapsed()),
+                        detail: format!(
+                            "{detail} ({} attempts in {:.1?})",
+                            backoff.attempts(),
+                            backoff.elapsed()
+                        ),
                     });
                 }
             }
@@ -955,7 +977,8 @@ impl Inner {
     ) -> RegistryError {
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-        self.status_error_parts(conn, repository, what, kind, status, &body).await
+        self.status_error_parts(conn, repository, what, kind, status, &body)
+            .await
     }
 
     pub async fn status_error_parts(
@@ -989,11 +1012,17 @@ impl Inner {
             403 => RegistryError::Denied {
                 registry: conn.registry.clone(),
                 repository: repository.to_string(),
-                action: if what.starts_with("GET") || what.starts_with("HEAD") { "pull".into() } else { "push".into() },
+                action: if what.starts_with("GET") || what.starts_with("HEAD") {
+                    "pull".into()
+                } else {
+                    "push".into()
+                },
                 detail,
             },
             404 => match kind {
-                Kind::Manifest(r) if codes.is_empty() || codes.iter().any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN") => {
+                Kind::Manifest(r)
+                    if codes.is_empty() || codes.iter().any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN") =>
+                {
                     RegistryError::ManifestUnknown {
                         reference: format!("{}/{}:{}", conn.registry, repository, r).replace(":sha256:", "@sha256:"),
                         detail,
@@ -1034,7 +1063,10 @@ mod tests {
         let req = Url::parse("http://127.0.0.1:5000/v2/a/b/blobs/uploads/").unwrap();
         // Relative path with query string.
         let u = resolve_location(&req, "/v2/a/b/blobs/uploads/uuid-1?_state=abc%3D&x=1").unwrap();
-        assert_eq!(u.as_str(), "http://127.0.0.1:5000/v2/a/b/blobs/uploads/uuid-1?_state=abc%3D&x=1");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:5000/v2/a/b/blobs/uploads/uuid-1?_state=abc%3D&x=1"
+        );
         // Absolute on another host.
         let u = resolve_location(&req, "https://storage.example.com/up/1?sig=x").unwrap();
         assert_eq!(u.as_str(), "https://storage.example.com/up/1?sig=x");
@@ -1053,7 +1085,14 @@ mod tests {
 
     #[test]
     fn loopback_and_insecure() {
-        for l in ["127.0.0.1:5000", "127.1.2.3", "localhost", "localhost:80", "[::1]:5000", "[::1]"] {
+        for l in [
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "[::1]",
+        ] {
             assert!(is_loopback(l), "{l}");
         }
         for n in ["10.0.0.1:5000", "example.com", "[::2]:1", "localhost.example.com"] {
@@ -1077,12 +1116,21 @@ mod tests {
         let mut b = Backoff::new(&p);
         b.attempt();
         let d1 = b.next_delay(None).unwrap();
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100), "{d1:?}");
+        assert!(
+            d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100),
+            "{d1:?}"
+        );
         b.attempt();
         let d2 = b.next_delay(None).unwrap();
-        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200), "{d2:?}");
+        assert!(
+            d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200),
+            "{d2:?}"
+        );
         // Retry-After is honoured.
-        assert_eq!(b.next_delay(Some(Duration::from_secs(2))).unwrap(), Duration::from_secs(2));
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(2))).unwrap(),
+            Duration::from_secs(2)
+        );
         // But not beyond the total budget.
         assert_eq!(b.next_delay(Some(Duration::from_secs(6))), None);
         b.attempt();

@@ -184,11 +184,7 @@ pub fn base_images() -> &'static BaseImages {
             b.node_docker_dir.join("manifest.json"),
             b.node_docker_layout.join("index.json"),
         ] {
-            assert!(
-                p.exists(),
-                "base image file {} is missing after setup",
-                p.display()
-            );
+            assert!(p.exists(), "base image file {} is missing after setup", p.display());
         }
         b
     })
@@ -205,8 +201,7 @@ fn skopeo_json(args: &[&str], reference: &str) -> serde_json::Value {
     }
     cmd.arg(reference);
     let out = run_ok(&mut cmd);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("skopeo inspect {reference}: bad JSON ({e}):\n{out}"))
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("skopeo inspect {reference}: bad JSON ({e}):\n{out}"))
 }
 
 /// `skopeo inspect --config REF`: the image's config blob (`architecture`, `config.Env`, ...).
@@ -253,8 +248,7 @@ pub fn umoci_unpack(layout_dir: impl AsRef<Path>, tag: &str) -> TempDir {
 pub const REGISTRY_USER: &str = "fnuser";
 pub const REGISTRY_PASSWORD: &str = "fnpass";
 /// An htpasswd line for REGISTRY_USER:REGISTRY_PASSWORD (bcrypt, as distribution requires).
-pub const REGISTRY_HTPASSWD: &str =
-    "fnuser:$2b$05$wvDPmUmeHhLEkCuQyCiOcuMclbx45rHigUdJ.7VZwEIaNxJrUaG1W";
+pub const REGISTRY_HTPASSWD: &str = "fnuser:$2b$05$wvDPmUmeHhLEkCuQyCiOcuMclbx45rHigUdJ.7VZwEIaNxJrUaG1W";
 
 /// A CNCF distribution registry (`docker-registry serve`) on 127.0.0.1 with a free port, plain
 /// HTTP, storage in a temp dir. Killed on drop.
@@ -325,10 +319,7 @@ impl Registry {
                     let _ = child.kill();
                     let _ = child.wait();
                     // Most likely the port was taken meanwhile: try another.
-                    last_log = format!(
-                        "{e}\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
+                    last_log = format!("{e}\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
                 }
             }
         }
@@ -372,16 +363,8 @@ impl Registry {
     }
 
     /// `skopeo copy oci:LAYOUT:TAG docker://ADDR/REPO:TAG`; returns "ADDR/REPO:TAG".
-    pub fn push_oci_layout(
-        &self,
-        layout_dir: impl AsRef<Path>,
-        tag: &str,
-        repo_tag: &str,
-    ) -> String {
-        self.push(
-            &format!("oci:{}:{tag}", layout_dir.as_ref().display()),
-            repo_tag,
-        )
+    pub fn push_oci_layout(&self, layout_dir: impl AsRef<Path>, tag: &str, repo_tag: &str) -> String {
+        self.push(&format!("oci:{}:{tag}", layout_dir.as_ref().display()), repo_tag)
     }
 
     /// `skopeo copy SRC docker://ADDR/REPO:TAG` from any transport reference (`dir:...` keeps
@@ -456,12 +439,7 @@ pub fn docker_load(archive: impl AsRef<Path>) -> Vec<String> {
 /// `skopeo copy SRC docker-daemon:NAME` (e.g. `oci:DIR:TAG` into the daemon); returns NAME.
 pub fn docker_load_ref(src_ref: &str, name: &str) -> String {
     setup();
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--quiet",
-        src_ref,
-        &format!("docker-daemon:{name}"),
-    ]));
+    run_ok(Command::new("skopeo").args(["copy", "--quiet", src_ref, &format!("docker-daemon:{name}")]));
     name.to_string()
 }
 
@@ -502,10 +480,7 @@ impl Container {
     }
     /// stdout and stderr so far (`docker logs`).
     pub fn logs(&self) -> String {
-        let out = docker()
-            .args(["logs", &self.id])
-            .output()
-            .expect("docker logs");
+        let out = docker().args(["logs", &self.id]).output().expect("docker logs");
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -540,12 +515,7 @@ pub fn docker_run_detached(image: &str, args: &[&str]) -> Container {
 }
 
 /// General form: `docker run -d -p 127.0.0.1::PORT DOCKER_ARGS... IMAGE CMD...`.
-pub fn docker_run_detached_with(
-    image: &str,
-    docker_args: &[&str],
-    cmd: &[&str],
-    container_port: u16,
-) -> Container {
+pub fn docker_run_detached_with(image: &str, docker_args: &[&str], cmd: &[&str], container_port: u16) -> Container {
     let id = run_ok(
         docker()
             .args(["run", "-d", "-p", &format!("127.0.0.1::{container_port}")])
@@ -625,12 +595,9 @@ pub fn http_request_once(
     timeout: Duration,
 ) -> std::io::Result<HttpResponse> {
     use std::io::{Error, ErrorKind};
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("not an http:// URL: {url}"),
-        )
-    })?;
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("not an http:// URL: {url}")))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -640,17 +607,16 @@ pub fn http_request_once(
     } else {
         format!("{hostport}:80")
     };
-    let sockaddr = connect_to.to_socket_addrs()?.next().ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("cannot resolve {hostport}"),
-        )
-    })?;
+    let sockaddr = connect_to
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("cannot resolve {hostport}")))?;
     let mut stream = TcpStream::connect_timeout(&sockaddr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
 
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: fnbuild-tests\r\n");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: fnbuild-tests\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -674,20 +640,12 @@ pub fn http_request_once(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidData,
-                format!("bad status line {status_line:?}"),
-            )
-        })?;
+        .ok_or_else(|| Error::new(ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
     let mut resp_headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
-            return Err(Error::new(
-                ErrorKind::UnexpectedEof,
-                "connection closed in the headers",
-            ));
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed in the headers"));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -698,12 +656,9 @@ pub fn http_request_once(
         }
     }
     let mut body_bytes = Vec::new();
-    let no_body =
-        method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
+    let no_body = method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
     if no_body {
-    } else if header(&resp_headers, "transfer-encoding")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
-    {
+    } else if header(&resp_headers, "transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked")) {
         loop {
             let mut size_line = String::new();
             if reader.read_line(&mut size_line)? == 0 {
@@ -713,12 +668,8 @@ pub fn http_request_once(
                 ));
             }
             let size_hex = size_line.trim().split(';').next().unwrap_or("");
-            let size = usize::from_str_radix(size_hex, 16).map_err(|_| {
-                Error::new(
-                    ErrorKind::InvalidData,
-                    format!("bad chunk size {size_line:?}"),
-                )
-            })?;
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| Error::new(ErrorKind::InvalidData, format!("bad chunk size {size_line:?}")))?;
             if size == 0 {
                 // Trailers, then the final CRLF (or EOF).
                 loop {
@@ -735,19 +686,13 @@ pub fn http_request_once(
             let mut crlf = String::new();
             reader.read_line(&mut crlf)?;
         }
-    } else if let Some(len) =
-        header(&resp_headers, "content-length").and_then(|v| v.parse::<usize>().ok())
-    {
+    } else if let Some(len) = header(&resp_headers, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         body_bytes.resize(len, 0);
         reader.read_exact(&mut body_bytes)?;
     } else {
         reader.read_to_end(&mut body_bytes)?;
     }
-    Ok((
-        status,
-        resp_headers,
-        String::from_utf8_lossy(&body_bytes).into_owned(),
-    ))
+    Ok((status, resp_headers, String::from_utf8_lossy(&body_bytes).into_owned()))
 }
 
 /// Serialises sections of tests that must not overlap within one test binary (e.g. ones that

@@ -43,7 +43,9 @@ pub struct LocalCache {
 impl LocalCache {
     /// The cache under `root` (`<root>/dependencies`).
     pub fn new(root: &Path) -> LocalCache {
-        LocalCache { dir: root.join("dependencies") }
+        LocalCache {
+            dir: root.join("dependencies"),
+        }
     }
 
     /// Where probed installer versions are remembered.
@@ -69,7 +71,12 @@ impl LocalCache {
             tracing::warn!(path = %file.display(), "dependency cache entry is damaged; installing again");
             return None;
         }
-        Some(WrittenLayer { file, digest: record.digest, diff_id: record.diff_id, size })
+        Some(WrittenLayer {
+            file,
+            digest: record.digest,
+            diff_id: record.diff_id,
+            size,
+        })
     }
 
     /// A fresh path to write a layer to, on the cache's file system (so `put` is a rename).
@@ -79,7 +86,10 @@ impl LocalCache {
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             let now = SystemTime::now();
             for e in entries.flatten() {
-                let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_SPOOL);
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_SPOOL);
                 if old {
                     let _ = std::fs::remove_file(e.path());
                 }
@@ -88,14 +98,25 @@ impl LocalCache {
         let name = format!(
             "layer-{}-{}",
             std::process::id(),
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
         );
         Ok(tmp.join(name))
     }
 
     /// Records a freshly written layer and returns it with its file now inside the cache.
-    pub fn put(&self, key: &str, layer: &WrittenLayer, runtime: &str, installer: &str) -> std::io::Result<WrittenLayer> {
-        let blob = self.blob_path(&layer.digest).ok_or_else(|| std::io::Error::other(format!("unsupported digest {}", layer.digest)))?;
+    pub fn put(
+        &self,
+        key: &str,
+        layer: &WrittenLayer,
+        runtime: &str,
+        installer: &str,
+    ) -> std::io::Result<WrittenLayer> {
+        let blob = self
+            .blob_path(&layer.digest)
+            .ok_or_else(|| std::io::Error::other(format!("unsupported digest {}", layer.digest)))?;
         std::fs::create_dir_all(blob.parent().expect("blob path has a parent"))?;
         if layer.file.parent() == Some(self.dir.join("tmp").as_path()) {
             std::fs::rename(&layer.file, &blob)?;
@@ -117,7 +138,10 @@ impl LocalCache {
         let mut rec = tempfile::NamedTempFile::new_in(&keys)?;
         serde_json::to_writer(&mut rec, &record)?;
         rec.persist(self.record_path(key)).map_err(|e| e.error)?;
-        Ok(WrittenLayer { file: blob, ..layer.clone() })
+        Ok(WrittenLayer {
+            file: blob,
+            ..layer.clone()
+        })
     }
 }
 
@@ -125,7 +149,13 @@ impl LocalCache {
 pub fn tag(runtime: &str, key: &str) -> String {
     let runtime: String = runtime
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     let runtime = runtime.trim_start_matches(['.', '-']);
@@ -146,7 +176,12 @@ pub struct RegistryLayer {
 }
 
 /// The layer tagged for `key` in `repo`, if there is one (`Ok(None)`: not there).
-pub async fn registry_get(client: &Client, repo: &Reference, tag: &str, key: &str) -> Result<Option<RegistryLayer>, RegistryError> {
+pub async fn registry_get(
+    client: &Client,
+    repo: &Reference,
+    tag: &str,
+    key: &str,
+) -> Result<Option<RegistryLayer>, RegistryError> {
     let reference = repo.with_tag(tag);
     let pulled = match client.pull_manifest(&reference).await {
         Ok(p) => p,
@@ -159,16 +194,26 @@ pub async fn registry_get(client: &Client, repo: &Reference, tag: &str, key: &st
     };
     let annotations = &manifest["annotations"];
     let layers = manifest["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let (Some(found_key), Some(diff_id), [layer]) = (annotations[KEY_ANNOTATION].as_str(), annotations[DIFF_ID_ANNOTATION].as_str(), layers)
-    else {
+    let (Some(found_key), Some(diff_id), [layer]) = (
+        annotations[KEY_ANNOTATION].as_str(),
+        annotations[DIFF_ID_ANNOTATION].as_str(),
+        layers,
+    ) else {
         tracing::warn!(reference = %reference, "not a dependency cache image; ignoring it");
         return Ok(None);
     };
-    let (Some(digest), Some(size)) = (layer["digest"].as_str(), layer["size"].as_u64()) else { return Ok(None) };
+    let (Some(digest), Some(size)) = (layer["digest"].as_str(), layer["size"].as_u64()) else {
+        return Ok(None);
+    };
     if found_key != key {
         return Ok(None);
     }
-    Ok(Some(RegistryLayer { reference, digest: digest.into(), diff_id: diff_id.into(), size }))
+    Ok(Some(RegistryLayer {
+        reference,
+        digest: digest.into(),
+        diff_id: diff_id.into(),
+        size,
+    }))
 }
 
 /// Pushes the layer (from a file, or mounted from elsewhere) as a one-layer image tagged for `key`.
@@ -211,12 +256,28 @@ pub async fn registry_put(
         },
     }));
     let blobs = vec![
-        PushBlob { digest: digest.into(), size, source },
-        PushBlob { digest: config_digest, size: config.len() as u64, source: BlobSource::Bytes(config) },
+        PushBlob {
+            digest: digest.into(),
+            size,
+            source,
+        },
+        PushBlob {
+            digest: config_digest,
+            size: config.len() as u64,
+            source: BlobSource::Bytes(config),
+        },
     ];
     let reference = repo.with_tag(tag);
     let report = client
-        .push(std::slice::from_ref(&reference), blobs, PushManifest { bytes: manifest, media_type: OCI_MANIFEST.into() }, None)
+        .push(
+            std::slice::from_ref(&reference),
+            blobs,
+            PushManifest {
+                bytes: manifest,
+                media_type: OCI_MANIFEST.into(),
+            },
+            None,
+        )
         .await?;
     tracing::info!(cache = %reference, requests = report.requests, bytes = report.bytes_uploaded, "dependency layer stored in the cache repository");
     Ok(reference)
@@ -235,7 +296,10 @@ mod tests {
         assert!(cache.get("k1").is_none());
         let entries = vec![LayerEntry {
             path: "a".into(),
-            kind: EntryKind::File { content: Content::Bytes(Cow::Borrowed(b"x")), executable: false },
+            kind: EntryKind::File {
+                content: Content::Bytes(Cow::Borrowed(b"x")),
+                executable: false,
+            },
         }];
         let spool = cache.spool().unwrap();
         let layer = write_layer(entries, 1, &spool).unwrap();
@@ -249,9 +313,24 @@ mod tests {
         // A second key with the same bytes (from outside the cache) shares the blob.
         let outside = dir.path().join("elsewhere");
         std::fs::copy(&hit.file, &outside).unwrap();
-        cache.put("k2", &WrittenLayer { file: outside, ..layer.clone() }, "nodejs20", "npm 1").unwrap();
+        cache
+            .put(
+                "k2",
+                &WrittenLayer {
+                    file: outside,
+                    ..layer.clone()
+                },
+                "nodejs20",
+                "npm 1",
+            )
+            .unwrap();
         assert_eq!(cache.get("k2").unwrap().file, hit.file);
-        assert_eq!(std::fs::read_dir(dir.path().join("dependencies/blobs/sha256")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("dependencies/blobs/sha256"))
+                .unwrap()
+                .count(),
+            1
+        );
 
         // A blob of the wrong size is a miss.
         std::fs::write(&hit.file, b"short").unwrap();

@@ -42,7 +42,13 @@ pub struct TargetPlatform {
 
 impl TargetPlatform {
     pub fn of_config(config: &serde_json::Value) -> TargetPlatform {
-        let field = |k: &str| config.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
+        let field = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+        };
         TargetPlatform {
             os: field("os").unwrap_or_else(|| "linux".into()),
             architecture: field("architecture").unwrap_or_else(|| "amd64".into()),
@@ -80,7 +86,10 @@ pub enum PipMode {
     /// (source distributions allowed).
     Native,
     /// Wheels only, chosen for the runtime's Python version and platform tags.
-    Cross { python_version: String, platforms: Vec<String> },
+    Cross {
+        python_version: String,
+        platforms: Vec<String>,
+    },
 }
 
 /// A remembered probe is trusted this long (and only while its fingerprint holds).
@@ -97,20 +106,45 @@ struct ProbeMemo {
 /// Like [`probe`], remembering the answer under `memo_dir` (asking `pip --version` costs most
 /// of a second) for as long as the installer's files, the PATH and the environment variables
 /// that pick an interpreter are unchanged, and a day at most.
-pub async fn probe_cached(ecosystem: Ecosystem, runtime: &Runtime, memo_dir: Option<&Path>) -> Result<Installer, DependencyError> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let memo = memo_dir.map(|d| d.join(format!("{}.json", fingerprint(ecosystem, &candidates(ecosystem, runtime)))));
+pub async fn probe_cached(
+    ecosystem: Ecosystem,
+    runtime: &Runtime,
+    memo_dir: Option<&Path>,
+) -> Result<Installer, DependencyError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let memo = memo_dir.map(|d| {
+        d.join(format!(
+            "{}.json",
+            fingerprint(ecosystem, &candidates(ecosystem, runtime))
+        ))
+    });
     if let Some(path) = &memo {
-        if let Some(m) = std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<ProbeMemo>(&b).ok()) {
+        if let Some(m) = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProbeMemo>(&b).ok())
+        {
             if now.saturating_sub(m.created) < PROBE_MEMO_TTL.as_secs() && m.program.is_file() {
                 tracing::debug!(installer = %m.identity, "installer version remembered");
-                return Ok(Installer { ecosystem, program: m.program, identity: m.identity, python: m.python });
+                return Ok(Installer {
+                    ecosystem,
+                    program: m.program,
+                    identity: m.identity,
+                    python: m.python,
+                });
             }
         }
     }
     let installer = probe(ecosystem, runtime).await?;
     if let Some(path) = &memo {
-        let record = ProbeMemo { program: installer.program.clone(), identity: installer.identity.clone(), python: installer.python.clone(), created: now };
+        let record = ProbeMemo {
+            program: installer.program.clone(),
+            identity: installer.identity.clone(),
+            python: installer.python.clone(),
+            created: now,
+        };
         let write = || -> std::io::Result<()> {
             let dir = path.parent().expect("memo path has a parent");
             std::fs::create_dir_all(dir)?;
@@ -155,13 +189,33 @@ fn fingerprint(ecosystem: Ecosystem, names: &[String]) -> String {
         h.update(v);
     };
     put("fnbuild-probe-v1", ecosystem.name().as_bytes());
-    for var in ["PATH", "PYENV_VERSION", "PYENV_ROOT", "VIRTUAL_ENV", "CONDA_PREFIX", "NODE_OPTIONS", "NVM_BIN", "VOLTA_HOME"] {
+    for var in [
+        "PATH",
+        "PYENV_VERSION",
+        "PYENV_ROOT",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "NODE_OPTIONS",
+        "NVM_BIN",
+        "VOLTA_HOME",
+    ] {
         put(var, std::env::var_os(var).unwrap_or_default().as_encoded_bytes());
     }
     let describe = |label: &str, path: &Path, put: &mut dyn FnMut(&str, &[u8])| -> Option<Vec<u8>> {
         let real = std::fs::canonicalize(path).ok()?;
         let m = std::fs::metadata(&real).ok()?;
-        put(label, format!("{} {} {} {} {}", real.display(), m.len(), m.mtime(), m.mtime_nsec(), m.ino()).as_bytes());
+        put(
+            label,
+            format!(
+                "{} {} {} {} {}",
+                real.display(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino()
+            )
+            .as_bytes(),
+        );
         (m.len() < 64 * 1024).then(|| std::fs::read(&real).ok()).flatten()
     };
     let pyenv_root = std::env::var_os("PYENV_ROOT")
@@ -178,8 +232,13 @@ fn fingerprint(ecosystem: Ecosystem, names: &[String]) -> String {
             put("absent", name.as_bytes());
             continue;
         };
-        let Some(content) = describe(name, &program, &mut put) else { continue };
-        if let Some(line) = content.strip_prefix(b"#!").and_then(|c| c.split(|&b| b == b'\n').next()) {
+        let Some(content) = describe(name, &program, &mut put) else {
+            continue;
+        };
+        if let Some(line) = content
+            .strip_prefix(b"#!")
+            .and_then(|c| c.split(|&b| b == b'\n').next())
+        {
             put("script", &content);
             let line = String::from_utf8_lossy(line);
             let mut words = line.split_whitespace();
@@ -215,9 +274,21 @@ pub async fn probe(ecosystem: Ecosystem, runtime: &Runtime) -> Result<Installer,
                     None => None,
                 }
             });
-            let npm_version = npm_version.map_err(|e| DependencyError::InstallerBroken { program: npm.clone(), message: e })?;
-            let identity = format!("npm {} node {}", first_line(&npm_version), node_version.as_deref().map(first_line).unwrap_or("unknown"));
-            Ok(Installer { ecosystem, program: npm, identity, python: None })
+            let npm_version = npm_version.map_err(|e| DependencyError::InstallerBroken {
+                program: npm.clone(),
+                message: e,
+            })?;
+            let identity = format!(
+                "npm {} node {}",
+                first_line(&npm_version),
+                node_version.as_deref().map(first_line).unwrap_or("unknown")
+            );
+            Ok(Installer {
+                ecosystem,
+                program: npm,
+                identity,
+                python: None,
+            })
         }
         Ecosystem::Pip => {
             // pip for the runtime's Python first, then the usual names; pyenv-style shims that
@@ -232,12 +303,18 @@ pub async fn probe(ecosystem: Ecosystem, runtime: &Runtime) -> Result<Installer,
                 let Some(program) = which(name) else { continue };
                 match version_of(&program, &["--version"]).await {
                     Ok(out) => {
-                        let (pip_version, python) = parse_pip_version(&out).ok_or_else(|| DependencyError::InstallerBroken {
-                            program: program.clone(),
-                            message: format!("unexpected `--version` output: {}", first_line(&out)),
-                        })?;
+                        let (pip_version, python) =
+                            parse_pip_version(&out).ok_or_else(|| DependencyError::InstallerBroken {
+                                program: program.clone(),
+                                message: format!("unexpected `--version` output: {}", first_line(&out)),
+                            })?;
                         let identity = format!("pip {pip_version} python {python}");
-                        return Ok(Installer { ecosystem, program, identity, python: Some(python) });
+                        return Ok(Installer {
+                            ecosystem,
+                            program,
+                            identity,
+                            python: Some(python),
+                        });
                     }
                     Err(e) => last_error = Some(DependencyError::InstallerBroken { program, message: e }),
                 }
@@ -286,7 +363,11 @@ async fn version_of(program: &Path, args: &[&str]) -> Result<String, String> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() || stdout.trim().is_empty() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let why = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output");
+        let why = stderr
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("no output");
         return Err(format!("`--version` failed ({}): {why}", out.status));
     }
     Ok(stdout)
@@ -308,9 +389,15 @@ pub fn pip_mode(installer: &Installer, runtime: &Runtime, target: &TargetPlatfor
         .and_then(|g| g.strip_prefix("2."))
         .and_then(|m| m.parse().ok())
         .unwrap_or(17);
-    let mut platforms: Vec<String> = (18..=newest.max(17)).rev().map(|m| format!("manylinux_2_{m}_{arch}")).collect();
+    let mut platforms: Vec<String> = (18..=newest.max(17))
+        .rev()
+        .map(|m| format!("manylinux_2_{m}_{arch}"))
+        .collect();
     platforms.push(format!("manylinux2014_{arch}"));
-    PipMode::Cross { python_version, platforms }
+    PipMode::Cross {
+        python_version,
+        platforms,
+    }
 }
 
 /// Copies the plan's inputs into `dir` (created), as the installer's working directory.
@@ -327,11 +414,16 @@ pub fn stage(inputs: &[SourceEntry], dir: &Path) -> Result<(), DependencyError> 
         }
         match &entry.kind {
             EntryKind::Dir => std::fs::create_dir_all(&target).map_err(write_err(&target))?,
-            EntryKind::Symlink { target: link } => std::os::unix::fs::symlink(link, &target).map_err(write_err(&target))?,
+            EntryKind::Symlink { target: link } => {
+                std::os::unix::fs::symlink(link, &target).map_err(write_err(&target))?
+            }
             EntryKind::File { content, executable } => {
                 match content {
                     Content::Path(p) => {
-                        std::fs::copy(p, &target).map_err(|source| DependencyError::Read { path: p.clone(), source })?;
+                        std::fs::copy(p, &target).map_err(|source| DependencyError::Read {
+                            path: p.clone(),
+                            source,
+                        })?;
                     }
                     Content::Bytes(b) => std::fs::write(&target, b).map_err(write_err(&target))?,
                 }
@@ -375,7 +467,14 @@ pub fn npm_invocation(installer: &Installer, plan: &Plan, staged: &Path, npmrc: 
     if let Some(rc) = npmrc {
         env.push(("NPM_CONFIG_USERCONFIG".into(), rc.into()));
     }
-    Invocation { program: installer.program.clone(), args, env, cwd: staged.into(), label: format!("npm {command}"), hint: None }
+    Invocation {
+        program: installer.program.clone(),
+        args,
+        env,
+        cwd: staged.into(),
+        label: format!("npm {command}"),
+        hint: None,
+    }
 }
 
 /// The pip command for `plan`, run in `staged`, installing into `target`.
@@ -388,13 +487,31 @@ pub fn pip_invocation(
     pip_conf: Option<&Path>,
     epoch: u64,
 ) -> Invocation {
-    let mut args: Vec<OsString> = vec!["install".into(), "--target".into(), target.into(), "--requirement".into(), (&plan.dependency_file).into()];
+    let mut args: Vec<OsString> = vec![
+        "install".into(),
+        "--target".into(),
+        target.into(),
+        "--requirement".into(),
+        (&plan.dependency_file).into(),
+    ];
     let mut hint = None;
     match mode {
         PipMode::Native => {}
-        PipMode::Cross { python_version, platforms } => {
+        PipMode::Cross {
+            python_version,
+            platforms,
+        } => {
             // Bytecode compiled by pip's own Python would be for the wrong version.
-            args.extend(["--no-compile", "--only-binary=:all:", "--implementation", "cp", "--python-version"].map(OsString::from));
+            args.extend(
+                [
+                    "--no-compile",
+                    "--only-binary=:all:",
+                    "--implementation",
+                    "cp",
+                    "--python-version",
+                ]
+                .map(OsString::from),
+            );
             args.push(python_version.into());
             for p in platforms {
                 args.push("--platform".into());
@@ -419,7 +536,14 @@ pub fn pip_invocation(
     if let Some(conf) = pip_conf {
         env.push(("PIP_CONFIG_FILE".into(), conf.into()));
     }
-    Invocation { program: installer.program.clone(), args, env, cwd: staged.into(), label: "pip install".into(), hint }
+    Invocation {
+        program: installer.program.clone(),
+        args,
+        env,
+        cwd: staged.into(),
+        label: "pip install".into(),
+        hint,
+    }
 }
 
 /// Runs the installer, logging its output as it comes; fails with its last lines.
@@ -433,12 +557,21 @@ pub fn run(inv: &Invocation, redactor: &Redactor) -> Result<(), DependencyError>
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| DependencyError::InstallerBroken { program: inv.program.clone(), message: format!("cannot run it: {e}") })?;
+        .map_err(|e| DependencyError::InstallerBroken {
+            program: inv.program.clone(),
+            message: format!("cannot run it: {e}"),
+        })?;
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
-    for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as _)]
-        .into_iter()
-        .flatten()
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|s| Box::new(s) as _),
+    ]
+    .into_iter()
+    .flatten()
     {
         let tx = tx.clone();
         readers.push(std::thread::spawn(move || {
@@ -467,9 +600,10 @@ pub fn run(inv: &Invocation, redactor: &Redactor) -> Result<(), DependencyError>
     for r in readers {
         let _ = r.join();
     }
-    let status = child
-        .wait()
-        .map_err(|e| DependencyError::InstallerBroken { program: inv.program.clone(), message: format!("lost it: {e}") })?;
+    let status = child.wait().map_err(|e| DependencyError::InstallerBroken {
+        program: inv.program.clone(),
+        message: format!("lost it: {e}"),
+    })?;
     if status.success() {
         return Ok(());
     }
@@ -479,7 +613,11 @@ pub fn run(inv: &Invocation, redactor: &Redactor) -> Result<(), DependencyError>
             last = format!("{last} ({hint})");
         }
     }
-    Err(DependencyError::InstallFailed { command: inv.label.clone(), status: status.to_string(), output: last })
+    Err(DependencyError::InstallFailed {
+        command: inv.label.clone(),
+        status: status.to_string(),
+        output: last,
+    })
 }
 
 /// Printable text without control characters (colour codes, carriage returns).
@@ -529,11 +667,18 @@ fn error_lines(tool: &str, lines: &[String]) -> String {
         .map(|l| {
             let l = l.trim_start_matches("npm error").trim_start_matches("npm ERR!").trim();
             // npm repeats the status code as a prefix of every line: `404  'x' is not in this registry.`
-            l.strip_prefix("404 ").map(str::trim).filter(|rest| !rest.is_empty()).unwrap_or(l)
+            l.strip_prefix("404 ")
+                .map(str::trim)
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(l)
         })
         .filter(|l| !l.is_empty() && l != &"404" && !boilerplate.iter().any(|b| l.contains(b)))
         .collect();
-    let chosen: Vec<&str> = if errors.is_empty() { lines.iter().map(String::as_str).collect() } else { errors };
+    let chosen: Vec<&str> = if errors.is_empty() {
+        lines.iter().map(String::as_str).collect()
+    } else {
+        errors
+    };
     let mut unique: Vec<&str> = Vec::new();
     for l in chosen.iter().rev() {
         if !unique.contains(l) {
@@ -549,7 +694,13 @@ fn error_lines(tool: &str, lines: &[String]) -> String {
     }
     unique
         .iter()
-        .map(|l| if l.chars().count() > ERROR_LINE_CHARS { format!("{}…", l.chars().take(ERROR_LINE_CHARS).collect::<String>()) } else { l.to_string() })
+        .map(|l| {
+            if l.chars().count() > ERROR_LINE_CHARS {
+                format!("{}…", l.chars().take(ERROR_LINE_CHARS).collect::<String>())
+            } else {
+                l.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" | ")
 }
@@ -564,13 +715,18 @@ mod tests {
         let a = fingerprint(Ecosystem::Npm, &names(&["npm", "node"]));
         assert_eq!(a, fingerprint(Ecosystem::Npm, &names(&["npm", "node"])));
         assert_ne!(a, fingerprint(Ecosystem::Pip, &names(&["npm", "node"])));
-        assert_ne!(a, fingerprint(Ecosystem::Npm, &names(&["npm", "node", "fnbuild-no-such-program"])));
+        assert_ne!(
+            a,
+            fingerprint(Ecosystem::Npm, &names(&["npm", "node", "fnbuild-no-such-program"]))
+        );
     }
 
     #[test]
     fn pip_versions_parse() {
         assert_eq!(
-            parse_pip_version("pip 23.2.1 from /root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/pip (python 3.11)\n"),
+            parse_pip_version(
+                "pip 23.2.1 from /root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/pip (python 3.11)\n"
+            ),
             Some(("23.2.1".into(), "3.11".into()))
         );
         assert_eq!(parse_pip_version("something else"), None);
@@ -579,16 +735,41 @@ mod tests {
     #[test]
     fn cross_pip_takes_manylinux_wheels_up_to_the_base_glibc() {
         let runtime = crate::function::runtime::Runtimes::Embedded.load("python312").unwrap();
-        let target = TargetPlatform { os: "linux".into(), architecture: "amd64".into(), variant: None };
-        let installer = Installer { ecosystem: Ecosystem::Pip, program: "pip".into(), identity: "pip 1 python 3.11".into(), python: Some("3.11".into()) };
-        let PipMode::Cross { python_version, platforms } = pip_mode(&installer, &runtime, &target) else { panic!("not cross") };
+        let target = TargetPlatform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
+        let installer = Installer {
+            ecosystem: Ecosystem::Pip,
+            program: "pip".into(),
+            identity: "pip 1 python 3.11".into(),
+            python: Some("3.11".into()),
+        };
+        let PipMode::Cross {
+            python_version,
+            platforms,
+        } = pip_mode(&installer, &runtime, &target)
+        else {
+            panic!("not cross")
+        };
         assert_eq!(python_version, "3.12");
         assert_eq!(platforms.first().unwrap(), "manylinux_2_36_x86_64");
         assert_eq!(platforms.last().unwrap(), "manylinux2014_x86_64");
         assert_eq!(platforms.len(), 20);
-        let arm = TargetPlatform { os: "linux".into(), architecture: "arm64".into(), variant: Some("v8".into()) };
-        let native = Installer { python: Some("3.12".into()), ..installer };
-        assert!(matches!(pip_mode(&native, &runtime, &arm), PipMode::Cross { .. }), "another machine type is always cross");
+        let arm = TargetPlatform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        };
+        let native = Installer {
+            python: Some("3.12".into()),
+            ..installer
+        };
+        assert!(
+            matches!(pip_mode(&native, &runtime, &arm), PipMode::Cross { .. }),
+            "another machine type is always cross"
+        );
         if std::env::consts::ARCH == "x86_64" {
             assert_eq!(pip_mode(&native, &runtime, &target), PipMode::Native);
         }

@@ -69,13 +69,21 @@ pub enum DependencyError {
     #[error("{program}: {message}", program = program.display())]
     InstallerBroken { program: PathBuf, message: String },
     #[error("{command} failed ({status}): {output}")]
-    InstallFailed { command: String, status: String, output: String },
+    InstallFailed {
+        command: String,
+        status: String,
+        output: String,
+    },
     #[error("{tool} left a symlink {path} -> {target} that points outside the installed packages")]
     EscapingSymlink { tool: String, path: String, target: String },
     #[error("cannot read the installed packages at {path}: {message}", path = path.display())]
     Walk { path: PathBuf, message: String },
     #[error("cannot read the {flag} file {path}: {source}", path = path.display())]
-    Credentials { flag: &'static str, path: PathBuf, source: std::io::Error },
+    Credentials {
+        flag: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error("the installer task stopped: {0}")]
@@ -111,7 +119,14 @@ pub struct DependencySummary {
 
 impl DependencySummary {
     pub fn none() -> DependencySummary {
-        DependencySummary { cache: CacheOutcome::None, key: None, install_ms: 0, layer_ms: 0, installer: None, cache_image: None }
+        DependencySummary {
+            cache: CacheOutcome::None,
+            key: None,
+            install_ms: 0,
+            layer_ms: 0,
+            installer: None,
+            cache_image: None,
+        }
     }
 }
 
@@ -134,7 +149,12 @@ impl ProvidedLayer {
             BlobLocation::File(f) => f.clone(),
             BlobLocation::Registry(_) => PathBuf::new(),
         };
-        WrittenLayer { file, digest: self.digest.clone(), diff_id: self.diff_id.clone(), size: self.size }
+        WrittenLayer {
+            file,
+            digest: self.digest.clone(),
+            diff_id: self.diff_id.clone(),
+            size: self.size,
+        }
     }
 }
 
@@ -160,7 +180,15 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
         Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
         Ecosystem::Npm => None,
     };
-    let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), ctx.base_digest, &target, ctx.epoch)?;
+    let key = cache_key(
+        plan,
+        runtime,
+        installer,
+        pip_mode.as_ref(),
+        ctx.base_digest,
+        &target,
+        ctx.epoch,
+    )?;
     let tag = cache::tag(&runtime.name, &key);
     let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
     let repo = match (&ctx.options.cache_repo, ctx.client) {
@@ -219,14 +247,28 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
     let staging = ctx.work.join("dependencies");
     let staged = staging.join("src");
     install::stage(&plan.inputs, &staged)?;
-    let redactor = Redactor::from_files(&[("--npmrc", ctx.options.npmrc.as_deref()), ("--pip-conf", ctx.options.pip_conf.as_deref())])?;
+    let redactor = Redactor::from_files(&[
+        ("--npmrc", ctx.options.npmrc.as_deref()),
+        ("--pip-conf", ctx.options.pip_conf.as_deref()),
+    ])?;
     let (invocation, result_dir) = match (plan.ecosystem, &pip_mode) {
         (Ecosystem::Pip, Some(mode)) => {
             let target_dir = staging.join("target");
-            let inv = install::pip_invocation(installer, plan, &staged, &target_dir, mode, ctx.options.pip_conf.as_deref(), ctx.epoch);
+            let inv = install::pip_invocation(
+                installer,
+                plan,
+                &staged,
+                &target_dir,
+                mode,
+                ctx.options.pip_conf.as_deref(),
+                ctx.epoch,
+            );
             (inv, target_dir)
         }
-        _ => (install::npm_invocation(installer, plan, &staged, ctx.options.npmrc.as_deref()), staged.join("node_modules")),
+        _ => (
+            install::npm_invocation(installer, plan, &staged, ctx.options.npmrc.as_deref()),
+            staged.join("node_modules"),
+        ),
     };
     let t = Instant::now();
     tokio::task::spawn_blocking(move || install::run(&invocation, &redactor))
@@ -236,7 +278,10 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
 
     let t = Instant::now();
     let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
-    let spool = local.as_ref().and_then(|c| c.spool().ok()).unwrap_or_else(|| staging.join("layer.tar.gz"));
+    let spool = local
+        .as_ref()
+        .and_then(|c| c.spool().ok())
+        .unwrap_or_else(|| staging.join("layer.tar.gz"));
     let epoch = ctx.epoch;
     let written = tokio::task::spawn_blocking(move || write_layer(entries, epoch, &spool))
         .await
@@ -244,10 +289,12 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
     let layer_ms = t.elapsed().as_millis() as u64;
     tracing::info!(digest = %written.digest, size = written.size, install_ms, layer_ms, "dependency layer written");
     let written = match &local {
-        Some(c) => c.put(&key, &written, &runtime.name, &installer.identity).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot store the dependency layer in the local cache");
-            written
-        }),
+        Some(c) => c
+            .put(&key, &written, &runtime.name, &installer.identity)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot store the dependency layer in the local cache");
+                written
+            }),
         None => written,
     };
     let registry_copy = match repo {
@@ -301,10 +348,22 @@ async fn ensure_in_registry(
         }
     }
     let source = BlobSource::File(layer.file.clone());
-    cache::registry_put(client, repo, tag, key, &layer.digest, &layer.diff_id, layer.size, source, target, runtime, created)
-        .await
-        .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
-        .ok()
+    cache::registry_put(
+        client,
+        repo,
+        tag,
+        key,
+        &layer.digest,
+        &layer.diff_id,
+        layer.size,
+        source,
+        target,
+        runtime,
+        created,
+    )
+    .await
+    .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
+    .ok()
 }
 
 /// The cache key: sha256 over everything that changes the layer's bytes. Credentials files are
@@ -330,14 +389,20 @@ fn cache_key(
     field("runtime", runtime.name.as_bytes());
     field("dependency_dir", runtime.spec.dependency_dir.as_bytes());
     field("function_dir", runtime.spec.function_dir.as_bytes());
-    field("python_version", runtime.spec.python_version.as_deref().unwrap_or("").as_bytes());
+    field(
+        "python_version",
+        runtime.spec.python_version.as_deref().unwrap_or("").as_bytes(),
+    );
     field("base", base_digest.as_bytes());
     field("platform", target.to_string().as_bytes());
     field("installer", installer.identity.as_bytes());
     let mode = match pip_mode {
         None => String::new(),
         Some(PipMode::Native) => "native".into(),
-        Some(PipMode::Cross { python_version, platforms }) => format!("cross {python_version} {}", platforms.join(",")),
+        Some(PipMode::Cross {
+            python_version,
+            platforms,
+        }) => format!("cross {python_version} {}", platforms.join(",")),
     };
     field("mode", mode.as_bytes());
     field("epoch", epoch.to_string().as_bytes());
@@ -349,7 +414,10 @@ fn cache_key(
                 let digest = match content {
                     Content::Bytes(b) => hex::encode(Sha256::digest(b)),
                     Content::Path(p) => {
-                        let bytes = std::fs::read(p).map_err(|source| DependencyError::Read { path: p.clone(), source })?;
+                        let bytes = std::fs::read(p).map_err(|source| DependencyError::Read {
+                            path: p.clone(),
+                            source,
+                        })?;
                         hex::encode(Sha256::digest(&bytes))
                     }
                 };
@@ -365,7 +433,10 @@ fn cache_key(
 fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<LayerEntry>, DependencyError> {
     let dep_dir = runtime.spec.dependency_dir.trim_matches('/');
     let function_dir = runtime.spec.function_dir.trim_matches('/');
-    let dir = |path: String| LayerEntry { path, kind: EntryKind::Dir };
+    let dir = |path: String| LayerEntry {
+        path,
+        kind: EntryKind::Dir,
+    };
     let mut entries = Vec::new();
     match dep_dir.strip_prefix(&format!("{function_dir}/")) {
         Some(below) => {
@@ -381,11 +452,20 @@ fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<Lay
     if !result.is_dir() {
         return Ok(entries);
     }
-    let walk_err = |path: &Path, message: String| DependencyError::Walk { path: path.to_path_buf(), message };
-    for item in walkdir::WalkDir::new(result).min_depth(1).follow_links(false).sort_by_file_name() {
+    let walk_err = |path: &Path, message: String| DependencyError::Walk {
+        path: path.to_path_buf(),
+        message,
+    };
+    for item in walkdir::WalkDir::new(result)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let item = item.map_err(|e| walk_err(e.path().unwrap_or(result), e.to_string()))?;
         let rel = item.path().strip_prefix(result).expect("walk stays below its root");
-        let rel_str = rel.to_str().ok_or_else(|| walk_err(item.path(), "file name is not UTF-8".into()))?;
+        let rel_str = rel
+            .to_str()
+            .ok_or_else(|| walk_err(item.path(), "file name is not UTF-8".into()))?;
         let path = format!("{dep_dir}/{rel_str}");
         let ft = item.file_type();
         let kind = if ft.is_dir() {
@@ -393,12 +473,22 @@ fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<Lay
         } else if ft.is_file() {
             use std::os::unix::fs::PermissionsExt;
             let meta = item.metadata().map_err(|e| walk_err(item.path(), e.to_string()))?;
-            EntryKind::File { content: Content::Path(item.path().to_path_buf()), executable: meta.permissions().mode() & 0o111 != 0 }
+            EntryKind::File {
+                content: Content::Path(item.path().to_path_buf()),
+                executable: meta.permissions().mode() & 0o111 != 0,
+            }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(item.path()).map_err(|e| walk_err(item.path(), e.to_string()))?;
-            let target = target.to_str().ok_or_else(|| walk_err(item.path(), "symlink target is not UTF-8".into()))?.to_string();
+            let target = target
+                .to_str()
+                .ok_or_else(|| walk_err(item.path(), "symlink target is not UTF-8".into()))?
+                .to_string();
             if !stays_inside(rel, Path::new(&target)) {
-                return Err(DependencyError::EscapingSymlink { tool: tool.into(), path: rel_str.into(), target });
+                return Err(DependencyError::EscapingSymlink {
+                    tool: tool.into(),
+                    path: rel_str.into(),
+                    target,
+                });
             }
             EntryKind::Symlink { target }
         } else {
@@ -423,7 +513,11 @@ impl Redactor {
         let mut secrets = Vec::new();
         for (flag, path) in files {
             let Some(path) = path else { continue };
-            let bytes = std::fs::read(path).map_err(|source| DependencyError::Credentials { flag, path: path.to_path_buf(), source })?;
+            let bytes = std::fs::read(path).map_err(|source| DependencyError::Credentials {
+                flag,
+                path: path.to_path_buf(),
+                source,
+            })?;
             secrets.extend(secret_values(&String::from_utf8_lossy(&bytes)));
         }
         // Longest first, so a secret containing another is scrubbed whole.
@@ -454,7 +548,12 @@ fn secret_values(text: &str) -> Vec<String> {
             continue;
         }
         // npmrc: `key=value` (keys like `//host/:_authToken` hold a colon); pip.conf: `key = value` or `key: value`.
-        let Some(split) = line.find('=').or_else(|| line.find(':').filter(|&i| !line[i..].starts_with("://"))) else { continue };
+        let Some(split) = line
+            .find('=')
+            .or_else(|| line.find(':').filter(|&i| !line[i..].starts_with("://")))
+        else {
+            continue;
+        };
         let (key, value) = (line[..split].trim().to_ascii_lowercase(), line[split + 1..].trim());
         let value = value.trim_matches(|c| c == '"' || c == '\'');
         let flag_like = ["true", "false", "yes", "no", "on", "off"].contains(&value.to_ascii_lowercase().as_str())
@@ -505,9 +604,14 @@ mod tests {
         for secret in ["npm_SECRETTOKEN123", "pip-SECRET-pw", "cGFzc3dvcmQ="] {
             assert!(!scrubbed.contains(secret), "{scrubbed}");
         }
-        assert!(scrubbed.contains("https://npm.example.com/x") && scrubbed.contains("pypi.example.com/simple/"), "{scrubbed}");
+        assert!(
+            scrubbed.contains("https://npm.example.com/x") && scrubbed.contains("pypi.example.com/simple/"),
+            "{scrubbed}"
+        );
         assert!(r.redact("always-auth true").contains("true"), "short values stay");
-        let err = Redactor::from_files(&[("--npmrc", Some(&dir.path().join("missing")))]).unwrap_err().to_string();
+        let err = Redactor::from_files(&[("--npmrc", Some(&dir.path().join("missing")))])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("cannot read the --npmrc file "), "{err}");
     }
 
@@ -524,8 +628,17 @@ mod tests {
     #[test]
     fn keys_change_with_what_changes_the_layer_and_nothing_else() {
         let rt = Runtimes::Embedded.load("nodejs20").unwrap();
-        let npm = Installer { ecosystem: Ecosystem::Npm, program: "npm".into(), identity: "npm 11 node v20".into(), python: None };
-        let amd64 = TargetPlatform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let npm = Installer {
+            ecosystem: Ecosystem::Npm,
+            program: "npm".into(),
+            identity: "npm 11 node v20".into(),
+            python: None,
+        };
+        let amd64 = TargetPlatform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
         let pkg = r#"{"dependencies":{"left-pad":"1.3.0"}}"#;
         let (_a, plan) = plan_for(&[("handler.js", "one"), ("package.json", pkg)], &rt);
         let key = |plan: &Plan, installer: &Installer, base: &str, target: &TargetPlatform, epoch: u64| {
@@ -535,14 +648,51 @@ mod tests {
         assert_eq!(k.len(), 64);
         let (_b, same_deps_other_handler) = plan_for(&[("handler.js", "two"), ("package.json", pkg)], &rt);
         assert_eq!(k, key(&same_deps_other_handler, &npm, "sha256:b", &amd64, 1));
-        let (_c, locked) = plan_for(&[("handler.js", "one"), ("package.json", pkg), ("package-lock.json", "{}")], &rt);
+        let (_c, locked) = plan_for(
+            &[
+                ("handler.js", "one"),
+                ("package.json", pkg),
+                ("package-lock.json", "{}"),
+            ],
+            &rt,
+        );
         assert_ne!(k, key(&locked, &npm, "sha256:b", &amd64, 1));
-        let (_d, other) = plan_for(&[("handler.js", "one"), ("package.json", r#"{"dependencies":{"left-pad":"1.2.0"}}"#)], &rt);
+        let (_d, other) = plan_for(
+            &[
+                ("handler.js", "one"),
+                ("package.json", r#"{"dependencies":{"left-pad":"1.2.0"}}"#),
+            ],
+            &rt,
+        );
         assert_ne!(k, key(&other, &npm, "sha256:b", &amd64, 1));
         assert_ne!(k, key(&plan, &npm, "sha256:c", &amd64, 1));
-        assert_ne!(k, key(&plan, &npm, "sha256:b", &TargetPlatform { architecture: "arm64".into(), ..amd64.clone() }, 1));
+        assert_ne!(
+            k,
+            key(
+                &plan,
+                &npm,
+                "sha256:b",
+                &TargetPlatform {
+                    architecture: "arm64".into(),
+                    ..amd64.clone()
+                },
+                1
+            )
+        );
         assert_ne!(k, key(&plan, &npm, "sha256:b", &amd64, 2));
-        assert_ne!(k, key(&plan, &Installer { identity: "npm 12 node v20".into(), ..npm.clone() }, "sha256:b", &amd64, 1));
+        assert_ne!(
+            k,
+            key(
+                &plan,
+                &Installer {
+                    identity: "npm 12 node v20".into(),
+                    ..npm.clone()
+                },
+                "sha256:b",
+                &amd64,
+                1
+            )
+        );
     }
 
     #[test]
@@ -572,10 +722,16 @@ mod tests {
         );
         std::os::unix::fs::symlink("/etc/passwd", nm.join("a/evil")).unwrap();
         let err = layer_entries(&nm, &rt, "npm").unwrap_err().to_string();
-        assert_eq!(err, "npm left a symlink a/evil -> /etc/passwd that points outside the installed packages");
+        assert_eq!(
+            err,
+            "npm left a symlink a/evil -> /etc/passwd that points outside the installed packages"
+        );
 
         let py = Runtimes::Embedded.load("python312").unwrap();
         let empty = layer_entries(&dir.path().join("none"), &py, "pip").unwrap();
-        assert_eq!(empty.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["kubeless", "kubeless/lib"]);
+        assert_eq!(
+            empty.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+            ["kubeless", "kubeless/lib"]
+        );
     }
 }

@@ -50,9 +50,13 @@ pub struct Plan {
 /// The function's dependency plan, or `None` when it has no dependency file or one that names
 /// no package (then no installer runs and the image has no dependency layer).
 pub fn plan(source: &FunctionSource, runtime: &Runtime) -> Result<Option<Plan>, DependencyError> {
-    let Some(installer) = runtime.spec.installer() else { return Ok(None) };
+    let Some(installer) = runtime.spec.installer() else {
+        return Ok(None);
+    };
     let file = runtime.spec.dependency_file.as_str();
-    let Some(entry) = find_file(source, file) else { return Ok(None) };
+    let Some(entry) = find_file(source, file) else {
+        return Ok(None);
+    };
     let bytes = read(entry)?;
     match installer {
         "npm" => plan_npm(source, file, &bytes),
@@ -62,19 +66,32 @@ pub fn plan(source: &FunctionSource, runtime: &Runtime) -> Result<Option<Plan>, 
 }
 
 fn bad(file: &str, message: impl Into<String>) -> DependencyError {
-    DependencyError::BadFile { file: file.into(), message: message.into() }
+    DependencyError::BadFile {
+        file: file.into(),
+        message: message.into(),
+    }
 }
 
 fn find_file<'a>(source: &'a FunctionSource, path: &str) -> Option<&'a SourceEntry> {
-    source.entries.iter().find(|e| e.path == path && matches!(e.kind, EntryKind::File { .. }))
+    source
+        .entries
+        .iter()
+        .find(|e| e.path == path && matches!(e.kind, EntryKind::File { .. }))
 }
 
 pub(super) fn read(entry: &SourceEntry) -> Result<Vec<u8>, DependencyError> {
     match &entry.kind {
-        EntryKind::File { content: Content::Bytes(b), .. } => Ok(b.to_vec()),
-        EntryKind::File { content: Content::Path(p), .. } => {
-            std::fs::read(p).map_err(|source| DependencyError::Read { path: p.clone(), source })
-        }
+        EntryKind::File {
+            content: Content::Bytes(b),
+            ..
+        } => Ok(b.to_vec()),
+        EntryKind::File {
+            content: Content::Path(p),
+            ..
+        } => std::fs::read(p).map_err(|source| DependencyError::Read {
+            path: p.clone(),
+            source,
+        }),
         _ => Ok(Vec::new()),
     }
 }
@@ -87,7 +104,10 @@ struct Inputs<'a> {
 
 impl<'a> Inputs<'a> {
     fn new(source: &'a FunctionSource) -> Self {
-        Inputs { source, picked: BTreeMap::new() }
+        Inputs {
+            source,
+            picked: BTreeMap::new(),
+        }
     }
 
     /// Adds the entry at `path` (and, for a directory, its contents); false if there is none.
@@ -138,7 +158,12 @@ fn normalise(base_dir: &str, path: &str) -> Option<String> {
 
 fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<Plan>, DependencyError> {
     let json: Value = serde_json::from_slice(bytes).map_err(|e| bad(file, format!("is not valid JSON: {e}")))?;
-    let object = json.as_object().ok_or_else(|| bad(file, "must be a JSON object (like {\"dependencies\": {\"left-pad\": \"^1.3.0\"}})"))?;
+    let object = json.as_object().ok_or_else(|| {
+        bad(
+            file,
+            "must be a JSON object (like {\"dependencies\": {\"left-pad\": \"^1.3.0\"}})",
+        )
+    })?;
     let mut inputs = Inputs::new(source);
     inputs.add(file);
     let mut packages = 0;
@@ -146,7 +171,12 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
         let deps = match object.get(field) {
             None | Some(Value::Null) => continue,
             Some(Value::Object(deps)) => deps,
-            Some(_) => return Err(bad(file, format!("\"{field}\" must be an object of package names and versions"))),
+            Some(_) => {
+                return Err(bad(
+                    file,
+                    format!("\"{field}\" must be an object of package names and versions"),
+                ))
+            }
         };
         for (name, spec) in deps {
             let spec = spec
@@ -158,7 +188,10 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
                     bad(file, format!("\"{name}\": {spec} is outside the function's directory; fnbuild installs from the function's own files, so put the package inside it"))
                 })?;
                 if !inputs.add(&rel) {
-                    return Err(bad(file, format!("\"{name}\": {spec} names {rel}, which is not in the function's directory")));
+                    return Err(bad(
+                        file,
+                        format!("\"{name}\": {spec} names {rel}, which is not in the function's directory"),
+                    ));
                 }
             }
         }
@@ -175,7 +208,13 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
             lock_file.get_or_insert_with(|| lock.to_string());
         }
     }
-    Ok(Some(Plan { ecosystem: Ecosystem::Npm, dependency_file: file.into(), lock_file, inputs: inputs.finish(), packages }))
+    Ok(Some(Plan {
+        ecosystem: Ecosystem::Npm,
+        dependency_file: file.into(),
+        lock_file,
+        inputs: inputs.finish(),
+        packages,
+    }))
 }
 
 /// The path of a local package (`file:vendor/x.tgz`, `./lib`, `link:../x`), as npm reads it.
@@ -183,7 +222,12 @@ fn npm_local_path(spec: &str) -> Option<&str> {
     if let Some(rest) = spec.strip_prefix("file:").or_else(|| spec.strip_prefix("link:")) {
         return Some(rest.strip_prefix("//").unwrap_or(rest));
     }
-    (spec.starts_with("./") || spec.starts_with("../") || spec.starts_with('/') || spec.starts_with("~/") || spec == "." || spec == "..")
+    (spec.starts_with("./")
+        || spec.starts_with("../")
+        || spec.starts_with('/')
+        || spec.starts_with("~/")
+        || spec == "."
+        || spec == "..")
         .then_some(spec)
 }
 
@@ -197,7 +241,13 @@ fn plan_pip(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
     if packages == 0 {
         return Ok(None);
     }
-    Ok(Some(Plan { ecosystem: Ecosystem::Pip, dependency_file: file.into(), lock_file: None, inputs: inputs.finish(), packages }))
+    Ok(Some(Plan {
+        ecosystem: Ecosystem::Pip,
+        dependency_file: file.into(),
+        lock_file: None,
+        inputs: inputs.finish(),
+        packages,
+    }))
 }
 
 /// Reads one requirements file: checks each requirement, and collects the files it includes
@@ -215,10 +265,16 @@ fn scan_requirements(
     let dir = file.rsplit_once('/').map_or("", |(d, _)| d);
     let local = |inputs: &mut Inputs, line: usize, path: &str, what: &str| -> Result<(), DependencyError> {
         let rel = normalise("", path).ok_or_else(|| {
-            bad(file, format!("line {line}: {what} {path} is outside the function's directory; put it inside"))
+            bad(
+                file,
+                format!("line {line}: {what} {path} is outside the function's directory; put it inside"),
+            )
         })?;
         if !inputs.add(&rel) {
-            return Err(bad(file, format!("line {line}: {what} {path} is not in the function's directory")));
+            return Err(bad(
+                file,
+                format!("line {line}: {what} {path} is not in the function's directory"),
+            ));
         }
         Ok(())
     };
@@ -233,30 +289,61 @@ fn scan_requirements(
             match option {
                 "-r" | "--requirement" | "-c" | "--constraint" => {
                     if depth >= MAX_INCLUDE_DEPTH {
-                        return Err(bad(file, format!("line {number}: requirement files nest more than {MAX_INCLUDE_DEPTH} deep")));
+                        return Err(bad(
+                            file,
+                            format!("line {number}: requirement files nest more than {MAX_INCLUDE_DEPTH} deep"),
+                        ));
                     }
                     if value.contains("://") {
                         return Err(bad(file, format!("line {number}: {option} {value}: fnbuild installs from the function's own files; copy the file into the function")));
                     }
-                    let rel = normalise(dir, value)
-                        .ok_or_else(|| bad(file, format!("line {number}: {option} {value} is outside the function's directory")))?;
-                    let entry = find_file(source, &rel)
-                        .ok_or_else(|| bad(file, format!("line {number}: {option} {value}: there is no such file in the function's directory")))?;
+                    let rel = normalise(dir, value).ok_or_else(|| {
+                        bad(
+                            file,
+                            format!("line {number}: {option} {value} is outside the function's directory"),
+                        )
+                    })?;
+                    let entry = find_file(source, &rel).ok_or_else(|| {
+                        bad(
+                            file,
+                            format!(
+                                "line {number}: {option} {value}: there is no such file in the function's directory"
+                            ),
+                        )
+                    })?;
                     let bytes = read(entry)?;
                     inputs.add(&rel);
                     let is_requirement = matches!(option, "-r" | "--requirement");
-                    scan_requirements(source, &rel, &bytes, depth + 1, counts && is_requirement, inputs, packages)?;
+                    scan_requirements(
+                        source,
+                        &rel,
+                        &bytes,
+                        depth + 1,
+                        counts && is_requirement,
+                        inputs,
+                        packages,
+                    )?;
                 }
                 "-e" | "--editable" => {
                     if counts {
                         *packages += 1;
                     }
                     if is_local_path(value) {
-                        local(inputs, number, value.strip_prefix("file:").unwrap_or(value), "editable package")?;
+                        local(
+                            inputs,
+                            number,
+                            value.strip_prefix("file:").unwrap_or(value),
+                            "editable package",
+                        )?;
                     }
                 }
                 "-f" | "--find-links" if !value.contains("://") && !value.is_empty() => {
-                    local(inputs, number, value.strip_prefix("file:").unwrap_or(value), "--find-links directory")?;
+                    local(
+                        inputs,
+                        number,
+                        value.strip_prefix("file:").unwrap_or(value),
+                        "--find-links directory",
+                    )?;
                 }
                 _ => {}
             }
@@ -268,7 +355,12 @@ fn scan_requirements(
             *packages += 1;
         }
         if is_local_path(requirement) {
-            local(inputs, number, requirement.strip_prefix("file:").unwrap_or(requirement), "package")?;
+            local(
+                inputs,
+                number,
+                requirement.strip_prefix("file:").unwrap_or(requirement),
+                "package",
+            )?;
             continue;
         }
         if requirement.contains("://") && !requirement.contains('@') {
@@ -351,14 +443,19 @@ fn is_local_path(s: &str) -> bool {
         let lower = s.to_ascii_lowercase();
         !s.contains("://")
             && !s.contains('@')
-            && (lower.ends_with(".whl") || lower.ends_with(".tar.gz") || lower.ends_with(".zip") || lower.ends_with(".tar.bz2"))
+            && (lower.ends_with(".whl")
+                || lower.ends_with(".tar.gz")
+                || lower.ends_with(".zip")
+                || lower.ends_with(".tar.bz2"))
     }
 }
 
 /// A PEP 508 requirement, checked as far as a mistake is likely: the name, extras, version
 /// specifiers; markers (after `;`) and URLs (after `@`) are left to pip.
 fn check_requirement(req: &str) -> Result<(), String> {
-    let name_end = req.find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))).unwrap_or(req.len());
+    let name_end = req
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c)))
+        .unwrap_or(req.len());
     let name = &req[..name_end];
     if name.is_empty() {
         return Err("it does not start with a package name".into());
@@ -380,22 +477,38 @@ fn check_requirement(req: &str) -> Result<(), String> {
         return Ok(());
     }
     if let Some(url) = rest.strip_prefix('@') {
-        return if url.trim().is_empty() { Err("nothing follows @".into()) } else { Ok(()) };
+        return if url.trim().is_empty() {
+            Err("nothing follows @".into())
+        } else {
+            Ok(())
+        };
     }
     let specifiers = rest.split(';').next().unwrap_or("").trim();
-    let specifiers = specifiers.strip_prefix('(').and_then(|s| s.strip_suffix(')')).unwrap_or(specifiers);
+    let specifiers = specifiers
+        .strip_prefix('(')
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap_or(specifiers);
     for spec in specifiers.split(',') {
         let spec = spec.trim();
-        let op = ["===", "~=", "==", "!=", "<=", ">=", "<", ">"].into_iter().find(|op| spec.starts_with(op));
+        let op = ["===", "~=", "==", "!=", "<=", ">=", "<", ">"]
+            .into_iter()
+            .find(|op| spec.starts_with(op));
         let Some(op) = op else {
             return Err(if spec.starts_with('=') {
-                format!("\"{spec}\": an exact version is written =={}", spec.trim_start_matches('='))
+                format!(
+                    "\"{spec}\": an exact version is written =={}",
+                    spec.trim_start_matches('=')
+                )
             } else {
                 format!("\"{spec}\" is not a version specifier")
             });
         };
         let version = spec[op.len()..].trim();
-        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric() || b".*+!_-".contains(&b)) {
+        if version.is_empty()
+            || !version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".*+!_-".contains(&b))
+        {
             return Err(format!("\"{spec}\": \"{version}\" is not a version"));
         }
     }
@@ -435,7 +548,13 @@ mod tests {
         for files in [
             vec![("handler.js", "")],
             vec![("handler.js", ""), ("package.json", "{\"name\":\"f\"}")],
-            vec![("handler.js", ""), ("package.json", "{\"dependencies\":{},\"devDependencies\":{\"jest\":\"1\"}}")],
+            vec![
+                ("handler.js", ""),
+                (
+                    "package.json",
+                    "{\"dependencies\":{},\"devDependencies\":{\"jest\":\"1\"}}",
+                ),
+            ],
         ] {
             let (_d, src) = source(&files, &rt);
             assert!(plan(&src, &rt).unwrap().is_none(), "{files:?}");
@@ -454,7 +573,10 @@ mod tests {
             &[
                 ("handler.js", ""),
                 ("data/big.json", "{}"),
-                ("package.json", r#"{"dependencies":{"left-pad":"1.3.0","greet":"file:vendor/greet-1.0.0.tgz","lib":"file:./lib"}}"#),
+                (
+                    "package.json",
+                    r#"{"dependencies":{"left-pad":"1.3.0","greet":"file:vendor/greet-1.0.0.tgz","lib":"file:./lib"}}"#,
+                ),
                 ("package-lock.json", "{}"),
                 ("vendor/greet-1.0.0.tgz", "tgz"),
                 ("lib/package.json", "{}"),
@@ -465,32 +587,66 @@ mod tests {
         let plan = plan(&src, &rt).unwrap().unwrap();
         assert_eq!(plan.packages, 3);
         assert_eq!(plan.lock_file.as_deref(), Some("package-lock.json"));
-        assert_eq!(paths(&plan), ["lib", "lib/index.js", "lib/package.json", "package-lock.json", "package.json", "vendor", "vendor/greet-1.0.0.tgz"]);
+        assert_eq!(
+            paths(&plan),
+            [
+                "lib",
+                "lib/index.js",
+                "lib/package.json",
+                "package-lock.json",
+                "package.json",
+                "vendor",
+                "vendor/greet-1.0.0.tgz"
+            ]
+        );
     }
 
     #[test]
     fn bad_package_json_files_are_explained() {
         let rt = node();
         for (json, want) in [
-            ("{\"dependencies\": {\"a\": \"1\",}}", "package.json is not valid JSON: trailing comma at line 1 column"),
+            (
+                "{\"dependencies\": {\"a\": \"1\",}}",
+                "package.json is not valid JSON: trailing comma at line 1 column",
+            ),
             ("[1]", "package.json must be a JSON object"),
             ("{\"dependencies\": [\"a\"]}", "\"dependencies\" must be an object"),
-            ("{\"dependencies\": {\"a\": 1}}", "the version of \"a\" must be a string"),
-            ("{\"dependencies\": {\"a\": \"file:../a\"}}", "file:../a is outside the function's directory"),
-            ("{\"dependencies\": {\"a\": \"file:a.tgz\"}}", "names a.tgz, which is not in the function's directory"),
+            (
+                "{\"dependencies\": {\"a\": 1}}",
+                "the version of \"a\" must be a string",
+            ),
+            (
+                "{\"dependencies\": {\"a\": \"file:../a\"}}",
+                "file:../a is outside the function's directory",
+            ),
+            (
+                "{\"dependencies\": {\"a\": \"file:a.tgz\"}}",
+                "names a.tgz, which is not in the function's directory",
+            ),
         ] {
             let (_d, src) = source(&[("handler.js", ""), ("package.json", json)], &rt);
             let err = plan(&src, &rt).unwrap_err().to_string();
             assert!(err.contains(want), "{json}: {err}");
         }
-        let (_d, src) = source(&[("handler.js", ""), ("package.json", "{\"dependencies\":{\"a\":\"1\"}}"), ("package-lock.json", "{")], &rt);
-        assert!(plan(&src, &rt).unwrap_err().to_string().starts_with("package-lock.json is not valid JSON"));
+        let (_d, src) = source(
+            &[
+                ("handler.js", ""),
+                ("package.json", "{\"dependencies\":{\"a\":\"1\"}}"),
+                ("package-lock.json", "{"),
+            ],
+            &rt,
+        );
+        assert!(plan(&src, &rt)
+            .unwrap_err()
+            .to_string()
+            .starts_with("package-lock.json is not valid JSON"));
     }
 
     #[test]
     fn requirements_are_checked_and_their_includes_staged() {
         let rt = python();
-        let req = "six==1.16.0  # pinned\nMarkupSafe>=2.1,<3 ; python_version >= \"3.8\"\nrequests[socks,security] ~= 2.31\n\
+        let req =
+            "six==1.16.0  # pinned\nMarkupSafe>=2.1,<3 ; python_version >= \"3.8\"\nrequests[socks,security] ~= 2.31\n\
                    -r more/base.txt\n--constraint=constraints.txt\n./wheels/local-1.0-py3-none-any.whl\n\
                    pkg @ https://example.com/pkg.whl\nhashed==1.0 \\\n    --hash=sha256:abc\n";
         let (_d, src) = source(
@@ -506,10 +662,21 @@ mod tests {
             &rt,
         );
         let plan = plan(&src, &rt).unwrap().unwrap();
-        assert_eq!(plan.packages, 8, "six, MarkupSafe, requests, attrs, idna, the wheel, pkg, hashed");
+        assert_eq!(
+            plan.packages, 8,
+            "six, MarkupSafe, requests, attrs, idna, the wheel, pkg, hashed"
+        );
         assert_eq!(
             paths(&plan),
-            ["constraints.txt", "extra.txt", "more", "more/base.txt", "requirements.txt", "wheels", "wheels/local-1.0-py3-none-any.whl"]
+            [
+                "constraints.txt",
+                "extra.txt",
+                "more",
+                "more/base.txt",
+                "requirements.txt",
+                "wheels",
+                "wheels/local-1.0-py3-none-any.whl"
+            ]
         );
     }
 
