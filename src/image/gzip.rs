@@ -28,7 +28,6 @@ type Done = (u64, io::Result<Vec<u8>>);
 
 pub struct ParallelGzip<W: Write> {
     out: W,
-    level: u32,
     block: Vec<u8>,
     crc: crc32fast::Hasher,
     length: u64,
@@ -66,7 +65,6 @@ impl<W: Write> ParallelGzip<W> {
             .collect();
         Ok(ParallelGzip {
             out,
-            level,
             block: Vec::with_capacity(BLOCK_SIZE),
             crc: crc32fast::Hasher::new(),
             length: 0,
@@ -135,8 +133,6 @@ impl<W: Write> ParallelGzip<W> {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-        let _ = self.level;
-        // `self` has a Drop-free layout, so the writer can be moved out.
         Ok(self.out)
     }
 }

@@ -204,7 +204,6 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, mtime: 
                     let mut reader = ExactReader {
                         inner: file.take(size),
                         remaining: size,
-                        path,
                     };
                     tar.append(&header, &mut reader).map_err(|e| match e.kind() {
                         io::ErrorKind::UnexpectedEof => LayerError::Changed { path: path.clone() },
@@ -247,14 +246,12 @@ fn set_placeholder(field: &mut [u8], name: &str) {
 }
 
 /// Reads exactly `remaining` bytes, failing with UnexpectedEof if the file shrank under us.
-struct ExactReader<'a, R> {
+struct ExactReader<R> {
     inner: R,
     remaining: u64,
-    #[allow(dead_code)]
-    path: &'a Path,
 }
 
-impl<R: Read> Read for ExactReader<'_, R> {
+impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && self.remaining > 0 && !buf.is_empty() {
