@@ -1,10 +1,13 @@
 //! `fnbuild manifests` and `fnbuild controller` from the outside, and the admission webhooks
 //! over real HTTPS (rustls, certificate from files), without a cluster.
 
+mod common;
+
+use common::tls_pair;
+
 use fnbuild::controller::manifests::{MUTATE_PATH, VALIDATE_PATH};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn fnbuild() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fnbuild"))
@@ -16,37 +19,6 @@ fn documents(yaml: &str) -> Vec<Value> {
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("not YAML: {e}\n{d}")))
         .collect()
-}
-
-fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl");
-    assert!(st.success());
-    (cert, key)
 }
 
 #[test]

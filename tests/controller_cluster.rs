@@ -8,6 +8,10 @@
 //! FNBUILD_CTL_APISERVER_PORT / FNBUILD_CTL_ETCD_PORT (27443 / 24379) choose the test cluster; a
 //! cluster this test started is stopped at the end unless FNBUILD_KEEP_CLUSTER=1.
 
+mod common;
+
+use common::{free_port, tls_pair};
+
 use fnbuild::controller::desired::{self, LABEL_IMAGE_TAG};
 use fnbuild::controller::metrics::sample;
 use fnbuild::controller::settings::Settings;
@@ -20,8 +24,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::future::Future;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,10 +32,6 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The apiserver-only test cluster: started by `tests/cluster/up` unless it already runs.
@@ -249,37 +248,6 @@ fn condition(f: &Function, type_: &str) -> Option<(String, String, String)> {
         c.reason.clone().unwrap_or_default(),
         c.message.clone().unwrap_or_default(),
     ))
-}
-
-fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "openssl req failed");
-    (cert, key)
 }
 
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
