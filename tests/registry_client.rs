@@ -1368,7 +1368,22 @@ async fn private_ca_and_tls_errors() {
                 .args(["x509", "-req", "-days", "1", "-CAcreateserial", "-in"])
                 .arg(p("leaf.csr")).arg("-CA").arg(&ca).arg("-CAkey").arg(p("ca.key")).arg("-extfile").arg(p("ext.cnf")).arg("-out").arg(&cert),
         );
-        let port = common::free_port();
+        // First a plain registry at that port, recorded as open by a push, then replaced.
+        let cache = tempfile::tempdir().unwrap();
+        let plain = common::Registry::start();
+        let port: u16 = plain.addr().rsplit(':').next().unwrap().parse().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let img = one_layer_image("tls", work.path());
+        let target = r(&format!("localhost:{port}/tls/app:1"));
+        let cached = |o: RegistryOptions| RegistryOptions {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..o
+        };
+        client(cached(opts()))
+            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
+        drop(plain);
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: s\n  tls:\n    certificate: {}\n    key: {}\n",
             dir.path().join("storage").display(),
@@ -1397,19 +1412,106 @@ async fn private_ca_and_tls_errors() {
             assert!(Instant::now() < deadline, "the TLS registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        let work = tempfile::tempdir().unwrap();
-        let img = one_layer_image("tls", work.path());
-        let target = r(&format!("localhost:{port}/tls/app:1"));
-
         let err = client(opts()).push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap_err();
         assert!(matches!(err, RegistryError::Tls { .. }), "{err:?}");
         let msg = err.to_string();
         eprintln!("error message: {msg}");
         assert!(msg.contains(&format!("localhost:{port}")) && msg.contains("--ca-cert"), "{msg}");
 
-        let c = client(RegistryOptions { ca_certs: vec![ca.clone()], ..opts() });
+        // The stale record (plain HTTP) is noticed and the push goes over TLS.
+        let c = client(cached(RegistryOptions { ca_certs: vec![ca.clone()], ..opts() }));
         let report = c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None).await.unwrap();
         assert_eq!(c.pull_manifest(&target).await.unwrap().digest, report.digest);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_registries_are_not_probed_again_and_changes_are_noticed() {
+    bounded(async {
+        let work = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let image = |name: &str| {
+            let dir = work.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            one_layer_image(name, &dir)
+        };
+        let cached = |o: RegistryOptions| {
+            client(RegistryOptions {
+                cache_dir: Some(cache.path().to_path_buf()),
+                ..o
+            })
+        };
+        let probes = |p: &Proxy| p.log().iter().filter(|l| l.method == "GET" && l.path == "/v2/").count();
+
+        // An open registry: probed by the first push only (each client here is a new process).
+        let reg = common::Registry::start();
+        let proxy = Proxy::start(reg.addr()).await;
+        for (i, name) in ["first", "second"].iter().enumerate() {
+            let img = image(name);
+            let target = r(&format!("{}/open/{name}:1", proxy.addr()));
+            let report = cached(opts())
+                .push(&[target], img.blobs, img.manifest, None)
+                .await
+                .unwrap();
+            assert_eq!(report.digest, img.digest);
+            assert_eq!(probes(&proxy), usize::from(i == 0), "{:#?}", proxy.log());
+            proxy.clear();
+        }
+
+        // Replaced, at the same address, by a registry asking for credentials: the push still
+        // succeeds with them.
+        let port: u16 = reg.addr().rsplit(':').next().unwrap().parse().unwrap();
+        let img = image("third");
+        cached(opts())
+            .push(
+                &[r(&format!("{}/open/third:1", reg.addr()))],
+                img.blobs.clone(),
+                img.manifest.clone(),
+                None,
+            )
+            .await
+            .unwrap();
+        drop(reg);
+        let reg = common::Registry::start_htpasswd_on(Some(port));
+        let (_d, cfg) = write_config(reg.addr(), common::REGISTRY_USER, common::REGISTRY_PASSWORD);
+        let target = r(&format!("{}/secure/third:1", reg.addr()));
+        let report = cached(RegistryOptions {
+            registry_config: Some(cfg),
+            ..opts()
+        })
+        .push(&[target], img.blobs.clone(), img.manifest.clone(), None)
+        .await
+        .unwrap();
+        assert_eq!(report.digest, img.digest);
+        skopeo_verify(
+            &format!("{}/secure/third:1", reg.addr()),
+            Some(&format!("{}:{}", common::REGISTRY_USER, common::REGISTRY_PASSWORD)),
+        );
+
+        // Gone: the usual clear error, naming it.
+        let reg = common::Registry::start();
+        let img = image("fourth");
+        let target = r(&format!("{}/open/fourth:1", reg.addr()));
+        cached(opts())
+            .push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
+        let addr = reg.addr().to_string();
+        drop(reg);
+        let quick = RegistryOptions {
+            retry: RetryPolicy {
+                max_attempts: 2,
+                ..opts().retry
+            },
+            ..opts()
+        };
+        let err = cached(quick)
+            .push(&[target], img.blobs, img.manifest, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains(&addr), "{err}");
     })
     .await;
 }

@@ -26,24 +26,14 @@ struct Job {
 
 type Done = (u64, io::Result<Vec<u8>>);
 
-pub struct ParallelGzip<W: Write> {
-    out: W,
-    block: Vec<u8>,
-    crc: crc32fast::Hasher,
-    length: u64,
-    jobs: Option<SyncSender<Job>>,
+struct Pool {
+    jobs: SyncSender<Job>,
     done: Receiver<Done>,
     workers: Vec<JoinHandle<()>>,
-    submitted: u64,
-    written: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
-    max_in_flight: u64,
 }
 
-impl<W: Write> ParallelGzip<W> {
-    pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
-        out.write_all(&HEADER)?;
-        let threads = threads.max(1);
+impl Pool {
+    fn start(level: u32, threads: usize) -> Pool {
         let (jobs, job_rx) = sync_channel::<Job>(threads);
         let (done_tx, done) = sync_channel::<Done>(threads * 2);
         let job_rx = Arc::new(Mutex::new(job_rx));
@@ -63,14 +53,38 @@ impl<W: Write> ParallelGzip<W> {
                 })
             })
             .collect();
+        Pool { jobs, done, workers }
+    }
+}
+
+pub struct ParallelGzip<W: Write> {
+    out: W,
+    block: Vec<u8>,
+    crc: crc32fast::Hasher,
+    length: u64,
+    level: u32,
+    threads: usize,
+    /// The workers, started with the first full block: a layer of one block (most function
+    /// layers) is deflated on the calling thread, sparing the thread start-up.
+    pool: Option<Pool>,
+    submitted: u64,
+    written: u64,
+    pending: BTreeMap<u64, Vec<u8>>,
+    max_in_flight: u64,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    pub fn new(mut out: W, level: u32, threads: usize) -> io::Result<Self> {
+        out.write_all(&HEADER)?;
+        let threads = threads.max(1);
         Ok(ParallelGzip {
             out,
             block: Vec::with_capacity(BLOCK_SIZE),
             crc: crc32fast::Hasher::new(),
             length: 0,
-            jobs: Some(jobs),
-            done,
-            workers,
+            level,
+            threads,
+            pool: None,
             submitted: 0,
             written: 0,
             pending: BTreeMap::new(),
@@ -90,14 +104,22 @@ impl<W: Write> ParallelGzip<W> {
                 Vec::with_capacity(BLOCK_SIZE)
             },
         );
+        if last && self.pool.is_none() {
+            // All of the input in one block: no thread is worth starting.
+            self.out.write_all(&deflate_block(&data, true, self.level)?)?;
+            self.submitted += 1;
+            self.written += 1;
+            return Ok(());
+        }
         let job = Job {
             seq: self.submitted,
             data,
             last,
         };
-        self.jobs
-            .as_ref()
-            .expect("open until finish")
+        let (level, threads) = (self.level, self.threads);
+        self.pool
+            .get_or_insert_with(|| Pool::start(level, threads))
+            .jobs
             .send(job)
             .map_err(|_| io::Error::other("compression thread stopped"))?;
         self.submitted += 1;
@@ -107,6 +129,9 @@ impl<W: Write> ParallelGzip<W> {
     /// Waits for one compressed block and writes every block that is now next in order.
     fn collect_one(&mut self) -> io::Result<()> {
         let (seq, result) = self
+            .pool
+            .as_ref()
+            .expect("blocks in flight have a pool")
             .done
             .recv()
             .map_err(|_| io::Error::other("compression thread stopped"))?;
@@ -129,9 +154,11 @@ impl<W: Write> ParallelGzip<W> {
         self.out.write_all(&crc.to_le_bytes())?;
         self.out.write_all(&(length as u32).to_le_bytes())?;
         self.out.flush()?;
-        self.jobs = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
+        if let Some(Pool { jobs, workers, .. }) = self.pool.take() {
+            drop(jobs);
+            for worker in workers {
+                let _ = worker.join();
+            }
         }
         Ok(self.out)
     }

@@ -132,26 +132,29 @@ impl RegistryError {
     }
 }
 
+/// A registry's JSON error body: `{"errors": [{"code": ..., "message": ...}]}`.
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorItem>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorItem {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
 /// The `errors` array of a registry's JSON error body, rendered as `CODE: message; CODE: message`.
 pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
     let reason = reqwest::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("");
     let mut parts = Vec::new();
-    if let Ok(b) = serde_json::from_slice::<Body>(body) {
+    if let Ok(b) = serde_json::from_slice::<ErrorBody>(body) {
         for e in b.errors.iter().take(3) {
             let text = match (e.code.is_empty(), e.message.is_empty()) {
                 (false, false) => format!("{}: {}", e.code, e.message),
@@ -196,17 +199,7 @@ pub(crate) fn hint_for_codes(codes: &[String]) -> Option<&'static str> {
 
 /// The first codes of a registry JSON error body (e.g. `MANIFEST_UNKNOWN`).
 pub(crate) fn error_codes(body: &[u8]) -> Vec<String> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        #[serde(default)]
-        errors: Vec<Item>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Item {
-        #[serde(default)]
-        code: String,
-    }
-    serde_json::from_slice::<Body>(body)
+    serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.errors.into_iter().map(|e| e.code).collect())
         .unwrap_or_default()
 }

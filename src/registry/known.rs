@@ -4,6 +4,11 @@
 //! upload. Registries check every blob a manifest references when it is put, so a stale record
 //! (a registry wiped or garbage-collected) shows up as MANIFEST_BLOB_UNKNOWN, and the push is
 //! then done again the careful way, with the record dropped.
+//!
+//! Also recorded: registries that answered `GET /v2/` with no authentication challenge, and
+//! over which scheme. A push to one of them starts with its first real request instead of that
+//! probe; should the registry have changed (now asking for credentials, or gone), the transport
+//! forgets the record and probes as usual.
 
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -79,6 +84,43 @@ impl KnownBlobs {
     }
 }
 
+fn open_registry_file(cache_dir: &Path, host: &str) -> PathBuf {
+    cache_dir
+        .join("open-registries")
+        .join(hex::encode(Sha256::digest(host.as_bytes())))
+}
+
+/// The base URL (`http://127.0.0.1:5000/`) of a registry last seen open, without credentials.
+pub fn open_registry(cache_dir: Option<&Path>, host: &str) -> Option<reqwest::Url> {
+    let text = std::fs::read_to_string(open_registry_file(cache_dir?, host)).ok()?;
+    reqwest::Url::parse(text.trim()).ok()
+}
+
+pub fn remember_open_registry(cache_dir: Option<&Path>, host: &str, base: &reqwest::Url) {
+    let Some(dir) = cache_dir else { return };
+    let file = open_registry_file(dir, host);
+    if open_registry(Some(dir), host).as_ref() == Some(base) {
+        return;
+    }
+    let result = (|| -> std::io::Result<()> {
+        let parent = file.parent().expect("record files live in a directory");
+        std::fs::create_dir_all(parent)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+        std::io::Write::write_all(&mut tmp, base.as_str().as_bytes())?;
+        tmp.persist(&file).map_err(|e| e.error)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "cannot record the registry's scheme");
+    }
+}
+
+pub fn forget_open_registry(cache_dir: Option<&Path>, host: &str) {
+    if let Some(dir) = cache_dir {
+        let _ = std::fs::remove_file(open_registry_file(dir, host));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +138,17 @@ mod tests {
         known.forget();
         assert!(!KnownBlobs::load(Some(dir.path()), "r:5000", "team/app").exists());
         assert!(!KnownBlobs::load(None, "r:5000", "team/app").exists());
+    }
+
+    #[test]
+    fn open_registries_are_remembered_per_host_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = reqwest::Url::parse("http://127.0.0.1:5000/").unwrap();
+        assert_eq!(open_registry(Some(dir.path()), "127.0.0.1:5000"), None);
+        remember_open_registry(Some(dir.path()), "127.0.0.1:5000", &base);
+        assert_eq!(open_registry(Some(dir.path()), "127.0.0.1:5000"), Some(base));
+        assert_eq!(open_registry(Some(dir.path()), "127.0.0.1:5001"), None);
+        forget_open_registry(Some(dir.path()), "127.0.0.1:5000");
+        assert_eq!(open_registry(Some(dir.path()), "127.0.0.1:5000"), None);
     }
 }

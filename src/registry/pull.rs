@@ -226,60 +226,12 @@ pub(crate) async fn fetch_blob(inner: &Inner, r: &Reference, digest: &str) -> Re
     if let Some(bytes) = cache_read(inner, "blobs", digest) {
         return Ok(bytes);
     }
-    let stats = Arc::new(Stats::default());
-    let c = inner.counter(&stats);
-    let conn = inner.conn(&r.registry, r.api_host());
-    let base = inner.base(&conn, &c).await?;
-    let url = base
-        .join(&format!("v2/{}/blobs/{}", r.repository, digest))
-        .map_err(|e| RegistryError::InvalidPush(format!("bad blob URL for {r}: {e}")))?;
-    let what = format!("GET blob {digest}");
-    let scopes = pull_scopes(&r.repository);
-    let mut backoff = Backoff::new(&inner.opts.retry);
-    loop {
-        backoff.attempt();
-        let (resp, _) = inner
-            .send(
-                &conn,
-                &scopes,
-                &r.repository,
-                Req::new(Method::GET, url.clone(), what.clone()),
-                &c,
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(inner
-                .status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp)
-                .await);
-        }
-        if resp.content_length().is_some_and(|l| l > MAX_SMALL_BLOB) {
-            return Err(RegistryError::Protocol {
-                registry: r.registry.clone(),
-                what: format!("blob {digest} of {}", r.name()),
-                detail: "it is too large to hold in memory; download it to a file instead".into(),
-            });
-        }
-        match resp.bytes().await {
-            Ok(b) => {
-                let bytes = b.to_vec();
-                let actual = digest_like(digest, &bytes);
-                if actual != digest {
-                    return Err(RegistryError::DigestMismatch {
-                        registry: r.registry.clone(),
-                        what: format!("blob {digest} of {}", r.name()),
-                        expected: digest.to_string(),
-                        actual,
-                    });
-                }
-                cache_write(inner, "blobs", digest, &bytes);
-                return Ok(bytes);
-            }
-            Err(e) => match backoff.next_delay(None) {
-                Some(d) => tokio::time::sleep(d).await,
-                None => return Err(inner.unreachable(&conn, &url, &e, &backoff)),
-            },
-        }
-    }
+    let (bytes, (), _) = get_blob(inner, r, digest, Some(MAX_SMALL_BLOB), Path::new(digest), || {
+        Ok((Vec::new(), ()))
+    })
+    .await?;
+    cache_write(inner, "blobs", digest, &bytes);
+    Ok(bytes)
 }
 
 pub(crate) async fn download_blob(
@@ -289,6 +241,38 @@ pub(crate) async fn download_blob(
     dest: &Path,
 ) -> Result<u64, RegistryError> {
     check_digest(&r.registry, digest)?;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let (file, tmp_path, size) = get_blob(inner, r, digest, None, dest, || {
+        let tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| RegistryError::io("cannot create a file in", dir, e))?;
+        let (file, path) = tmp.into_parts();
+        Ok((tokio::fs::File::from_std(file), path))
+    })
+    .await?;
+    drop(file);
+    tmp_path
+        .persist(dest)
+        .map_err(|e| RegistryError::io("cannot write", dest, e.error))?;
+    Ok(size)
+}
+
+/// GET a blob into a fresh sink from `open` (one per attempt; a dropped connection starts
+/// over), checking its size against `limit` and its bytes against the digest. Returns the
+/// sink, what `open` gave with it, and the size. `dest` names the sink in errors.
+async fn get_blob<W, T>(
+    inner: &Inner,
+    r: &Reference,
+    digest: &str,
+    limit: Option<u64>,
+    dest: &Path,
+    mut open: impl FnMut() -> Result<(W, T), RegistryError>,
+) -> Result<(W, T, u64), RegistryError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let stats = Arc::new(Stats::default());
     let c = inner.counter(&stats);
     let conn = inner.conn(&r.registry, r.api_host());
@@ -298,24 +282,28 @@ pub(crate) async fn download_blob(
         .map_err(|e| RegistryError::InvalidPush(format!("bad blob URL for {r}: {e}")))?;
     let what = format!("GET blob {digest}");
     let scopes = pull_scopes(&r.repository);
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let mut backoff = Backoff::new(&inner.opts.retry);
     loop {
         backoff.attempt();
-        let req = Req::new(Method::GET, url.clone(), what.clone()).timeout(std::time::Duration::from_secs(24 * 3600));
+        let mut req = Req::new(Method::GET, url.clone(), what.clone());
+        if limit.is_none() {
+            // A big layer may take long to download.
+            req = req.timeout(std::time::Duration::from_secs(24 * 3600));
+        }
         let (resp, _) = inner.send(&conn, &scopes, &r.repository, req, &c).await?;
         if resp.status() != StatusCode::OK {
             return Err(inner
                 .status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp)
                 .await);
         }
-        let tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(|e| RegistryError::io("cannot create a file in", dir, e))?;
-        let (std_file, tmp_path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(std_file);
+        if limit.is_some_and(|max| resp.content_length().is_some_and(|l| l > max)) {
+            return Err(RegistryError::Protocol {
+                registry: r.registry.clone(),
+                what: format!("blob {digest} of {}", r.name()),
+                detail: "it is too large to hold in memory; download it to a file instead".into(),
+            });
+        }
+        let (mut sink, extra) = open()?;
         let mut hasher = Hasher::like(digest);
         let mut size = 0u64;
         let mut stream = resp.bytes_stream();
@@ -325,7 +313,7 @@ pub(crate) async fn download_blob(
                 Ok(b) => {
                     hasher.update(&b);
                     size += b.len() as u64;
-                    tokio::io::AsyncWriteExt::write_all(&mut file, &b)
+                    tokio::io::AsyncWriteExt::write_all(&mut sink, &b)
                         .await
                         .map_err(|e| RegistryError::io("cannot write", dest, e))?;
                 }
@@ -344,10 +332,9 @@ pub(crate) async fn download_blob(
                 None => return Err(inner.unreachable(&conn, &url, &e, &backoff)),
             }
         }
-        tokio::io::AsyncWriteExt::flush(&mut file)
+        tokio::io::AsyncWriteExt::flush(&mut sink)
             .await
             .map_err(|e| RegistryError::io("cannot write", dest, e))?;
-        drop(file);
         let actual = hasher.finish();
         if actual != digest {
             return Err(RegistryError::DigestMismatch {
@@ -357,10 +344,7 @@ pub(crate) async fn download_blob(
                 actual,
             });
         }
-        tmp_path
-            .persist(dest)
-            .map_err(|e| RegistryError::io("cannot write", dest, e.error))?;
-        return Ok(size);
+        return Ok((sink, extra, size));
     }
 }
 

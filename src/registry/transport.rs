@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{self, AuthScheme, Credential, CredentialSource};
 use super::error::{describe_error_body, describe_transport, is_tls_error, one_line, RegistryError};
-use super::RegistryOptions;
+use super::{known, RegistryOptions};
 
 /// Counters for one operation (and, separately, for the whole client).
 #[derive(Debug, Default)]
@@ -174,6 +174,11 @@ pub fn resolve_location(request_url: &Url, location: &str) -> Result<Url, String
         .map_err(|e| format!("invalid Location header {:?}: {e}", one_line(location, 120)))
 }
 
+/// Same host and written port, whatever the scheme.
+fn same_host(a: &Url, b: &Url) -> bool {
+    a.host_str() == b.host_str() && a.port() == b.port()
+}
+
 fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
 }
@@ -230,6 +235,8 @@ struct ConnState {
     /// `None` = not looked up yet.
     credential: Option<Option<(Credential, String)>>,
     tokens: Vec<Token>,
+    /// Base and scheme taken from the record of open registries, not from a probe this run.
+    from_record: bool,
 }
 
 /// One registry: its client (connection pool), detected scheme and auth state.
@@ -243,7 +250,7 @@ pub(crate) struct Conn {
     state: tokio::sync::Mutex<ConnState>,
     secrets: Mutex<Vec<String>>,
     /// `scheme://host/` once known: the only origin that gets `Authorization`.
-    base_url: std::sync::OnceLock<Url>,
+    base_url: std::sync::RwLock<Option<Url>>,
 }
 
 impl Conn {
@@ -419,7 +426,7 @@ impl Inner {
                     },
                     state: tokio::sync::Mutex::new(ConnState::default()),
                     secrets: Mutex::new(Vec::new()),
-                    base_url: std::sync::OnceLock::new(),
+                    base_url: std::sync::RwLock::new(None),
                 })
             })
             .clone()
@@ -453,21 +460,59 @@ impl Inner {
     /// `scheme://host/` of the registry, detecting the scheme and auth scheme on first use.
     pub async fn base(&self, conn: &Conn, c: &Counter) -> Result<Url, RegistryError> {
         let mut st = conn.state.lock().await;
-        if !st.pinged {
+        if !st.pinged && !self.adopt_record(conn, &mut st) {
             self.ping(conn, &mut st, c).await?;
         }
         Ok(st.base.clone().expect("pinged"))
     }
 
-    /// `GET /v2/`: which scheme works (HTTPS; plain HTTP only where allowed) and which auth.
-    async fn ping(&self, conn: &Conn, st: &mut ConnState, c: &Counter) -> Result<(), RegistryError> {
-        // Loopback registries almost always speak plain HTTP: ask that first and save a TLS
-        // handshake that would fail. Other registries allowed plain HTTP try HTTPS first.
-        let schemes: &[&str] = match (conn.plain_allowed, is_loopback(&conn.registry)) {
+    /// The schemes to probe, in order: loopback registries almost always speak plain HTTP, so
+    /// that goes first and saves a TLS handshake that would fail. Other registries allowed plain
+    /// HTTP try HTTPS first.
+    fn schemes(conn: &Conn) -> &'static [&'static str] {
+        match (conn.plain_allowed, is_loopback(&conn.registry)) {
             (true, true) => &["http", "https"],
             (true, false) => &["https", "http"],
             (false, _) => &["https"],
+        }
+    }
+
+    /// Skips the probe of a registry recorded as open (no credentials asked) over the scheme a
+    /// probe would try first; anything else is probed.
+    fn adopt_record(&self, conn: &Conn, st: &mut ConnState) -> bool {
+        let Some(base) = known::open_registry(self.opts.cache_dir.as_deref(), &conn.host) else {
+            return false;
         };
+        let expected = format!("{}://{}/", Self::schemes(conn)[0], conn.host);
+        if base.as_str() != expected {
+            return false;
+        }
+        tracing::debug!(registry = %conn.registry, base = %base, "registry known to be open: no probe");
+        *conn.base_url.write().unwrap() = Some(base.clone());
+        st.base = Some(base);
+        st.scheme = Some(AuthScheme::Anonymous);
+        st.pinged = true;
+        st.from_record = true;
+        true
+    }
+
+    /// The record of an open registry proved wrong: forget it, and probe on the next request.
+    async fn drop_record(&self, conn: &Conn) {
+        let mut st = conn.state.lock().await;
+        if st.from_record {
+            tracing::debug!(registry = %conn.registry, "the registry changed since it was recorded open; probing it");
+            known::forget_open_registry(self.opts.cache_dir.as_deref(), &conn.host);
+            st.from_record = false;
+            st.pinged = false;
+            st.base = None;
+            st.scheme = None;
+            *conn.base_url.write().unwrap() = None;
+        }
+    }
+
+    /// `GET /v2/`: which scheme works (HTTPS; plain HTTP only where allowed) and which auth.
+    async fn ping(&self, conn: &Conn, st: &mut ConnState, c: &Counter) -> Result<(), RegistryError> {
+        let schemes = Self::schemes(conn);
         let mut backoff = Backoff::new(&self.opts.retry);
         loop {
             backoff.attempt();
@@ -540,9 +585,15 @@ impl Inner {
                         } else {
                             AuthScheme::Anonymous
                         };
-                        st.scheme = Some(scheme_found);
+                        let cache_dir = self.opts.cache_dir.as_deref();
                         let base = Url::parse(&format!("{scheme}://{}/", conn.host)).expect("valid");
-                        let _ = conn.base_url.set(base.clone());
+                        if scheme_found == AuthScheme::Anonymous {
+                            known::remember_open_registry(cache_dir, &conn.host, &base);
+                        } else {
+                            known::forget_open_registry(cache_dir, &conn.host);
+                        }
+                        st.scheme = Some(scheme_found);
+                        *conn.base_url.write().unwrap() = Some(base.clone());
                         st.base = Some(base);
                         st.pinged = true;
                         return Ok(());
@@ -614,7 +665,7 @@ impl Inner {
         c: &Counter,
     ) -> Result<Option<String>, RegistryError> {
         let mut st = conn.state.lock().await;
-        if !st.pinged {
+        if !st.pinged && !self.adopt_record(conn, &mut st) {
             self.ping(conn, &mut st, c).await?;
         }
         match st.scheme.clone().unwrap_or(AuthScheme::Anonymous) {
@@ -655,9 +706,17 @@ impl Inner {
             .flat_map(auth::parse_www_authenticate)
             .collect();
         if let Some(s) = AuthScheme::from_challenges(&challenges) {
+            if st.from_record && s != AuthScheme::Anonymous {
+                // Recorded open, now asking for credentials.
+                known::forget_open_registry(self.opts.cache_dir.as_deref(), &conn.host);
+                st.from_record = false;
+            }
             st.scheme = Some(s);
         }
-        matches!(st.scheme, Some(AuthScheme::Bearer { .. })) || st.scheme != before
+        // A request sent without credentials to a registry now known to want Basic ones (learnt
+        // from this answer, or meanwhile from a parallel request's) is worth sending again.
+        let basic_unsent = sent.is_none() && st.scheme == Some(AuthScheme::Basic);
+        matches!(st.scheme, Some(AuthScheme::Bearer { .. })) || st.scheme != before || basic_unsent
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -852,7 +911,12 @@ impl Inner {
         let mut url = url;
         let mut body = body;
         for hop in 0..=MAX_REDIRECTS {
-            let on_registry = conn.base_url.get().is_some_and(|b| same_origin(&url, b));
+            let on_registry = conn
+                .base_url
+                .read()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|b| same_origin(&url, b));
             let http = if on_registry { &conn.http } else { self.client_for(&url) };
             let mut rb = http.request(method.clone(), url.clone());
             for (k, v) in headers {
@@ -895,7 +959,7 @@ impl Inner {
         conn: &Conn,
         scopes: &[String],
         repository: &str,
-        req: Req,
+        mut req: Req,
         c: &Counter,
     ) -> Result<(reqwest::Response, Url), RegistryError> {
         let mut backoff = Backoff::new(&self.opts.retry);
@@ -903,6 +967,14 @@ impl Inner {
         loop {
             backoff.attempt();
             let auth = self.authorization(conn, scopes, repository, c).await?;
+            let from_record = conn.state.lock().await.from_record;
+            // URLs are made from the base known when the caller made them; a registry whose
+            // record proved stale may since have been found on the other scheme.
+            if let Some(base) = conn.base_url.read().unwrap().as_ref() {
+                if req.url.scheme() != base.scheme() && same_host(&req.url, base) {
+                    let _ = req.url.set_scheme(base.scheme());
+                }
+            }
             let body = req.body.clone().map(reqwest::Body::from);
             let res = self
                 .send_once(
@@ -916,6 +988,17 @@ impl Inner {
                     c,
                 )
                 .await;
+            // A registry recorded open that now fails to answer, or answers plain HTTP with 400
+            // (a TLS port): probe it afresh, which finds its scheme (and reports it unreachable
+            // after the usual retries), and send again on the scheme found.
+            let stale = match &res {
+                Err(_) => from_record,
+                Ok((resp, _)) => from_record && resp.status() == StatusCode::BAD_REQUEST && req.url.scheme() == "http",
+            };
+            if stale {
+                self.drop_record(conn).await;
+                continue;
+            }
             match res {
                 Err(e) => {
                     if !is_tls_error(&e) {

@@ -276,6 +276,16 @@ impl Registry {
     /// directory, contents) there; `{dir}` in `extra_yaml` is replaced by that directory, e.g.
     /// `auth:\n  htpasswd:\n    realm: test\n    path: {dir}/htpasswd\n`.
     pub fn start_with_files(extra_yaml: &str, files: &[(&str, &str)]) -> Registry {
+        Registry::start_inner(extra_yaml, files, None)
+    }
+
+    /// Like [`Registry::start_with`], on a given port (a registry replaced by another at the
+    /// same address).
+    pub fn start_on_port(port: u16) -> Registry {
+        Registry::start_inner("", &[], Some(port))
+    }
+
+    fn start_inner(extra_yaml: &str, files: &[(&str, &str)], fixed_port: Option<u16>) -> Registry {
         setup();
         let dir = temp_dir("fnbuild-registry-");
         for (name, contents) in files {
@@ -288,7 +298,7 @@ impl Registry {
         let extra = extra_yaml.replace("{dir}", &dir.path().display().to_string());
         let mut last_log = String::new();
         for _attempt in 0..5 {
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n  secret: fnbuild-test-secret\n{extra}\n",
@@ -329,9 +339,15 @@ impl Registry {
     /// A registry requiring basic auth ([`REGISTRY_USER`]/[`REGISTRY_PASSWORD`]), with
     /// `credentials` set so `push*` log in.
     pub fn start_htpasswd() -> Registry {
-        let mut r = Registry::start_with_files(
+        Registry::start_htpasswd_on(None)
+    }
+
+    /// [`Registry::start_htpasswd`] on a given port, or a free one.
+    pub fn start_htpasswd_on(port: Option<u16>) -> Registry {
+        let mut r = Registry::start_inner(
             "auth:\n  htpasswd:\n    realm: fnbuild-test\n    path: {dir}/htpasswd\n",
             &[("htpasswd", &format!("{REGISTRY_HTPASSWD}\n"))],
+            port,
         );
         r.credentials = Some((REGISTRY_USER.into(), REGISTRY_PASSWORD.into()));
         r
