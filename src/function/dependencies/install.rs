@@ -268,12 +268,20 @@ pub async fn probe(ecosystem: Ecosystem, runtime: &Runtime) -> Result<Installer,
                 tool: "npm".into(),
                 file: runtime.spec.dependency_file.clone(),
             })?;
-            let (npm_version, node_version) = tokio::join!(version_of(&npm, &["--version"]), async {
-                match which("node") {
-                    Some(node) => version_of(&node, &["--version"]).await.ok(),
-                    None => None,
+            let (npm_version, node_version) = tokio::join!(
+                async {
+                    match npm_package_version(&npm) {
+                        Some(v) => Ok(v),
+                        None => version_of(&npm, &["--version"]).await,
+                    }
+                },
+                async {
+                    match which("node") {
+                        Some(node) => version_of(&node, &["--version"]).await.ok(),
+                        None => None,
+                    }
                 }
-            });
+            );
             let npm_version = npm_version.map_err(|e| DependencyError::InstallerBroken {
                 program: npm.clone(),
                 message: e,
@@ -332,6 +340,22 @@ fn first_line(s: &str) -> &str {
 }
 
 /// `pip 23.2.1 from /x/site-packages/pip (python 3.11)` → (`23.2.1`, `3.11`).
+/// npm's version from its own package.json (`npm --version` prints that, after loading all of
+/// npm: a third of a second, on every build with an empty cache, as in a build Job). `npm` is
+/// `<npm>/bin/npm-cli.js` or a link to it; anything else is asked.
+fn npm_package_version(npm: &Path) -> Option<String> {
+    let cli = std::fs::canonicalize(npm).ok()?;
+    if cli.file_name()? != "npm-cli.js" {
+        return None;
+    }
+    let package = cli.parent()?.parent()?.join("package.json");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(package).ok()?).ok()?;
+    if doc["name"] != "npm" {
+        return None;
+    }
+    doc["version"].as_str().map(str::to_string)
+}
+
 fn parse_pip_version(out: &str) -> Option<(String, String)> {
     let line = first_line(out);
     let version = line.strip_prefix("pip ")?.split_whitespace().next()?.to_string();
@@ -719,6 +743,18 @@ mod tests {
             a,
             fingerprint(Ecosystem::Npm, &names(&["npm", "node", "fnbuild-no-such-program"]))
         );
+    }
+
+    #[test]
+    fn npm_version_comes_from_its_package_json_as_npm_version_says() {
+        let Some(npm) = which("npm") else { return };
+        let out = std::process::Command::new(&npm).arg("--version").output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(npm_package_version(&npm), Some(said));
+        // Not npm's layout: asked instead.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("npm"), "#!/bin/sh\n").unwrap();
+        assert_eq!(npm_package_version(&dir.path().join("npm")), None);
     }
 
     #[test]
