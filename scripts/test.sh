@@ -15,5 +15,5 @@ echo "==> benchmark smoke run (bench/run --smoke, debug build)"
 cargo build --quiet
 FNBUILD_BENCH_BINARY=debug python3 bench/run --smoke
 
-echo "==> cargo test"
+echo "==> cargo test (with tests/e2e_cluster.rs: end to end on a real single-node Kubernetes, tests/cluster/up)"
 cargo test --all-targets -- --test-threads 2

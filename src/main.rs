@@ -367,6 +367,14 @@ struct ControllerSettingsArgs {
     /// The HorizontalPodAutoscaler's target CPU use, in percent of the request.
     #[arg(long, default_value_t = 50)]
     target_cpu_utilization: i32,
+    /// Build Pods use the node's network (hostNetwork): for a single-node cluster whose registry
+    /// listens on the node's loopback address (as tests/cluster/up's does).
+    #[arg(long)]
+    build_host_network: bool,
+    /// Build Jobs do not keep dependency layers in the push registry (by default they do, in
+    /// PUSH/fnbuild-cache/NAMESPACE, so that a source edit installs no dependencies again).
+    #[arg(long)]
+    no_dependency_cache: bool,
     /// The function profile when a Function names none: XS, S, M, L or XL.
     #[arg(long, default_value = "L")]
     default_function_profile: String,
@@ -406,6 +414,8 @@ impl ControllerSettingsArgs {
             max_concurrent_builds: self.max_concurrent_builds,
             build_retry_seconds: self.build_retry_delay,
             target_cpu_utilization: self.target_cpu_utilization,
+            build_host_network: self.build_host_network,
+            dependency_cache: !self.no_dependency_cache,
             defaults: fnbuild::controller::defaults::Defaults {
                 function_profile: self.default_function_profile,
                 build_profile: self.default_build_profile,

@@ -331,6 +331,12 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     if s.insecure_registry {
         args.extend(["--insecure-registry".into(), s.push_registry_host().to_string()]);
     }
+    if s.dependency_cache {
+        args.extend([
+            "--cache-repo".into(),
+            s.dependency_cache_repo(&f.namespace().unwrap_or_default()),
+        ]);
+    }
     if b.npmrc {
         args.extend(["--npmrc".into(), format!("{PACKAGE_REGISTRY_DIR}/.npmrc")]);
     }
@@ -413,6 +419,11 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    host_network: s.build_host_network.then_some(true),
+                    // The builder image may live in the same private registry.
+                    image_pull_secrets: Some(vec![LocalObjectReference {
+                        name: s.registry_secret.clone(),
+                    }]),
                     automount_service_account_token: Some(false),
                     security_context: Some(restricted_pod_security()),
                     containers: vec![container],
@@ -479,7 +490,9 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        readiness_probe: Some(probe(5)),
+        // Every second: a new Pod takes traffic (and a rollout moves on) as soon as it answers,
+        // not up to 5 s later; /healthz costs the server next to nothing.
+        readiness_probe: Some(probe(1)),
         liveness_probe: Some(Probe {
             initial_delay_seconds: Some(10),
             ..probe(10)
@@ -735,6 +748,11 @@ mod tests {
         assert_eq!(pl[LABEL_RESOURCE], "build");
         let pod = tmpl.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.host_network, None);
+        assert_eq!(
+            pod.image_pull_secrets.as_ref().unwrap()[0].name,
+            "serverless-registry-config-default"
+        );
         assert_eq!(pod.automount_service_account_token, Some(false));
         let psc = pod.security_context.unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -760,6 +778,8 @@ mod tests {
                 "reg.local/node:20",
                 "--insecure-registry",
                 "registry.push:5000",
+                "--cache-repo",
+                "registry.push:5000/fnbuild-cache/ns1",
                 "--npmrc",
                 "/package-registry/.npmrc",
             ]
@@ -786,8 +806,10 @@ mod tests {
         assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
         assert_eq!(sc.capabilities.as_ref().unwrap().add, None);
         let r = c.resources.as_ref().unwrap();
-        assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("500m".into()));
-        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("1100Mi".into()));
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("250m".into()));
+        assert_eq!(r.requests.as_ref().unwrap()["memory"], Quantity("192Mi".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["cpu"], Quantity("1".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("512Mi".into()));
         let mounts: Vec<(&str, &str, Option<bool>)> = c
             .volume_mounts
             .iter()
@@ -818,6 +840,7 @@ mod tests {
         // Without a package registry, a base override or an insecure registry: none of their flags.
         let s2 = Settings {
             insecure_registry: false,
+            dependency_cache: false,
             ..settings()
         };
         let b2 = BuildInputs {
@@ -830,6 +853,14 @@ mod tests {
         let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
         assert_eq!(c.args.as_ref().unwrap().len(), 9);
         assert_eq!(job.spec.unwrap().template.spec.unwrap().volumes.unwrap().len(), 3);
+
+        // A single-node cluster with the registry on the node's loopback: the node's network.
+        let s3 = Settings {
+            build_host_network: true,
+            ..settings()
+        };
+        let job = build_job(&f, &s3, &b2);
+        assert_eq!(job.spec.unwrap().template.spec.unwrap().host_network, Some(true));
     }
 
     #[test]
@@ -893,6 +924,8 @@ mod tests {
             (port.name.as_deref(), port.container_port, port.protocol.as_deref()),
             (Some("http"), 8080, Some("TCP"))
         );
+        assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
+        assert_eq!(c.liveness_probe.as_ref().unwrap().period_seconds, Some(10));
         for p in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
             let g = p.http_get.as_ref().unwrap();
             assert_eq!(g.path.as_deref(), Some("/healthz"));

@@ -11,9 +11,9 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, Namespace, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference, Namespace,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -286,6 +286,10 @@ fn deployment(o: &ManifestOptions) -> Deployment {
                 }),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.into()),
+                    // The controller's image is the builder's, maybe in the same private registry.
+                    image_pull_secrets: Some(vec![LocalObjectReference {
+                        name: o.settings.registry_secret.clone(),
+                    }]),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -464,6 +468,11 @@ mod tests {
         assert_eq!(mwh["sideEffects"], "None");
         let secret = &all[5];
         assert_eq!(secret["data"]["tls.key"], "S0VZ");
+        let pod = &all[7]["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["imagePullSecrets"],
+            serde_json::json!([{"name": "serverless-registry-config-default"}])
+        );
     }
 
     #[test]

@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "fnbuild-controller";
+/// How long a build Job this process created counts as running while the Job cache does not
+/// show it (the cache lags the API server by milliseconds; a Job deleted meanwhile must not hold
+/// a build slot for long).
+const RECENT_BUILD_WINDOW: Duration = Duration::from_secs(15);
 /// A reconcile with nothing to wait for still runs this often.
 const RESYNC: Duration = Duration::from_secs(600);
 
@@ -113,6 +117,11 @@ impl Context {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned()
+    }
+
+    /// The Job is in the cache (or gone): it no longer needs counting as a recent build.
+    async fn forget_recent_build(&self, ns: &str, job: &str) {
+        self.recent_builds.lock().await.remove(&format!("{ns}/{job}"));
     }
 
     fn wrote(&self) {
@@ -476,6 +485,9 @@ async fn build(
         .into_iter()
         .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.labels().get(LABEL_UUID) == Some(&uid))
         .collect();
+    for j in &jobs {
+        ctx.forget_recent_build(&ns, &j.name_any()).await;
+    }
     // Jobs for other tags are old: the inputs changed since.
     for old in jobs
         .iter()
@@ -687,7 +699,7 @@ async fn start_build(
         .iter()
         .map(|j| format!("{}/{}", j.namespace().unwrap_or_default(), j.name_any()))
         .collect();
-    recent.retain(|k, t| t.elapsed() < Duration::from_secs(60) && !known.contains(k));
+    recent.retain(|k, t| t.elapsed() < RECENT_BUILD_WINDOW && !known.contains(k));
     let busy = running.len() + recent.len();
     if busy >= s.max_concurrent_builds {
         status.set_condition(

@@ -56,12 +56,17 @@ pub const FUNCTION_PROFILES: &[Profile] = &[
     p("XL", "800m", "1Gi", "1600m", "2Gi"),
 ];
 
-/// Profiles of the build Job (Kyma's).
+/// Profiles of the build Job: Kyma's names, sized for fnbuild rather than Kaniko (Kyma's
+/// `normal` was 500m/700Mi → 1100m/1100Mi). Measured (tests/e2e_cluster.rs, the build
+/// container's cgroup): a pip install of a small package peaks at about 45 MiB with the page
+/// cache and a few CPU seconds; a Node build without dependencies is over within a second
+/// (fnbuild's own peak RSS is 16-23 MiB in bench/run); builds with npm dependencies peaked at
+/// 59-94 MB. The limits leave room for large npm trees; `fast` or explicit resources beyond.
 pub const BUILD_PROFILES: &[Profile] = &[
-    p("local-dev", "200m", "200Mi", "400m", "400Mi"),
-    p("slow", "200m", "200Mi", "700m", "700Mi"),
-    p("normal", "500m", "700Mi", "1100m", "1100Mi"),
-    p("fast", "900m", "1100Mi", "1700m", "1100Mi"),
+    p("local-dev", "100m", "128Mi", "400m", "256Mi"),
+    p("slow", "100m", "128Mi", "700m", "384Mi"),
+    p("normal", "250m", "192Mi", "1", "512Mi"),
+    p("fast", "500m", "256Mi", "1700m", "1Gi"),
 ];
 
 pub const DEFAULT_FUNCTION_PROFILE: &str = "L";
@@ -171,7 +176,11 @@ mod tests {
         let l = function_profile("L").unwrap().requirements();
         assert_eq!(l.limits.as_ref().unwrap()["memory"].0, "1Gi");
         assert_eq!(l.requests.as_ref().unwrap()["cpu"].0, "400m");
-        assert!(build_profile("normal").is_some());
+        let normal = build_profile("normal").unwrap().requirements();
+        assert_eq!(normal.requests.as_ref().unwrap()["cpu"].0, "250m");
+        assert_eq!(normal.requests.as_ref().unwrap()["memory"].0, "192Mi");
+        assert_eq!(normal.limits.as_ref().unwrap()["cpu"].0, "1");
+        assert_eq!(normal.limits.as_ref().unwrap()["memory"].0, "512Mi");
         assert!(function_profile("XXL").is_none());
         assert_eq!(profile_names(FUNCTION_PROFILES), "XS, S, M, L, XL");
     }

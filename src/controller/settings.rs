@@ -37,6 +37,12 @@ pub struct Settings {
     pub build_retry_seconds: u64,
     /// Target CPU use of the HorizontalPodAutoscaler, in percent of the request.
     pub target_cpu_utilization: i32,
+    /// Build Pods use the node's network namespace (`hostNetwork`): for single-node clusters
+    /// whose registry listens on the node's loopback address, as the test cluster's does.
+    pub build_host_network: bool,
+    /// Build Jobs keep dependency layers in the push registry (`--cache-repo
+    /// PUSH/fnbuild-cache/NAMESPACE`), so a source edit runs no npm / pip install again.
+    pub dependency_cache: bool,
     pub defaults: Defaults,
 }
 
@@ -55,12 +61,22 @@ impl Default for Settings {
             max_concurrent_builds: 3,
             build_retry_seconds: 10,
             target_cpu_utilization: 50,
+            build_host_network: false,
+            dependency_cache: true,
             defaults: Defaults::default(),
         }
     }
 }
 
 impl Settings {
+    /// The repository build Jobs of a namespace keep dependency layers in.
+    pub fn dependency_cache_repo(&self, namespace: &str) -> String {
+        format!(
+            "{}/fnbuild-cache/{namespace}",
+            self.registry_push_address.trim_end_matches('/')
+        )
+    }
+
     /// The push registry's `HOST[:PORT]` (for `--insecure-registry`).
     pub fn push_registry_host(&self) -> &str {
         self.registry_push_address.split('/').next().unwrap_or_default()
@@ -86,6 +102,12 @@ impl Settings {
         ];
         if self.insecure_registry {
             a.push("--insecure-registry".into());
+        }
+        if self.build_host_network {
+            a.push("--build-host-network".into());
+        }
+        if !self.dependency_cache {
+            a.push("--no-dependency-cache".into());
         }
         for (runtime, image) in &self.base_images {
             a.push(format!("--base-image={runtime}={image}"));

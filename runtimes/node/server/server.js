@@ -22,10 +22,11 @@ const PORT = num('FUNC_PORT', 8080);
 const TIMEOUT_S = num('FUNC_TIMEOUT', 180);
 const BODY_LIMIT_MB = num('REQ_MB_LIMIT', 1);
 const BODY_LIMIT = Math.floor(BODY_LIMIT_MB * 1024 * 1024);
+// The context's values, read once (each read of process.env is a call into C++).
+const { FUNC_NAME, FUNC_RUNTIME, SERVICE_NAMESPACE, FUNC_MEMORY_LIMIT } = env;
 
 let userFunction; // set once at start-up
 let closing = false; // set on SIGTERM / SIGINT
-const TIMED_OUT = Symbol('timed out');
 
 const CE_ATTRS = ['ce-type', 'ce-source', 'ce-eventtypeversion', 'ce-specversion', 'ce-id', 'ce-time', 'ce-datacontenttype'];
 
@@ -112,25 +113,6 @@ class HttpError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-function readBody(req) {
-  const h = req.headers;
-  if (h['content-length'] === undefined && h['transfer-encoding'] === undefined) return Promise.resolve(null);
-  if (Number(h['content-length']) > BODY_LIMIT) return Promise.reject(new HttpError(413, tooLarge()));
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size > BODY_LIMIT) {
-        req.removeAllListeners('data'); // node discards the rest after the response
-        reject(new HttpError(413, tooLarge()));
-      } else chunks.push(chunk);
-    });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)));
-    req.on('error', reject);
-  });
-}
-
 const tooLarge = () => `Request body larger than ${BODY_LIMIT_MB} MB`;
 
 function parseJson(text, what) {
@@ -197,12 +179,12 @@ function emitCloudEvent(type, source, data, optionalAttributes) {
 }
 
 function publishCloudEvent(cloudEvent) {
-  console.log('publishCloudEvent is deprecated: use emitCloudEvent');
+  log('publishCloudEvent is deprecated: use emitCloudEvent', true);
   return postCloudEvent(cloudEvent);
 }
 
 function buildResponseCloudEvent(event, id, type, data) {
-  console.log('buildResponseCloudEvent is deprecated: use emitCloudEvent');
+  log('buildResponseCloudEvent is deprecated: use emitCloudEvent', true);
   return {
     type, id, data,
     source: event['ce-source'],
@@ -224,18 +206,50 @@ const noopTracer = {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Metrics (Prometheus text format) and request log.
+// Metrics (Prometheus text format) and the log.
+
+// Log lines go to stdout in batches: a request's line is written at most LOG_DELAY_MS after its
+// response (one write for all the lines of that time, not a console.log each); other messages, and
+// any lines still waiting, are written at once (`now`), and at exit.
+const LOG_DELAY_MS = 10;
+let logPending = '';
+let logTimer = null;
+
+function log(line, now) {
+  logPending += line + '\n';
+  if (now || logPending.length > 65536) flushLog();
+  else if (logTimer === null) logTimer = setTimeout(flushLog, LOG_DELAY_MS);
+}
+
+function flushLog() {
+  if (logTimer !== null) { clearTimeout(logTimer); logTimer = null; }
+  if (logPending === '') return;
+  const text = logPending;
+  logPending = '';
+  process.stdout.write(text); // synchronous for files and pipes on Linux
+}
+
+let isoSecond = -1; // the log lines' timestamps: the ISO date and time to the second, kept for a second
+let isoPrefix = '';
+function timestamp() {
+  const now = Date.now();
+  const ms = now % 1000;
+  if (now - ms !== isoSecond) { isoSecond = now - ms; isoPrefix = new Date(isoSecond).toISOString().slice(0, 20); }
+  return isoPrefix + (ms < 10 ? '00' : ms < 100 ? '0' : '') + ms + 'Z';
+}
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
-const byCode = new Map(); // status code → { count, sum, buckets }
+const byCode = new Map(); // status code → { count, sum, buckets (per bucket, not cumulative; +Inf last) }
 let failures = 0;
 
 function observe(code, seconds) {
   let m = byCode.get(code);
-  if (!m) byCode.set(code, (m = { count: 0, sum: 0, buckets: new Array(BUCKETS.length).fill(0) }));
+  if (m === undefined) byCode.set(code, (m = { count: 0, sum: 0, buckets: new Array(BUCKETS.length + 1).fill(0) }));
   m.count++;
   m.sum += seconds;
-  for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]) m.buckets[i]++;
+  let i = 0;
+  while (i < BUCKETS.length && seconds > BUCKETS[i]) i++;
+  m.buckets[i]++;
 }
 
 function renderMetrics() {
@@ -252,7 +266,11 @@ function renderMetrics() {
   ];
   for (const c of codes) {
     const m = byCode.get(c);
-    BUCKETS.forEach((le, i) => lines.push(`function_duration_seconds_bucket{code="${c}",le="${le}"} ${m.buckets[i]}`));
+    let cumulative = 0;
+    BUCKETS.forEach((le, i) => {
+      cumulative += m.buckets[i];
+      lines.push(`function_duration_seconds_bucket{code="${c}",le="${le}"} ${cumulative}`);
+    });
     lines.push(`function_duration_seconds_bucket{code="${c}",le="+Inf"} ${m.count}`);
     lines.push(`function_duration_seconds_sum{code="${c}"} ${m.sum}`);
     lines.push(`function_duration_seconds_count{code="${c}"} ${m.count}`);
@@ -261,9 +279,17 @@ function renderMetrics() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server.
+// The server. The path of a request is plain callbacks (no async function, no closure per request
+// for a synchronous handler): its cost is the wrapper's cost on every call.
 
-async function onRequest(req, res) {
+// Counts the response in /metrics and logs it (a listener shared by all responses: `this` is one).
+function onFinish() {
+  const seconds = (performance.now() - this.fnStart) / 1000;
+  observe(this.statusCode, seconds);
+  log(`${timestamp()} ${this.req.method} ${this.fnPath} ${this.statusCode} ${(seconds * 1000).toFixed(1)}ms`);
+}
+
+function onRequest(req, res) {
   const url = req.url;
   const q = url.indexOf('?');
   const pathname = q < 0 ? url : url.slice(0, q);
@@ -277,61 +303,115 @@ async function onRequest(req, res) {
     if (pathname === '/favicon.ico') { res.statusCode = 204; return res.end(); }
   }
 
-  const start = process.hrtime.bigint();
-  res.on('finish', () => {
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    observe(res.statusCode, seconds);
-    console.log(`${new Date().toISOString()} ${req.method} ${pathname} ${res.statusCode} ${(seconds * 1000).toFixed(1)}ms`);
-  });
+  res.fnStart = performance.now();
+  res.fnPath = pathname;
+  res.on('finish', onFinish);
 
   res.setHeader('Access-Control-Allow-Origin', '*'); // as Kyma does
-  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) { // CORS preflight
-    res.setHeader('Access-Control-Allow-Methods', req.headers['access-control-request-method']);
-    if (req.headers['access-control-request-headers']) res.setHeader('Access-Control-Allow-Headers', req.headers['access-control-request-headers']);
+  const h = req.headers;
+  if (req.method === 'OPTIONS' && h['access-control-request-method']) { // CORS preflight
+    res.setHeader('Access-Control-Allow-Methods', h['access-control-request-method']);
+    if (h['access-control-request-headers']) res.setHeader('Access-Control-Allow-Headers', h['access-control-request-headers']);
     return res.end();
   }
 
+  if (h['content-length'] === undefined && h['transfer-encoding'] === undefined) return invoke(req, res, pathname, q, null);
+  if (Number(h['content-length']) > BODY_LIMIT) return sendStatus(res, 413, tooLarge());
+  readBody(req, res, pathname, q);
+}
+
+function readBody(req, res, pathname, q) {
+  const chunks = [];
+  let size = 0;
+  const onData = (chunk) => {
+    size += chunk.length;
+    if (size > BODY_LIMIT) {
+      req.removeListener('data', onData); // node discards the rest after the response
+      req.removeListener('end', onEnd);
+      sendStatus(res, 413, tooLarge());
+    } else chunks.push(chunk);
+  };
+  const onEnd = () => {
+    try {
+      invoke(req, res, pathname, q, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size));
+    } catch (err) { internalError(res, err); }
+  };
+  req.on('data', onData);
+  req.on('end', onEnd);
+  req.on('error', () => {}); // the client went away: no response to send
+}
+
+function invoke(req, res, pathname, q, raw) {
   let event;
   try {
-    const raw = await readBody(req);
     req.path = pathname;
-    req.query = Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1)));
+    req.query = q < 0 ? {} : Object.fromEntries(new URLSearchParams(req.url.slice(q + 1)));
     event = buildEvent(req, res, raw);
   } catch (err) {
     if (!(err instanceof HttpError)) throw err;
     return sendStatus(res, err.status, err.message);
   }
 
-  const context = {
-    'function-name': env.FUNC_NAME,
-    runtime: env.FUNC_RUNTIME,
-    namespace: env.SERVICE_NAMESPACE,
+  const context = { // a fresh one per call: a handler may change its own
+    'function-name': FUNC_NAME,
+    runtime: FUNC_RUNTIME,
+    namespace: SERVICE_NAMESPACE,
     timeout: TIMEOUT_S,
-    'memory-limit': env.FUNC_MEMORY_LIMIT,
+    'memory-limit': FUNC_MEMORY_LIMIT,
     'body-size-limit': BODY_LIMIT_MB,
   };
 
-  let timer;
+  let out;
   try {
-    let out = userFunction(event, context);
-    if (out && typeof out.then === 'function') {
-      const timeout = new Promise((resolve) => { timer = setTimeout(resolve, TIMEOUT_S * 1000, TIMED_OUT); });
-      out = await Promise.race([out, timeout]);
-      if (out === TIMED_OUT) {
-        failures++;
-        console.log(`function did not finish within ${TIMEOUT_S}s: ${req.method} ${pathname}`);
-        return sendStatus(res, 408, `Function did not finish within ${TIMEOUT_S}s`);
-      }
-    }
-    sendResult(res, out);
+    out = userFunction(event, context);
   } catch (err) {
-    failures++;
-    console.log(`function failed: ${req.method} ${pathname}: ${(err && err.stack) || err}`);
-    // Like Kyma: a thrown string is the response body; anything else stays private.
-    sendStatus(res, 500, typeof err === 'string' ? err : 'Internal server error');
-  } finally {
-    clearTimeout(timer);
+    return failed(req, res, err);
   }
+  if (out && typeof out.then === 'function') awaitResult(req, res, out);
+  else respond(req, res, out);
+}
+
+function respond(req, res, out) {
+  try {
+    sendResult(res, out);
+  } catch (err) { // e.g. a result JSON cannot represent
+    failed(req, res, err);
+  }
+}
+
+// An async handler's result, or 408 after FUNC_TIMEOUT (node keeps timers of one duration in one
+// list: adding and clearing one is cheap).
+function awaitResult(req, res, promise) {
+  let settled = false;
+  const timer = setTimeout(() => {
+    settled = true;
+    failures++;
+    log(`function did not finish within ${TIMEOUT_S}s: ${req.method} ${res.fnPath}`, true);
+    sendStatus(res, 408, `Function did not finish within ${TIMEOUT_S}s`);
+  }, TIMEOUT_S * 1000);
+  Promise.resolve(promise).then((out) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    respond(req, res, out);
+  }, (err) => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    failed(req, res, err);
+  }).catch((err) => internalError(res, err));
+}
+
+function failed(req, res, err) {
+  failures++;
+  log(`function failed: ${req.method} ${res.fnPath}: ${(err && err.stack) || err}`, true);
+  // Like Kyma: a thrown string is the response body; anything else stays private.
+  sendStatus(res, 500, typeof err === 'string' ? err : 'Internal server error');
+}
+
+function internalError(res, err) {
+  log(`internal error: ${(err && err.stack) || err}`, true);
+  sendStatus(res, 500, 'Internal server error');
 }
 
 async function loadFunction() {
@@ -345,22 +425,20 @@ async function loadFunction() {
 }
 
 // Like Kyma: errors from callbacks the handler left running are logged, not fatal.
-process.on('uncaughtException', (err) => console.log(`uncaught exception: ${(err && err.stack) || err}`));
-process.on('unhandledRejection', (err) => console.log(`unhandled rejection: ${(err && err.stack) || err}`));
+process.on('uncaughtException', (err) => log(`uncaught exception: ${(err && err.stack) || err}`, true));
+process.on('unhandledRejection', (err) => log(`unhandled rejection: ${(err && err.stack) || err}`, true));
+process.on('exit', flushLog);
 
 async function main() {
   const loadStart = process.hrtime.bigint();
   try {
     userFunction = await loadFunction();
   } catch (err) {
-    console.log(`cannot load the function from ${FUNC_DIR}: ${(err && err.stack) || err}`);
+    log(`cannot load the function from ${FUNC_DIR}: ${(err && err.stack) || err}`, true);
     process.exit(1);
   }
   const server = http.createServer({ IncomingMessage: Request, ServerResponse: Response }, (req, res) => {
-    onRequest(req, res).catch((err) => {
-      console.log(`internal error: ${(err && err.stack) || err}`);
-      sendStatus(res, 500, 'Internal server error');
-    });
+    try { onRequest(req, res); } catch (err) { internalError(res, err); }
   });
 
   server.on('checkContinue', (req, res) => { // `Expect: 100-continue`: refuse too large bodies before they are sent
@@ -372,8 +450,8 @@ async function main() {
   const shutdown = (signal) => {
     if (closing) return;
     closing = true;
-    console.log(`${signal} received: finishing in-flight requests`);
-    server.close(() => { console.log('server stopped'); process.exit(0); });
+    log(`${signal} received: finishing in-flight requests`, true);
+    server.close(() => { log('server stopped', true); process.exit(0); });
     server.closeIdleConnections();
   };
   process.on('SIGTERM', shutdown);
@@ -382,7 +460,7 @@ async function main() {
   server.listen(PORT, HOST, () => {
     const addr = server.address();
     const ms = (Number(process.hrtime.bigint() - loadStart) / 1e6).toFixed(1);
-    console.log(`function ${MOD_NAME}.${FUNC_HANDLER} loaded in ${ms}ms; listening on ${addr.address}:${addr.port}`);
+    log(`function ${MOD_NAME}.${FUNC_HANDLER} loaded in ${ms}ms; listening on ${addr.address}:${addr.port}`, true);
   });
 }
 

@@ -239,6 +239,27 @@ describe('kitchen-sink handler', () => {
     await get(srv, '/logged/path?mode=text&secret=q');
     const m = await waitForOutput(srv, /^.*GET \/logged\/path 200 [\d.]+ms$/m);
     assert.doesNotMatch(m[0], /secret/, 'the query string is not logged');
+    assert.match(m[0], /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z GET /, 'an ISO time stamp');
+  });
+
+  it('logs every request of a burst, each on its own line', async () => {
+    await Promise.all(Array.from({ length: 40 }, (_, i) => get(srv, `/burst/${i}?mode=text`)));
+    for (let i = 0; i < 40; i++) await waitForOutput(srv, new RegExp(`^\\S+ GET /burst/${i} 200 [\\d.]+ms$`, 'm'));
+  });
+
+  it('keeps connections alive between requests', async () => {
+    const sock = net.connect(Number(new URL(srv.url).port), '127.0.0.1');
+    try {
+      let received = '';
+      sock.setEncoding('utf8').on('data', (d) => { received += d; });
+      for (let i = 1; i <= 3; i++) {
+        sock.write('GET /?mode=text HTTP/1.1\r\nHost: t\r\n\r\n');
+        const deadline = Date.now() + 5000;
+        while ((received.match(/plain text/g) || []).length < i && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal((received.match(/HTTP\/1\.1 200 /g) || []).length, 3, received);
+      assert.doesNotMatch(received, /connection: close/i);
+    } finally { sock.destroy(); }
   });
 });
 
@@ -252,6 +273,20 @@ describe('limits', () => {
     const r = await get(srv, '/?mode=sleep&ms=3000');
     assert.equal(r.status, 408);
     assert.ok(Date.now() - t0 < 2500, 'answered after about a second');
+  });
+
+  it('counts and logs a timed-out request once, also after its handler finishes', async () => {
+    const before = (await get(srv, '/metrics')).text;
+    assert.equal((await get(srv, '/timeout/once?mode=sleep&ms=1500')).status, 408);
+    await new Promise((r) => setTimeout(r, 1000)); // the handler's promise resolves meanwhile
+    assert.equal((await get(srv, '/?mode=text')).status, 200, 'the server carries on');
+    const after = (await get(srv, '/metrics')).text;
+    const delta = (name) => metricValue(after, name) - metricValue(before, name);
+    assert.equal(delta('function_calls_total{code="408"}'), 1);
+    assert.equal(delta('function_calls_total{code="200"}'), 1, 'the late result is not sent or counted');
+    assert.equal(delta('function_failures_total'), 1);
+    await waitForOutput(srv, /GET \/timeout\/once 408 /);
+    assert.equal((srv.out.match(/GET \/timeout\/once /g) || []).length, 1, srv.out);
   });
 
   it('answers 413 for a body over REQ_MB_LIMIT, and accepts one under it', async () => {
@@ -305,6 +340,7 @@ describe('shutdown', () => {
       assert.equal(r.status, 200);
       assert.equal(r.text, 'slept');
       assert.deepEqual(await srv.exited, { code: 0, signal: null });
+      assert.match(srv.out, /GET \/ 200 [\d.]+ms\n[^]*server stopped/, 'log lines are all written before the exit');
     } finally { await srv.stop(); }
   });
 });

@@ -7,11 +7,11 @@ import sys
 
 sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycache__
 
+import functools
 import importlib
 import io
 import json
 import os
-import queue
 import signal
 import socket
 import threading
@@ -43,13 +43,26 @@ JSON = "application/json"
 
 func = None  # the user's handler, set at start-up
 draining = False  # set on SIGTERM / SIGINT
-state_lock = threading.Lock()
+state_lock = threading.Lock()  # guards the three sets below
 idle = set()  # connections waiting for their next request (closed when draining)
+running = {}  # connection (Handler) → deadline (time.monotonic()) of the handler call it is waiting for
+threads = set()  # connection threads: a SIGTERM waits for them, except for those left in a timed-out handler
 
 
 def log(line):
     sys.stdout.write(f"{line}\n")  # one write per line: threads do not interleave
     sys.stdout.flush()
+
+
+_stamp = (0, "")  # (second, its time stamp): a request log line's time, formatted once a second
+
+
+def timestamp():
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _stamp[1]
 
 
 def media_type(content_type):
@@ -74,7 +87,7 @@ class Query(dict):
     """Query parameters (last value wins), like Bottle's FormsDict: `query.id` is '' when missing."""
 
     def __init__(self, query_string):
-        self._pairs = parse_qsl(query_string, keep_blank_values=True)
+        self._pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
         super().__init__(self._pairs)
 
     def __getattr__(self, name):
@@ -93,10 +106,13 @@ class Request:
         self.method = method
         self.path = path
         self.query_string = query_string
-        self.query = Query(query_string)
         self.headers = headers  # case-insensitive: headers.get('Content-Type')
         self.data = data  # the raw body (bytes)
         self.remote_addr = remote_addr
+
+    @functools.cached_property
+    def query(self):  # parsed on first use
+        return Query(self.query_string)
 
     @property
     def body(self):
@@ -187,10 +203,13 @@ class Event(dict):
 
     tracer = TRACER
 
-    def __init__(self, request):
+    def __init__(self, request, names=None):
+        """`names`: the request's header names in lower case, when the caller has them."""
         super().__init__(data=None, extensions={"request": request})
         headers = request.headers
-        mtype = media_type(request.content_type)
+        if names is None:
+            names = {name.lower() for name in headers.keys()}
+        mtype = media_type(request.content_type) if "content-type" in names else ""
         raw = request.data
         if mtype == "application/cloudevents+json" and raw:  # structured mode
             try:
@@ -208,7 +227,7 @@ class Event(dict):
             else:
                 self["data"] = ce.get("data")
             return
-        if "ce-specversion" in headers or ("ce-type" in headers and "ce-source" in headers):  # binary mode
+        if "ce-specversion" in names or ("ce-type" in names and "ce-source" in names):  # binary mode
             self.update(dict.fromkeys(CE_ATTRS))
             self.update((k.lower(), v) for k, v in headers.items() if k.lower().startswith("ce-"))
             self["ce-datacontenttype"] = headers.get("Content-Type")
@@ -260,15 +279,18 @@ class Event(dict):
         }
 
 
+CONTEXT = {  # the environment does not change: read once
+    "function-name": os.environ.get("FUNC_NAME"),
+    "runtime": os.environ.get("FUNC_RUNTIME"),
+    "namespace": os.environ.get("SERVICE_NAMESPACE"),
+    "timeout": TIMEOUT,
+    "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
+    "body-size-limit": BODY_LIMIT_MB,
+}
+
+
 def function_context():
-    return {
-        "function-name": os.environ.get("FUNC_NAME"),
-        "runtime": os.environ.get("FUNC_RUNTIME"),
-        "namespace": os.environ.get("SERVICE_NAMESPACE"),
-        "timeout": TIMEOUT,
-        "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
-        "body-size-limit": BODY_LIMIT_MB,
-    }
+    return CONTEXT.copy()  # a handler may change its own
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,7 +300,7 @@ _loop = None
 _loop_lock = threading.Lock()
 
 
-def _await(awaitable, box):
+def _await(awaitable, conn):
     """Runs a coroutine on the one shared event loop thread and waits for its result."""
     global _loop
     import asyncio  # only for async handlers
@@ -293,74 +315,58 @@ def _await(awaitable, box):
             return await awaitable
 
         awaitable = wrap()
-    box["future"] = asyncio.run_coroutine_threadsafe(awaitable, _loop)
-    return box["future"].result()
+    conn.future = asyncio.run_coroutine_threadsafe(awaitable, _loop)  # the watchdog cancels it on time-out
+    return conn.future.result()
 
 
 class TimedOut(Exception):
-    pass
+    """The watchdog has answered this request with 408 while its handler ran on."""
 
 
-class Workers:
-    """Threads that run handlers: reused, and added when all are busy (so a handler that outlives its
-    timeout keeps its thread without holding up others); a thread idle for a minute ends."""
-
-    def __init__(self):
-        self.jobs = queue.SimpleQueue()
-        self.lock = threading.Lock()
-        self.idle = 0  # waiting threads not yet promised a job
-
-    def submit(self, job):
-        with self.lock:
-            if self.idle:
-                self.idle -= 1
-            else:
-                threading.Thread(target=self.work, name="handler", daemon=True).start()
-        self.jobs.put(job)
-
-    def work(self):
-        while True:
-            try:
-                job = self.jobs.get(timeout=60)
-            except queue.Empty:
-                with self.lock:
-                    if self.idle:  # nobody promised this thread a job
-                        self.idle -= 1
-                        return
-                continue
-            job()
-            with self.lock:
-                self.idle += 1
-
-
-workers = Workers()
-
-
-def call_function(event, context):
-    """Calls the handler on a worker thread; raises TimedOut after FUNC_TIMEOUT seconds."""
-    box = {}
-    done = threading.Lock()
-    done.acquire()
-
-    def run():
-        try:
-            result = func(event, context)
-            if hasattr(result, "__await__"):
-                result = _await(result, box)
-            box["result"] = result
-        except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
-            box["error"] = err
-        finally:
-            done.release()
-
-    workers.submit(run)
-    if not done.acquire(timeout=TIMEOUT):
-        if "future" in box:
-            box["future"].cancel()
+def call_function(conn, event, context):
+    """Calls the handler in the connection's own thread (no hand-off to another thread, which would
+    cost more than the rest of the request together); the watchdog answers 408 if it outlives
+    FUNC_TIMEOUT. Raises TimedOut when it did, with the 408 sent."""
+    conn.future = None
+    with state_lock:
+        running[conn] = time.monotonic() + TIMEOUT
+    error = result = None
+    try:
+        result = func(event, context)
+        if hasattr(result, "__await__"):
+            result = _await(result, conn)
+    except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
+        error = err
+    with state_lock:
+        timed_out = running.pop(conn, None) is None
+    if timed_out:
+        conn.answered_408.wait()  # the watchdog is sending it: closing under it would lose it
         raise TimedOut()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    if error is not None:
+        raise error
+    return result
+
+
+def watchdog():
+    """One thread for all requests: answers 408 for each whose handler outlives FUNC_TIMEOUT, and
+    lets SIGTERM stop waiting for it (its thread carries on until the handler returns)."""
+    interval = min(max(TIMEOUT / 20, 0.02), 1.0)  # how late a 408 may be
+    while True:
+        time.sleep(interval)
+        now = time.monotonic()
+        with state_lock:
+            late = [conn for conn, deadline in running.items() if deadline <= now]
+            for conn in late:
+                del running[conn]
+                conn.answered_408 = threading.Event()
+                threads.discard(conn.thread)
+        for conn in late:
+            try:
+                conn.time_out()
+            except Exception as err:
+                log(f"internal error answering 408: {err!r}")
+            finally:
+                conn.answered_408.set()
 
 
 def is_response(value):
@@ -370,6 +376,8 @@ def is_response(value):
 
 def render(value):
     """A handler's return value as (status, content type, body bytes, extra headers)."""
+    if type(value) is str:  # the common case first
+        return 200, TEXT, value.encode("utf-8"), {}
     if is_response(value):
         _, ctype, body, _ = render(value.body if value.body not in ("", b"") else None)
         headers = {k: v for k, v in value.headers.items()}
@@ -390,18 +398,22 @@ def render(value):
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 metrics_lock = threading.Lock()
-by_code = {}  # status code → [count, sum, bucket counts]
+by_code = {}  # status code → [count, sum, counts per bucket (not cumulative; +Inf last)]
 failures = 0
+_NO_BUCKETS = len(BUCKETS)
 
 
 def observe(code, seconds):
+    i = 0
+    while i < _NO_BUCKETS and seconds > BUCKETS[i]:
+        i += 1
     with metrics_lock:
-        m = by_code.setdefault(code, [0, 0.0, [0] * len(BUCKETS)])
+        m = by_code.get(code)
+        if m is None:
+            m = by_code[code] = [0, 0.0, [0] * (_NO_BUCKETS + 1)]
         m[0] += 1
         m[1] += seconds
-        for i, le in enumerate(BUCKETS):
-            if seconds <= le:
-                m[2][i] += 1
+        m[2][i] += 1
 
 
 def count_failure():
@@ -425,7 +437,10 @@ def render_metrics():
         ]
         for c in codes:
             count, total, buckets = by_code[c]
-            lines += [f'function_duration_seconds_bucket{{code="{c}",le="{le}"}} {n}' for le, n in zip(BUCKETS, buckets)]
+            cumulative = 0
+            for le, n in zip(BUCKETS, buckets):
+                cumulative += n
+                lines.append(f'function_duration_seconds_bucket{{code="{c}",le="{le}"}} {cumulative}')
             lines += [
                 f'function_duration_seconds_bucket{{code="{c}",le="+Inf"}} {count}',
                 f'function_duration_seconds_sum{{code="{c}"}} {total}',
@@ -442,8 +457,15 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
     disable_nagle_algorithm = True
 
+    future = None  # an async handler's, while it runs
+    answered_408 = None  # set by the watchdog when it answers 408
+
     def version_string(self):
         return "fnbuild"
+
+    def setup(self):
+        super().setup()
+        self.thread = threading.current_thread()
 
     def handle_one_request(self):
         with state_lock:
@@ -491,35 +513,60 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics().encode())
             if path == "/favicon.ico":
                 return self.send(204)
-        start = time.perf_counter()
+        self.start = time.perf_counter()
+        self.log_path = path
         try:
             status, ctype, body, headers = self.call(path, query)
+        except TimedOut:  # the watchdog has answered and closes the connection
+            self.close_connection = True
+            return
         except Exception as err:  # a fault of the server, not of the handler
             log(f"internal error: {self.command} {path}: {err!r}")
             status, ctype, body, headers = 500, TEXT, b"Internal server error", {}
-        seconds = time.perf_counter() - start
-        observe(status, seconds)  # before sending: whoever has the response finds it counted
-        log(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime())}Z {self.command} {path} {status} {seconds * 1000:.1f}ms")
+        self.count(status)  # before sending: whoever has the response finds it counted
         self.send(status, ctype, body, headers)
         if status == 413:
             self.linger()
 
+    def count(self, status):
+        """The request in /metrics and its line in the log."""
+        seconds = time.perf_counter() - self.start
+        observe(status, seconds)
+        log(f"{timestamp()} {self.command} {self.log_path} {status} {seconds * 1000:.1f}ms")
+
+    def time_out(self):
+        """Answers 408 and closes the connection while the handler runs on (on the watchdog's thread;
+        this connection's own thread is in the handler and leaves the connection alone)."""
+        if self.future is not None:
+            self.future.cancel()
+        count_failure()
+        log(f"function did not finish within {TIMEOUT:g}s: {self.command} {self.log_path}")
+        self.count(408)
+        body = f"Function did not finish within {TIMEOUT:g}s".encode()
+        head = (f"{self.protocol_version} 408 {self.responses[408][0]}\r\nServer: {self.version_string()}\r\n"
+                f"Date: {self.date_time_string()}\r\nContent-Type: {TEXT}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode("latin-1")
+        try:  # never blocks the watchdog: the few bytes fit in an idle connection's send buffer
+            self.connection.send(head if self.command == "HEAD" else head + body, socket.MSG_DONTWAIT)
+            self.connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def call(self, path, query):
         """Runs the handler for this request; returns (status, content type, body, headers)."""
         try:
-            body = self.read_body()
+            names = {name.lower() for name in self.headers.keys()}  # one pass, for cheap tests
+            body = self.read_body(names)
             request = Request(self.command, path, query, self.headers, body, self.client_address[0])
-            event = Event(request)
+            event = Event(request, names)
         except HttpError as err:
             if err.status == 413:
                 self.close_connection = True  # the rest of the body is not read
             return err.status, TEXT, str(err).encode(), {}
         try:
-            result = call_function(event, function_context())
+            result = call_function(self, event, function_context())
         except TimedOut:
-            count_failure()
-            log(f"function did not finish within {TIMEOUT:g}s: {self.command} {path}")
-            return 408, TEXT, f"Function did not finish within {TIMEOUT:g}s".encode(), {}
+            raise
         except BaseException as err:
             if not is_response(err):  # Bottle lets handlers `raise HTTPResponse(...)` too
                 import traceback
@@ -556,8 +603,8 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+    def read_body(self, names):
+        if "transfer-encoding" in names and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             chunks, size = [], 0
             while True:
                 try:
@@ -573,6 +620,8 @@ class Handler(BaseHTTPRequestHandler):
                     raise HttpError(413, f"Request body larger than {BODY_LIMIT_MB:g} MB")
                 chunks.append(self.rfile.read(n))
                 self.rfile.readline(3)
+        if "content-length" not in names:
+            return b""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -585,9 +634,39 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() waits for in-flight requests
-    block_on_close = True
+    """A thread per connection, as ThreadingHTTPServer; main() waits for them on SIGTERM, except for
+    those left in a handler that timed out (daemon threads, so those do not hold up the exit)."""
+
+    daemon_threads = True
+    block_on_close = False
     request_queue_size = 1024
+
+    def process_request(self, request, client_address):
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with state_lock:
+            threads.add(thread)
+        try:
+            thread.start()
+        except BaseException:
+            with state_lock:
+                threads.discard(thread)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with state_lock:
+                threads.discard(threading.current_thread())
+
+    def wait_for_connections(self):
+        """Waits for the connection threads to end (those still answering a request, after SIGTERM)."""
+        while True:
+            with state_lock:
+                thread = next(iter(threads), None)
+            if thread is None:
+                return
+            thread.join(0.1)  # the watchdog may give up on it meanwhile
 
     def handle_error(self, request, client_address):
         err = sys.exc_info()[1]
@@ -635,10 +714,12 @@ def main():
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
+    threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
     host, port = server.server_address[:2]
     log(f"function {MOD_NAME}.{FUNC_HANDLER} loaded in {(time.perf_counter() - start) * 1000:.1f}ms; listening on {host}:{port}")
     server.serve_forever(poll_interval=0.2)  # how soon a SIGTERM stops accepting
-    server.server_close()  # closes the listener, then waits for in-flight requests
+    server.server_close()  # closes the listener
+    server.wait_for_connections()  # in-flight requests finish
     log("server stopped")
 
 

@@ -32,6 +32,15 @@ async def later():
     return {"async": True}
 
 
+async def asleep(seconds):
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        print("asleep-cancelled", flush=True)
+        raise
+    return "slept"
+
+
 async def amain(event, context):
     await asyncio.sleep(0.01)
     return {"coroutine": True}
@@ -64,6 +73,8 @@ def main(event, context):
         print("sleep-start", flush=True)
         time.sleep(float(req.query.s))
         return "slept"
+    if mode == "asleep":
+        return asleep(float(req.query.s))
     if mode == "bottle":  # Kyma's documented custom-response example
         return HTTPResponse(body={"success": "Message accepted."}, status=202,
                             headers={"Content-Type": "application/json"})
@@ -247,6 +258,18 @@ class KitchenSinkTest(unittest.TestCase):
         self.assertRegex(text, r'(?m)^# TYPE function_duration_seconds histogram$')
         self.assertRegex(text, r'(?m)^function_duration_seconds_bucket\{code="200",le="\+Inf"\} \d+$')
 
+    def test_connections_are_kept_alive(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=10)
+        self.addCleanup(conn.close)
+        sockets = set()
+        for _ in range(3):
+            conn.request("GET", "/?mode=text")
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, resp.read()), (200, b"plain text"))
+            self.assertNotEqual(resp.getheader("Connection"), "close")
+            sockets.add(id(conn.sock))
+        self.assertEqual(len(sockets), 1, "one connection for the three requests")
+
     def test_one_log_line_per_request_without_query(self):
         self.srv.request("GET", "/logged/path?mode=text&secret=q")
         line = self.srv.wait_for(r"^.*GET /logged/path 200 [\d.]+ms$").group(0)
@@ -270,6 +293,34 @@ class LimitsTest(unittest.TestCase):
         status, _, _, _ = self.srv.request("GET", "/?mode=sleep&s=3")
         self.assertEqual(status, 408)
         self.assertLess(time.monotonic() - start, 2.5)
+
+    def test_408_is_counted_and_logged_once_and_the_server_carries_on(self):
+        before = self.srv.request("GET", "/metrics")[2].decode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/?mode=text")  # a kept-alive connection: the 408 closes it
+        conn.getresponse().read()
+        start = time.monotonic()
+        conn.request("GET", "/timeout/once?mode=sleep&s=2")
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.read()), (408, b"Function did not finish within 1s"))
+        self.assertLess(time.monotonic() - start, 1.9)
+        self.assertEqual(resp.getheader("Connection"), "close")
+        self.assertEqual(self.srv.request("GET", "/?mode=text")[0], 200, "others are served meanwhile")
+        self.srv.wait_for("function did not finish within 1s: GET /timeout/once")
+        time.sleep(1.5)  # the handler returns: its result goes nowhere
+        self.assertEqual(self.srv.request("GET", "/?mode=text")[0], 200)
+        after = self.srv.request("GET", "/metrics")[2].decode()
+        delta = lambda name: metric(after, name) - metric(before, name)
+        self.assertEqual(delta('function_calls_total{code="408"}'), 1)
+        self.assertEqual(delta('function_calls_total{code="200"}'), 3)
+        self.assertEqual(delta("function_failures_total"), 1)
+        self.assertEqual(len(re.findall(r"GET /timeout/once 408 ", self.srv.output)), 1, self.srv.output)
+        self.assertNotRegex(self.srv.output, r"GET /timeout/once 200")
+
+    def test_async_handler_outliving_func_timeout_is_408_and_cancelled(self):
+        self.assertEqual(self.srv.request("GET", "/?mode=asleep&s=5")[0], 408)
+        self.srv.wait_for("asleep-cancelled")
 
     def test_body_over_req_mb_limit_is_413(self):
         self.assertEqual(self.srv.request("POST", "/?mode=none", b"a" * (1024 * 1024 + 1))[0], 413)
@@ -306,6 +357,13 @@ class KymaExamplesAndLoadingTest(unittest.TestCase):
 
 
 class ShutdownTest(unittest.TestCase):
+    def test_sigterm_does_not_wait_for_a_handler_past_its_timeout(self):
+        srv = Server({"handler.py": KITCHEN_SINK}, FUNC_TIMEOUT="1")
+        self.addCleanup(srv.stop)
+        self.assertEqual(srv.request("GET", "/?mode=sleep&s=60")[0], 408)
+        srv.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(srv.proc.wait(5), 0)
+
     def test_sigterm_finishes_in_flight_request_and_exits_0(self):
         srv = Server({"handler.py": KITCHEN_SINK})
         self.addCleanup(srv.stop)

@@ -1,0 +1,1019 @@
+//! End to end on a real single-node Kubernetes 1.20 (`tests/cluster/up`: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and a kubelet running Pods in Docker): nothing is
+//! simulated. A Function applied with kubectl is built by the builder image (Dockerfile.builder,
+//! made here by tests/support/make-builder-image.sh) in a build Job, pushed to a local registry
+//! that needs credentials (given by a Kyma-style `kubernetes.io/dockerconfigjson` Secret), run
+//! by a Deployment from `image@digest`, and answers HTTP through `kubectl port-forward` on
+//! 127.0.0.1.
+//!
+//! The controller runs first as a process (`fnbuild controller`, acting as its ServiceAccount),
+//! then as the Deployment of `fnbuild manifests`, in the builder image.
+//!
+//! The test cluster has no kube-proxy and its API server listens on 127.0.0.1 only, so Pods
+//! that talk to the API server or the registry (build Jobs, the controller) use the node's
+//! network: the controller runs with `--build-host-network`, and the test patches the
+//! controller's Deployment to `hostNetwork` with the API server's loopback address.
+//!
+//! Only one kubelet can share a Docker daemon, so this uses the default cluster
+//! (`/tmp/fnbuild-cluster`, or FNBUILD_E2E_CLUSTER_DIR): a running one is reused (and what this
+//! test made in it is removed at the end), else it is started and stopped at the end (kept with
+//! FNBUILD_KEEP_CLUSTER=1). Runs of this test are serialised by a lock file.
+//!
+//! Figures (printed): apply → first HTTP 200, source edit → new answer (FNBUILD_E2E_RUNS times,
+//! default 5; medians), and the build Pods' CPU time and peak memory, read from their containers'
+//! cgroups while they run. FNBUILD_E2E_BUILDER_BIN: the fnbuild binary put into the builder
+//! image (default: this test build's).
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
+const FN_LABEL: &str = "serverless.kyma-project.io/function-name";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("e2e: {}", msg.as_ref());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+struct Cluster {
+    dir: PathBuf,
+    apiserver_port: u16,
+    started_here: bool,
+    /// Reused cluster: what to delete at the end (kubectl delete args).
+    cleanup: Mutex<Vec<Vec<String>>>,
+    _lock: std::fs::File,
+}
+
+impl Cluster {
+    fn up() -> Cluster {
+        let dir =
+            PathBuf::from(std::env::var("FNBUILD_E2E_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/fnbuild-cluster".into()));
+        let lock = std::fs::File::create("/tmp/fnbuild-e2e.lock").unwrap();
+        lock.lock().unwrap();
+        let kubectl = dir.join("bin/kubectl");
+        let was_up = std::fs::read_to_string(dir.join("mode")).is_ok_and(|m| m.trim() == "full")
+            && Command::new(&kubectl)
+                .env("KUBECONFIG", dir.join("kubeconfig"))
+                .args(["get", "--raw", "/readyz"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        let t = Instant::now();
+        let out = Command::new(repo().join("tests/cluster/up"))
+            .env("FNBUILD_CLUSTER_DIR", &dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run tests/cluster/up");
+        assert!(out.status.success(), "tests/cluster/up failed");
+        log(format!(
+            "cluster {} in {:.1}s ({})",
+            dir.display(),
+            t.elapsed().as_secs_f64(),
+            if was_up { "reused" } else { "started" }
+        ));
+        let env = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
+        let apiserver_port = env
+            .lines()
+            .find_map(|l| l.strip_prefix("FNBUILD_APISERVER_PORT="))
+            .and_then(|p| p.parse().ok())
+            .expect("FNBUILD_APISERVER_PORT in cluster.env");
+        Cluster {
+            dir,
+            apiserver_port,
+            started_here: !was_up,
+            cleanup: Mutex::new(Vec::new()),
+            _lock: lock,
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn kubectl_cmd(&self) -> Command {
+        let mut cmd = Command::new(self.dir.join("bin/kubectl"));
+        cmd.env("KUBECONFIG", self.kubeconfig());
+        cmd
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = self.kubectl_cmd();
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl(args, stdin);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn get(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a, None)).unwrap()
+    }
+
+    fn apply(&self, obj: &Value) -> String {
+        self.kubectl_ok(&["apply", "-f", "-"], Some(&obj.to_string()))
+    }
+
+    /// On a reused cluster, delete this at the end.
+    fn remove_later(&self, args: &[&str]) {
+        self.cleanup
+            .lock()
+            .unwrap()
+            .push(args.iter().map(|s| s.to_string()).collect());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let keep = std::env::var("FNBUILD_KEEP_CLUSTER").as_deref() == Ok("1");
+        if self.started_here && !keep {
+            let _ = Command::new(repo().join("tests/cluster/down"))
+                .env("FNBUILD_CLUSTER_DIR", &self.dir)
+                .status();
+            return;
+        }
+        for args in self.cleanup.lock().unwrap().iter().rev() {
+            let mut a: Vec<&str> = vec!["delete", "--ignore-not-found", "--wait=false"];
+            a.extend(args.iter().map(String::as_str));
+            let _ = self.kubectl(&a, None);
+        }
+    }
+}
+
+/// A child process killed (by its pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting and HTTP
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kubectl port-forward pod/POD :8080` on 127.0.0.1; the local port once it forwards.
+fn port_forward(c: &Cluster, ns: &str, pod: &str) -> Option<(Proc, u16)> {
+    let mut child = c
+        .kubectl_cmd()
+        .args([
+            "port-forward",
+            "-n",
+            ns,
+            "--address",
+            "127.0.0.1",
+            &format!("pod/{pod}"),
+            ":8080",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        // "Forwarding from 127.0.0.1:40000 -> 8080"
+        while let Some(Ok(l)) = lines.next() {
+            if let Some(p) = l
+                .strip_prefix("Forwarding from 127.0.0.1:")
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok())
+            {
+                let _ = tx.send(p);
+                break;
+            }
+        }
+        for _ in lines {} // keep the pipe drained
+    });
+    let port = rx.recv_timeout(Duration::from_secs(5)).ok()?;
+    Some((proc, port))
+}
+
+/// GET / of a Pod, through a port-forward.
+fn http_get_pod(c: &Cluster, ns: &str, pod: &str) -> Option<(u16, String)> {
+    let (_pf, port) = port_forward(c, ns, pod)?;
+    let url = format!("http://127.0.0.1:{port}/");
+    // A Pod going away leaves a forwarded connection hanging: short timeouts, a few tries.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        if let Ok((status, _, body)) = http_request_once("GET", &url, &[], b"", Duration::from_secs(2)) {
+            return Some((status, body));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The function's ready Pods (not being deleted), with their images.
+fn ready_pods(c: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
+    let pods = c.get(&[
+        "pods",
+        "-n",
+        ns,
+        "-l",
+        &format!("{FN_LABEL}={name},serverless.kyma-project.io/resource=deployment"),
+    ]);
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["spec"]["containers"][0]["image"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until a ready Pod of the function answers `GET /` with 200 and `want`; the time it took.
+fn wait_answer(c: &Cluster, ns: &str, name: &str, want: &str, since: Instant) -> Duration {
+    let mut last = String::new();
+    loop {
+        for (pod, _) in ready_pods(c, ns, name) {
+            if let Some((status, body)) = http_get_pod(c, ns, &pod) {
+                if status == 200 && body == want {
+                    return since.elapsed();
+                }
+                last = format!("{pod}: {status} {body:?}");
+            }
+        }
+        if since.elapsed() > BUILD_TIMEOUT {
+            let f = c.get(&["function", "-n", ns, name]);
+            panic!(
+                "{ns}/{name} did not answer {want:?} within {BUILD_TIMEOUT:?} (last: {last}); status: {:#}",
+                f["status"]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn conditions(f: &Value) -> BTreeMap<String, (String, String, String)> {
+    f["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("type"), (s("status"), s("reason"), s("message")))
+        })
+        .collect()
+}
+
+fn all_true(f: &Value) -> bool {
+    let c = conditions(f);
+    ["ConfigurationReady", "BuildReady", "Running"]
+        .iter()
+        .all(|t| c.get(*t).is_some_and(|(s, _, _)| s == "True"))
+}
+
+fn jobs_of(c: &Cluster, ns: &str, name: &str) -> BTreeSet<String> {
+    let jobs = c.get(&["jobs", "-n", ns, "-l", &format!("{FN_LABEL}={name}")]);
+    jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The build Pods' CPU and memory, from their containers' cgroups (v1, cgroupfs driver)
+
+#[derive(Debug, Default, Clone)]
+struct BuildUsage {
+    /// memory.max_usage_in_bytes (RSS + page cache), the last value read.
+    max_usage: u64,
+    /// The largest total_rss of memory.stat seen.
+    peak_rss: u64,
+    /// cpuacct.usage, the last value read (ns).
+    cpu_ns: u64,
+}
+
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeMap<String, BuildUsage>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start() -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<BTreeMap<String, BuildUsage>>> = Default::default();
+        let (st, sn) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let read = |p: &Path| std::fs::read_to_string(p).ok();
+            while !st.load(Ordering::Relaxed) {
+                // The kubelet names build containers k8s_build_<pod>_<ns>_...
+                let out = Command::new("docker")
+                    .args([
+                        "ps",
+                        "--no-trunc",
+                        "--filter",
+                        "name=k8s_build_",
+                        "--format",
+                        "{{.ID}} {{.Names}}",
+                    ])
+                    .output();
+                let ids: Vec<(String, String)> = out
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect();
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < deadline && !ids.is_empty() {
+                    for (id, name) in &ids {
+                        let Some(mem) = find_cgroup("memory", id) else { continue };
+                        let cpu = find_cgroup("cpuacct", id);
+                        let mut s = sn.lock().unwrap();
+                        let u = s.entry(name.clone()).or_default();
+                        if let Some(v) =
+                            read(&mem.join("memory.max_usage_in_bytes")).and_then(|v| v.trim().parse().ok())
+                        {
+                            u.max_usage = u.max_usage.max(v);
+                        }
+                        if let Some(stat) = read(&mem.join("memory.stat")) {
+                            if let Some(rss) = stat
+                                .lines()
+                                .find_map(|l| l.strip_prefix("total_rss "))
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                            {
+                                u.peak_rss = u.peak_rss.max(rss);
+                            }
+                        }
+                        if let Some(v) = cpu
+                            .and_then(|c| read(&c.join("cpuacct.usage")))
+                            .and_then(|v| v.trim().parse().ok())
+                        {
+                            u.cpu_ns = u.cpu_ns.max(v);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        Sampler {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn results(&self) -> BTreeMap<String, BuildUsage> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The container's cgroup directory in a v1 hierarchy (`docker/<id>` or below a parent).
+fn find_cgroup(controller: &str, id: &str) -> Option<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup").join(controller);
+    for cand in [root.join("docker").join(id), root.join(id)] {
+        if cand.is_dir() {
+            return Some(cand);
+        }
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// Functions
+
+fn node_fn(ns: &str, name: &str, version: &str, greeting: &str) -> Value {
+    json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runtime": "nodejs20",
+            "source": {"inline": {
+                "source": format!("module.exports = {{ main: function (event, context) {{ return 'node {version} ' + process.env.GREETING; }} }};\n"),
+                "dependencies": "{\"name\": \"hello\", \"version\": \"1.0.0\", \"dependencies\": {}}"
+            }},
+            "env": [{"name": "GREETING", "value": greeting}],
+            "scaleConfig": {"minReplicas": 1, "maxReplicas": 2},
+            "resourceConfiguration": {"function": {"profile": "M"}}
+        }
+    })
+}
+
+fn python_fn(ns: &str, name: &str, version: &str, requirements: &str) -> Value {
+    json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runtime": "python312",
+            "source": {"inline": {
+                "source": format!("import six\n\ndef main(event, context):\n    return 'python {version} six ' + six.__version__\n"),
+                "dependencies": requirements
+            }},
+            "resourceConfiguration": {"function": {"profile": "M"}}
+        }
+    })
+}
+
+fn function(c: &Cluster, ns: &str, name: &str) -> Value {
+    c.get(&["function", "-n", ns, name])
+}
+
+fn runtime_image(f: &Value) -> String {
+    f["status"]["runtimeImage"].as_str().unwrap_or_default().to_string()
+}
+
+/// Applies a new Function and waits for its first 200 with `want`; checks the conditions, the
+/// image (by digest, from the registry) and the Deployment. Returns (time, runtimeImage).
+fn deploy_new(c: &Cluster, obj: &Value, want: &str, registry: &str) -> (Duration, String) {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap();
+    let name = obj["metadata"]["name"].as_str().unwrap();
+    let t = Instant::now();
+    c.apply(obj);
+    let took = wait_answer(c, ns, name, want, t);
+    let f = wait_for(
+        &format!("{ns}/{name}: all conditions True"),
+        Duration::from_secs(30),
+        || {
+            let f = function(c, ns, name);
+            all_true(&f).then_some(f)
+        },
+    );
+    let image = runtime_image(&f);
+    assert!(
+        image.starts_with(&format!("{registry}/{ns}-{name}@sha256:")),
+        "runtimeImage {image}"
+    );
+    let d = c.get(&["deployment", "-n", ns, name]);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image.as_str());
+    (took, image)
+}
+
+#[test]
+fn functions_run_end_to_end_on_a_real_cluster() {
+    setup();
+    let t_all = Instant::now();
+    let runs: usize = std::env::var("FNBUILD_E2E_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let cluster = Cluster::up();
+    let c = &cluster;
+
+    // The registry (credentials required), the base images and the builder image in it.
+    let registry = Registry::start_htpasswd();
+    let reg = registry.addr().to_string();
+    let bases = base_images();
+    let node_base = registry.push_oci_layout(&bases.node, "20", "bases/node:20");
+    let python_base = registry.push_oci_layout(&bases.python, "3.12", "bases/python:3.12");
+    let builder_bin =
+        std::env::var("FNBUILD_E2E_BUILDER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild").to_string());
+    let t = Instant::now();
+    let out = Command::new(repo().join("tests/support/make-builder-image.sh"))
+        .args(["--binary", &builder_bin, "--push", &format!("{reg}/fnbuild/builder")])
+        .env("FNBUILD_PUSH_CREDS", format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "make-builder-image.sh failed");
+    let builder = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    log(format!("builder image {builder} ({})", secs(t.elapsed())));
+
+    // Credentials, as Docker and Kyma keep them.
+    let auth = base64_std(&format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
+    let dockerconfig = json!({"auths": {reg.clone(): {"auth": auth}}}).to_string();
+    let work = temp_dir("e2e-");
+    let docker_config = work.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::write(docker_config.join("config.json"), &dockerconfig).unwrap();
+    let registry_secret = |ns: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": "serverless-registry-config-default", "namespace": ns},
+            "stringData": {".dockerconfigjson": dockerconfig}
+        })
+    };
+
+    // `fnbuild manifests | kubectl apply -f -`, the webhooks calling the controller on 127.0.0.1.
+    let tls = tls_pair(work.path());
+    let webhook_port = free_port();
+    let metrics_port = free_port();
+    let settings_args = vec![
+        format!("--builder-image={builder}"),
+        format!("--registry-push-address={reg}"),
+        format!("--registry-pull-address={reg}"),
+        format!("--base-image=nodejs20={node_base}"),
+        format!("--base-image=nodejs22={node_base}"),
+        format!("--base-image=python312={python_base}"),
+        "--build-host-network".to_string(),
+        "--build-retry-delay=30".to_string(),
+    ];
+    let manifests = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+            .arg("manifests")
+            .arg(format!("--image={builder}"))
+            .arg(format!("--webhook-url=https://127.0.0.1:{webhook_port}"))
+            .arg(format!("--tls-cert={}", tls.0.display()))
+            .arg(format!("--tls-key={}", tls.1.display()))
+            .args(&settings_args),
+    );
+    for what in [
+        ["validatingwebhookconfiguration", "fnbuild-controller"],
+        ["mutatingwebhookconfiguration", "fnbuild-controller"],
+        ["clusterrolebinding", "fnbuild-controller"],
+        ["clusterrole", "fnbuild-controller"],
+        ["namespace", "serverless-system"],
+    ] {
+        c.remove_later(&what);
+    }
+    let applied = c.kubectl_ok(&["apply", "-f", "-"], Some(&manifests));
+    log(format!(
+        "fnbuild manifests | kubectl apply -f -:\n{}",
+        applied.trim_end()
+    ));
+    // The in-cluster controller waits (second part); the process controller goes first.
+    c.kubectl_ok(
+        &[
+            "scale",
+            "-n",
+            "serverless-system",
+            "deployment/fnbuild-controller",
+            "--replicas=0",
+        ],
+        None,
+    );
+    c.apply(&registry_secret("serverless-system"));
+
+    let ns = format!("e2e-{}", std::process::id());
+    c.remove_later(&["namespace", &ns]);
+    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    wait_for(
+        "the namespace's default ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    c.apply(&registry_secret(&ns));
+
+    // The controller as a process, acting as its ServiceAccount (the manifests' RBAC).
+    let kc = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let (before, after) = kc.split_once("  user:\n").expect("a user in the kubeconfig");
+    let sa = "    as: system:serviceaccount:serverless-system:fnbuild-controller\n    as-groups:\n    - system:serviceaccounts\n    - system:serviceaccounts:serverless-system\n    - system:authenticated\n";
+    let controller_kc = work.path().join("controller.kubeconfig");
+    std::fs::write(&controller_kc, format!("{before}  user:\n{sa}{after}")).unwrap();
+    let controller_log = work.path().join("controller.log");
+    let controller = Proc(
+        Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+            .env("KUBECONFIG", &controller_kc)
+            .env("DOCKER_CONFIG", &docker_config)
+            .env("RUST_LOG", "fnbuild=info,warn")
+            .arg("controller")
+            .args(&settings_args)
+            .arg(format!("--webhook-addr=127.0.0.1:{webhook_port}"))
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--tls-cert={}", tls.0.display()))
+            .arg(format!("--tls-key={}", tls.1.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&controller_log).unwrap())
+            .spawn()
+            .expect("start fnbuild controller"),
+    );
+    let _dump = DumpOnPanic {
+        cluster: c,
+        ns: ns.clone(),
+        log: controller_log.clone(),
+    };
+    wait_for("the controller's /healthz", Duration::from_secs(30), || {
+        http_request_once(
+            "GET",
+            &format!("http://127.0.0.1:{metrics_port}/healthz"),
+            &[],
+            b"",
+            Duration::from_secs(2),
+        )
+        .ok()
+        .filter(|r| r.0 == 200)
+    });
+    let sampler = Sampler::start();
+
+    // 1. Node: new Functions → first 200 (several, for the median), then source edits.
+    let mut first = Vec::new();
+    for i in 0..runs {
+        let name = format!("node-{i}");
+        let (took, image) = deploy_new(c, &node_fn(&ns, &name, "v1", "hi"), "node v1 hi", &reg);
+        log(format!("{name}: apply → first 200 in {} ({image})", secs(took)));
+        first.push(took);
+        if i > 0 {
+            c.kubectl_ok(&["delete", "function", "-n", &ns, &name, "--wait=false"], None);
+        }
+    }
+    let name = "node-0";
+    let jobs_v1 = jobs_of(c, &ns, name);
+    assert_eq!(jobs_v1.len(), 1, "{jobs_v1:?}");
+    let job = c.get(&["job", "-n", &ns, jobs_v1.iter().next().unwrap()]);
+    assert_eq!(job["status"]["succeeded"], 1);
+    let pod_spec = &job["spec"]["template"]["spec"];
+    assert_eq!(pod_spec["containers"][0]["image"], builder.as_str());
+    assert_eq!(
+        pod_spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(pod_spec["securityContext"]["runAsUser"], 1000);
+    let hpa = c.get(&["hpa", "-n", &ns, name]);
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["kind"], "Function");
+    let svc = c.get(&["service", "-n", &ns, name]);
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+
+    let mut edits = Vec::new();
+    let mut image = runtime_image(&function(c, &ns, name));
+    for i in 2..runs + 2 {
+        let v = format!("v{i}");
+        let t = Instant::now();
+        c.apply(&node_fn(&ns, name, &v, "hi"));
+        let took = wait_answer(c, &ns, name, &format!("node {v} hi"), t);
+        let f = wait_for("the new image in status", Duration::from_secs(30), || {
+            let f = function(c, &ns, name);
+            (all_true(&f) && runtime_image(&f) != image).then_some(f)
+        });
+        let new_image = runtime_image(&f);
+        assert_ne!(new_image, image, "a new digest");
+        image = new_image;
+        log(format!("{name}: source edit {v} → new answer in {}", secs(took)));
+        edits.push(took);
+    }
+    // Old build Jobs are removed: one Job, for the latest image.
+    let jobs_now = wait_for("one build Job left", Duration::from_secs(30), || {
+        let j = jobs_of(c, &ns, name);
+        (j.len() == 1).then_some(j)
+    });
+    assert!(jobs_now.is_disjoint(&jobs_v1));
+
+    // 2. Only an env var changes: no build, the Deployment rolls.
+    let generation = c.get(&["deployment", "-n", &ns, name])["metadata"]["generation"]
+        .as_i64()
+        .unwrap();
+    let t = Instant::now();
+    c.apply(&node_fn(&ns, name, &format!("v{}", runs + 1), "hello"));
+    let took = wait_answer(c, &ns, name, &format!("node v{} hello", runs + 1), t);
+    log(format!("{name}: env edit → new answer in {} (no build)", secs(took)));
+    assert_eq!(jobs_of(c, &ns, name), jobs_now, "an env change builds nothing");
+    let d = c.get(&["deployment", "-n", &ns, name]);
+    assert!(d["metadata"]["generation"].as_i64().unwrap() > generation);
+    assert_eq!(runtime_image(&function(c, &ns, name)), image);
+
+    // 3. Python with a dependency from PyPI.
+    let reqs = "six==1.16.0\n";
+    let (took, py_image) = deploy_new(c, &python_fn(&ns, "py", "v1", reqs), "python v1 six 1.16.0", &reg);
+    log(format!("py: apply → first 200 in {} (pip install six)", secs(took)));
+
+    // A source edit: the dependency layer comes from the registry cache (no pip install).
+    let t = Instant::now();
+    c.apply(&python_fn(&ns, "py", "v2", reqs));
+    let took = wait_answer(c, &ns, "py", "python v2 six 1.16.0", t);
+    log(format!(
+        "py: source edit → new answer in {} (dependencies from the cache)",
+        secs(took)
+    ));
+    let py_image = wait_for("the new python image in status", Duration::from_secs(30), || {
+        let f = function(c, &ns, "py");
+        let image = runtime_image(&f);
+        (all_true(&f) && image != py_image).then_some(image)
+    });
+    let job = jobs_of(c, &ns, "py").into_iter().next().unwrap();
+    let build_log = c.kubectl_ok(&["logs", "-n", &ns, &format!("job/{job}")], None);
+    assert!(build_log.contains("\"hit-registry\""), "{build_log}");
+
+    // 4. A dependency that cannot be installed: BuildReady=False with pip's error; v2 still serves.
+    c.apply(&python_fn(&ns, "py", "v3", "six-fnbuild-no-such-package==1.0\n"));
+    let (status, reason, message) = wait_for("BuildReady=False", BUILD_TIMEOUT, || {
+        let f = function(c, &ns, "py");
+        conditions(&f)
+            .get("BuildReady")
+            .filter(|(s, _, _)| s == "False")
+            .cloned()
+    });
+    log(format!("py: failed build: BuildReady={status} {reason}: {message}"));
+    assert_eq!(reason, "JobFailed");
+    assert!(
+        message.contains("six-fnbuild-no-such-package"),
+        "the installer's error is in the message: {message}"
+    );
+    let f = function(c, &ns, "py");
+    assert_eq!(runtime_image(&f), py_image, "the old image keeps running");
+    assert_eq!(conditions(&f)["Running"].0, "True");
+    let pods = ready_pods(c, &ns, "py");
+    assert!(!pods.is_empty());
+    for (pod, img) in &pods {
+        assert_eq!(img, &py_image);
+        assert_eq!(
+            http_get_pod(c, &ns, pod),
+            Some((200, "python v2 six 1.16.0".to_string()))
+        );
+    }
+
+    // 5. A gitRepository source is reported as not supported.
+    c.apply(&json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": "from-git", "namespace": ns},
+        "spec": {"runtime": "nodejs20", "source": {"gitRepository": {
+            "url": "https://github.com/kyma-project/examples.git", "baseDir": "orders-service/function", "reference": "main"}}}
+    }));
+    let (st, reason, message) = wait_for(
+        "ConfigurationReady=False for a git source",
+        Duration::from_secs(30),
+        || {
+            conditions(&function(c, &ns, "from-git"))
+                .get("ConfigurationReady")
+                .cloned()
+        },
+    );
+    log(format!("from-git: ConfigurationReady={st} {reason}: {message}"));
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "SourceNotSupported"));
+    assert!(message.contains("gitRepository"), "{message}");
+    assert!(jobs_of(c, &ns, "from-git").is_empty());
+
+    // 6. Deleting a Function deletes what it owns (kube-controller-manager's garbage collector).
+    c.kubectl_ok(&["delete", "function", "-n", &ns, name], None);
+    let t = Instant::now();
+    wait_for(
+        "the Function's objects to be garbage-collected",
+        Duration::from_secs(60),
+        || {
+            let left = c.kubectl_ok(
+                &[
+                    "get",
+                    "configmap,job,deployment,service,hpa",
+                    "-n",
+                    &ns,
+                    "-l",
+                    &format!("{FN_LABEL}={name}"),
+                    "-o",
+                    "name",
+                ],
+                None,
+            );
+            left.trim().is_empty().then_some(())
+        },
+    );
+    log(format!("{name}: deleted; owned objects gone in {}", secs(t.elapsed())));
+    drop(controller);
+
+    // 7. The controller as the manifests' Deployment, in the builder image. The test cluster has
+    // no kube-proxy: it uses the node's network and the API server's loopback address, and
+    // serves the webhooks where the process did.
+    let dep = c.get(&["deployment", "-n", "serverless-system", "fnbuild-controller"]);
+    let mut args: Vec<String> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    for a in args.iter_mut() {
+        if a.starts_with("--webhook-addr=") {
+            *a = format!("--webhook-addr=127.0.0.1:{webhook_port}");
+        } else if a.starts_with("--metrics-addr=") {
+            *a = format!("--metrics-addr=127.0.0.1:{metrics_port}");
+        }
+    }
+    let json_patch = json!([
+        {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": true},
+        {"op": "add", "path": "/spec/template/spec/dnsPolicy", "value": "ClusterFirstWithHostNet"},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/ports", "value": [
+            {"name": "webhook", "containerPort": webhook_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}]},
+        // The probes would dial the node's address, not the loopback one the server listens on:
+        // the test asks /healthz itself.
+        {"op": "remove", "path": "/spec/template/spec/containers/0/readinessProbe"},
+        {"op": "remove", "path": "/spec/template/spec/containers/0/livenessProbe"},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": {"name": "KUBERNETES_SERVICE_PORT", "value": c.apiserver_port.to_string()}},
+        {"op": "replace", "path": "/spec/replicas", "value": 1},
+    ]);
+    c.kubectl_ok(
+        &[
+            "patch",
+            "-n",
+            "serverless-system",
+            "deployment/fnbuild-controller",
+            "--type=json",
+            "-p",
+            &json_patch.to_string(),
+        ],
+        None,
+    );
+    let t = Instant::now();
+    wait_for(
+        "the controller Deployment to be available",
+        Duration::from_secs(120),
+        || {
+            let d = c.get(&["deployment", "-n", "serverless-system", "fnbuild-controller"]);
+            (d["status"]["availableReplicas"].as_i64() == Some(1) && d["status"]["updatedReplicas"].as_i64() == Some(1))
+                .then_some(())
+        },
+    );
+    wait_for("the controller Pod's /healthz", Duration::from_secs(60), || {
+        http_request_once(
+            "GET",
+            &format!("http://127.0.0.1:{metrics_port}/healthz"),
+            &[],
+            b"",
+            Duration::from_secs(2),
+        )
+        .ok()
+        .filter(|r| r.0 == 200)
+    });
+    log(format!("controller Deployment available in {}", secs(t.elapsed())));
+    let (took, _) = deploy_new(
+        c,
+        &node_fn(&ns, "in-cluster", "v1", "from the Deployment"),
+        "node v1 from the Deployment",
+        &reg,
+    );
+    log(format!(
+        "in-cluster: apply → first 200 in {} (controller in a Pod)",
+        secs(took)
+    ));
+    let logs = c.kubectl_ok(
+        &["logs", "-n", "serverless-system", "deployment/fnbuild-controller"],
+        None,
+    );
+    assert!(
+        logs.lines().any(|l| l.starts_with('{') && l.contains("in-cluster")),
+        "JSON logs about the Function: {logs}"
+    );
+    // The webhooks are served by the Pod: an invalid Function is denied with the field path.
+    let mut bad = node_fn(&ns, "bad", "v1", "x");
+    bad["spec"]["env"] = json!([{"name": "FUNC_PORT", "value": "1"}]);
+    let denied = c.kubectl(&["apply", "-f", "-"], Some(&bad.to_string()));
+    assert!(!denied.status.success());
+    let err = String::from_utf8_lossy(&denied.stderr);
+    assert!(err.contains("spec.env"), "{err}");
+    c.kubectl_ok(
+        &[
+            "scale",
+            "-n",
+            "serverless-system",
+            "deployment/fnbuild-controller",
+            "--replicas=0",
+        ],
+        None,
+    );
+
+    // Figures.
+    sampler_results(&sampler);
+    log(format!(
+        "apply → first 200: median {} of {} ({}); source edit → new answer: median {} of {} ({})",
+        secs(median(&first)),
+        first.len(),
+        first.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(" "),
+        secs(median(&edits)),
+        edits.len(),
+        edits.iter().map(|d| secs(*d)).collect::<Vec<_>>().join(" "),
+    ));
+    log(format!("whole test: {}", secs(t_all.elapsed())));
+}
+
+fn sampler_results(s: &Sampler) {
+    let r = s.results();
+    if r.is_empty() {
+        log("build Pods: no cgroup samples (containers not found under /sys/fs/cgroup/*/docker)");
+        return;
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    for (name, u) in &r {
+        log(format!(
+            "build container {name}: CPU {:.0} ms, peak memory {:.1} MiB (cgroup max usage, with page cache), peak RSS {:.1} MiB",
+            u.cpu_ns as f64 / 1e6,
+            mib(u.max_usage),
+            mib(u.peak_rss)
+        ));
+    }
+    let max_usage = r.values().map(|u| u.max_usage).max().unwrap_or(0);
+    let max_rss = r.values().map(|u| u.peak_rss).max().unwrap_or(0);
+    let max_cpu = r.values().map(|u| u.cpu_ns).max().unwrap_or(0);
+    log(format!(
+        "build Pods ({}): max CPU {:.0} ms, max peak memory {:.1} MiB, max peak RSS {:.1} MiB",
+        r.len(),
+        max_cpu as f64 / 1e6,
+        mib(max_usage),
+        mib(max_rss)
+    ));
+}
+
+/// On failure: the controller's log tail, the namespace's objects and events.
+struct DumpOnPanic<'a> {
+    cluster: &'a Cluster,
+    ns: String,
+    log: PathBuf,
+}
+
+impl Drop for DumpOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        eprintln!("--- controller log (last lines) ---");
+        for l in tail.into_iter().rev() {
+            eprintln!("{l}");
+        }
+        for args in [
+            vec!["get", "functions,jobs,pods,deployments", "-n", &self.ns, "-o", "wide"],
+            vec!["get", "events", "-n", &self.ns, "--sort-by=.lastTimestamp"],
+            vec!["get", "pods", "-n", "serverless-system", "-o", "wide"],
+        ] {
+            let out = self.cluster.kubectl(&args, None);
+            eprintln!(
+                "--- kubectl {} ---\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+fn base64_std(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

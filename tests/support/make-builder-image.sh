@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Makes the fnbuild builder image (Dockerfile.builder) in the local Docker daemon, from a base made
+# on this machine (no public registry): and, with --push, pushes it to a registry.
+#
+#   tests/support/make-builder-image.sh [--binary FILE] [--push REGISTRY/REPO[:TAG]]
+#
+# stdout: the image's name, one line: fnbuild-local/builder:KEY, or with --push the pushed
+# REGISTRY/REPO:TAG (TAG defaults to KEY), pushed with skopeo (credentials: FNBUILD_PUSH_CREDS=USER:PASS;
+# plain HTTP for 127.*/localhost). Progress goes to stderr.
+#
+# 1. The base, fnbuild-local/builder-base:KEY (`docker import` of a rootfs made here): the
+#    test python base (tests/support/make-base-images.sh: CPython 3.12 at /usr/local, glibc, dash,
+#    users root and 1000, /tmp 1777) plus this machine's node and npm (NODE_BIN, npm's tree
+#    next to it), pip for CPython 3.12 (from PYTHON_PREFIX, as make-base-images.sh picks it), the
+#    shared libraries the fnbuild binary needs, and the system CA bundle.
+# 2. `docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CTX`
+#    with the fnbuild binary (stripped) as the only file of CTX: fnbuild-local/builder:KEY.
+#
+# Cached: KEY hashes this script, Dockerfile.builder, the binary and every host input; when the
+# daemon has fnbuild-local/builder:KEY nothing is built. Concurrent runs are serialised by a flock.
+#
+# Environment: FNBUILD_BUILDER_BIN (default: --binary, else <target>/release/fnbuild), NODE_BIN
+# (/usr/bin/node), PYTHON_PREFIX (pyenv's newest 3.12.x), FNBUILD_TEST_BASES (<target>/test-bases).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+BASES=${FNBUILD_TEST_BASES:-$TARGET/test-bases}
+OUT=$TARGET/builder-image
+BIN=${FNBUILD_BUILDER_BIN:-$TARGET/release/fnbuild}
+PUSH=
+NODE_BIN=${NODE_BIN:-/usr/bin/node}
+PYTHON_VERSION=3.12
+if [ -z "${PYTHON_PREFIX:-}" ]; then
+    PYTHON_PREFIX=$(ls -d "${PYENV_ROOT:-/root/.pyenv}/versions/$PYTHON_VERSION".* 2>/dev/null | sort -V | tail -1 || true)
+fi
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+
+die() { echo "make-builder-image: $*" >&2; exit 1; }
+log() { echo "make-builder-image: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --binary) BIN=$2; shift 2 ;;
+        --push) PUSH=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+done
+
+[ -x "$BIN" ] || die "no fnbuild binary at $BIN (cargo build --release, or give --binary)"
+[ -x "$NODE_BIN" ] || die "no node at $NODE_BIN"
+NPM_DIR=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
+[ -f "$NPM_DIR/bin/npm-cli.js" ] || die "cannot find npm's tree (got $NPM_DIR)"
+PY_SITE=$PYTHON_PREFIX/lib/python$PYTHON_VERSION/site-packages
+[ -d "$PY_SITE/pip" ] || die "no pip for CPython $PYTHON_VERSION in $PY_SITE (set PYTHON_PREFIX)"
+[ -f "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE"
+command -v docker >/dev/null && docker info >/dev/null 2>&1 || die "no Docker daemon answers (run tests/support/setup.sh)"
+
+# The test bases (cached; quick when made already).
+"$HERE/make-base-images.sh" "$BASES" >&2
+
+mkdir -p "$OUT"
+key() {
+    {
+        sha256sum "${BASH_SOURCE[0]}" "$REPO/Dockerfile.builder" | cut -d' ' -f1
+        sha256sum "$BIN" | cut -d' ' -f1
+        cat "$BASES/.stamp"
+        stat -Lc '%n %s %Y' "$NODE_BIN" "$NPM_DIR/package.json" "$PY_SITE/pip/__init__.py" "$CA_BUNDLE"
+    } | sha256sum | cut -c1-16
+}
+KEY=$(key)
+IMAGE=fnbuild-local/builder:$KEY
+BASE_IMAGE=fnbuild-local/builder-base:$KEY
+
+exec 9>"$OUT/.lock"
+flock 9
+
+if docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    log "$IMAGE is up to date"
+else
+    SECONDS=0
+    WORK=$(mktemp -d "$OUT/work.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+    ROOT=$WORK/rootfs
+    mkdir -p "$ROOT"
+
+    # The python base's one layer: CPython 3.12 at /usr/local, glibc, dash, passwd, /tmp.
+    layout=$BASES/python
+    manifest=$(jq -r '.manifests[0].digest | sub("^sha256:"; "")' "$layout/index.json")
+    layers=$(jq -r '.layers[].digest | sub("^sha256:"; "")' "$layout/blobs/sha256/$manifest")
+    # (umoci's layers end without tar's end-of-archive blocks, which GNU tar reports as an error.)
+    for l in $layers; do tar -xzf "$layout/blobs/sha256/$l" -C "$ROOT" 2>/dev/null || true; done
+    [ -x "$ROOT/usr/local/bin/python$PYTHON_VERSION" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/libc.so.6" ] ||
+        die "cannot unpack the python base in $layout"
+    # make-base-images.sh also leaves copies of the lib-dynload modules under its own work path.
+    bases_real=$(readlink -f "$BASES")
+    if [ -d "$ROOT$bases_real" ]; then
+        rm -rf "$ROOT$bases_real"
+        rmdir -p "$(dirname "$ROOT$bases_real")" 2>/dev/null || true
+    fi
+
+    add_file() { # ROOT FILE: copied under its directory's real path
+        local f=$2 dir
+        dir=$(readlink -f "$(dirname "$f")")
+        [ -e "$1$dir/$(basename "$f")" ] && return 0
+        mkdir -p "$1$dir"
+        cp -L --preserve=mode "$f" "$1$dir/$(basename "$f")"
+    }
+    add_elf() { # ROOT ELF...: the files and every shared library ldd lists
+        local root=$1 f lib; shift
+        for f in "$@"; do
+            add_file "$root" "$f"
+            while read -r lib; do
+                [ -n "$lib" ] && add_file "$root" "$lib"
+            done < <(ldd "$f" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
+        done
+    }
+
+    # node and npm (npm's JavaScript tree, started through node by a small sh wrapper).
+    add_elf "$ROOT" "$NODE_BIN"
+    mv "$ROOT$(readlink -f "$(dirname "$NODE_BIN")")/$(basename "$NODE_BIN")" "$ROOT/usr/local/bin/node"
+    ln -sf ../local/bin/node "$ROOT/usr/bin/node"
+    mkdir -p "$ROOT/usr/local/lib/node_modules"
+    cp -a "$NPM_DIR" "$ROOT/usr/local/lib/node_modules/npm"
+    for tool in npm npx; do
+        printf '#!/bin/sh\nexec /usr/local/bin/node /usr/local/lib/node_modules/npm/bin/%s-cli.js "$@"\n' "$tool" \
+            >"$ROOT/usr/local/bin/$tool"
+        chmod 755 "$ROOT/usr/local/bin/$tool"
+    done
+
+    # pip for CPython 3.12 (the base has an empty site-packages), run as `python3.12 -m pip`.
+    sp=$ROOT/usr/local/lib/python$PYTHON_VERSION/site-packages
+    mkdir -p "$sp"
+    (cd "$PY_SITE" && tar --exclude=__pycache__ -cf - pip pip-*.dist-info) | tar -xf - -C "$sp"
+    for tool in pip$PYTHON_VERSION pip3 pip; do
+        printf '#!/bin/sh\nexec /usr/local/bin/python%s -m pip "$@"\n' "$PYTHON_VERSION" >"$ROOT/usr/local/bin/$tool"
+        chmod 755 "$ROOT/usr/local/bin/$tool"
+    done
+
+    # fnbuild's own shared libraries (glibc's, mostly there already), and the CA bundle.
+    while read -r lib; do
+        [ -n "$lib" ] && add_file "$ROOT" "$lib"
+    done < <(ldd "$BIN" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
+    mkdir -p "$ROOT/etc/ssl/certs"
+    cp -L "$CA_BUNDLE" "$ROOT/etc/ssl/certs/ca-certificates.crt"
+    chmod 644 "$ROOT/etc/ssl/certs/ca-certificates.crt"
+    ldconfig -r "$ROOT" 2>/dev/null || true
+
+    log "importing the base $BASE_IMAGE ($(du -sh "$ROOT" | cut -f1))"
+    tar -C "$ROOT" --numeric-owner -cf - . |
+        docker import -c 'ENV PATH=/usr/local/bin:/usr/bin:/bin' -c 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+
+    mkdir -p "$WORK/context"
+    cp "$BIN" "$WORK/context/fnbuild"
+    strip "$WORK/context/fnbuild" 2>/dev/null || true
+    log "docker build --build-arg BASE=$BASE_IMAGE -f Dockerfile.builder → $IMAGE"
+    DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE=$BASE_IMAGE" -f "$REPO/Dockerfile.builder" \
+        -t "$IMAGE" "$WORK/context" >&2 || die "docker build failed"
+    # Keep only this key's images.
+    docker images --format '{{.Repository}}:{{.Tag}}' |
+        grep -E '^fnbuild-local/builder(-base)?:' | grep -v ":$KEY\$" | xargs -r docker rmi >/dev/null 2>&1 || true
+    log "made $IMAGE in ${SECONDS}s ($(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{ printf "%d MB", $1 / 1e6 }'))"
+fi
+
+if [ -z "$PUSH" ]; then
+    echo "$IMAGE"
+    exit 0
+fi
+case "${PUSH##*/}" in *:*) REF=$PUSH ;; *) REF=$PUSH:$KEY ;; esac
+# skopeo, not docker push: no `docker login` (no credentials written to ~/.docker).
+command -v skopeo >/dev/null || die "skopeo is missing (run tests/support/setup.sh)"
+args=(copy --quiet)
+case "$REF" in 127.*|localhost[:/]*) args+=(--dest-tls-verify=false) ;; esac
+[ -n "${FNBUILD_PUSH_CREDS:-}" ] && args+=(--dest-creds "$FNBUILD_PUSH_CREDS")
+skopeo "${args[@]}" "docker-daemon:$IMAGE" "docker://$REF" >&2 || die "pushing $IMAGE to $REF failed"
+echo "$REF"
