@@ -107,32 +107,30 @@ impl Cluster {
     }
 
     fn kubectl_cmd(&self) -> Command {
-        let mut cmd = Command::new(self.dir.join("bin/kubectl"));
-        cmd.env("KUBECONFIG", self.kubeconfig());
-        cmd
+        common::kubectl_cmd(&self.dir)
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = self.kubectl_cmd();
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = cmd.spawn().expect("run kubectl");
-        if let Some(input) = stdin {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        child.wait_with_output().unwrap()
+        common::kubectl(&self.dir, args, stdin)
     }
 
     fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl(args, stdin);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        common::kubectl_ok(&self.dir, args, stdin)
+    }
+
+    /// Scales the controller Deployment from `fnbuild manifests`.
+    fn scale_controller_deployment(&self, replicas: u32) {
+        let replicas = format!("--replicas={replicas}");
+        self.kubectl_ok(
+            &[
+                "scale",
+                "-n",
+                "serverless-system",
+                "deployment/fnbuild-controller",
+                &replicas,
+            ],
+            None,
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn get(&self, args: &[&str]) -> Value {
@@ -606,16 +604,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         applied.trim_end()
     ));
     // The in-cluster controller waits (second part); the process controller goes first.
-    c.kubectl_ok(
-        &[
-            "scale",
-            "-n",
-            "serverless-system",
-            "deployment/fnbuild-controller",
-            "--replicas=0",
-        ],
-        None,
-    );
+    c.scale_controller_deployment(0);
     c.apply(&registry_secret("serverless-system"));
 
     let ns = format!("e2e-{}", std::process::id());
@@ -927,16 +916,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("spec.env"), "{err}");
-    c.kubectl_ok(
-        &[
-            "scale",
-            "-n",
-            "serverless-system",
-            "deployment/fnbuild-controller",
-            "--replicas=0",
-        ],
-        None,
-    );
+    c.scale_controller_deployment(0);
 
     // Figures.
     sampler_results(&sampler);

@@ -119,11 +119,6 @@ impl Context {
             .cloned()
     }
 
-    /// The Job is in the cache (or gone): it no longer needs counting as a recent build.
-    async fn forget_recent_build(&self, ns: &str, job: &str) {
-        self.recent_builds.lock().await.remove(&format!("{ns}/{job}"));
-    }
-
     fn wrote(&self) {
         Metrics::inc(&self.metrics.api_writes);
     }
@@ -485,9 +480,6 @@ async fn build(
         .into_iter()
         .filter(|j| j.namespace().as_deref() == Some(ns.as_str()) && j.labels().get(LABEL_UUID) == Some(&uid))
         .collect();
-    for j in &jobs {
-        ctx.forget_recent_build(&ns, &j.name_any()).await;
-    }
     // Jobs for other tags are old: the inputs changed since.
     for old in jobs
         .iter()

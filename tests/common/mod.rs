@@ -749,3 +749,35 @@ pub fn tls_pair(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(st.success(), "openssl req failed");
     (cert, key)
 }
+
+/// kubectl 1.20 of a test cluster (tests/cluster/up writes `bin/kubectl` and `kubeconfig` into
+/// its state directory).
+pub fn kubectl_cmd(cluster_dir: &Path) -> Command {
+    let mut cmd = Command::new(cluster_dir.join("bin/kubectl"));
+    cmd.env("KUBECONFIG", cluster_dir.join("kubeconfig"));
+    cmd
+}
+
+/// Runs kubectl with `stdin` piped in when given.
+pub fn kubectl(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = kubectl_cmd(cluster_dir);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().expect("run kubectl");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// [`kubectl`], which must succeed; its stdout.
+pub fn kubectl_ok(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl(cluster_dir, args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -44,7 +44,7 @@ die() { echo "make-base-images: $*" >&2; exit 1; }
 # The cache key: this script's contents and the identity of every host input.
 stamp_key() {
     {
-        sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
+        sha256sum "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh" | cut -d' ' -f1
         stat -Lc '%n %s %Y' "$NODE_BIN" /usr/bin/dash \
             /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6
         # The interpreter, its library and a marker file or two of its stdlib.
@@ -117,27 +117,8 @@ EOF
     ln -s dash "$root/usr/bin/sh"
 }
 
-# Copies one file into the rootfs under its directory's real path and its own name
-# (so /lib/x86_64-linux-gnu/libc.so.6 lands at usr/lib/x86_64-linux-gnu/libc.so.6).
-add_file() {
-    local root=$1 f=$2 dir
-    dir=$(readlink -f "$(dirname "$f")")
-    [ -e "$root$dir/$(basename "$f")" ] && return 0
-    mkdir -p "$root$dir"
-    cp -L --preserve=mode "$f" "$root$dir/$(basename "$f")"
-}
-
-# Copies ELF files and every shared library ldd lists for them (and the dynamic loader).
-add_elf() {
-    local root=$1; shift
-    local f lib
-    for f in "$@"; do
-        add_file "$root" "$f"
-        while read -r lib; do
-            [ -n "$lib" ] && add_file "$root" "$lib"
-        done < <(ldd "$f" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
-    done
-}
+# add_file, add_elf
+. "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh"
 
 # --- image helpers -----------------------------------------------------------------------------
 

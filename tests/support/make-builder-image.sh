@@ -58,13 +58,16 @@ PY_SITE=$PYTHON_PREFIX/lib/python$PYTHON_VERSION/site-packages
 [ -f "$CA_BUNDLE" ] || die "no CA bundle at $CA_BUNDLE"
 command -v docker >/dev/null && docker info >/dev/null 2>&1 || die "no Docker daemon answers (run tests/support/setup.sh)"
 
+# add_file, add_elf
+. "$HERE/rootfs.sh"
+
 # The test bases (cached; quick when made already).
 "$HERE/make-base-images.sh" "$BASES" >&2
 
 mkdir -p "$OUT"
 key() {
     {
-        sha256sum "${BASH_SOURCE[0]}" "$REPO/Dockerfile.builder" | cut -d' ' -f1
+        sha256sum "${BASH_SOURCE[0]}" "$HERE/rootfs.sh" "$REPO/Dockerfile.builder" | cut -d' ' -f1
         sha256sum "$BIN" | cut -d' ' -f1
         cat "$BASES/.stamp"
         stat -Lc '%n %s %Y' "$NODE_BIN" "$NPM_DIR/package.json" "$PY_SITE/pip/__init__.py" "$CA_BUNDLE"
@@ -94,30 +97,6 @@ else
     for l in $layers; do tar -xzf "$layout/blobs/sha256/$l" -C "$ROOT" 2>/dev/null || true; done
     [ -x "$ROOT/usr/local/bin/python$PYTHON_VERSION" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/libc.so.6" ] ||
         die "cannot unpack the python base in $layout"
-    # make-base-images.sh also leaves copies of the lib-dynload modules under its own work path.
-    bases_real=$(readlink -f "$BASES")
-    if [ -d "$ROOT$bases_real" ]; then
-        rm -rf "$ROOT$bases_real"
-        rmdir -p "$(dirname "$ROOT$bases_real")" 2>/dev/null || true
-    fi
-
-    add_file() { # ROOT FILE: copied under its directory's real path
-        local f=$2 dir
-        dir=$(readlink -f "$(dirname "$f")")
-        [ -e "$1$dir/$(basename "$f")" ] && return 0
-        mkdir -p "$1$dir"
-        cp -L --preserve=mode "$f" "$1$dir/$(basename "$f")"
-    }
-    add_elf() { # ROOT ELF...: the files and every shared library ldd lists
-        local root=$1 f lib; shift
-        for f in "$@"; do
-            add_file "$root" "$f"
-            while read -r lib; do
-                [ -n "$lib" ] && add_file "$root" "$lib"
-            done < <(ldd "$f" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
-        done
-    }
-
     # node and npm (npm's JavaScript tree, started through node by a small sh wrapper).
     add_elf "$ROOT" "$NODE_BIN"
     mv "$ROOT$(readlink -f "$(dirname "$NODE_BIN")")/$(basename "$NODE_BIN")" "$ROOT/usr/local/bin/node"
