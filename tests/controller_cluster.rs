@@ -948,47 +948,12 @@ async fn image_already_in_registry(client: &Client) {
     .await;
 }
 
-/// Every desired object, with every optional part switched on, passes kubectl's validation
-/// against the 1.20 API server's OpenAPI schema and the API server's own (dry run).
+/// Every desired object (common::desired_objects: every optional part switched on) passes
+/// kubectl's validation against the 1.20 API server's OpenAPI schema and the API server's own
+/// (dry run).
 fn desired_objects_pass_server_validation(cluster: &Cluster) {
-    use fnbuild::controller::defaults::apply_defaults;
-    let mut f: Function = serde_json::from_value(hello("default", "dry")).unwrap();
-    f.spec.secret_mounts = Some(vec![fnbuild::controller::types::SecretMount {
-        secret_name: "creds".into(),
-        mount_path: "/etc/creds".into(),
-    }]);
-    f.spec.labels = Some([("team".to_string(), "a".to_string())].into());
-    f.spec.annotations = Some([("example.com/a".to_string(), "b".to_string())].into());
-    f.metadata.uid = Some("6b3f0e39-1111-2222-3333-444455556666".into());
-    apply_defaults(&mut f.spec, &Default::default());
-    let s = Settings {
-        insecure_registry: true,
-        base_images: [("nodejs20".to_string(), "reg:5000/node:20".to_string())].into(),
-        ..Default::default()
-    };
-    let tag = desired::image_tag(&f, "reg:5000/node:20");
-    let b = desired::BuildInputs {
-        tag: tag.clone(),
-        attempt: 1,
-        base: Some("reg:5000/node:20".into()),
-        npmrc: true,
-        pip_conf: false,
-    };
-    let mut objects = vec![
-        serde_json::to_value(desired::config_map(&f)).unwrap(),
-        serde_json::to_value(desired::build_job(&f, &s, &b)).unwrap(),
-        serde_json::to_value(desired::deployment(
-            &f,
-            &s,
-            &format!("localhost:5000/default-dry@sha256:{}", "cd".repeat(32)),
-        ))
-        .unwrap(),
-        serde_json::to_value(desired::service(&f)).unwrap(),
-        serde_json::to_value(desired::hpa(&f, &s).unwrap()).unwrap(),
-    ];
     // Owner references need the owner to exist only at garbage-collection time; a dry run is fine.
-    for o in &mut objects {
-        let kind = o["kind"].as_str().unwrap().to_string();
+    for (kind, o) in common::desired_objects() {
         let out = cluster.kubectl(
             &["apply", "--dry-run=server", "--validate=true", "-f", "-"],
             Some(&o.to_string()),
@@ -997,7 +962,7 @@ fn desired_objects_pass_server_validation(cluster: &Cluster) {
             out.status.success(),
             "{kind} fails validation:\n{}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            serde_json::to_string_pretty(o).unwrap()
+            serde_json::to_string_pretty(&o).unwrap()
         );
         eprintln!("server-side dry run: {}", String::from_utf8_lossy(&out.stdout).trim());
     }

@@ -280,16 +280,46 @@ fn ready_pods(c: &Cluster, ns: &str, name: &str) -> Vec<(String, String)> {
 }
 
 /// Waits until a ready Pod of the function answers `GET /` with 200 and `want`; the time it took.
+/// Logs each change of what it sees (the Function's conditions and image, the ready Pods, the
+/// answers) with the time since `since`, so that a slow wait shows which step took the time.
 fn wait_answer(c: &Cluster, ns: &str, name: &str, want: &str, since: Instant) -> Duration {
     let mut last = String::new();
+    let mut seen = String::new();
     loop {
-        for (pod, _) in ready_pods(c, ns, name) {
-            if let Some((status, body)) = http_get_pod(c, ns, &pod) {
-                if status == 200 && body == want {
+        let f = function(c, ns, name);
+        let pods = ready_pods(c, ns, name);
+        let mut answers = Vec::new();
+        for (pod, _) in &pods {
+            match http_get_pod(c, ns, pod) {
+                Some((status, body)) if status == 200 && body == want => {
+                    log(format!(
+                        "  {ns}/{name} +{}: {pod} answers {want:?}",
+                        secs(since.elapsed())
+                    ));
                     return since.elapsed();
                 }
-                last = format!("{pod}: {status} {body:?}");
+                Some((status, body)) => {
+                    last = format!("{pod}: {status} {body:?}");
+                    answers.push(last.clone());
+                }
+                None => answers.push(format!("{pod}: no answer")),
             }
+        }
+        let state = format!(
+            "conditions {:?}, image {}, ready pods {:?}, answers {answers:?}",
+            conditions(&f)
+                .into_iter()
+                .map(|(t, (s, r, _))| format!("{t}={s}/{r}"))
+                .collect::<Vec<_>>(),
+            f["status"]["runtimeImage"]
+                .as_str()
+                .and_then(|i| i.rsplit('@').next())
+                .map_or("-", |d| &d[..d.len().min(19)]),
+            pods.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        );
+        if state != seen {
+            log(format!("  {ns}/{name} +{}: {state}", secs(since.elapsed())));
+            seen = state;
         }
         if since.elapsed() > BUILD_TIMEOUT {
             let f = c.get(&["function", "-n", ns, name]);

@@ -307,8 +307,25 @@ pub async fn probe(ecosystem: Ecosystem, runtime: &Runtime) -> Result<Installer,
             }
             names.extend(["pip3".to_string(), "pip".to_string()]);
             let mut last_error = None;
+            let pyenv = Pyenv::from_env();
             for name in &names {
-                let Some(program) = which(name) else { continue };
+                let Some(found) = which(name) else { continue };
+                // A pyenv shim is a shell script that picks the real pip on every call: run that
+                // pip directly (the probe and the install then agree), or skip the name as the
+                // shim would fail.
+                let program = match pyenv.as_ref().map(|p| p.resolve_shim(&found, name)) {
+                    Some(Some(Some(real))) => real,
+                    Some(Some(None)) => continue,
+                    _ => found,
+                };
+                if let Some((pip_version, python)) = pip_version_from_files(&program) {
+                    return Ok(Installer {
+                        ecosystem,
+                        program,
+                        identity: format!("pip {pip_version} python {python}"),
+                        python: Some(python),
+                    });
+                }
                 match version_of(&program, &["--version"]).await {
                     Ok(out) => {
                         let (pip_version, python) =
@@ -356,6 +373,101 @@ fn npm_package_version(npm: &Path) -> Option<String> {
     doc["version"].as_str().map(str::to_string)
 }
 
+/// pyenv's view of this process: where its shims are and which versions it selects.
+struct Pyenv {
+    root: PathBuf,
+    /// The selected versions, in order (`system` included), as `pyenv version-name` lists them.
+    versions: Vec<String>,
+}
+
+impl Pyenv {
+    /// pyenv's root, when a pyenv is there, and its selection: `PYENV_VERSION`, else the
+    /// nearest `.python-version` above the scratch directory (where installs run), else the
+    /// global `version` file, else `system`.
+    fn from_env() -> Option<Pyenv> {
+        let root = std::env::var_os("PYENV_ROOT")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")))?;
+        if !root.join("shims").is_dir() {
+            return None;
+        }
+        let split = |s: &str| -> Vec<String> {
+            s.split(|c: char| c == ':' || c.is_whitespace())
+                .filter(|v| !v.is_empty() && !v.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        let from_file = |p: &Path| {
+            std::fs::read_to_string(p)
+                .ok()
+                .map(|s| split(&s))
+                .filter(|v| !v.is_empty())
+        };
+        let versions = std::env::var("PYENV_VERSION")
+            .ok()
+            .map(|v| split(&v))
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                std::env::temp_dir()
+                    .ancestors()
+                    .find_map(|d| from_file(&d.join(".python-version")))
+            })
+            .or_else(|| from_file(&root.join("version")))
+            .unwrap_or_else(|| vec!["system".into()]);
+        Some(Pyenv { root, versions })
+    }
+
+    /// For `program` (found on PATH as `name`): `None` when it is not one of pyenv's shims;
+    /// else the program the shim would run, or `Some(None)` when no selected version has it.
+    fn resolve_shim(&self, program: &Path, name: &str) -> Option<Option<PathBuf>> {
+        let shims = self.root.join("shims");
+        if program.parent() != Some(shims.as_path()) {
+            return None;
+        }
+        Some(self.versions.iter().find_map(|v| {
+            if v == "system" {
+                let path = std::env::var_os("PATH")?;
+                let dirs: Vec<PathBuf> = std::env::split_paths(&path).filter(|d| *d != shims).collect();
+                return which_in(name, &dirs);
+            }
+            let p = self.root.join("versions").join(v).join("bin").join(name);
+            is_executable(&p).then_some(p)
+        }))
+    }
+}
+
+/// pip's version and its Python's (`23.2.1`, `3.11`) read from the files, without running pip
+/// (which imports most of itself to print its version: a third of a second and more, on every
+/// build with an empty cache, as in a build Job). Only for the layout pip itself installs: a
+/// script `#!PREFIX/bin/pythonX.Y` (or a link to it) that runs `pip._internal`, and pip in
+/// `PREFIX/lib/pythonX.Y/site-packages`; anything else is asked.
+fn pip_version_from_files(pip: &Path) -> Option<(String, String)> {
+    let script = std::fs::read(pip).ok().filter(|b| b.len() < 64 * 1024)?;
+    let script = String::from_utf8(script).ok()?;
+    let interpreter = PathBuf::from(script.strip_prefix("#!")?.lines().next()?.trim());
+    if !interpreter.is_absolute() || !script.contains("from pip._internal") {
+        return None;
+    }
+    let real = std::fs::canonicalize(&interpreter).ok()?;
+    let python = real.file_name()?.to_str()?.strip_prefix("python")?.to_string();
+    let (major, minor) = python.split_once('.')?;
+    if major.parse::<u32>().is_err() || minor.parse::<u32>().is_err() {
+        return None;
+    }
+    // A virtualenv's interpreter links to the base one; its own packages are beside the link.
+    let prefix = interpreter.parent()?.parent()?;
+    let init = prefix.join(format!("lib/python{python}/site-packages/pip/__init__.py"));
+    let version = std::fs::read_to_string(init).ok()?.lines().find_map(|l| {
+        let v = l.strip_prefix("__version__")?.trim_start().strip_prefix('=')?.trim();
+        Some(v.trim_matches(|c| c == '"' || c == '\'').to_string())
+    })?;
+    (!version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '+'))
+    .then_some((version, python))
+}
+
 fn parse_pip_version(out: &str) -> Option<(String, String)> {
     let line = first_line(out);
     let version = line.strip_prefix("pip ")?.split_whitespace().next()?.to_string();
@@ -365,11 +477,17 @@ fn parse_pip_version(out: &str) -> Option<(String, String)> {
 
 /// The first executable called `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    which_in(name, &std::env::split_paths(&path).collect::<Vec<_>>())
+}
+
+fn which_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
+    dirs.iter().map(|dir| dir.join(name)).find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 async fn version_of(program: &Path, args: &[&str]) -> Result<String, String> {
@@ -743,6 +861,108 @@ mod tests {
             a,
             fingerprint(Ecosystem::Npm, &names(&["npm", "node", "fnbuild-no-such-program"]))
         );
+    }
+
+    fn write_exe(path: &Path, content: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    const PIP_SCRIPT: &str =
+        "# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom pip._internal.cli.main import main\n";
+
+    #[test]
+    fn pip_version_is_read_from_pips_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base");
+        write_exe(&base.join("bin/python3.12"), "");
+        let init = "__version__ = \"24.0\"\n\ndef main(): pass\n";
+        std::fs::create_dir_all(base.join("lib/python3.12/site-packages/pip")).unwrap();
+        std::fs::write(base.join("lib/python3.12/site-packages/pip/__init__.py"), init).unwrap();
+        let pip = base.join("bin/pip3");
+        write_exe(
+            &pip,
+            &format!("#!{}\n{PIP_SCRIPT}", base.join("bin/python3.12").display()),
+        );
+        assert_eq!(pip_version_from_files(&pip), Some(("24.0".into(), "3.12".into())));
+
+        // A virtualenv: its python links to the base one, its pip is its own.
+        let venv = dir.path().join("venv");
+        std::fs::create_dir_all(venv.join("bin")).unwrap();
+        std::os::unix::fs::symlink(base.join("bin/python3.12"), venv.join("bin/python")).unwrap();
+        std::fs::create_dir_all(venv.join("lib/python3.12/site-packages/pip")).unwrap();
+        std::fs::write(
+            venv.join("lib/python3.12/site-packages/pip/__init__.py"),
+            "__version__ = '23.3.1'\n",
+        )
+        .unwrap();
+        let vpip = venv.join("bin/pip");
+        write_exe(&vpip, &format!("#!{}\n{PIP_SCRIPT}", venv.join("bin/python").display()));
+        assert_eq!(pip_version_from_files(&vpip), Some(("23.3.1".into(), "3.12".into())));
+
+        // Anything else is asked: a wrapper script, `#!/usr/bin/env`, pip elsewhere.
+        let other = dir.path().join("other");
+        write_exe(&other, "#!/bin/sh\nexec python3 -m pip \"$@\"\n");
+        assert_eq!(pip_version_from_files(&other), None);
+        write_exe(&other, &format!("#!/usr/bin/env python3\n{PIP_SCRIPT}"));
+        assert_eq!(pip_version_from_files(&other), None);
+        std::fs::remove_dir_all(venv.join("lib")).unwrap();
+        assert_eq!(pip_version_from_files(&vpip), None);
+    }
+
+    #[test]
+    fn pyenv_shims_resolve_to_the_selected_versions_pip() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        write_exe(
+            &root.join("shims/pip3"),
+            "#!/usr/bin/env bash\nexec pyenv exec \"$0\" \"$@\"\n",
+        );
+        write_exe(&root.join("versions/3.12.9/bin/pip3"), "");
+        let pyenv = |versions: &[&str]| Pyenv {
+            root: root.clone(),
+            versions: versions.iter().map(|v| v.to_string()).collect(),
+        };
+        let shim = root.join("shims/pip3");
+        assert_eq!(
+            pyenv(&["3.11.0", "3.12.9"]).resolve_shim(&shim, "pip3"),
+            Some(Some(root.join("versions/3.12.9/bin/pip3")))
+        );
+        assert_eq!(pyenv(&["3.11.0"]).resolve_shim(&shim, "pip3"), Some(None));
+        assert_eq!(
+            pyenv(&["3.12.9"]).resolve_shim(&root.join("versions/3.12.9/bin/pip3"), "pip3"),
+            None
+        );
+    }
+
+    /// On this machine's real pips, what the files say is what `pip --version` says.
+    #[test]
+    fn pip_version_from_files_agrees_with_pip_version() {
+        let mut pips: Vec<PathBuf> = ["pip3", "pip"].iter().filter_map(|n| which(n)).collect();
+        if let Some(p) = Pyenv::from_env() {
+            pips.extend(
+                ["pip3", "pip"]
+                    .iter()
+                    .filter_map(|n| which(n).and_then(|f| p.resolve_shim(&f, n)).flatten()),
+            );
+            for v in std::fs::read_dir(p.root.join("versions"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                pips.push(v.path().join("bin/pip3"));
+            }
+        }
+        for pip in pips {
+            let Some(from_files) = pip_version_from_files(&pip) else {
+                continue;
+            };
+            let out = std::process::Command::new(&pip).arg("--version").output().unwrap();
+            let said = parse_pip_version(&String::from_utf8_lossy(&out.stdout));
+            assert_eq!(Some(from_files), said, "{}", pip.display());
+        }
     }
 
     #[test]
