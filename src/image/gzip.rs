@@ -228,8 +228,8 @@ mod tests {
             .collect()
     }
 
-    fn gzip(data: &[u8], threads: usize, chunk: usize) -> Vec<u8> {
-        let mut gz = ParallelGzip::new(Vec::new(), 6, threads).unwrap();
+    fn gzip(data: &[u8], level: u32, threads: usize, chunk: usize) -> Vec<u8> {
+        let mut gz = ParallelGzip::new(Vec::new(), level, threads).unwrap();
         for piece in data.chunks(chunk) {
             gz.write_all(piece).unwrap();
         }
@@ -238,14 +238,17 @@ mod tests {
 
     #[test]
     fn output_does_not_depend_on_threads_or_write_sizes_and_round_trips() {
-        for len in [0, 1, BLOCK_SIZE, BLOCK_SIZE + 1, 5 * BLOCK_SIZE + 12_345] {
-            let data = sample(len);
-            let one = gzip(&data, 1, 8192);
-            assert_eq!(one, gzip(&data, 2, 4096), "len {len}");
-            assert_eq!(one, gzip(&data, 4, 100_000), "len {len}");
-            let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
-            assert_eq!(back, data, "len {len}");
+        // Level 6 for function layers, 1 for dependency layers.
+        for level in [6, 1] {
+            for len in [0, 1, BLOCK_SIZE, BLOCK_SIZE + 1, 5 * BLOCK_SIZE + 12_345] {
+                let data = sample(len);
+                let one = gzip(&data, level, 1, 8192);
+                assert_eq!(one, gzip(&data, level, 2, 4096), "level {level}, len {len}");
+                assert_eq!(one, gzip(&data, level, 4, 100_000), "level {level}, len {len}");
+                let mut back = Vec::new();
+                flate2::read::GzDecoder::new(&one[..]).read_to_end(&mut back).unwrap();
+                assert_eq!(back, data, "level {level}, len {len}");
+            }
         }
     }
 }

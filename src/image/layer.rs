@@ -65,13 +65,23 @@ pub enum LayerError {
 
 /// Writes `entries` as a gzip-compressed tar to `spool` and returns its digests.
 /// `mtime` is stamped on every entry (seconds since the epoch).
-pub fn write_layer(mut entries: Vec<LayerEntry>, mtime: u64, spool: &Path) -> Result<WrittenLayer, LayerError> {
+pub fn write_layer(entries: Vec<LayerEntry>, mtime: u64, spool: &Path) -> Result<WrittenLayer, LayerError> {
+    write_layer_at(entries, mtime, spool, COMPRESSION_LEVEL)
+}
+
+/// [`write_layer`] at gzip `level` (1-9).
+pub fn write_layer_at(
+    mut entries: Vec<LayerEntry>,
+    mtime: u64,
+    spool: &Path,
+    level: u32,
+) -> Result<WrittenLayer, LayerError> {
     // Byte order of the paths puts every directory before what it contains.
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
         return Err(LayerError::Duplicate(w[0].path.clone()));
     }
-    let mut tar = tar::Builder::new(LayerWriter::create(spool)?);
+    let mut tar = tar::Builder::new(LayerWriter::create_at(spool, level)?);
     for entry in &entries {
         append_entry(&mut tar, entry, mtime)?;
     }
@@ -101,6 +111,10 @@ pub struct LayerWriter {
 
 impl LayerWriter {
     pub fn create(spool: &Path) -> Result<LayerWriter, LayerError> {
+        LayerWriter::create_at(spool, COMPRESSION_LEVEL)
+    }
+
+    pub fn create_at(spool: &Path, level: u32) -> Result<LayerWriter, LayerError> {
         let write_err = |source: io::Error| LayerError::Write {
             path: spool.to_path_buf(),
             source,
@@ -108,7 +122,7 @@ impl LayerWriter {
         let file = File::create(spool).map_err(write_err)?;
         let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let gzip = ParallelGzip::new(blob, COMPRESSION_LEVEL, threads).map_err(write_err)?;
+        let gzip = ParallelGzip::new(blob, level, threads).map_err(write_err)?;
         Ok(LayerWriter {
             spool: spool.to_path_buf(),
             inner: HashingWriter::new(gzip),

@@ -26,7 +26,7 @@ pub use plan::{plan, Ecosystem, Plan};
 
 use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
-use crate::image::layer::{write_layer, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::image::layer::{write_layer_at, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
 use crate::image::{rfc3339, BlobLocation};
 use crate::reference::Reference;
 use crate::registry::{BlobSource, Client};
@@ -35,9 +35,15 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Part of every key: bump it whenever the installer's flags or the layer's layout change, so
-/// that layers made the old way are not reused.
-pub const LAYER_FORMAT: u32 = 1;
+/// Part of every key: bump it whenever the installer's flags or the layer's layout or
+/// compression change, so that layers made the old way are not reused.
+pub const LAYER_FORMAT: u32 = 2;
+
+/// gzip's fastest level for the dependency layer (go-containerregistry's, and so ko's and
+/// crane's, default): a cold build waits for it right after the installer, and on 55 MB of
+/// numpy it compresses 3.4 times faster than level 6 for a blob 16% larger. The layer is made
+/// once per dependency set and then comes from a cache.
+pub const COMPRESSION_LEVEL: u32 = 1;
 
 /// How dependencies are installed and cached.
 #[derive(Debug, Clone, Default)]
@@ -283,7 +289,7 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
         .and_then(|c| c.spool().ok())
         .unwrap_or_else(|| staging.join("layer.tar.gz"));
     let epoch = ctx.epoch;
-    let written = tokio::task::spawn_blocking(move || write_layer(entries, epoch, &spool))
+    let written = tokio::task::spawn_blocking(move || write_layer_at(entries, epoch, &spool, COMPRESSION_LEVEL))
         .await
         .map_err(|e| DependencyError::Task(e.to_string()))??;
     let layer_ms = t.elapsed().as_millis() as u64;
