@@ -953,7 +953,8 @@ async fn image_already_in_registry(client: &Client) {
 /// (dry run).
 fn desired_objects_pass_server_validation(cluster: &Cluster) {
     // Owner references need the owner to exist only at garbage-collection time; a dry run is fine.
-    for (kind, o) in common::desired_objects() {
+    for o in common::desired_objects() {
+        let kind = format!("{} {}", o["kind"], o["metadata"]["name"]);
         let out = cluster.kubectl(
             &["apply", "--dry-run=server", "--validate=true", "-f", "-"],
             Some(&o.to_string()),

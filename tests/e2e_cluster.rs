@@ -286,7 +286,6 @@ fn wait_answer(c: &Cluster, ns: &str, name: &str, want: &str, since: Instant) ->
     let mut last = String::new();
     let mut seen = String::new();
     loop {
-        let f = function(c, ns, name);
         let pods = ready_pods(c, ns, name);
         let mut answers = Vec::new();
         for (pod, _) in &pods {
@@ -305,6 +304,8 @@ fn wait_answer(c: &Cluster, ns: &str, name: &str, want: &str, since: Instant) ->
                 None => answers.push(format!("{pod}: no answer")),
             }
         }
+        // Read only when no Pod answered yet, so that the figure does not carry this request.
+        let f = function(c, ns, name);
         let state = format!(
             "conditions {:?}, image {}, ready pods {:?}, answers {answers:?}",
             conditions(&f)

@@ -89,7 +89,7 @@ fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> PathBuf {
 fn controller_objects_match_the_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
     let objects = common::desired_objects();
-    let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|(_, o)| o["kind"].as_str().unwrap()).collect();
+    let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job", "Service"]
@@ -97,12 +97,12 @@ fn controller_objects_match_the_kubernetes_schemas() {
     let files: Vec<PathBuf> = objects
         .iter()
         .enumerate()
-        .map(|(i, (_, o))| write_json(dir.path(), &format!("{i}"), o))
+        .map(|(i, o)| write_json(dir.path(), &format!("{i}"), o))
         .collect();
     assert_all_pass(&files, objects.len());
 
     // The check can fail: a wrong type and an unknown field are both reported.
-    let (_, deployment) = objects.iter().find(|(_, o)| o["kind"] == "Deployment").unwrap();
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let mut wrong_type = deployment.clone();
     wrong_type["spec"]["replicas"] = "two".into();
     let mut unknown_field = deployment.clone();

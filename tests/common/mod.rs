@@ -788,8 +788,8 @@ pub fn kubectl_ok(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> Str
 /// Every kind of object the controller creates for a Function, for schema checks: a Node
 /// Function with every optional part switched on (Secret mounts, Pod labels and annotations,
 /// `.npmrc`, a HorizontalPodAutoscaler) and a Python one with explicit resources, a `pip.conf`
-/// and fixed replicas. Each value is labelled `KIND NAMESPACE/NAME`.
-pub fn desired_objects() -> Vec<(String, serde_json::Value)> {
+/// and fixed replicas.
+pub fn desired_objects() -> Vec<serde_json::Value> {
     use fnbuild::controller::defaults::apply_defaults;
     use fnbuild::controller::desired;
     use fnbuild::controller::settings::Settings;
@@ -852,15 +852,7 @@ pub fn desired_objects() -> Vec<(String, serde_json::Value)> {
             serde_json::to_value(desired::service(&f)).unwrap(),
         ];
         objects.extend(desired::hpa(&f, &s).map(|h| serde_json::to_value(h).unwrap()));
-        for o in objects {
-            let label = format!(
-                "{} {}/{}",
-                o["kind"].as_str().unwrap_or("?"),
-                o["metadata"]["namespace"].as_str().unwrap_or(""),
-                o["metadata"]["name"].as_str().unwrap_or("?")
-            );
-            out.push((label, o));
-        }
+        out.extend(objects);
     }
     out
 }

@@ -48,9 +48,8 @@ class Request extends http.IncomingMessage {
 const SHORT_TYPES = { json: 'application/json', text: 'text/plain', html: 'text/html', bin: 'application/octet-stream' };
 
 class Response extends http.ServerResponse {
-  fnStart = undefined; // performance.now() when a counted request came in
+  fnStart = undefined; // performance.now() when a counted request came in, until it is logged
   fnPath = '';
-  fnLogged = false;
   status(code) { this.statusCode = code; return this; }
   set(field, value) {
     if (typeof field === 'object') for (const k of Object.keys(field)) this.setHeader(k, field[k]);
@@ -70,9 +69,9 @@ class Response extends http.ServerResponse {
   // 'finish' listener per request). Probes carry no fnStart and are neither.
   end(chunk, encoding, callback) {
     const out = super.end(chunk, encoding, callback);
-    if (this.fnStart !== undefined && !this.fnLogged) {
-      this.fnLogged = true;
+    if (this.fnStart !== undefined) {
       const seconds = (performance.now() - this.fnStart) / 1000;
+      this.fnStart = undefined;
       observe(this.statusCode, seconds);
       log(`${timestamp()} ${this.req.method} ${this.fnPath} ${this.statusCode} ${(seconds * 1000).toFixed(1)}ms`);
     }
