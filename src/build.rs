@@ -7,7 +7,7 @@ use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, Writte
 use crate::image::layer_cache::LayerCache;
 use crate::image::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
 use crate::reference::Reference;
-use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushManifest, RegistryOptions};
+use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushForecast, PushManifest, RegistryOptions};
 use crate::sinks::{self, Output};
 use crate::sources::{load_base, ImageLocation};
 use anyhow::{bail, Context, Result};
@@ -140,6 +140,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         let base = load_base(&base_location, work.path(), client.as_ref()).await;
         (base, t.elapsed())
     };
+    let (forecast_tx, forecast_rx) = tokio::sync::oneshot::channel();
     let layers_future = {
         let (runtime, source, work) = (runtime.clone(), source.clone(), work.path().to_path_buf());
         let cache_dir = opts.registry.cache_dir.clone();
@@ -147,10 +148,32 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         async move {
             let cache = cache_dir.map(|d| LayerCache::new(&d));
             let layers = tokio::task::spawn_blocking(move || {
-                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref())
+                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref(), |known, new| {
+                    let _ = forecast_tx.send((known, new));
+                })
             })
             .await;
             (layers, t.elapsed())
+        }
+    };
+    // Pushes learn early what they will carry, so that they can open upload sessions meanwhile.
+    let forecast_future = async {
+        let (Some(client), Ok((known_layers, new_layers))) = (client.as_ref(), forecast_rx.await) else {
+            return;
+        };
+        for target in push_groups(&opts.outputs).iter().map(|g| g[0]) {
+            let same_registry = |r: &Reference| (r.registry == target.registry).then(|| r.repository.clone());
+            let base = match &base_location {
+                ImageLocation::Registry(r) => same_registry(r),
+                _ => None,
+            };
+            let cache = opts.dependencies.cache_repo.as_ref().and_then(same_registry);
+            let forecast = PushForecast {
+                known_layers: known_layers.clone(),
+                new_layers,
+                mount_from: base.into_iter().chain(cache).collect(),
+            };
+            client.prepare_push(target, forecast);
         }
     };
     // The installer's version (part of the dependency cache key) is asked meanwhile too.
@@ -167,7 +190,8 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             None => None,
         }
     };
-    let ((base, base_time), (layers, layers_time), installer) = tokio::join!(base_future, layers_future, probe_future);
+    let ((base, base_time), (layers, layers_time), installer, ()) =
+        tokio::join!(base_future, layers_future, probe_future, forecast_future);
     let base = base?;
     let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
     tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
@@ -263,13 +287,16 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
     })
 }
 
-/// The runtime's server layer and the function's source layer.
+/// The runtime's server layer and the function's source layer. Once it is known which of them
+/// the cache has (the files are read and hashed first), `forecast` is told: the digests of
+/// those it has, and how many must be compressed anew.
 fn write_function_layers(
     runtime: &Runtime,
     source: &FunctionSource,
     epoch: u64,
     work: &Path,
     cache: Option<&LayerCache>,
+    forecast: impl FnOnce(Vec<String>, usize),
 ) -> Result<(WrittenLayer, WrittenLayer)> {
     let spec = &runtime.spec;
     let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
@@ -289,10 +316,18 @@ fn write_function_layers(
         kind: e.kind.clone(),
     }));
 
+    let server = Cached::look_up(server, epoch, cache);
+    let function = Cached::look_up(function, epoch, cache);
+    let known: Vec<String> = [&server, &function]
+        .into_iter()
+        .filter_map(|c| c.hit.as_ref().map(|l| l.digest.clone()))
+        .collect();
+    forecast(known.clone(), 2 - known.len());
+
     // The two layers are independent: write them side by side.
     let (server_layer, function_layer) = std::thread::scope(|s| {
-        let server_job = s.spawn(|| write_cached(server, epoch, &work.join("runtime-layer"), cache));
-        let function_layer = write_cached(function, epoch, &work.join("function-layer"), cache);
+        let server_job = s.spawn(|| server.write(&work.join("runtime-layer"), cache));
+        let function_layer = function.write(&work.join("function-layer"), cache);
         (server_job.join().expect("layer writer thread"), function_layer)
     });
     Ok((
@@ -301,26 +336,38 @@ fn write_function_layers(
     ))
 }
 
-/// A layer from the cache when its inputs were compressed before, else written (and recorded).
-fn write_cached(
+/// A layer's entries with what the layer cache knows of them.
+struct Cached {
     entries: Vec<LayerEntry>,
     epoch: u64,
-    spool: &Path,
-    cache: Option<&LayerCache>,
-) -> Result<WrittenLayer, LayerError> {
-    let Some(cache) = cache else {
-        return write_layer(entries, epoch, spool);
-    };
-    let key = LayerCache::key(&entries, epoch);
-    if let Some(hit) = key.as_deref().and_then(|k| cache.get(k)) {
-        tracing::debug!(digest = %hit.digest, "layer unchanged: taken from the cache");
-        return Ok(hit);
+    key: Option<String>,
+    hit: Option<WrittenLayer>,
+}
+
+impl Cached {
+    fn look_up(entries: Vec<LayerEntry>, epoch: u64, cache: Option<&LayerCache>) -> Cached {
+        let key = cache.and_then(|_| LayerCache::key(&entries, epoch));
+        let hit = key.as_deref().and_then(|k| cache?.get(k));
+        Cached {
+            entries,
+            epoch,
+            key,
+            hit,
+        }
     }
-    let layer = write_layer(entries, epoch, spool)?;
-    if let Some(k) = key {
-        cache.put(&k, &layer);
+
+    /// The layer from the cache when its inputs were compressed before, else written (and recorded).
+    fn write(self, spool: &Path, cache: Option<&LayerCache>) -> Result<WrittenLayer, LayerError> {
+        if let Some(hit) = self.hit {
+            tracing::debug!(digest = %hit.digest, "layer unchanged: taken from the cache");
+            return Ok(hit);
+        }
+        let layer = write_layer(self.entries, self.epoch, spool)?;
+        if let (Some(cache), Some(k)) = (cache, self.key) {
+            cache.put(&k, &layer);
+        }
+        Ok(layer)
     }
-    Ok(layer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -417,7 +464,6 @@ async fn write_outputs(
     } else {
         image.clone()
     };
-    let mut pushes: Vec<Vec<Reference>> = Vec::new();
     for output in &opts.outputs {
         let name = output.to_string();
         match output {
@@ -428,17 +474,7 @@ async fn write_outputs(
             Output::DockerDaemon { name: image_name } => {
                 sinks::load_into_daemon(image_name, &image, epoch, work, &name).await?
             }
-            Output::Registry(r) => {
-                // Tags of one repository go in one push.
-                match pushes
-                    .iter_mut()
-                    .find(|g| g[0].registry == r.registry && g[0].repository == r.repository)
-                {
-                    Some(group) => group.push(r.clone()),
-                    None => pushes.push(vec![r.clone()]),
-                }
-                continue;
-            }
+            Output::Registry(_) => continue,
         }
         tracing::info!(output = %name, "written");
         summaries.push(OutputSummary {
@@ -449,7 +485,8 @@ async fn write_outputs(
             blobs: vec![],
         });
     }
-    for targets in pushes {
+    for targets in push_groups(&opts.outputs) {
+        let targets: Vec<Reference> = targets.into_iter().cloned().collect();
         let client = client.expect("a client exists whenever there is a registry output");
         let blobs = push_blobs(&image, &targets[0], mount_from);
         let manifest = PushManifest {
@@ -489,6 +526,20 @@ async fn write_outputs(
         }
     }
     Ok(summaries)
+}
+
+/// The registry outputs, a group per repository: tags of one repository go in one push.
+fn push_groups(outputs: &[Output]) -> Vec<Vec<&Reference>> {
+    let mut groups: Vec<Vec<&Reference>> = Vec::new();
+    for output in outputs {
+        if let Output::Registry(r) = output {
+            match groups.iter_mut().find(|g| g[0].same_repository(r)) {
+                Some(group) => group.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+    }
+    groups
 }
 
 /// The image's blobs for a push to `target`; a blob that `mount_from` says another repository of

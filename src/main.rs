@@ -204,7 +204,14 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A build is mostly waiting on the registry and the disk, its CPU work runs on blocking
+    // threads: one thread drives it, so there are no worker threads to start and stop. The
+    // controller serves many reconciles and requests at once.
+    let runtime = match &cli.command {
+        Command::Controller(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -224,15 +231,21 @@ fn main() -> ExitCode {
             Command::Manifests(args) => run_manifests(args),
         }
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match result {
+        Ok(()) => 0,
         Err(e) => {
             // One line: what failed, then why, as the chain of contexts.
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("error: {}", dedup_chain(chain).join(": "));
-            ExitCode::from(1)
+            1
         }
-    }
+    };
+    // Everything the command wrote is closed and its scratch directory is gone by now; the
+    // runtime's idle blocking threads need not be woken and joined one by one (milliseconds
+    // that a build taking a few more would notice): exit at once.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = std::io::Write::flush(&mut std::io::stderr());
+    std::process::exit(code)
 }
 
 /// Drops messages already contained in the one before (thiserror sources are often repeated).

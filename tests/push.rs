@@ -273,6 +273,33 @@ fn a_repeat_push_skips_blobs_it_left_there_and_recovers_when_the_registry_lost_t
         changed["digest"]
     );
 
+    // A changed file shows before its layer is compressed: the uploads' sessions were opened
+    // meanwhile, and the registry holds no session left open.
+    // (Distribution keeps a finished session's directory, but not its `startedat`.)
+    let uploads = registry
+        .dir()
+        .join("storage/docker/registry/v2/repositories/team/fast/_uploads");
+    let open_sessions = || {
+        std::fs::read_dir(&uploads).map_or(0, |d| {
+            d.filter(|e| e.as_ref().unwrap().path().join("startedat").exists())
+                .count()
+        })
+    };
+    assert_eq!(open_sessions(), 0);
+
+    // The same image again after the layer cache was lost: both layers are compressed anew, so
+    // three sessions (two layers and the config) are opened ahead; nothing is new, and they are
+    // cancelled alongside the manifest.
+    std::fs::remove_dir_all(cache.path().join("fnbuild/layers")).unwrap();
+    let again = push(src.path(), &base, &[target.clone()], &env);
+    assert_eq!(again["digest"], changed["digest"]);
+    assert!(outcomes(&again).iter().all(|(_, o)| o == "existed"), "{again}");
+    assert_eq!(
+        again["outputs"][0]["http_requests"], 7,
+        "3 × (POST, DELETE) for the sessions opened ahead, PUT manifest: {again}"
+    );
+    assert_eq!(open_sessions(), 0, "unused upload sessions are cancelled");
+
     // The registry forgets the repository (as after garbage collection): the record is stale,
     // the registry refuses the manifest, and the push is done again, checking every blob.
     let repo = registry.dir().join("storage/docker/registry/v2/repositories/team/fast");

@@ -102,6 +102,13 @@ pub fn compress_tar(tar: &mut impl Read, spool: &Path) -> Result<WrittenLayer, L
     writer.finish()
 }
 
+/// The cores to compress on (at most 8). Asked once: the standard library reads the cgroup
+/// files again on every call, and a build writes several layers.
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(8))
+}
+
 /// The uncompressed side of a layer blob: bytes written here are hashed (diffID), gzip-compressed
 /// in fixed-size blocks on every core, hashed again (digest) and spooled to a file.
 pub struct LayerWriter {
@@ -121,8 +128,7 @@ impl LayerWriter {
         };
         let file = File::create(spool).map_err(write_err)?;
         let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let gzip = ParallelGzip::new(blob, level, threads).map_err(write_err)?;
+        let gzip = ParallelGzip::new(blob, level, cores()).map_err(write_err)?;
         Ok(LayerWriter {
             spool: spool.to_path_buf(),
             inner: HashingWriter::new(gzip),

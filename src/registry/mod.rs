@@ -13,6 +13,7 @@ mod known;
 mod platform;
 mod pull;
 mod push;
+mod sessions;
 mod transport;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 pub use error::RegistryError;
 pub use platform::{Platform, PlatformError};
+pub use sessions::PushForecast;
 pub use transport::{is_loopback, resolve_location, RetryPolicy};
 
 use crate::reference::Reference;
@@ -223,6 +225,18 @@ impl Client {
     /// Whether the repository of `r` has the blob.
     pub async fn blob_exists(&self, r: &Reference, digest: &str) -> Result<bool, RegistryError> {
         pull::blob_exists(&self.inner, r, digest).await
+    }
+
+    /// Tells the client, while the image is still being made, what a push to `target` will
+    /// carry; when that shows new blobs, it starts opening their upload sessions now, and the
+    /// push to that repository uses them (see `sessions.rs`). Needs a Tokio runtime.
+    pub fn prepare_push(&self, target: &Reference, forecast: PushForecast) {
+        let count = sessions::OpenedSessions::wanted(&self.inner, target, &forecast);
+        if count > 0 {
+            tracing::debug!(repository = %target.repository, count, "opening upload sessions ahead");
+            let opened = sessions::OpenedSessions::open(self.inner.clone(), target, count, forecast.mount_from);
+            self.inner.keep_opened_sessions(target, opened);
+        }
     }
 
     /// Push blobs (existence check, then mount-or-upload; a few at once), then the manifest

@@ -14,6 +14,7 @@ use super::auth::{pull_scopes, push_scopes};
 use super::error::{describe_transport, is_tls_error, RegistryError};
 use super::known::{KnownBlobs, SMALL_BLOB};
 use super::pull::head_blob;
+use super::sessions::{self, start_upload, OpenedSessions};
 use super::transport::{
     resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats,
 };
@@ -35,6 +36,8 @@ struct Ctx<'a> {
     c: Counter,
     progress: Option<ProgressFn>,
     known: &'a KnownBlobs,
+    /// Upload sessions opened while the image was being built.
+    opened: Option<Arc<OpenedSessions>>,
 }
 
 impl Ctx<'_> {
@@ -132,6 +135,7 @@ async fn push_once(
         c: c.clone(),
         progress,
         known,
+        opened: inner.take_opened_sessions(first),
     };
     // Ping and get the one token for the whole push before going parallel.
     inner.authorization(&conn, &ctx.scopes, &ctx.repo, &c).await?;
@@ -169,14 +173,28 @@ async fn push_once(
     // two: the registry checks the digest and every blob either way), else by digest.
     let mut tagged = HashSet::new();
     let first_tag = targets.iter().find_map(|t| t.tag.clone());
-    put_manifest(
-        &ctx,
-        &base,
-        first_tag.as_deref().unwrap_or(&manifest_digest),
-        &manifest,
-        &manifest_digest,
-    )
-    .await?;
+    let unused = match &ctx.opened {
+        Some(o) => o.rest().await,
+        None => Vec::new(),
+    };
+    let (put, _) = tokio::join!(
+        put_manifest(
+            &ctx,
+            &base,
+            first_tag.as_deref().unwrap_or(&manifest_digest),
+            &manifest,
+            &manifest_digest,
+        ),
+        futures_util::future::join_all(unused.into_iter().map(|u| sessions::cancel(
+            inner,
+            &conn,
+            &ctx.scopes,
+            &ctx.repo,
+            u,
+            &c
+        )))
+    );
+    put?;
     ctx.emit(PushEvent::ManifestPushed {
         digest: manifest_digest.clone(),
     });
@@ -223,16 +241,17 @@ async fn push_once(
             (b.digest.clone(), o)
         })
         .collect();
+    let requests = stats.requests() + ctx.opened.as_ref().map_or(0, |o| o.requests());
     tracing::info!(
         target = %first.name(),
         digest = %manifest_digest,
-        requests = stats.requests(),
+        requests,
         bytes_uploaded = stats.bytes(),
         "pushed"
     );
     Ok(PushReport {
         digest: manifest_digest,
-        requests: stats.requests(),
+        requests,
         bytes_uploaded: stats.bytes(),
         blobs: order,
     })
@@ -377,7 +396,7 @@ async fn push_blob_inner(ctx: &Ctx<'_>, blob: &PushBlob) -> Result<BlobOutcome, 
             }
         }
     }
-    upload(ctx, &base, blob, session).await?;
+    upload(ctx, blob, session).await?;
     Ok(match blob.source {
         BlobSource::Registry(_) => BlobOutcome::Copied,
         _ => BlobOutcome::Uploaded,
@@ -426,36 +445,6 @@ async fn mount(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, from: &str) -> Result
     }
 }
 
-/// Start an upload session: POST → 202 (or 201) with a Location.
-async fn start_upload(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<Url, RegistryError> {
-    let url = ctx.url(base, "blobs/uploads/")?;
-    let what = format!("upload of blob {digest}");
-    let req = Req::new(Method::POST, url, format!("POST upload for blob {digest}"))
-        .header(CONTENT_LENGTH, "0")
-        .body(Vec::new());
-    let (resp, req_url) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
-    if !(resp.status() == StatusCode::ACCEPTED || resp.status() == StatusCode::CREATED) {
-        return Err(ctx
-            .inner
-            .status_error(&ctx.conn, &ctx.repo, &what, Kind::Other, resp)
-            .await);
-    }
-    let loc = resp
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::Protocol {
-            registry: ctx.conn.registry.clone(),
-            what: format!("starting the {what}"),
-            detail: "the answer has no Location header".into(),
-        })?;
-    resolve_location(&req_url, loc).map_err(|detail| RegistryError::Protocol {
-        registry: ctx.conn.registry.clone(),
-        what: format!("starting the {what}"),
-        detail,
-    })
-}
-
 /// Why one upload attempt failed.
 enum AttemptError {
     /// Worth a fresh attempt (from a fresh POST).
@@ -470,15 +459,30 @@ enum AttemptError {
 
 /// Upload one blob: POST, then one streamed PUT with `?digest=`; the whole step is retried
 /// from a fresh POST (and, for a registry source, a fresh GET).
-async fn upload(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, mut session: Option<Url>) -> Result<(), RegistryError> {
+async fn upload(ctx: &Ctx<'_>, blob: &PushBlob, mut session: Option<Url>) -> Result<(), RegistryError> {
     let inner = ctx.inner;
     let mut backoff = Backoff::new(&inner.opts.retry);
     let mut renewed = false;
+    if session.is_none() {
+        if let Some(opened) = &ctx.opened {
+            session = opened.take().await;
+        }
+    }
     loop {
         backoff.attempt();
         let location = match session.take() {
             Some(u) => u,
-            None => start_upload(ctx, base, &blob.digest).await?,
+            None => {
+                start_upload(
+                    inner,
+                    &ctx.conn,
+                    &ctx.scopes,
+                    &ctx.repo,
+                    &format!("blob {}", blob.digest),
+                    &ctx.c,
+                )
+                .await?
+            }
         };
         match upload_attempt(ctx, blob, location).await {
             Ok(()) => return Ok(()),

@@ -13,7 +13,9 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{self, AuthScheme, Credential, CredentialSource};
 use super::error::{describe_error_body, describe_transport, is_tls_error, one_line, RegistryError};
+use super::sessions::OpenedSessions;
 use super::{known, RegistryOptions};
+use crate::reference::Reference;
 
 /// Counters for one operation (and, separately, for the whole client).
 #[derive(Debug, Default)]
@@ -318,6 +320,8 @@ pub(crate) struct Inner {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     creds: CredentialSource,
     pub totals: Arc<Stats>,
+    /// Upload sessions opened ahead of pushes, by `registry/repository`.
+    opened: Mutex<HashMap<String, Arc<OpenedSessions>>>,
 }
 
 fn build_http(
@@ -384,6 +388,7 @@ impl Inner {
             conns: Mutex::new(HashMap::new()),
             creds,
             totals: Arc::new(Stats::default()),
+            opened: Mutex::new(HashMap::new()),
         })
     }
 
@@ -404,6 +409,18 @@ impl Inner {
             op: op.clone(),
             total: self.totals.clone(),
         }
+    }
+
+    /// Keeps the sessions opened ahead of a push to `target`'s repository for that push.
+    pub fn keep_opened_sessions(&self, target: &Reference, sessions: OpenedSessions) {
+        let key = format!("{}/{}", target.registry, target.repository);
+        self.opened.lock().unwrap().insert(key, Arc::new(sessions));
+    }
+
+    /// The sessions opened ahead of this push to `target`'s repository, if any (once).
+    pub fn take_opened_sessions(&self, target: &Reference) -> Option<Arc<OpenedSessions>> {
+        let key = format!("{}/{}", target.registry, target.repository);
+        self.opened.lock().unwrap().remove(&key)
     }
 
     /// The connection for a registry (created on first use).

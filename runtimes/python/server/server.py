@@ -7,6 +7,7 @@ import sys
 
 sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycache__
 
+import collections
 import functools
 import importlib
 import io
@@ -43,15 +44,53 @@ JSON = "application/json"
 
 func = None  # the user's handler, set at start-up
 draining = False  # set on SIGTERM / SIGINT
-state_lock = threading.Lock()  # guards the three sets below
-idle = set()  # connections waiting for their next request (closed when draining)
+state_lock = threading.Lock()  # guards `running` and `threads`
+idle = set()  # connections waiting for their next request (closed when draining; see Handler)
 running = {}  # connection (Handler) → deadline (time.monotonic()) of the handler call it is waiting for
 threads = set()  # connection threads: a SIGTERM waits for them, except for those left in a timed-out handler
 
 
+# Request log lines are written in batches (within LOG_DELAY s: one write for all the lines of that
+# time rather than a write and flush each, which cost a system call per request); other messages
+# go out at once, after the lines before them.
+LOG_DELAY = 0.01
+_pending = collections.deque()  # request log lines not yet written (append/popleft are thread-safe)
+_pending_wake = threading.Event()  # set while lines wait for the log writer thread
+_write_lock = threading.Lock()  # whole lines, in order
+
+
 def log(line):
-    sys.stdout.write(f"{line}\n")  # one write per line: threads do not interleave
-    sys.stdout.flush()
+    """A message, written now."""
+    _pending.append(line)
+    flush_log()
+
+
+def log_batched(line):
+    """A request's log line, written within LOG_DELAY."""
+    _pending.append(line)
+    if not _pending_wake.is_set():  # a plain read: only the first line of a batch pays for set()
+        _pending_wake.set()
+
+
+def flush_log():
+    with _write_lock:
+        lines = []
+        try:
+            while True:
+                lines.append(_pending.popleft())
+        except IndexError:
+            pass
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+
+
+def log_writer():
+    while True:
+        _pending_wake.wait()
+        time.sleep(LOG_DELAY)
+        _pending_wake.clear()  # lines added from now on set it again
+        flush_log()
 
 
 _stamp = (0, "")  # (second, its time stamp): a request log line's time, formatted once a second
@@ -467,21 +506,22 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         self.thread = threading.current_thread()
 
+    # `idle` goes without the lock: set.add and set.discard are atomic under the GIL, and a
+    # connection joins it before it looks at `draining`, which drain() sets before it looks at
+    # `idle`: either drain() sees the connection, or the connection sees `draining`.
     def handle_one_request(self):
-        with state_lock:
-            if draining:
-                self.close_connection = True
-                return
-            idle.add(self)
+        idle.add(self)
+        if draining:
+            idle.discard(self)
+            self.close_connection = True
+            return
         try:
             super().handle_one_request()
         finally:
-            with state_lock:
-                idle.discard(self)
+            idle.discard(self)
 
     def parse_request(self):  # a request line arrived: this connection is no longer idle
-        with state_lock:
-            idle.discard(self)
+        idle.discard(self)
         return super().parse_request()
 
     def log_request(self, code="-", size="-"):
@@ -532,7 +572,7 @@ class Handler(BaseHTTPRequestHandler):
         """The request in /metrics and its line in the log."""
         seconds = time.perf_counter() - self.start
         observe(status, seconds)
-        log(f"{timestamp()} {self.command} {self.log_path} {status} {seconds * 1000:.1f}ms")
+        log_batched(f"{timestamp()} {self.command} {self.log_path} {status} {seconds * 1000:.1f}ms")
 
     def time_out(self):
         """Answers 408 and closes the connection while the handler runs on (on the watchdog's thread;
@@ -700,21 +740,21 @@ def main():
 
     def drain(signum, frame):
         global draining
-        with state_lock:
-            if draining:
-                return
-            draining = True
-            for handler in idle:  # wake connections blocked waiting for a next request
-                try:
-                    handler.connection.shutdown(socket.SHUT_RD)
-                except OSError:
-                    pass
+        if draining:
+            return
+        draining = True
+        for handler in list(idle):  # wake connections blocked waiting for a next request
+            try:
+                handler.connection.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
         log(f"{signal.Signals(signum).name} received: finishing in-flight requests")
         threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever()
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     threading.Thread(target=watchdog, name="watchdog", daemon=True).start()
+    threading.Thread(target=log_writer, name="log", daemon=True).start()
     host, port = server.server_address[:2]
     log(f"function {MOD_NAME}.{FUNC_HANDLER} loaded in {(time.perf_counter() - start) * 1000:.1f}ms; listening on {host}:{port}")
     server.serve_forever(poll_interval=0.2)  # how soon a SIGTERM stops accepting
