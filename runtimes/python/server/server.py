@@ -8,6 +8,7 @@ import sys
 sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycache__
 
 import collections
+import email.utils
 import functools
 import importlib
 import io
@@ -44,9 +45,9 @@ JSON = "application/json"
 
 func = None  # the user's handler, set at start-up
 draining = False  # set on SIGTERM / SIGINT
-state_lock = threading.Lock()  # guards `running` and `threads`
+state_lock = threading.Lock()  # guards `threads`
 idle = set()  # connections waiting for their next request (closed when draining; see Handler)
-running = {}  # connection (Handler) → deadline (time.monotonic()) of the handler call it is waiting for
+running = {}  # a handler call (its key) → (deadline (time.monotonic()), its connection (Handler))
 threads = set()  # connection threads: a SIGTERM waits for them, except for those left in a timed-out handler
 
 
@@ -102,6 +103,17 @@ def timestamp():
     if _stamp[0] != second:
         _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
     return _stamp[1]
+
+
+_date = (0, "")  # (second, its HTTP Date)
+
+
+def http_date():
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, usegmt=True))
+    return _date[1]
 
 
 def media_type(content_type):
@@ -367,8 +379,8 @@ def call_function(conn, event, context):
     cost more than the rest of the request together); the watchdog answers 408 if it outlives
     FUNC_TIMEOUT. Raises TimedOut when it did, with the 408 sent."""
     conn.future = None
-    with state_lock:
-        running[conn] = time.monotonic() + TIMEOUT
+    call = object()  # this call's key: the connection's next call is another one
+    running[call] = (time.monotonic() + TIMEOUT, conn)  # dict stores and pops are atomic under the GIL
     error = result = None
     try:
         result = func(event, context)
@@ -376,8 +388,7 @@ def call_function(conn, event, context):
             result = _await(result, conn)
     except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
         error = err
-    with state_lock:
-        timed_out = running.pop(conn, None) is None
+    timed_out = running.pop(call, None) is None  # the watchdog took it, and answers 408
     if timed_out:
         conn.answered_408.wait()  # the watchdog is sending it: closing under it would lose it
         raise TimedOut()
@@ -393,11 +404,14 @@ def watchdog():
     while True:
         time.sleep(interval)
         now = time.monotonic()
+        late = []
+        for call, (deadline, conn) in list(running.items()):  # list(): one step under the GIL
+            if deadline <= now:
+                conn.answered_408 = threading.Event()  # before the pop: the handler's thread waits on it
+                if running.pop(call, None) is not None:  # else the handler returned meanwhile
+                    late.append(conn)
         with state_lock:
-            late = [conn for conn, deadline in running.items() if deadline <= now]
             for conn in late:
-                del running[conn]
-                conn.answered_408 = threading.Event()
                 threads.discard(conn.thread)
         for conn in late:
             try:
@@ -530,19 +544,26 @@ class Handler(BaseHTTPRequestHandler):
     def log_error(self, format, *args):
         log(f"{self.address_string()} {format % args}")
 
-    def send(self, status, ctype=None, body=b"", headers=None):
-        self.send_response(status)
+    def head(self, status, ctype, length, headers=None):
+        """A response's status line and headers (the Date to the second, formatted once a second)."""
+        lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}\r\n"
+                 f"Server: fnbuild\r\nDate: {http_date()}\r\n"]
         if ctype:
-            self.send_header("Content-Type", ctype)
+            lines.append(f"Content-Type: {ctype}\r\n")
         for name, value in (headers or {}).items():
-            self.send_header(name, str(value))
-        self.send_header("Content-Length", str(len(body)))
+            lines.append(f"{name}: {value}\r\n")
+        lines.append(f"Content-Length: {length}\r\n")
         if draining or self.close_connection:
-            self.send_header("Connection", "close")
+            lines.append("Connection: close\r\n")
             self.close_connection = True
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def send(self, status, ctype=None, body=b"", headers=None):
+        """The whole response in one write (BaseHTTPRequestHandler sends the head and the body
+        in two, a system call more per request)."""
+        head = self.head(status, ctype, len(body), headers)
+        self.wfile.write(head if self.command == "HEAD" else head + body)
 
     def handle_request(self):
         path, _, query = self.path.partition("?")
@@ -583,9 +604,8 @@ class Handler(BaseHTTPRequestHandler):
         log(f"function did not finish within {TIMEOUT:g}s: {self.command} {self.log_path}")
         self.count(408)
         body = f"Function did not finish within {TIMEOUT:g}s".encode()
-        head = (f"{self.protocol_version} 408 {self.responses[408][0]}\r\nServer: {self.version_string()}\r\n"
-                f"Date: {self.date_time_string()}\r\nContent-Type: {TEXT}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n").encode("latin-1")
+        self.close_connection = True
+        head = self.head(408, TEXT, len(body))
         try:  # never blocks the watchdog: the few bytes fit in an idle connection's send buffer
             self.connection.send(head if self.command == "HEAD" else head + body, socket.MSG_DONTWAIT)
             self.connection.shutdown(socket.SHUT_WR)
