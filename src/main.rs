@@ -456,7 +456,8 @@ struct ControllerArgs {
     /// Functions reconciled at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
-    /// Do not ask the registry whether an image exists before building it.
+    /// Do not ask the push registry whether an image exists before building it, nor whether a
+    /// running build has pushed it yet (then only the Job reports it).
     #[arg(long)]
     no_registry_check: bool,
 }

@@ -235,6 +235,10 @@ fn condition(f: &Function, type_: &str) -> Option<(String, String, String)> {
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
 
 /// A registry that has every tag of repositories starting with `ctl-skip` and nothing else.
+/// Repositories the fake registry has the image in (besides `ctl-skip*`), as a build's push
+/// would leave it.
+static PUSHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 async fn fake_registry() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -244,7 +248,12 @@ async fn fake_registry() -> String {
         if p == "/v2/" {
             return Resp::json(b"{}".to_vec());
         }
-        if p.starts_with("/v2/ctl-skip") && p.contains("/manifests/") {
+        let pushed = PUSHED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| p.starts_with(&format!("/v2/{r}/manifests/")));
+        if (p.starts_with("/v2/ctl-skip") || pushed) && p.contains("/manifests/") {
             return Resp {
                 status: hyper::StatusCode::OK,
                 content_type: "application/vnd.oci.image.manifest.v1+json",
@@ -451,6 +460,7 @@ async fn controller_against_a_real_api_server() {
     happy_path(&cluster, &client, &controller, &registry).await;
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     image_already_in_registry(&client).await;
+    push_seen_before_the_job_finishes(&client).await;
     desired_objects_pass_server_validation(&cluster);
     eprintln!("metrics at the end:\n{}", controller.scrape().await);
     drop(controller);
@@ -855,6 +865,72 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         (deployments.get("hello").await.unwrap().spec.replicas == Some(2)).then_some(())
     })
     .await;
+
+    // The retry succeeds: no build is left running (while one runs, the controller asks the
+    // registry for its image every 200 ms, which later reconcile counts would see).
+    let digest2 = format!("sha256:{}", "cd".repeat(32));
+    finish_job(client, ns, &retry.name_any(), true, &digest2).await;
+    wait_for("the retry's image deployed", || async {
+        let d = deployments.get("hello").await.unwrap();
+        (d.spec.template.spec.unwrap().containers[0].image.as_deref()
+            == Some(format!("localhost:5000/{ns}-hello@{digest2}").as_str()))
+        .then_some(())
+    })
+    .await;
+}
+
+/// The builder puts the manifest last, under the image tag: once the registry has that tag, the
+/// build is done, before its Job is seen to finish (which this test never plays).
+async fn push_seen_before_the_job_finishes(client: &Client) {
+    let ns = &run_ns("ctl-push");
+    namespace(client, ns).await;
+    let f: Function = serde_json::from_value(hello(ns, "fn")).unwrap();
+    Api::<Function>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &f)
+        .await
+        .unwrap();
+    let job = wait_for("the build Job", || async {
+        jobs_of(client, ns).await.into_iter().next()
+    })
+    .await;
+    wait_for("BuildReady=Unknown/JobRunning", || async {
+        let f = function(client, ns, "fn").await;
+        (condition(&f, "BuildReady").map(|c| c.1) == Some("JobRunning".into())).then_some(())
+    })
+    .await;
+    PUSHED.lock().unwrap().push(format!("{ns}-fn"));
+    let t = std::time::Instant::now();
+    let f = wait_for("BuildReady=True from the registry", || async {
+        let f = function(client, ns, "fn").await;
+        (condition(&f, "BuildReady").map(|c| c.0) == Some("True".into())).then_some(f)
+    })
+    .await;
+    eprintln!(
+        "FIGURE push seen in the registry → BuildReady=True: {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+    let (_, reason, msg) = condition(&f, "BuildReady").unwrap();
+    assert_eq!(reason, "JobFinished");
+    assert!(msg.contains(&job.name_any()) && msg.contains("pushed"), "{msg}");
+    let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
+    let image = format!("localhost:5000/{ns}-fn@{digest}");
+    assert_eq!(f.status.unwrap().runtime_image, Some(image.clone()));
+    let dep = wait_for("the Deployment", || async {
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt("fn")
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(dep.spec.template.spec.unwrap().containers[0].image, Some(image));
+    let job = Api::<Job>::namespaced(client.clone(), ns)
+        .get(&job.name_any())
+        .await
+        .unwrap();
+    assert!(
+        job.status.is_none_or(|s| s.succeeded.is_none() && s.failed.is_none()),
+        "the Job has not finished"
+    );
 }
 
 async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Controller, manifests: &str) {

@@ -65,13 +65,18 @@ pub struct Stores {
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
-    /// Checks whether the push registry already has an image (skips the build); `None` never checks.
+    /// Asks the push registry whether it has an image: before a build (which it then skips) and
+    /// while one runs (which it then takes as done); `None` never asks.
     pub registry: Option<crate::registry::Client>,
     pub stores: Stores,
     pub recorder: Option<Recorder>,
     pub metrics: Arc<Metrics>,
-    /// Build Jobs created by this process that the Job cache may not show yet (`ns/name`).
-    recent_builds: tokio::sync::Mutex<HashMap<String, Instant>>,
+    /// Build Jobs created by this process that the Job cache may not show yet (`ns/name` → when,
+    /// and the uid of their Function).
+    recent_builds: tokio::sync::Mutex<HashMap<String, (Instant, String)>>,
+    /// Build Jobs (`ns/name`) whose image the registry showed while they still ran: done, so
+    /// they take no build slot while their Pods wind down.
+    pushed_jobs: std::sync::Mutex<HashSet<String>>,
     /// Jobs (by uid) whose outcome has been counted in the metrics.
     counted_jobs: std::sync::Mutex<HashSet<String>>,
     /// Images known for (Function uid, tag): a reconcile working from a stale copy of the
@@ -97,6 +102,7 @@ impl Context {
             recorder,
             metrics,
             recent_builds: Default::default(),
+            pushed_jobs: Default::default(),
             counted_jobs: Default::default(),
             known_images: Default::default(),
         }
@@ -534,6 +540,23 @@ async fn build(
     let job_name = job.name_any();
     match job_outcome(&job) {
         None => {
+            // The builder puts the manifest last, under this tag: once the registry has the tag,
+            // the image is complete. That shows a second or so before the Job does (the kubelet
+            // notices a container's exit at its next look, up to a second later, and the Job
+            // controller follows), so the registry is asked while the Job runs.
+            let push = desired::push_reference(f, s, tag);
+            if let Some(digest) = pushed_digest(ctx, &push).await {
+                let image = desired::pull_image(f, s, &digest);
+                Metrics::inc(&ctx.metrics.builds_succeeded);
+                status.runtime_image = Some(image.clone());
+                status.image_tag = Some(tag.to_string());
+                ctx.pushed_jobs.lock().unwrap().insert(format!("{ns}/{job_name}"));
+                let msg = format!("Job {job_name} pushed {image}");
+                ctx.remember_image(f, tag, &image, reason::JOB_FINISHED, &msg);
+                status.set_condition(condition::BUILD_READY, "True", reason::JOB_FINISHED, msg.clone(), now);
+                ctx.event(f, EventType::Normal, reason::JOB_FINISHED, msg).await;
+                return Ok(BuildStep { requeue: None });
+            }
             status.set_condition(
                 condition::BUILD_READY,
                 "Unknown",
@@ -541,7 +564,9 @@ async fn build(
                 format!("Job {job_name} is building image {tag}"),
                 now,
             );
-            Ok(BuildStep { requeue: None })
+            Ok(BuildStep {
+                requeue: ctx.registry.as_ref().map(|_| push_poll_interval(&job)),
+            })
         }
         Some(true) => {
             let messages = job_messages(ctx, &ns, &job_name).await;
@@ -657,6 +682,33 @@ async fn registry_digest(ctx: &Context, reference: &str) -> Option<String> {
     }
 }
 
+/// The digest of a running build's push, once the registry has it (quietly: the Job's own
+/// outcome settles the build when the registry cannot be asked).
+async fn pushed_digest(ctx: &Context, reference: &str) -> Option<String> {
+    let client = ctx.registry.as_ref()?;
+    let r: crate::reference::Reference = reference.parse().ok()?;
+    match client.pull_manifest(&r).await {
+        Ok(m) => Some(m.index_digest.unwrap_or(m.digest)),
+        Err(e) => {
+            tracing::debug!(image = %reference, error = %e, "the build's image is not in the registry yet");
+            None
+        }
+    }
+}
+
+/// How soon to ask the registry again for a running build's image: often while most builds
+/// finish (a function without dependencies takes well under a second), then less and less.
+fn push_poll_interval(job: &Job) -> Duration {
+    let age = job.metadata.creation_timestamp.as_ref().map_or(0, |t| {
+        (k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second()).max(0)
+    });
+    match age {
+        0..=9 => Duration::from_millis(200),
+        10..=59 => Duration::from_secs(1),
+        _ => Duration::from_secs(5),
+    }
+}
+
 /// Whether a Job is still running (one being deleted no longer counts).
 fn active(job: &Job) -> bool {
     job_outcome(job).is_none() && job.metadata.deletion_timestamp.is_none()
@@ -674,6 +726,7 @@ async fn start_build(
     let ns = f.namespace().unwrap_or_default();
     let s = &ctx.settings;
     let mut recent = ctx.recent_builds.lock().await;
+    let uid = f.uid().unwrap_or_default();
     let running: HashSet<String> = ctx
         .stores
         .jobs
@@ -682,8 +735,16 @@ async fn start_build(
         .filter(|j| {
             j.labels().get(desired::LABEL_MANAGED_BY).map(String::as_str) == Some(desired::MANAGED_BY) && active(j)
         })
+        // This Function's Jobs for other inputs were deleted just now (the store may not show
+        // it yet); one whose image the registry already showed may still be winding down.
+        .filter(|j| j.labels().get(LABEL_UUID) != Some(&uid))
         .map(|j| format!("{}/{}", j.namespace().unwrap_or_default(), j.name_any()))
         .collect();
+    let running: HashSet<String> = {
+        let mut pushed = ctx.pushed_jobs.lock().unwrap();
+        pushed.retain(|k| running.contains(k));
+        running.difference(&pushed).cloned().collect()
+    };
     let known: HashSet<String> = ctx
         .stores
         .jobs
@@ -691,8 +752,8 @@ async fn start_build(
         .iter()
         .map(|j| format!("{}/{}", j.namespace().unwrap_or_default(), j.name_any()))
         .collect();
-    recent.retain(|k, t| t.elapsed() < RECENT_BUILD_WINDOW && !known.contains(k));
-    let busy = running.len() + recent.len();
+    recent.retain(|k, (t, _)| t.elapsed() < RECENT_BUILD_WINDOW && !known.contains(k));
+    let busy = running.len() + recent.values().filter(|(_, owner)| *owner != uid).count();
     if busy >= s.max_concurrent_builds {
         status.set_condition(
             condition::BUILD_READY,
@@ -751,7 +812,7 @@ async fn start_build(
         Err(kube::Error::Api(e)) if e.is_already_exists() => {}
         Err(e) => return Err(e.into()),
     }
-    recent.insert(format!("{ns}/{job_name}"), Instant::now());
+    recent.insert(format!("{ns}/{job_name}"), (Instant::now(), uid));
     drop(recent);
     Metrics::inc(&ctx.metrics.builds_started);
     let msg = format!("Job {job_name} builds image {tag} (attempt {attempt})");
