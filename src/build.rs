@@ -322,7 +322,8 @@ fn write_function_layers(
         .into_iter()
         .filter_map(|c| c.hit.as_ref().map(|l| l.digest.clone()))
         .collect();
-    forecast(known.clone(), 2 - known.len());
+    let new = 2 - known.len();
+    forecast(known, new);
 
     // The two layers are independent: write them side by side.
     let (server_layer, function_layer) = std::thread::scope(|s| {
