@@ -11,9 +11,10 @@ command -v cargo >/dev/null || { echo "cargo is needed: install Rust (rustup) fi
 echo "==> runtime servers (node --test, python -m unittest)"
 bash runtimes/test.sh
 
-echo "==> benchmark smoke run (bench/run --smoke, debug build)"
+echo "==> benchmark smoke runs (bench/run --smoke and bench/runtimes --smoke, debug build)"
 cargo build --quiet
 FNBUILD_BENCH_BINARY=debug python3 bench/run --smoke
+FNBUILD=target/debug/fnbuild python3 bench/runtimes --smoke
 
 echo "==> cargo test (with tests/e2e_cluster.rs: end to end on a real single-node Kubernetes, tests/cluster/up)"
 cargo test --all-targets -- --test-threads 2
