@@ -551,6 +551,9 @@ class Handler(BaseHTTPRequestHandler):
         if ctype:
             lines.append(f"Content-Type: {ctype}\r\n")
         for name, value in (headers or {}).items():
+            if name.lower() == "connection" and str(value).lower() == "close":
+                self.close_connection = True  # a handler's own `Connection: close` (as send_header())
+                continue
             lines.append(f"{name}: {value}\r\n")
         lines.append(f"Content-Length: {length}\r\n")
         if draining or self.close_connection:
