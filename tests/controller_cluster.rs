@@ -882,13 +882,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
 /// The builder puts the manifest last, under the image tag: once the registry has that tag, the
 /// build is done, before its Job is seen to finish (which this test never plays).
 async fn push_seen_before_the_job_finishes(client: &Client) {
-    let ns = &run_ns("ctl-push");
-    namespace(client, ns).await;
-    let f: Function = serde_json::from_value(hello(ns, "fn")).unwrap();
-    Api::<Function>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &f)
-        .await
-        .unwrap();
+    let ns = &hello_in_new_namespace(client, "ctl-push").await;
     let job = wait_for("the build Job", || async {
         jobs_of(client, ns).await.into_iter().next()
     })
@@ -993,14 +987,20 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(manifests));
 }
 
-async fn image_already_in_registry(client: &Client) {
-    let ns = &run_ns("ctl-skip");
-    namespace(client, ns).await;
-    let f: Function = serde_json::from_value(hello(ns, "fn")).unwrap();
-    Api::<Function>::namespaced(client.clone(), ns)
+/// A fresh namespace (`prefix-…`) with the hello Function `fn` created in it.
+async fn hello_in_new_namespace(client: &Client, prefix: &str) -> String {
+    let ns = run_ns(prefix);
+    namespace(client, &ns).await;
+    let f: Function = serde_json::from_value(hello(&ns, "fn")).unwrap();
+    Api::<Function>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &f)
         .await
         .unwrap();
+    ns
+}
+
+async fn image_already_in_registry(client: &Client) {
+    let ns = &hello_in_new_namespace(client, "ctl-skip").await;
     let f = wait_for("BuildReady=True/ImageExists", || async {
         let f = function(client, ns, "fn").await;
         (condition(&f, "BuildReady").map(|c| c.1) == Some("ImageExists".into())).then_some(f)

@@ -527,13 +527,8 @@ async fn build(
         if let Some(digest) = registry_digest(ctx, &push).await {
             let image = desired::pull_image(f, s, &digest);
             Metrics::inc(&ctx.metrics.builds_skipped);
-            status.runtime_image = Some(image.clone());
-            status.image_tag = Some(tag.to_string());
             let msg = format!("the registry already has {push}; running {image}");
-            ctx.remember_image(f, tag, &image, reason::IMAGE_EXISTS, &msg);
-            status.set_condition(condition::BUILD_READY, "True", reason::IMAGE_EXISTS, msg.clone(), now);
-            ctx.event(f, EventType::Normal, reason::IMAGE_EXISTS, msg).await;
-            return Ok(BuildStep { requeue: None });
+            return Ok(image_ready(ctx, f, status, tag, image, reason::IMAGE_EXISTS, msg, now).await);
         }
         return start_build(f, ctx, status, tag, base_arg, 1, now).await;
     };
@@ -548,14 +543,9 @@ async fn build(
             if let Some(digest) = pushed_digest(ctx, &push).await {
                 let image = desired::pull_image(f, s, &digest);
                 Metrics::inc(&ctx.metrics.builds_succeeded);
-                status.runtime_image = Some(image.clone());
-                status.image_tag = Some(tag.to_string());
                 ctx.pushed_jobs.lock().unwrap().insert(format!("{ns}/{job_name}"));
                 let msg = format!("Job {job_name} pushed {image}");
-                ctx.remember_image(f, tag, &image, reason::JOB_FINISHED, &msg);
-                status.set_condition(condition::BUILD_READY, "True", reason::JOB_FINISHED, msg.clone(), now);
-                ctx.event(f, EventType::Normal, reason::JOB_FINISHED, msg).await;
-                return Ok(BuildStep { requeue: None });
+                return Ok(image_ready(ctx, f, status, tag, image, reason::JOB_FINISHED, msg, now).await);
             }
             status.set_condition(
                 condition::BUILD_READY,
@@ -579,13 +569,8 @@ async fn build(
                             ctx.metrics.observe_build(secs);
                         }
                     }
-                    status.runtime_image = Some(image.clone());
-                    status.image_tag = Some(tag.to_string());
                     let msg = format!("Job {job_name} built {image}");
-                    ctx.remember_image(f, tag, &image, reason::JOB_FINISHED, &msg);
-                    status.set_condition(condition::BUILD_READY, "True", reason::JOB_FINISHED, msg.clone(), now);
-                    ctx.event(f, EventType::Normal, reason::JOB_FINISHED, msg).await;
-                    Ok(BuildStep { requeue: None })
+                    Ok(image_ready(ctx, f, status, tag, image, reason::JOB_FINISHED, msg, now).await)
                 }
                 None => {
                     let detail = "it succeeded but its Pod's termination message holds no image digest".to_string();
@@ -680,6 +665,27 @@ async fn registry_digest(ctx: &Context, reference: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The build's image is known: into the status (BuildReady=True, by `reason`), the memory of
+/// recent images and an event.
+#[allow(clippy::too_many_arguments)]
+async fn image_ready(
+    ctx: &Context,
+    f: &Function,
+    status: &mut FunctionStatus,
+    tag: &str,
+    image: String,
+    reason: &'static str,
+    msg: String,
+    now: &str,
+) -> BuildStep {
+    status.runtime_image = Some(image.clone());
+    status.image_tag = Some(tag.to_string());
+    ctx.remember_image(f, tag, &image, reason, &msg);
+    status.set_condition(condition::BUILD_READY, "True", reason, msg.clone(), now);
+    ctx.event(f, EventType::Normal, reason, msg).await;
+    BuildStep { requeue: None }
 }
 
 /// The digest of a running build's push, once the registry has it (quietly: the Job's own
