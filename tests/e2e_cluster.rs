@@ -53,6 +53,9 @@ fn log(msg: impl AsRef<str>) {
 struct Cluster {
     dir: PathBuf,
     apiserver_port: u16,
+    /// The API server's URL and the admin token, for `api_get`.
+    apiserver_url: String,
+    token: String,
     started_here: bool,
     /// Reused cluster: what to delete at the end (kubectl delete args).
     cleanup: Mutex<Vec<Vec<String>>>,
@@ -88,14 +91,17 @@ impl Cluster {
             if was_up { "reused" } else { "started" }
         ));
         let env = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
-        let apiserver_port = env
-            .lines()
-            .find_map(|l| l.strip_prefix("FNBUILD_APISERVER_PORT="))
-            .and_then(|p| p.parse().ok())
-            .expect("FNBUILD_APISERVER_PORT in cluster.env");
+        let var = |k: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("{k} in cluster.env"))
+                .to_string()
+        };
         Cluster {
+            apiserver_port: var("FNBUILD_APISERVER_PORT").parse().expect("a port"),
+            apiserver_url: var("FNBUILD_APISERVER_URL"),
+            token: var("FNBUILD_CLUSTER_TOKEN"),
             dir,
-            apiserver_port,
             started_here: !was_up,
             cleanup: Mutex::new(Vec::new()),
             _lock: lock,
@@ -143,17 +149,10 @@ impl Cluster {
     /// GET of an API path, straight to the API server (curl starts in milliseconds, kubectl
     /// takes a tenth of a second or more: this is what the waits poll with).
     fn api_get(&self, path: &str) -> Value {
-        let env = std::fs::read_to_string(self.dir.join("cluster.env")).unwrap();
-        let var = |k: &str| {
-            env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or_else(|| panic!("{k} in cluster.env"))
-                .to_string()
-        };
         let out = Command::new("curl")
             .args(["-sSfk", "--max-time", "10", "-H"])
-            .arg(format!("Authorization: Bearer {}", var("FNBUILD_CLUSTER_TOKEN")))
-            .arg(format!("{}{path}", var("FNBUILD_APISERVER_URL")))
+            .arg(format!("Authorization: Bearer {}", self.token))
+            .arg(format!("{}{path}", self.apiserver_url))
             .output()
             .expect("run curl");
         assert!(

@@ -524,7 +524,11 @@ async fn build(
     let Some(job) = latest else {
         // No Job yet: the registry may have the image already (same inputs, built before).
         let push = desired::push_reference(f, s, tag);
-        if let Some(digest) = registry_digest(ctx, &push).await {
+        let existing = registry_digest(ctx, &push).await.unwrap_or_else(|e| {
+            tracing::warn!(image = %push, error = %e, "cannot ask the registry for the image; building it");
+            None
+        });
+        if let Some(digest) = existing {
             let image = desired::pull_image(f, s, &digest);
             Metrics::inc(&ctx.metrics.builds_skipped);
             let msg = format!("the registry already has {push}; running {image}");
@@ -540,7 +544,12 @@ async fn build(
             // notices a container's exit at its next look, up to a second later, and the Job
             // controller follows), so the registry is asked while the Job runs.
             let push = desired::push_reference(f, s, tag);
-            if let Some(digest) = pushed_digest(ctx, &push).await {
+            // Quietly: the Job's own outcome settles the build when the registry cannot be asked.
+            let pushed = registry_digest(ctx, &push).await.unwrap_or_else(|e| {
+                tracing::debug!(image = %push, error = %e, "cannot ask the registry for the build's image");
+                None
+            });
+            if let Some(digest) = pushed {
                 let image = desired::pull_image(f, s, &digest);
                 Metrics::inc(&ctx.metrics.builds_succeeded);
                 ctx.pushed_jobs.lock().unwrap().insert(format!("{ns}/{job_name}"));
@@ -653,17 +662,16 @@ async fn failed(
     Ok(step)
 }
 
-/// The digest the push registry has for `reference`, if any.
-async fn registry_digest(ctx: &Context, reference: &str) -> Option<String> {
-    let client = ctx.registry.as_ref()?;
-    let r: crate::reference::Reference = reference.parse().ok()?;
+/// The digest the push registry has for `reference`: `Ok(None)` when it has none (or no
+/// registry is asked), `Err` when it cannot be asked.
+async fn registry_digest(ctx: &Context, reference: &str) -> Result<Option<String>, crate::registry::RegistryError> {
+    let (Some(client), Ok(r)) = (ctx.registry.as_ref(), reference.parse::<crate::reference::Reference>()) else {
+        return Ok(None);
+    };
     match client.pull_manifest(&r).await {
-        Ok(m) => Some(m.index_digest.unwrap_or(m.digest)),
-        Err(crate::registry::RegistryError::ManifestUnknown { .. }) => None,
-        Err(e) => {
-            tracing::warn!(image = %reference, error = %e, "cannot ask the registry for the image; building it");
-            None
-        }
+        Ok(m) => Ok(Some(m.index_digest.unwrap_or(m.digest))),
+        Err(crate::registry::RegistryError::ManifestUnknown { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -686,20 +694,6 @@ async fn image_ready(
     status.set_condition(condition::BUILD_READY, "True", reason, msg.clone(), now);
     ctx.event(f, EventType::Normal, reason, msg).await;
     BuildStep { requeue: None }
-}
-
-/// The digest of a running build's push, once the registry has it (quietly: the Job's own
-/// outcome settles the build when the registry cannot be asked).
-async fn pushed_digest(ctx: &Context, reference: &str) -> Option<String> {
-    let client = ctx.registry.as_ref()?;
-    let r: crate::reference::Reference = reference.parse().ok()?;
-    match client.pull_manifest(&r).await {
-        Ok(m) => Some(m.index_digest.unwrap_or(m.digest)),
-        Err(e) => {
-            tracing::debug!(image = %reference, error = %e, "the build's image is not in the registry yet");
-            None
-        }
-    }
 }
 
 /// How soon to ask the registry again for a running build's image: often while most builds

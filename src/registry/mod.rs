@@ -229,14 +229,11 @@ impl Client {
 
     /// Tells the client, while the image is still being made, what a push to `target` will
     /// carry; when that shows new blobs, it starts opening their upload sessions now, and the
-    /// push to that repository uses them (see `sessions.rs`). Needs a Tokio runtime.
+    /// push to that repository uses them and the record it read (see `sessions.rs`). Needs a
+    /// Tokio runtime.
     pub fn prepare_push(&self, target: &Reference, forecast: PushForecast) {
-        let count = sessions::OpenedSessions::wanted(&self.inner, target, &forecast);
-        if count > 0 {
-            tracing::debug!(repository = %target.repository, count, "opening upload sessions ahead");
-            let opened = sessions::OpenedSessions::open(self.inner.clone(), target, count, forecast.mount_from);
-            self.inner.keep_opened_sessions(target, opened);
-        }
+        let prepared = sessions::PreparedPush::new(&self.inner, target, forecast);
+        self.inner.keep_prepared(target, prepared);
     }
 
     /// Push blobs (existence check, then mount-or-upload; a few at once), then the manifest

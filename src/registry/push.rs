@@ -37,7 +37,7 @@ struct Ctx<'a> {
     progress: Option<ProgressFn>,
     known: &'a KnownBlobs,
     /// Upload sessions opened while the image was being built.
-    opened: Option<Arc<OpenedSessions>>,
+    opened: Option<OpenedSessions>,
 }
 
 impl Ctx<'_> {
@@ -63,9 +63,15 @@ pub(crate) async fn push(
     let Some(first) = targets.first() else {
         return Err(RegistryError::InvalidPush("no target image reference given".into()));
     };
-    let mut known = KnownBlobs::load(inner.opts.cache_dir.as_deref(), &first.registry, &first.repository);
+    let (mut known, opened) = match inner.take_prepared(first) {
+        Some(p) => (p.known, p.sessions),
+        None => (
+            KnownBlobs::load(inner.opts.cache_dir.as_deref(), &first.registry, &first.repository),
+            None,
+        ),
+    };
     if !known.exists() {
-        return push_once(inner, targets, blobs, manifest, progress, &known).await;
+        return push_once(inner, targets, blobs, manifest, progress, &known, opened).await;
     }
     match push_once(
         inner,
@@ -74,13 +80,14 @@ pub(crate) async fn push(
         manifest.clone(),
         progress.clone(),
         &known,
+        opened,
     )
     .await
     {
         Err(RegistryError::Refused { detail, .. }) if detail.contains("BLOB_UNKNOWN") => {
             tracing::info!(repository = %first.repository, "the registry lacks blobs it had before; pushing again, checking each blob");
             known.forget();
-            push_once(inner, targets, blobs, manifest, progress, &known).await
+            push_once(inner, targets, blobs, manifest, progress, &known, None).await
         }
         other => other,
     }
@@ -93,6 +100,7 @@ async fn push_once(
     manifest: PushManifest,
     progress: Option<ProgressFn>,
     known: &KnownBlobs,
+    opened: Option<OpenedSessions>,
 ) -> Result<PushReport, RegistryError> {
     let first = targets
         .first()
@@ -135,7 +143,7 @@ async fn push_once(
         c: c.clone(),
         progress,
         known,
-        opened: inner.take_opened_sessions(first),
+        opened,
     };
     // Ping and get the one token for the whole push before going parallel.
     inner.authorization(&conn, &ctx.scopes, &ctx.repo, &c).await?;

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use reqwest::header::CONTENT_LENGTH;
 use reqwest::{Method, StatusCode, Url};
-use tokio::task::JoinHandle;
 
 use super::auth::push_scopes;
 use super::error::RegistryError;
@@ -30,84 +29,85 @@ pub struct PushForecast {
     pub mount_from: Vec<String>,
 }
 
-/// The sessions opened for one repository.
-pub(crate) struct OpenedSessions {
-    stats: Arc<Stats>,
-    state: tokio::sync::Mutex<State>,
+/// What a build prepared for its push to one repository: the record of the last push from here
+/// (read once, for the forecast and for the push) and the upload sessions it opened.
+pub(crate) struct PreparedPush {
+    pub known: KnownBlobs,
+    pub sessions: Option<OpenedSessions>,
 }
 
-enum State {
-    Opening(JoinHandle<Vec<Url>>),
-    Open(Vec<Url>),
+impl PreparedPush {
+    pub fn new(inner: &Arc<Inner>, target: &Reference, forecast: PushForecast) -> PreparedPush {
+        let known = KnownBlobs::load(inner.opts.cache_dir.as_deref(), &target.registry, &target.repository);
+        let count = wanted(&known, &forecast, inner.opts.parallelism);
+        let sessions = (count > 0).then(|| {
+            tracing::debug!(repository = %target.repository, count, "opening upload sessions ahead");
+            OpenedSessions::open(inner.clone(), target, count, forecast.mount_from)
+        });
+        PreparedPush { known, sessions }
+    }
+}
+
+/// How many uploads a push with this forecast will start, when the record of earlier pushes says
+/// which blobs are there: none without a record (the push checks each blob first), else the
+/// layers the record lacks plus the config, which changes with them.
+fn wanted(known: &KnownBlobs, forecast: &PushForecast, parallelism: usize) -> usize {
+    if !known.exists() {
+        return 0;
+    }
+    let missing = forecast.new_layers + forecast.known_layers.iter().filter(|d| !known.contains(d)).count();
+    if missing == 0 {
+        0
+    } else {
+        (missing + 1).min(parallelism)
+    }
+}
+
+/// The sessions opened for one repository. Their list stays locked by the task that opens them
+/// until it is done, so that taking one waits for the opening.
+pub(crate) struct OpenedSessions {
+    stats: Arc<Stats>,
+    urls: Arc<tokio::sync::Mutex<Vec<Url>>>,
 }
 
 impl OpenedSessions {
-    /// How many uploads a push with this forecast will start, when the record of earlier pushes
-    /// to `target` says which blobs are there: none without a record (the push checks each blob
-    /// first), else the layers the record lacks plus the config, which changes with them.
-    pub fn wanted(inner: &Inner, target: &Reference, forecast: &PushForecast) -> usize {
-        let known = KnownBlobs::load(inner.opts.cache_dir.as_deref(), &target.registry, &target.repository);
-        if !known.exists() {
-            return 0;
-        }
-        let missing = forecast.new_layers + forecast.known_layers.iter().filter(|d| !known.contains(d)).count();
-        if missing == 0 {
-            0
-        } else {
-            (missing + 1).min(inner.opts.parallelism)
-        }
-    }
-
     /// Starts opening `count` sessions in `target`'s repository in the background.
-    pub fn open(inner: Arc<Inner>, target: &Reference, count: usize, mount_from: Vec<String>) -> OpenedSessions {
+    fn open(inner: Arc<Inner>, target: &Reference, count: usize, mount_from: Vec<String>) -> OpenedSessions {
         let stats = Arc::new(Stats::default());
         let c = inner.counter(&stats);
+        let urls = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let mut opened = urls.clone().try_lock_owned().expect("a new lock is free");
         let (registry, host, repo) = (
             target.registry.clone(),
             target.api_host().to_string(),
             target.repository.clone(),
         );
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let conn = inner.conn(&registry, &host);
             let scopes = push_scopes(&repo, &mount_from);
-            let opened = futures_util::future::join_all(
+            let results = futures_util::future::join_all(
                 (0..count).map(|_| start_upload(&inner, &conn, &scopes, &repo, "a blob to come", &c)),
             )
             .await;
-            opened
+            *opened = results
                 .into_iter()
                 .filter_map(|r| {
                     r.map_err(|e| tracing::debug!(repository = %repo, error = %e, "no upload session opened ahead"))
                         .ok()
                 })
-                .collect()
+                .collect();
         });
-        OpenedSessions {
-            stats,
-            state: tokio::sync::Mutex::new(State::Opening(task)),
-        }
+        OpenedSessions { stats, urls }
     }
 
     /// One open session, once the opening is done; `None` when all are taken (or none opened).
     pub async fn take(&self) -> Option<Url> {
-        self.open_sessions().await.pop()
+        self.urls.lock().await.pop()
     }
 
     /// The sessions nobody took.
     pub async fn rest(&self) -> Vec<Url> {
-        std::mem::take(&mut *self.open_sessions().await)
-    }
-
-    async fn open_sessions(&self) -> tokio::sync::MappedMutexGuard<'_, Vec<Url>> {
-        let mut st = self.state.lock().await;
-        if let State::Opening(task) = &mut *st {
-            let urls = task.await.unwrap_or_default();
-            *st = State::Open(urls);
-        }
-        tokio::sync::MutexGuard::map(st, |s| match s {
-            State::Open(urls) => urls,
-            State::Opening(_) => unreachable!("opened above"),
-        })
+        std::mem::take(&mut *self.urls.lock().await)
     }
 
     /// Requests made opening them.

@@ -13,7 +13,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{self, AuthScheme, Credential, CredentialSource};
 use super::error::{describe_error_body, describe_transport, is_tls_error, one_line, RegistryError};
-use super::sessions::OpenedSessions;
+use super::sessions::PreparedPush;
 use super::{known, RegistryOptions};
 use crate::reference::Reference;
 
@@ -320,8 +320,8 @@ pub(crate) struct Inner {
     conns: Mutex<HashMap<String, Arc<Conn>>>,
     creds: CredentialSource,
     pub totals: Arc<Stats>,
-    /// Upload sessions opened ahead of pushes, by `registry/repository`.
-    opened: Mutex<HashMap<String, Arc<OpenedSessions>>>,
+    /// What builds prepared for their pushes, by `registry/repository`.
+    prepared: Mutex<HashMap<String, PreparedPush>>,
 }
 
 fn build_http(
@@ -388,7 +388,7 @@ impl Inner {
             conns: Mutex::new(HashMap::new()),
             creds,
             totals: Arc::new(Stats::default()),
-            opened: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
         })
     }
 
@@ -411,16 +411,16 @@ impl Inner {
         }
     }
 
-    /// Keeps the sessions opened ahead of a push to `target`'s repository for that push.
-    pub fn keep_opened_sessions(&self, target: &Reference, sessions: OpenedSessions) {
+    /// Keeps what a build prepared for its push to `target`'s repository, for that push.
+    pub fn keep_prepared(&self, target: &Reference, prepared: PreparedPush) {
         let key = format!("{}/{}", target.registry, target.repository);
-        self.opened.lock().unwrap().insert(key, Arc::new(sessions));
+        self.prepared.lock().unwrap().insert(key, prepared);
     }
 
-    /// The sessions opened ahead of this push to `target`'s repository, if any (once).
-    pub fn take_opened_sessions(&self, target: &Reference) -> Option<Arc<OpenedSessions>> {
+    /// What a build prepared for this push to `target`'s repository, if anything (once).
+    pub fn take_prepared(&self, target: &Reference) -> Option<PreparedPush> {
         let key = format!("{}/{}", target.registry, target.repository);
-        self.opened.lock().unwrap().remove(&key)
+        self.prepared.lock().unwrap().remove(&key)
     }
 
     /// The connection for a registry (created on first use).

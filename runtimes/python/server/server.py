@@ -94,26 +94,22 @@ def log_writer():
         flush_log()
 
 
-_stamp = (0, "")  # (second, its time stamp): a request log line's time, formatted once a second
+def once_a_second(format_time):
+    """`format_time(second)` for the current second, formatted once a second (the pair is
+    replaced whole, so threads never see one second's text under another's number)."""
+    cache = [(-1, "")]
+
+    def get():
+        second = int(time.time())
+        if cache[0][0] != second:
+            cache[0] = (second, format_time(second))
+        return cache[0][1]
+
+    return get
 
 
-def timestamp():
-    global _stamp
-    second = int(time.time())
-    if _stamp[0] != second:
-        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
-    return _stamp[1]
-
-
-_date = (0, "")  # (second, its HTTP Date)
-
-
-def http_date():
-    global _date
-    second = int(time.time())
-    if _date[0] != second:
-        _date = (second, email.utils.formatdate(second, usegmt=True))
-    return _date[1]
+timestamp = once_a_second(lambda s: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s)))  # log lines
+http_date = once_a_second(lambda s: email.utils.formatdate(s, usegmt=True))  # the Date header
 
 
 def media_type(content_type):
