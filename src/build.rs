@@ -108,7 +108,10 @@ pub enum BuildOutcome {
     /// The image, written to every output.
     Built(Box<BuildResult>),
     /// `--prepare-dependencies`: the caches were asked; `key` is the install requested, if any.
-    Prepared { key: Option<String>, cache: DependencySummary },
+    Prepared {
+        key: Option<String>,
+        cache: DependencySummary,
+    },
 }
 
 pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
@@ -336,9 +339,16 @@ pub async fn install_dependencies(
         .prefix("fnbuild-")
         .tempdir()
         .context("cannot create a scratch directory")?;
-    let key = dependencies::install_requested(plan.as_ref(), installer.as_ref(), &runtime, handoff, options, work.path())
-        .await
-        .context("installing the requested dependencies")?;
+    let key = dependencies::install_requested(
+        plan.as_ref(),
+        installer.as_ref(),
+        &runtime,
+        handoff,
+        options,
+        work.path(),
+    )
+    .await
+    .context("installing the requested dependencies")?;
     Ok(key)
 }
 

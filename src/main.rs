@@ -386,7 +386,14 @@ async fn run_build(args: BuildArgs) -> Result<()> {
                 None => tracing::info!("nothing to install"),
             }
             if !args.json {
-                println!("{}", if key.is_some() { "install requested" } else { "nothing to install" });
+                println!(
+                    "{}",
+                    if key.is_some() {
+                        "install requested"
+                    } else {
+                        "nothing to install"
+                    }
+                );
                 return Ok(());
             }
             serde_json::to_string(&serde_json::json!({"install_requested": key, "dependencies": cache}))
@@ -462,8 +469,7 @@ fn guard_secrets(
 
 /// A --cache-key-file's key: its bytes, trimmed; at least 16 of them.
 fn read_cache_key(path: &std::path::Path) -> Result<Vec<u8>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read the --cache-key-file {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the --cache-key-file {}", path.display()))?;
     let key = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
     if key.len() < 16 {
         anyhow::bail!(
@@ -516,10 +522,7 @@ fn init_logging(cli: &Cli) {
     match cli.log_format {
         _ if controller_json => builder.json().init(),
         LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder
-            .with_ansi(ansi)
-            .with_target(false)
-            .init(),
+        LogFormat::Human => builder.with_ansi(ansi).with_target(false).init(),
     }
 }
 

@@ -306,9 +306,19 @@ fn collect_docker_secrets(v: &serde_json::Value, out: &mut Vec<String>) {
 /// Whether an environment variable's name says its value is a credential.
 pub fn is_secret_env_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "API_KEY", "APIKEY", "PRIVATE_KEY"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "CREDENTIAL",
+        "AUTH",
+        "API_KEY",
+        "APIKEY",
+        "PRIVATE_KEY",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 /// The values of this process's environment variables whose names say they are credentials.
@@ -340,10 +350,7 @@ mod tests {
         let scanner = Scanner::new(&[secret.to_string()]);
         for t in &texts {
             assert!(scanner.contains(t.as_bytes()), "not found in {t}");
-            assert!(
-                scanner.scan_reader(std::io::Cursor::new(t.as_bytes())).unwrap(),
-                "{t}"
-            );
+            assert!(scanner.scan_reader(std::io::Cursor::new(t.as_bytes())).unwrap(), "{t}");
             let r = redact_with(t, &[secret.to_string()]);
             assert!(!scanner.contains(r.as_bytes()), "left in {r}");
         }

@@ -131,7 +131,9 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
             continue;
         }
         match &layer.location {
-            BlobLocation::File(source) => copy_verified(source, &target, &layer.digest()).map_err(write_err(&target))?,
+            BlobLocation::File(source) => {
+                copy_verified(source, &target, &layer.digest()).map_err(write_err(&target))?
+            }
             BlobLocation::Registry(_) => {
                 return Err(SinkError::Invalid {
                     output: output.into(),

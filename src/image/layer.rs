@@ -73,7 +73,12 @@ pub fn write_layer(entries: Vec<LayerEntry>, mtime: u64, spool: &Path) -> Result
 }
 
 /// [`write_layer`] at gzip `level` (1-9).
-pub fn write_layer_at(entries: Vec<LayerEntry>, mtime: u64, spool: &Path, level: u32) -> Result<WrittenLayer, LayerError> {
+pub fn write_layer_at(
+    entries: Vec<LayerEntry>,
+    mtime: u64,
+    spool: &Path,
+    level: u32,
+) -> Result<WrittenLayer, LayerError> {
     write_layer_scanned(entries, mtime, spool, level, &Scanner::for_registered())
 }
 
@@ -181,7 +186,8 @@ fn append_entry<W: Write>(
     let secret = || LayerError::Secret {
         path: crate::secrets::escape_control(&entry.path),
     };
-    let target_holds_secret = matches!(&entry.kind, EntryKind::Symlink { target } if scanner.contains(target.as_bytes()));
+    let target_holds_secret =
+        matches!(&entry.kind, EntryKind::Symlink { target } if scanner.contains(target.as_bytes()));
     if scanner.contains(entry.path.as_bytes()) || target_holds_secret {
         return Err(secret());
     }

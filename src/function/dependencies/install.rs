@@ -689,9 +689,7 @@ pub fn pip_invocations(
             python_version,
             platforms,
         } => {
-            selection.extend(
-                ["--only-binary=:all:", "--implementation", "cp", "--python-version"].map(OsString::from),
-            );
+            selection.extend(["--only-binary=:all:", "--implementation", "cp", "--python-version"].map(OsString::from));
             selection.push(python_version.into());
             for p in platforms {
                 selection.push("--platform".into());

@@ -21,7 +21,9 @@ mod install;
 mod plan;
 mod sandbox;
 
-pub use cache::{sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION};
+pub use cache::{
+    sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
+};
 pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
 pub use plan::{plan, Ecosystem, Plan};
 pub use sandbox::protect_this_process;
@@ -29,11 +31,11 @@ pub use sandbox::protect_this_process;
 use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
 use crate::image::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
-use crate::secrets::Scanner;
-use sandbox::Sandbox;
 use crate::image::{rfc3339, BlobLocation};
 use crate::reference::Reference;
 use crate::registry::{BlobSource, Client};
+use crate::secrets::Scanner;
+use sandbox::Sandbox;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -220,7 +222,9 @@ pub enum Handoff {
 pub enum Provided {
     Layer(ProvidedLayer),
     /// Not in any cache: the request is in the handoff directory.
-    Requested { key: String },
+    Requested {
+        key: String,
+    },
 }
 
 /// The install request a prepare step leaves for the install step.
@@ -353,8 +357,17 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
                 .as_ref()
                 .and_then(|c| c.spool().ok())
                 .unwrap_or_else(|| ctx.work.join("dependencies-layer.tar.gz"));
-            let (written, install_ms) =
-                install_layer(plan, installer, runtime, pip_mode.as_ref(), ctx.epoch, ctx.options, ctx.work, &spool).await?;
+            let (written, install_ms) = install_layer(
+                plan,
+                installer,
+                runtime,
+                pip_mode.as_ref(),
+                ctx.epoch,
+                ctx.options,
+                ctx.work,
+                &spool,
+            )
+            .await?;
             let layer_ms = (t.elapsed().as_millis() as u64).saturating_sub(install_ms);
             (written, install_ms, layer_ms)
         }
@@ -440,7 +453,11 @@ async fn install_layer(
     };
     // The credentials files are visible to the downloading phase only; the build's other
     // secrets (registry configs, cache key, the caches) never.
-    let credential_files: Vec<PathBuf> = [&options.npmrc, &options.pip_conf].into_iter().flatten().cloned().collect();
+    let credential_files: Vec<PathBuf> = [&options.npmrc, &options.pip_conf]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let t = Instant::now();
     let home = staging.join("home");
     let hidden = options.hide.clone();
@@ -474,11 +491,10 @@ async fn install_layer(
     let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
     let spool = spool.to_path_buf();
     let scanner = Scanner::new(&options.secrets_with_files()?);
-    let written = tokio::task::spawn_blocking(move || {
-        write_layer_scanned(entries, epoch, &spool, COMPRESSION_LEVEL, &scanner)
-    })
-    .await
-    .map_err(|e| DependencyError::Task(e.to_string()))??;
+    let written =
+        tokio::task::spawn_blocking(move || write_layer_scanned(entries, epoch, &spool, COMPRESSION_LEVEL, &scanner))
+            .await
+            .map_err(|e| DependencyError::Task(e.to_string()))??;
     Ok((written, install_ms))
 }
 
@@ -517,7 +533,15 @@ pub async fn install_requested(
         Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
         Ecosystem::Npm => None,
     };
-    let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), &request.base_digest, &target, request.epoch)?;
+    let key = cache_key(
+        plan,
+        runtime,
+        installer,
+        pip_mode.as_ref(),
+        &request.base_digest,
+        &target,
+        request.epoch,
+    )?;
     if key != request.key || runtime.name != request.runtime {
         return Err(DependencyError::Handoff {
             dir: dir.to_path_buf(),
@@ -526,8 +550,17 @@ pub async fn install_requested(
     }
     let t = Instant::now();
     let blob = dir.join(INSTALLED_BLOB);
-    let (written, install_ms) =
-        install_layer(plan, installer, runtime, pip_mode.as_ref(), request.epoch, options, work, &blob).await?;
+    let (written, install_ms) = install_layer(
+        plan,
+        installer,
+        runtime,
+        pip_mode.as_ref(),
+        request.epoch,
+        options,
+        work,
+        &blob,
+    )
+    .await?;
     let record = InstalledRecord {
         key: key.clone(),
         digest: written.digest.clone(),
@@ -548,20 +581,30 @@ fn take_installed(dir: &Path, key: &str, spool: &Path) -> Result<(WrittenLayer, 
         dir: dir.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(dir.join(INSTALLED_FILE))
-        .map_err(|_| handoff(format!("no dependency layer for key {key}: the install step did not run or failed")))?;
+    let bytes = std::fs::read(dir.join(INSTALLED_FILE)).map_err(|_| {
+        handoff(format!(
+            "no dependency layer for key {key}: the install step did not run or failed"
+        ))
+    })?;
     let record: InstalledRecord =
         serde_json::from_slice(&bytes).map_err(|e| handoff(format!("{INSTALLED_FILE} is damaged: {e}")))?;
     if record.key != key {
-        return Err(handoff(format!("the installed layer is for key {}, not {key}", record.key)));
+        return Err(handoff(format!(
+            "the installed layer is for key {}, not {key}",
+            record.key
+        )));
     }
     let (digest, size) = crate::image::digest::copy_hashed(&dir.join(INSTALLED_BLOB), spool)
         .map_err(|e| handoff(format!("cannot read the installed layer: {e}")))?;
     if digest != record.digest || size != record.size {
-        return Err(handoff(format!("the installed layer is {digest} ({size} bytes), not the {} it was recorded as", record.digest)));
+        return Err(handoff(format!(
+            "the installed layer is {digest} ({size} bytes), not the {} it was recorded as",
+            record.digest
+        )));
     }
     // The diffID is the install step's word: check it by decompressing.
-    let diff_id = crate::image::digest::gunzip_digest(spool).map_err(|e| handoff(format!("the installed layer is not gzip: {e}")))?;
+    let diff_id = crate::image::digest::gunzip_digest(spool)
+        .map_err(|e| handoff(format!("the installed layer is not gzip: {e}")))?;
     if diff_id != record.diff_id {
         return Err(handoff("the installed layer's diffID does not match its record".into()));
     }
@@ -875,7 +918,9 @@ fn looks_like_token(piece: &str) -> bool {
     piece.len() >= 16
         && piece.bytes().any(|b| b.is_ascii_digit())
         && piece.bytes().any(|b| b.is_ascii_alphabetic())
-        && piece.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~%+".contains(&b))
+        && piece
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%+".contains(&b))
 }
 
 #[cfg(test)]

@@ -204,7 +204,10 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
             let w = w.as_str().unwrap_or_default();
             let fixed = w.split(['*', '?', '[', '{']).next().unwrap_or_default();
             if normalise("", fixed).is_none() && !fixed.is_empty() || fixed.starts_with('/') || fixed.contains("${") {
-                return Err(bad(file, format!("\"workspaces\": {w} is outside the function's directory")));
+                return Err(bad(
+                    file,
+                    format!("\"workspaces\": {w} is outside the function's directory"),
+                ));
             }
             return Err(bad(file, format!("\"workspaces\": {w}: workspaces are not supported for functions; name local packages with file: instead")));
         }
@@ -215,7 +218,8 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
     let mut lock_file = None;
     for lock in NPM_LOCK_FILES {
         if let Some(entry) = find_file(source, lock) {
-            let doc: Value = serde_json::from_slice(&read(entry)?).map_err(|e| bad(lock, format!("is not valid JSON: {e}")))?;
+            let doc: Value =
+                serde_json::from_slice(&read(entry)?).map_err(|e| bad(lock, format!("is not valid JSON: {e}")))?;
             check_npm_lock(lock, &doc)?;
             inputs.add(lock);
             lock_file.get_or_insert_with(|| lock.to_string());
@@ -245,7 +249,10 @@ fn check_npm_spec(file: &str, at: &str, spec: &str, inputs: &mut Inputs) -> Resu
         return Err(bad(file, format!("{at}: {spec} reads a repository from the builder's own filesystem; use a remote git URL or put the package into the function")));
     }
     if spec.contains("${") && npm_local_path(spec).is_some() {
-        return Err(bad(file, format!("{at}: {spec}: variables are not expanded in a function's local paths")));
+        return Err(bad(
+            file,
+            format!("{at}: {spec}: variables are not expanded in a function's local paths"),
+        ));
     }
     if let Some(path) = npm_local_path(spec) {
         let rel = normalise("", path).ok_or_else(|| {
@@ -280,16 +287,24 @@ fn check_npm_overrides(file: &str, at: &str, value: &Value, inputs: &mut Inputs)
 fn check_npm_lock(lock: &str, doc: &Value) -> Result<(), DependencyError> {
     let check_entry = |at: &str, entry: &Value| -> Result<(), DependencyError> {
         for field in ["resolved", "version"] {
-            let Some(spec) = entry.get(field).and_then(Value::as_str) else { continue };
+            let Some(spec) = entry.get(field).and_then(Value::as_str) else {
+                continue;
+            };
             if is_local_repository(spec) {
-                return Err(bad(lock, format!("{at}: \"{field}\" {spec} reads a repository from the builder's own filesystem")));
+                return Err(bad(
+                    lock,
+                    format!("{at}: \"{field}\" {spec} reads a repository from the builder's own filesystem"),
+                ));
             }
             let local = npm_local_path(spec).or_else(|| {
                 (field == "resolved" && entry.get("link").and_then(Value::as_bool) == Some(true)).then_some(spec)
             });
             if let Some(path) = local {
                 if normalise("", path).is_none() {
-                    return Err(bad(lock, format!("{at}: \"{field}\" {spec} is outside the function's directory")));
+                    return Err(bad(
+                        lock,
+                        format!("{at}: \"{field}\" {spec} is outside the function's directory"),
+                    ));
                 }
             }
         }
@@ -334,9 +349,16 @@ fn check_npm_lock(lock: &str, doc: &Value) -> Result<(), DependencyError> {
 /// `git+file:`, `file://` inside a git spec and the like: a repository on the builder's disk.
 fn is_local_repository(spec: &str) -> bool {
     let lower = spec.to_ascii_lowercase();
-    ["git+file:", "hg+file:", "svn+file:", "bzr+file:", "git://localhost", "git+ssh://localhost"]
-        .iter()
-        .any(|p| lower.contains(p))
+    [
+        "git+file:",
+        "hg+file:",
+        "svn+file:",
+        "bzr+file:",
+        "git://localhost",
+        "git+ssh://localhost",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
         || (lower.starts_with("git") && lower.contains("file:"))
 }
 
@@ -470,7 +492,8 @@ fn scan_requirements(
                     }
                 }
                 "-i" | "--index-url" | "--extra-index-url" => {
-                    if value.to_ascii_lowercase().starts_with("file:") || (!value.contains("://") && !value.is_empty()) {
+                    if value.to_ascii_lowercase().starts_with("file:") || (!value.contains("://") && !value.is_empty())
+                    {
                         return Err(bad(file, format!("line {number}: {option} {value}: a package index must be an http(s) URL; put local packages into the function and name them by path")));
                     }
                 }
@@ -491,7 +514,10 @@ fn scan_requirements(
             return Err(bad(file, format!("line {number}: \"{requirement}\" reads a repository from the builder's own filesystem; use a remote URL or put the package into the function")));
         }
         if requirement.contains("${") {
-            return Err(bad(file, format!("line {number}: \"{requirement}\": variables are not expanded in a function's requirements")));
+            return Err(bad(
+                file,
+                format!("line {number}: \"{requirement}\": variables are not expanded in a function's requirements"),
+            ));
         }
         if is_local_path(requirement) || requirement.starts_with("file:") {
             local(inputs, number, file_url_path(requirement), "package")?;
@@ -832,7 +858,7 @@ mod tests {
         for (req, want) in [
             ("six=1.16.0\n", "line 1: \"six=1.16.0\" is not a requirement pip understands: \"=1.16.0\": an exact version is written ==1.16.0"),
             ("ok\n\nsix >>= 1\n", "line 3: \"six >>= 1\""),
-            ("-six\n", ""),
+            ("-six\n", "line 1: option -s is not taken in a function's requirements"),
             ("my package==1\n", "\"package==1\" is not a version specifier"),
             ("six[extra\n", "the extras' [ is not closed"),
             ("-r missing.txt\n", "line 1: -r missing.txt: there is no such file"),
@@ -844,6 +870,114 @@ mod tests {
                 Ok(_) => assert!(want.is_empty(), "{req:?} was accepted"),
             }
         }
+    }
+
+    /// Dependency files that would make an installer read outside the function (issue 15, item 2).
+    #[test]
+    fn nothing_outside_the_function_is_ever_named() {
+        let rt = node();
+        for (pkg, want) in [
+            (
+                r#"{"dependencies":{"a":"1"},"peerDependencies":{"x":"file:../../x"}}"#,
+                "\"peerDependencies\".\"x\": file:../../x is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"devDependencies":{"x":"../x"}}"#,
+                "\"devDependencies\".\"x\": ../x is outside",
+            ),
+            (r#"{"optionalDependencies":{"x":"file:/etc"}}"#, "file:/etc is outside"),
+            (
+                r#"{"dependencies":{"x":"git+file:///tmp/repo"}}"#,
+                "reads a repository from the builder's own filesystem",
+            ),
+            (
+                r#"{"dependencies":{"x":"npm:y@file:../../y"}}"#,
+                "file:../../y is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"overrides":{"a":{"b":"file:../b"}}}"#,
+                "\"overrides\".\"a\".\"b\": file:../b is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"workspaces":["../other"]}"#,
+                "\"workspaces\": ../other is outside",
+            ),
+        ] {
+            let (_d, src) = source(&[("handler.js", ""), ("package.json", pkg)], &rt);
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with("package.json ") && err.contains(want), "{pkg}: {err:?}");
+        }
+        for (lock, want) in [
+            (
+                r#"{"packages":{"":{},"../outside":{"version":"1.0.0"}}}"#,
+                "\"packages\".\"../outside\" is outside",
+            ),
+            (
+                r#"{"packages":{"node_modules/a":{"resolved":"file:../../a"}}}"#,
+                "\"resolved\" file:../../a is outside",
+            ),
+            (
+                r#"{"packages":{"node_modules/a":{"resolved":"git+file:///srv/a.git#abc"}}}"#,
+                "reads a repository",
+            ),
+            (
+                r#"{"dependencies":{"a":{"version":"file:/etc/a"}}}"#,
+                "\"dependencies\".\"a\": \"version\" file:/etc/a is outside",
+            ),
+        ] {
+            let (_d, src) = source(
+                &[
+                    ("handler.js", ""),
+                    ("package.json", r#"{"dependencies":{"a":"1"}}"#),
+                    ("package-lock.json", lock),
+                ],
+                &rt,
+            );
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.starts_with("package-lock.json ") && err.contains(want),
+                "{lock}: {err:?}"
+            );
+        }
+        let rt = python();
+        for (req, want) in [
+            ("-r /etc/passwd\n", "line 1: -r /etc/passwd is outside"),
+            ("-r/etc/passwd\n", "is outside"),
+            ("--requirement=/etc/passwd\n", "is outside"),
+            ("-c /etc/passwd\n", "line 1: -c /etc/passwd is outside"),
+            ("--constraint /root/.docker/config.json\n", "is outside"),
+            ("-r ${HOME}/../x.txt\n", "variables are not expanded"),
+            (
+                "six @ file:///srv/wheels/six.whl\n",
+                "package /srv/wheels/six.whl is outside",
+            ),
+            ("file:///srv/wheels/six.whl\n", "is outside"),
+            ("/srv/wheels/six.whl\n", "is outside"),
+            ("git+file:///srv/repo#egg=x\n", "reads a repository"),
+            ("-e git+file:///srv/repo#egg=x\n", "reads a repository"),
+            ("-e /srv/pkg\n", "editable package /srv/pkg is outside"),
+            (
+                "--find-links /srv/wheels\nsix\n",
+                "--find-links directory /srv/wheels is outside",
+            ),
+            ("-f file:///srv/wheels\nsix\n", "is outside"),
+            ("--index-url file:///srv/index\nsix\n", "must be an http(s) URL"),
+            ("--target /tmp/x\nsix\n", "option --target is not taken"),
+        ] {
+            let (_d, src) = source(&[("handler.py", ""), ("requirements.txt", req)], &rt);
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.starts_with("requirements.txt ") && err.contains(want),
+                "{req:?}: {err:?}"
+            );
+            assert!(!err.contains("root:x:0:0"), "never a foreign file's content: {err}");
+        }
+        // What stays allowed.
+        let (_d, src) = source(
+            &[("handler.py", ""), ("requirements.txt", "--index-url https://pypi.example.com/simple\n--extra-index-url https://x.example.com/simple\nsix==1.16.0\n-f ./wheels\n"), ("wheels/a.whl", "")],
+            &rt,
+        );
+        assert!(plan(&src, &rt).unwrap().is_some());
     }
 
     #[test]

@@ -57,10 +57,7 @@ impl Sandbox {
         let tmp = self.home.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         command.env_clear();
-        for name in INHERITED
-            .iter()
-            .chain(if self.network_env { PROXIES } else { &[] })
-        {
+        for name in INHERITED.iter().chain(if self.network_env { PROXIES } else { &[] }) {
             if let Some(v) = std::env::var_os(name) {
                 command.env(name, v);
             }
@@ -228,20 +225,20 @@ mod tests {
             network_env: false,
         };
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!(
-                "env; cat {} {}/x 2>&1; echo HOME=$HOME",
-                secret_file.display(),
-                secret_dir.display()
-            ));
-        sandbox
-            .apply(&mut cmd, &[("EXTRA".into(), "1".into())], true)
-            .unwrap();
+        cmd.arg("-c").arg(format!(
+            "env; cat {} {}/x 2>&1; echo HOME=$HOME",
+            secret_file.display(),
+            secret_dir.display()
+        ));
+        sandbox.apply(&mut cmd, &[("EXTRA".into(), "1".into())], true).unwrap();
         let out = cmd.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("TOP-SECRET-VALUE"), "{text}");
         assert!(text.contains("EXTRA=1") && text.contains("PATH="), "{text}");
-        assert!(text.contains(&format!("HOME={}", dir.path().join("home").display())), "{text}");
+        assert!(
+            text.contains(&format!("HOME={}", dir.path().join("home").display())),
+            "{text}"
+        );
         // Outside the sandbox the file is still there.
         assert_eq!(std::fs::read_to_string(&secret_file).unwrap(), "TOP-SECRET-VALUE");
     }
