@@ -367,6 +367,12 @@ fn a_node_dependency_from_a_local_tarball_is_installed_with_npm_ci() {
             .args(["pack", "--silent", "--pack-destination"])
             .arg(src.path().join("vendor")),
     );
+    // The lock file pins the tarball's integrity: it is made again for the new bytes.
+    run_ok(
+        Command::new("npm")
+            .current_dir(src.path())
+            .args(["install", "--package-lock-only", "--silent"]),
+    );
     let (changed, _) = build_ok(
         &shims,
         src.path(),
@@ -440,6 +446,8 @@ fn functions_with_the_same_dependency_files_share_one_blob_through_the_cache_rep
             cache_a.path().to_str().unwrap(),
             "--cache-repo",
             &cache_repo,
+            "--cache-key-file",
+            &cache_key_file(),
             "--push",
             &registry.image("fn/a:v1"),
         ],
@@ -463,6 +471,8 @@ fn functions_with_the_same_dependency_files_share_one_blob_through_the_cache_rep
             cache_b.path().to_str().unwrap(),
             "--cache-repo",
             &cache_repo,
+            "--cache-key-file",
+            &cache_key_file(),
             "--push",
             &registry.image("fn/b:v1"),
         ],
@@ -742,6 +752,8 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
             cache_dir,
             "--cache-repo",
             &cache_repo,
+            "--cache-key-file",
+            &cache_key_file(),
             "--npmrc",
             npmrc.to_str().unwrap(),
             "--push",
@@ -793,6 +805,8 @@ fn npmrc_and_pip_conf_credentials_reach_no_layer_cache_or_output() {
             cache_dir,
             "--cache-repo",
             &cache_repo,
+            "--cache-key-file",
+            &cache_key_file(),
             "--pip-conf",
             pip_conf.to_str().unwrap(),
             "--push",

@@ -51,6 +51,17 @@ pub fn test_tmp_dir() -> PathBuf {
 }
 
 /// A fresh temporary directory under [`test_tmp_dir`] (same filesystem as the base images).
+/// A `--cache-key-file` for tests (the same key in every test, as builders share one).
+pub fn cache_key_file() -> String {
+    let dir = std::env::temp_dir().join("fnbuild-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("cache-signing-key");
+    if !path.exists() {
+        std::fs::write(&path, "fnbuild-tests-cache-signing-key-0123456789\n").unwrap();
+    }
+    path.display().to_string()
+}
+
 pub fn temp_dir(prefix: &str) -> TempDir {
     tempfile::Builder::new()
         .prefix(prefix)

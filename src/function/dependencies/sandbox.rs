@@ -68,6 +68,12 @@ impl Sandbox {
             .env("XDG_CACHE_HOME", self.home.join(".cache"))
             .env("XDG_CONFIG_HOME", self.home.join(".config"));
         command.envs(env.iter().map(|(k, v)| (k, v)));
+        if !isolate {
+            // SAFETY: as below; only prctl calls.
+            unsafe {
+                command.pre_exec(drop_capabilities);
+            }
+        }
         if isolate {
             // A hidden directory that holds the installer's own home would hide its work too.
             let hide: Vec<PathBuf> = self
@@ -77,12 +83,15 @@ impl Sandbox {
                 .cloned()
                 .collect();
             let plan = MountPlan::new(&hide);
-            if !plan.targets.is_empty() {
-                // SAFETY: the closure runs in the forked child before exec and only makes
-                // system calls with memory prepared before the fork (no allocation).
-                unsafe {
-                    command.pre_exec(move || plan.enter());
-                }
+            // SAFETY: the closure runs in the forked child before exec and only makes
+            // system calls with memory prepared before the fork (no allocation).
+            unsafe {
+                command.pre_exec(move || {
+                    if !plan.targets.is_empty() {
+                        plan.enter()?;
+                    }
+                    drop_capabilities()
+                });
             }
         }
         Ok(())
@@ -180,6 +189,34 @@ impl MountPlan {
         }
         Ok(())
     }
+}
+
+/// Takes every capability out of the child's bounding set before it executes the installer, so
+/// that even as root it can neither undo the hidden view (unmount) nor read this process's
+/// memory or environment (ptrace, /proc/PID/environ of a non-dumpable process), nor read files
+/// it does not own. Without the privilege to drop them (not root) there are none to drop.
+fn drop_capabilities() -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        if libc::prctl(libc::PR_CAPBSET_READ, 0, 0, 0, 0) < 0 {
+            return Ok(()); // no capabilities here at all
+        }
+        for cap in 0..=63 {
+            if libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) == 1
+                && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+            {
+                let err = std::io::Error::last_os_error();
+                // EPERM: not privileged (no CAP_SETPCAP), so nothing to give up that matters.
+                if err.raw_os_error() != Some(libc::EPERM) {
+                    return Err(err);
+                }
+                break;
+            }
+        }
+        // No new privileges through set-uid programs either.
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+    Ok(())
 }
 
 /// # Safety
