@@ -306,6 +306,10 @@ fn collect_docker_secrets(v: &serde_json::Value, out: &mut Vec<String>) {
 /// Whether an environment variable's name says its value is a credential.
 pub fn is_secret_env_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
+    // Paths and sockets that only look like credentials by name.
+    if n.ends_with("_SOCK") || n == "XAUTHORITY" || n.ends_with("_FILE") || n.ends_with("_PATH") {
+        return false;
+    }
     [
         "TOKEN",
         "SECRET",

@@ -947,6 +947,24 @@ mod tests {
             "{scrubbed}"
         );
         assert!(r.redact("always-auth true").contains("true"), "short values stay");
+
+        // Tokens in an index URL's path or query, and their encodings.
+        let pip = "[global]\nindex-url = https://pypi.example.com/simple/pathT0ken8a7b6c5d4e3f/\nextra-index-url = https://x.example.com/simple?access_token=QueryT0ken1234567890abc\n";
+        let c = dir.path().join("pip2.conf");
+        std::fs::write(&c, pip).unwrap();
+        let r = Redactor::from_files(&[("--pip-conf", Some(&c))]).unwrap();
+        use base64::Engine;
+        let line = format!(
+            "Looking in indexes: https://pypi.example.com/simple/pathT0ken8a7b6c5d4e3f/, https://x.example.com/simple?access_token=QueryT0ken1234567890abc {}",
+            base64::engine::general_purpose::STANDARD.encode("u:pathT0ken8a7b6c5d4e3f")
+        );
+        let scrubbed = r.redact(&line);
+        assert!(
+            !scrubbed.contains("pathT0ken") && !scrubbed.contains("QueryT0ken"),
+            "{scrubbed}"
+        );
+        assert!(!scrubbed.contains("dTpwYXRoVDBrZW44YTdiNmM1ZDRlM2Y"), "{scrubbed}");
+        assert!(scrubbed.contains("https://pypi.example.com/simple/"), "{scrubbed}");
         let err = Redactor::from_files(&[("--npmrc", Some(&dir.path().join("missing")))])
             .unwrap_err()
             .to_string();
