@@ -115,6 +115,9 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
                 resource_names: strings(&[&settings.package_registry_secret]),
                 ..rule(&[""], &["secrets"], &["get"])
             },
+            // The dependency cache's signing key, made once per namespace (create cannot be
+            // limited to a name; the controller never reads or updates other Secrets).
+            rule(&[""], &["secrets"], &["create"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             rule(&[""], &["events"], &["create", "patch"]),
         ]),
