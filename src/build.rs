@@ -231,7 +231,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
                 .await
                 .with_context(|| format!("installing the packages of {}", plan.dependency_file))?;
             match provided {
-                Provided::Layer(layer) => Some(layer),
+                Provided::Layer(layer) => Some(*layer),
                 Provided::Requested { key } => {
                     return Ok(BuildOutcome::Prepared {
                         key: Some(key),

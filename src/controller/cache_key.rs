@@ -42,7 +42,10 @@ pub fn secret(namespace: &str, key: &str) -> Secret {
             ..Default::default()
         },
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(SECRET_KEY.to_string(), ByteString(key.as_bytes().to_vec()))])),
+        data: Some(BTreeMap::from([(
+            SECRET_KEY.to_string(),
+            ByteString(key.as_bytes().to_vec()),
+        )])),
         ..Default::default()
     }
 }

@@ -49,39 +49,6 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_of_empty_input_is_the_well_known_one() {
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-
-    #[test]
-    fn digest_hex_rejects_anything_that_is_not_a_sha256_digest() {
-        let good = sha256_digest(b"x");
-        assert_eq!(digest_hex(&good).map(str::len), Some(64));
-        assert_eq!(digest_hex("sha256:../../etc/passwd"), None);
-        assert_eq!(digest_hex("sha512:abcd"), None);
-        assert_eq!(digest_hex(&good.to_uppercase()), None);
-    }
-
-    #[test]
-    fn hashing_writer_hashes_what_passes_through() {
-        let mut w = HashingWriter::new(Vec::new());
-        w.write_all(b"hello ").unwrap();
-        w.write_all(b"world").unwrap();
-        let (inner, digest, n) = w.finish();
-        assert_eq!(inner, b"hello world");
-        assert_eq!(n, 11);
-        assert_eq!(digest, sha256_digest(b"hello world"));
-    }
-}
-
 /// Copies `from` to `to` (created), returning the sha256 digest and size of what was copied.
 pub fn copy_hashed(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<(String, u64)> {
     let mut reader = std::fs::File::open(from)?;
@@ -125,4 +92,37 @@ pub fn still_holds(path: &std::path::Path, digest: &str, recorded: Option<&str>)
     }
     let ok = file_digest(path).is_ok_and(|d| d == digest);
     (ok, now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_empty_input_is_the_well_known_one() {
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn digest_hex_rejects_anything_that_is_not_a_sha256_digest() {
+        let good = sha256_digest(b"x");
+        assert_eq!(digest_hex(&good).map(str::len), Some(64));
+        assert_eq!(digest_hex("sha256:../../etc/passwd"), None);
+        assert_eq!(digest_hex("sha512:abcd"), None);
+        assert_eq!(digest_hex(&good.to_uppercase()), None);
+    }
+
+    #[test]
+    fn hashing_writer_hashes_what_passes_through() {
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"hello ").unwrap();
+        w.write_all(b"world").unwrap();
+        let (inner, digest, n) = w.finish();
+        assert_eq!(inner, b"hello world");
+        assert_eq!(n, 11);
+        assert_eq!(digest, sha256_digest(b"hello world"));
+    }
 }
