@@ -9,3 +9,4 @@ pub mod reference;
 pub mod registry;
 pub mod sinks;
 pub mod sources;
+pub mod text;
