@@ -478,6 +478,10 @@ fn is_executable(path: &Path) -> Result<bool, SourceError> {
 }
 
 #[cfg(test)]
+#[path = "source_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::function::runtime::Runtimes;
