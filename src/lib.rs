@@ -10,3 +10,4 @@ pub mod registry;
 pub mod secrets;
 pub mod sinks;
 pub mod sources;
+pub mod text;

@@ -1,5 +1,7 @@
 //! What a function is made of: its runtime and its source.
 
 pub mod dependencies;
+mod ignore;
+pub mod links;
 pub mod runtime;
 pub mod source;

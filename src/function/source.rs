@@ -1,8 +1,15 @@
 //! A function's source: a plain directory, or a Kubernetes ConfigMap volume mount
 //! (`key -> ..data/key`, `..data -> ..<timestamp>/`), turned into the entries of the function layer.
+//!
+//! The function's author may be an attacker: nothing from outside the source may reach the
+//! image (symlinks are resolved as the image will resolve them, see [`super::links`]),
+//! credential files are left out, and every name printed is escaped ([`crate::text`]).
 
+use super::ignore::{Ignore, IGNORE_FILE};
+use super::links::{LinkError, LinkProblem, Node, Tree};
 use super::runtime::Runtime;
 use crate::image::layer::{Content, EntryKind};
+use crate::text::{escape_control, escape_path};
 use std::path::{Component, Path, PathBuf};
 
 /// One file, directory or symlink of the function, relative to the function directory.
@@ -16,25 +23,64 @@ pub struct SourceEntry {
 pub struct FunctionSource {
     pub root: PathBuf,
     pub entries: Vec<SourceEntry>,
-    /// The dependency file's path on disk, if the function has one.
+    /// The dependency file's path on disk, if the function has one (a symlink's real file).
     pub dependency_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("source directory {0} does not exist or is not a directory")]
+    #[error("source directory {} does not exist or is not a directory", escape_path(.0))]
     NotADirectory(PathBuf),
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", escape_path(path))]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: file name is not valid UTF-8")]
+    #[error("{}: file name is not valid UTF-8", escape_path(path))]
     NotUtf8 { path: PathBuf },
-    #[error("symlink {path} -> {target} points outside the source directory; copy the file in instead")]
+    #[error(
+        "symlink {} -> {} points outside the source directory; copy the file in instead",
+        escape_path(path),
+        escape_control(target)
+    )]
     EscapingSymlink { path: PathBuf, target: String },
-    #[error("{path} is not a regular file, directory or symlink")]
+    #[error(
+        "symlink {} -> {} never resolves: it loops through more than 40 symlinks",
+        escape_path(path),
+        escape_control(target)
+    )]
+    LinkLoop { path: PathBuf, target: String },
+    #[error(
+        "symlink {} -> {} does not lead to a file in the source directory; the {role} must be a file",
+        escape_path(path),
+        escape_control(target)
+    )]
+    NotAFile {
+        path: PathBuf,
+        target: String,
+        role: &'static str,
+    },
+    #[error("{} is not a regular file, directory or symlink", escape_path(path))]
     SpecialFile { path: PathBuf },
-    #[error("ConfigMap key '{key}' in {root} is not a plain file name (no '/' and no '..'); use keys like handler.js")]
+    #[error(
+        "ConfigMap key '{}' in {} is not a plain file name (no '/' and no '..'); use keys like handler.js",
+        escape_control(key),
+        escape_path(root)
+    )]
     BadConfigMapKey { root: PathBuf, key: String },
-    #[error("missing handler file {file} in {root}: the {runtime} runtime loads the function from it")]
+    #[error("{} -> {}: a ConfigMap mount's ..data must point to a directory beside it (..<timestamp>)",
+        escape_path(&root.join("..data")), escape_path(target))]
+    BadConfigMapData { root: PathBuf, target: PathBuf },
+    #[error("{} must be a regular file", escape_path(path))]
+    BadIgnoreFile { path: PathBuf },
+    #[error(
+        "{} leaves out the handler file {}: the runtime loads the function from it",
+        escape_path(ignore_file),
+        escape_control(file)
+    )]
+    IgnoredHandler { ignore_file: PathBuf, file: String },
+    #[error(
+        "missing handler file {} in {}: the {runtime} runtime loads the function from it",
+        escape_control(file),
+        escape_path(root)
+    )]
     MissingHandler {
         root: PathBuf,
         file: String,
@@ -42,33 +88,78 @@ pub enum SourceError {
     },
 }
 
-/// Names never copied into an image: version control, and files that carry credentials.
-const EXCLUDED: &[&str] = &[
-    ".git",
+/// Left out silently, at any depth: version control and what the build makes itself.
+const EXCLUDED: &[&str] = &[".git", "__pycache__", "node_modules"];
+
+/// Credential stores, left out at any depth with a warning, in a directory and in a ConfigMap.
+/// A trailing `*` matches any ending (`id_rsa.pub`, `id_ed25519_work`). Files with
+/// credentials for the install are given with `--npmrc` / `--pip-conf`, never from the source.
+const CREDENTIALS: &[&str] = &[
     ".npmrc",
-    "pip.conf",
-    ".pypirc",
+    ".yarnrc",
+    ".yarnrc.yml",
     ".netrc",
+    "_netrc",
+    ".pypirc",
+    "pip.conf",
+    "pip.ini",
+    ".git-credentials",
+    ".pgpass",
+    ".dockercfg",
     ".docker",
-    "__pycache__",
-    "node_modules",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".ssh",
+    ".gnupg",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
 ];
+
+/// Whether a file or directory name is a credential store (see [`CREDENTIALS`]).
+pub fn is_credential(name: &str) -> bool {
+    CREDENTIALS.iter().any(|c| match c.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *c,
+    })
+}
+
+fn skip_credential(path: &Path) {
+    tracing::warn!(
+        "left out {}: credential files are never copied into an image",
+        escape_path(path)
+    );
+}
 
 impl FunctionSource {
     pub fn load(root: &Path, runtime: &Runtime) -> Result<FunctionSource, SourceError> {
         if !root.is_dir() {
             return Err(SourceError::NotADirectory(root.to_path_buf()));
         }
-        let mut entries = if root.join("..data").exists() {
+        let spec = &runtime.spec;
+        // Any `..data` entry, even a dangling symlink, means a mount: it is checked there.
+        let (mut entries, ignore) = if std::fs::symlink_metadata(root.join("..data")).is_ok() {
             load_configmap(root, runtime)?
         } else {
-            load_directory(root)?
+            let ignore = read_ignore(root)?;
+            (load_directory(root, &ignore)?, ignore)
         };
+        if ignore.is_ignored(&spec.handler_file, false) {
+            return Err(SourceError::IgnoredHandler {
+                ignore_file: root.join(IGNORE_FILE),
+                file: spec.handler_file.clone(),
+            });
+        }
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let spec = &runtime.spec;
+        super::links::check_links(entries.iter().map(|e| (e.path.as_str(), &e.kind)))
+            .map_err(|e| link_error(root, e))?;
+        read_through(root, &mut entries, &spec.handler_file, "handler file")?;
+        read_through(root, &mut entries, &spec.dependency_file, "dependency file")?;
         if !entries
             .iter()
-            .any(|e| e.path == spec.handler_file && !matches!(e.kind, EntryKind::Dir))
+            .any(|e| e.path == spec.handler_file && matches!(e.kind, EntryKind::File { .. }))
         {
             return Err(SourceError::MissingHandler {
                 root: root.to_path_buf(),
@@ -94,15 +185,69 @@ impl FunctionSource {
     }
 }
 
-fn load_directory(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
+fn link_error(root: &Path, e: LinkError) -> SourceError {
+    let path = root.join(&e.path);
+    match e.problem {
+        LinkProblem::Absolute | LinkProblem::Outside => SourceError::EscapingSymlink { path, target: e.target },
+        LinkProblem::Loop => SourceError::LinkLoop { path, target: e.target },
+    }
+}
+
+/// A handler or dependency file that is a symlink becomes a file with its target's content:
+/// the runtime and the installer read it through the link anyway, and the dependency plan (and
+/// `dependency_file`) need the file itself. Its links are already checked to stay inside.
+fn read_through(root: &Path, entries: &mut [SourceEntry], file: &str, role: &'static str) -> Result<(), SourceError> {
+    let Some(i) = entries.iter().position(|e| e.path == file) else {
+        return Ok(());
+    };
+    let EntryKind::Symlink { target } = &entries[i].kind else {
+        return Ok(());
+    };
+    let tree = Tree::new(entries.iter().map(|e| (e.path.as_str(), &e.kind)));
+    let real = match tree.resolve(file) {
+        Ok(Some((real, Node::File))) => entries.iter().find(|e| e.path == real).map(|e| e.kind.clone()),
+        _ => None,
+    };
+    match real {
+        Some(kind) => {
+            entries[i].kind = kind;
+            Ok(())
+        }
+        None => Err(SourceError::NotAFile {
+            path: root.join(file),
+            target: target.clone(),
+            role,
+        }),
+    }
+}
+
+/// The root's `.fnbuildignore`, if any; only a regular file is read (no host file through a link).
+fn read_ignore(root: &Path) -> Result<Ignore, SourceError> {
+    let path = root.join(IGNORE_FILE);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ignore::default()),
+        Err(source) => Err(SourceError::Read { path, source }),
+        Ok(m) if !m.is_file() => Err(SourceError::BadIgnoreFile { path }),
+        Ok(_) => read_ignore_file(&path),
+    }
+}
+
+fn read_ignore_file(path: &Path) -> Result<Ignore, SourceError> {
+    let text = std::fs::read(path).map_err(|source| SourceError::Read {
+        path: path.into(),
+        source,
+    })?;
+    Ok(Ignore::parse(&String::from_utf8_lossy(&text)))
+}
+
+fn load_directory(root: &Path, ignore: &Ignore) -> Result<Vec<SourceEntry>, SourceError> {
     let mut entries = Vec::new();
-    let walk = walkdir::WalkDir::new(root)
+    let mut walk = walkdir::WalkDir::new(root)
         .min_depth(1)
         .follow_links(false)
         .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !e.file_name().to_str().is_some_and(|n| EXCLUDED.contains(&n)));
-    for item in walk {
+        .into_iter();
+    while let Some(item) = walk.next() {
         let item = item.map_err(|e| SourceError::Read {
             path: e.path().unwrap_or(root).to_path_buf(),
             source: e
@@ -117,6 +262,22 @@ fn load_directory(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
             })?
             .to_string();
         let ft = item.file_type();
+        let name = item.file_name().to_str().unwrap_or_default();
+        let skip = if EXCLUDED.contains(&name) || (item.depth() == 1 && name == IGNORE_FILE) {
+            true
+        } else if is_credential(name) {
+            skip_credential(item.path());
+            true
+        } else {
+            ignore.is_ignored(&path, ft.is_dir())
+        };
+        if skip {
+            // Below an ignored directory, a `!` pattern may take some paths back.
+            if ft.is_dir() && (EXCLUDED.contains(&name) || is_credential(name) || !ignore.has_negations()) {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_file() {
@@ -129,18 +290,10 @@ fn load_directory(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
                 path: item.path().into(),
                 source,
             })?;
-            let target_str = target.to_str().ok_or_else(|| SourceError::NotUtf8 {
+            let target = target.to_str().ok_or_else(|| SourceError::NotUtf8 {
                 path: item.path().into(),
             })?;
-            if !stays_inside(rel, &target) {
-                return Err(SourceError::EscapingSymlink {
-                    path: item.path().into(),
-                    target: target_str.into(),
-                });
-            }
-            EntryKind::Symlink {
-                target: target_str.into(),
-            }
+            EntryKind::Symlink { target: target.into() }
         } else {
             return Err(SourceError::SpecialFile {
                 path: item.path().into(),
@@ -148,19 +301,71 @@ fn load_directory(root: &Path) -> Result<Vec<SourceEntry>, SourceError> {
         };
         entries.push(SourceEntry { path, kind });
     }
+    add_parents(&mut entries);
     Ok(entries)
+}
+
+/// The directories above kept entries, when an ignored directory had paths taken back.
+fn add_parents(entries: &mut Vec<SourceEntry>) {
+    let have: std::collections::HashSet<String> = entries.iter().map(|e| e.path.clone()).collect();
+    let mut missing = std::collections::BTreeSet::new();
+    for e in entries.iter() {
+        let mut p = e.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if !have.contains(parent) {
+                missing.insert(parent.to_string());
+            }
+            p = parent;
+        }
+    }
+    entries.extend(missing.into_iter().map(|path| SourceEntry {
+        path,
+        kind: EntryKind::Dir,
+    }));
+}
+
+/// The directory a mount's `..data` names: a sibling `..<timestamp>` directory, as the kubelet
+/// writes it (or `..data` itself when it is a real directory: that too is inside the mount).
+fn configmap_data(root: &Path) -> Result<PathBuf, SourceError> {
+    let data = root.join("..data");
+    let read_err = |source| SourceError::Read {
+        path: data.clone(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(&data).map_err(read_err)?;
+    if meta.is_dir() {
+        return Ok(data);
+    }
+    let target = if meta.is_symlink() {
+        std::fs::read_link(&data).map_err(read_err)?
+    } else {
+        PathBuf::new()
+    };
+    let sibling = target
+        .to_str()
+        .is_some_and(|t| t.len() > 2 && t.starts_with("..") && !t.contains('/'));
+    let gen = root.join(&target);
+    if sibling && std::fs::symlink_metadata(&gen).is_ok_and(|m| m.is_dir()) {
+        Ok(gen)
+    } else {
+        Err(SourceError::BadConfigMapData {
+            root: root.into(),
+            target,
+        })
+    }
 }
 
 /// A ConfigMap mount: every visible entry is a key, read through its symlink into `..data`.
 /// Kyma's keys `source` and `dependencies` become the runtime's handler and dependency files.
-fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, SourceError> {
+fn load_configmap(root: &Path, runtime: &Runtime) -> Result<(Vec<SourceEntry>, Ignore), SourceError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SourceError::Read { path, source }
     };
-    let data = root.join("..data");
+    let data = configmap_data(root)?;
     let data_real = data.canonicalize().map_err(read_err(&data))?;
     let mut entries = Vec::new();
+    let mut ignore = Ignore::default();
     for item in std::fs::read_dir(root).map_err(read_err(root))? {
         let item = item.map_err(read_err(root))?;
         let name = item.file_name();
@@ -169,6 +374,10 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
             .ok_or_else(|| SourceError::NotUtf8 { path: item.path() })?;
         if key.starts_with("..") {
             continue; // the mount's own bookkeeping: ..data, ..2026_11_25_...
+        }
+        if is_credential(key) {
+            skip_credential(&item.path());
+            continue;
         }
         let bad_key = || SourceError::BadConfigMapKey {
             root: root.into(),
@@ -185,6 +394,10 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
         let meta = std::fs::metadata(&real).map_err(read_err(&item.path()))?;
         if !meta.is_file() {
             return Err(bad_key());
+        }
+        if key == IGNORE_FILE {
+            ignore = read_ignore_file(&real)?;
+            continue;
         }
         let spec = &runtime.spec;
         let path = match key {
@@ -222,7 +435,8 @@ fn load_configmap(root: &Path, runtime: &Runtime) -> Result<Vec<SourceEntry>, So
             key: runtime.spec.source_key.clone(),
         });
     }
-    Ok(entries)
+    entries.retain(|e| !ignore.is_ignored(&e.path, false));
+    Ok((entries, ignore))
 }
 
 /// Kubernetes' rule for ConfigMap keys.
@@ -233,7 +447,8 @@ fn is_configmap_key(key: &str) -> bool {
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
-/// Whether a relative symlink at `link` (relative to the root) resolves to a path below the root.
+/// Whether a relative symlink at `link` (relative to the root) resolves to a path below the root,
+/// read lexically, on its own. Links through other links of the tree: [`super::links::check_links`].
 pub(crate) fn stays_inside(link: &Path, target: &Path) -> bool {
     if target.is_absolute() {
         return false;
@@ -263,86 +478,9 @@ fn is_executable(path: &Path) -> Result<bool, SourceError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::function::runtime::Runtimes;
-    use std::os::unix::fs::symlink;
+#[path = "source_props.rs"]
+mod props;
 
-    fn node() -> Runtime {
-        Runtimes::Embedded.load("nodejs20").unwrap()
-    }
-
-    fn paths(src: &FunctionSource) -> Vec<&str> {
-        src.entries.iter().map(|e| e.path.as_str()).collect()
-    }
-
-    #[test]
-    fn a_directory_keeps_in_tree_symlinks_and_drops_credentials() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(d.join("handler.js"), "x").unwrap();
-        std::fs::write(d.join(".npmrc"), "//registry/:_authToken=secret").unwrap();
-        std::fs::create_dir_all(d.join("lib/.bin")).unwrap();
-        std::fs::write(d.join("lib/tool.js"), "t").unwrap();
-        symlink("../tool.js", d.join("lib/.bin/tool")).unwrap();
-        let src = FunctionSource::load(d, &node()).unwrap();
-        assert_eq!(
-            paths(&src),
-            ["handler.js", "lib", "lib/.bin", "lib/.bin/tool", "lib/tool.js"]
-        );
-        assert!(matches!(&src.entries[3].kind, EntryKind::Symlink { target } if target == "../tool.js"));
-    }
-
-    #[test]
-    fn symlinks_that_leave_the_tree_are_refused() {
-        for target in ["../../etc/passwd", "/etc/passwd", "../sub/../../x"] {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("handler.js"), "x").unwrap();
-            std::fs::create_dir(dir.path().join("sub")).unwrap();
-            symlink(target, dir.path().join("sub/link")).unwrap();
-            let err = FunctionSource::load(dir.path(), &node()).unwrap_err();
-            assert!(matches!(err, SourceError::EscapingSymlink { .. }), "{target}: {err}");
-        }
-    }
-
-    #[test]
-    fn a_missing_handler_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = FunctionSource::load(dir.path(), &node()).unwrap_err().to_string();
-        assert!(err.starts_with("missing handler file handler.js in "), "{err}");
-    }
-
-    /// Lays out a directory the way the kubelet mounts a ConfigMap.
-    fn configmap(keys: &[(&str, &str)]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let gen = dir.path().join("..2026_11_25_10_00_00.123");
-        std::fs::create_dir(&gen).unwrap();
-        for (k, v) in keys {
-            std::fs::write(gen.join(k), v).unwrap();
-            symlink(format!("..data/{k}"), dir.path().join(k)).unwrap();
-        }
-        symlink("..2026_11_25_10_00_00.123", dir.path().join("..data")).unwrap();
-        dir
-    }
-
-    #[test]
-    fn a_configmap_mount_maps_kyma_keys_to_the_runtime_files() {
-        let dir = configmap(&[("source", "module.exports={}"), ("dependencies", "{}")]);
-        let src = FunctionSource::load(dir.path(), &node()).unwrap();
-        assert_eq!(paths(&src), ["handler.js", "package.json"]);
-        assert!(src.dependency_file.is_some());
-    }
-
-    #[test]
-    fn configmap_keys_that_are_not_file_names_are_refused() {
-        let dir = configmap(&[("handler.js", "x")]);
-        std::fs::create_dir(dir.path().join("..data/sub")).unwrap();
-        let err = FunctionSource::load(dir.path(), &node()).unwrap_err().to_string();
-        assert!(err.starts_with("ConfigMap key 'sub/...'"), "{err}");
-
-        let dir = configmap(&[("handler.js", "x")]);
-        symlink("..data/../../../etc/passwd", dir.path().join("evil")).unwrap();
-        let err = FunctionSource::load(dir.path(), &node()).unwrap_err().to_string();
-        assert!(err.starts_with("ConfigMap key 'evil'"), "{err}");
-    }
-}
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod tests;
