@@ -282,7 +282,7 @@ fn main() -> ExitCode {
             // no control character from a file name or a registry's message.
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             let line = fnbuild::secrets::redact(&dedup_chain(chain).join(": "));
-            eprintln!("error: {}", fnbuild::secrets::escape_control(&line));
+            eprintln!("error: {}", fnbuild::text::escape_control(&line));
             if e.downcast_ref::<UsageError>().is_some() {
                 2
             } else {
@@ -538,7 +538,7 @@ impl std::io::Write for ScrubbedStderr {
         let body = text.strip_suffix('\n').unwrap_or(&text);
         let mut line = fnbuild::secrets::redact(body);
         if !self.ansi {
-            line = fnbuild::secrets::escape_control(&line);
+            line = fnbuild::text::escape_control(&line);
         }
         if text.ends_with('\n') {
             line.push('\n');

@@ -249,22 +249,6 @@ impl ScanStream<'_> {
     }
 }
 
-/// `s` with control characters shown as escapes (`\n`, `\x1b`), so that a name always stays
-/// on its one line and never reaches a terminal as a command.
-pub fn escape_control(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The secret values of a docker config.json: every `auth` (and the password inside it),
 /// `password`, `identitytoken` and `registrytoken`, at any depth.
 pub fn docker_config_secrets(bytes: &[u8]) -> Vec<String> {
@@ -379,7 +363,6 @@ mod tests {
         assert!(!s.feed(b"aaaa01234"));
         assert!(!s.feed(b"56"));
         assert!(s.feed(b"789-secretzzz"));
-        assert_eq!(escape_control("x\nerror: \x1b[31m"), "x\\nerror: \\x1b[31m");
     }
 
     #[test]

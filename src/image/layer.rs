@@ -184,7 +184,7 @@ fn append_entry<W: Write>(
     scanner: &Scanner,
 ) -> Result<(), LayerError> {
     let secret = || LayerError::Secret {
-        path: crate::secrets::escape_control(&entry.path),
+        path: crate::text::escape_control(&entry.path),
     };
     let target_holds_secret =
         matches!(&entry.kind, EntryKind::Symlink { target } if scanner.contains(target.as_bytes()));

@@ -619,6 +619,22 @@ fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<Lay
         };
         entries.push(LayerEntry { path, kind });
     }
+    // Each link stayed inside on its own; now through each other, as the kernel will resolve
+    // them in the image (`a -> b/..`, `b -> ../x`).
+    let prefix = format!("{dep_dir}/");
+    crate::function::links::check_links(
+        entries
+            .iter()
+            .filter_map(|e| Some((e.path.strip_prefix(&prefix)?, &e.kind))),
+    )
+    .map_err(|e| match e.problem {
+        crate::function::links::LinkProblem::Loop => walk_err(&result.join(&e.path), e.to_string()),
+        _ => DependencyError::EscapingSymlink {
+            tool: tool.into(),
+            path: e.path.clone(),
+            target: e.target.clone(),
+        },
+    })?;
     Ok(entries)
 }
 
@@ -738,6 +754,12 @@ mod tests {
             err,
             "npm left a symlink a/evil -> /etc/passwd that points outside the installed packages"
         );
+        std::fs::remove_file(nm.join("a/evil")).unwrap();
+        // Two links that each stay inside, but not through each other.
+        std::os::unix::fs::symlink("..", nm.join("a/top")).unwrap();
+        std::os::unix::fs::symlink("../a/top/../etc/passwd", nm.join(".bin/esc")).unwrap();
+        let err = layer_entries(&nm, &rt, "npm").unwrap_err().to_string();
+        assert!(err.starts_with("npm left a symlink .bin/esc -> "), "{err}");
 
         let py = Runtimes::Embedded.load("python312").unwrap();
         let empty = layer_entries(&dir.path().join("none"), &py, "pip").unwrap();
