@@ -380,8 +380,11 @@ struct ControllerSettingsArgs {
     /// The HorizontalPodAutoscaler's target CPU use, in percent of the request.
     #[arg(long, default_value_t = 50)]
     target_cpu_utilization: i32,
-    /// Build Pods use the node's network (hostNetwork): for a single-node cluster whose registry
-    /// listens on the node's loopback address (as tests/cluster/up's does).
+    /// Build Pods use the node's network (hostNetwork): for a single-node test cluster whose
+    /// registry listens on the node's loopback address (as tests/cluster/up's does), and only
+    /// there. It also puts the install step's scripts (the Function author's npm/pip install
+    /// scripts) on the node's network, where they reach everything that listens on the node.
+    /// Off by default: build Pods run in the Pod network.
     #[arg(long)]
     build_host_network: bool,
     /// Build Jobs do not keep dependency layers in the push registry (by default they do, in

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{free_port, tls_pair};
+use common::{assert_service_range_refused, free_port, tls_pair};
 
 use fnbuild::controller::desired::{self, LABEL_IMAGE_TAG};
 use fnbuild::controller::metrics::sample;
@@ -75,6 +75,8 @@ impl Cluster {
             .output()
             .expect("run tests/cluster/up");
         assert!(out.status.success(), "tests/cluster/up --apiserver-only failed");
+        // Nothing here may reach the Service range: the machine refuses it (no kube-proxy).
+        assert_service_range_refused();
         Cluster {
             dir,
             env,

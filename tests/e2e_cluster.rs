@@ -84,6 +84,8 @@ impl Cluster {
             .output()
             .expect("run tests/cluster/up");
         assert!(out.status.success(), "tests/cluster/up failed");
+        // Nothing here may reach the Service range: the machine refuses it (no kube-proxy).
+        assert_service_range_refused();
         log(format!(
             "cluster {} in {:.1}s ({})",
             dir.display(),
