@@ -1,6 +1,8 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
 
-use crate::function::dependencies::{self, DependencyOptions, DependencySummary, LocalCache, ProvidedLayer};
+use crate::function::dependencies::{
+    self, DependencyOptions, DependencySummary, Handoff, LocalCache, Provided, ProvidedLayer,
+};
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
 use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
@@ -100,7 +102,19 @@ pub struct Timings {
     pub total: u64,
 }
 
-pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
+/// What a build came to.
+#[derive(Debug)]
+pub enum BuildOutcome {
+    /// The image, written to every output.
+    Built(Box<BuildResult>),
+    /// `--prepare-dependencies`: the caches were asked; `key` is the install requested, if any.
+    Prepared {
+        key: Option<String>,
+        cache: DependencySummary,
+    },
+}
+
+pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let started = Instant::now();
     let runtime = opts.runtimes.load(&opts.runtime)?;
     let source = FunctionSource::load(&opts.source_dir, &runtime)?;
@@ -157,10 +171,14 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
         }
     };
     // Pushes learn early what they will carry, so that they can open upload sessions meanwhile.
+    let preparing = matches!(opts.dependencies.handoff, Some(Handoff::Prepare(_)));
     let forecast_future = async {
         let (Some(client), Ok((known_layers, new_layers))) = (client.as_ref(), forecast_rx.await) else {
             return;
         };
+        if preparing {
+            return; // nothing is pushed in this step
+        }
         for target in push_groups(&opts.outputs).iter().map(|g| g[0]) {
             let same_registry = |r: &Reference| (r.registry == target.registry).then(|| r.repository.clone());
             let base = match &base_location {
@@ -212,11 +230,25 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             let provided = dependencies::provide(plan, &installer?, &ctx)
                 .await
                 .with_context(|| format!("installing the packages of {}", plan.dependency_file))?;
-            Some(provided)
+            match provided {
+                Provided::Layer(layer) => Some(layer),
+                Provided::Requested { key } => {
+                    return Ok(BuildOutcome::Prepared {
+                        key: Some(key),
+                        cache: DependencySummary::none(),
+                    })
+                }
+            }
         }
         _ => None,
     };
     let deps_time = t.elapsed();
+    if let Some(Handoff::Prepare(_)) = &opts.dependencies.handoff {
+        return Ok(BuildOutcome::Prepared {
+            key: None,
+            cache: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
+        });
+    }
 
     let image = assemble(
         opts,
@@ -265,7 +297,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             },
         })
         .collect();
-    Ok(BuildResult {
+    Ok(BuildOutcome::Built(Box::new(BuildResult {
         digest: image.manifest_digest.clone(),
         config_digest: image.config_digest.clone(),
         media_type: image.manifest_media_type.clone(),
@@ -284,7 +316,40 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildResult> {
             outputs: outputs_time.as_millis() as u64,
             total: started.elapsed().as_millis() as u64,
         },
-    })
+    })))
+}
+
+/// The install step of a build Job (`fnbuild install-dependencies`): installs what the prepare
+/// step requested in `handoff`, if anything, and leaves the layer there. No registry is asked.
+pub async fn install_dependencies(
+    source_dir: &Path,
+    runtime: &str,
+    runtimes: &Runtimes,
+    handoff: &Path,
+    options: &DependencyOptions,
+) -> Result<Option<String>> {
+    let runtime = runtimes.load(runtime)?;
+    let source = FunctionSource::load(source_dir, &runtime)?;
+    let plan = dependencies::plan(&source, &runtime)?;
+    let installer = match &plan {
+        Some(plan) => Some(dependencies::probe(plan.ecosystem, &runtime).await?),
+        None => None,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("fnbuild-")
+        .tempdir()
+        .context("cannot create a scratch directory")?;
+    let key = dependencies::install_requested(
+        plan.as_ref(),
+        installer.as_ref(),
+        &runtime,
+        handoff,
+        options,
+        work.path(),
+    )
+    .await
+    .context("installing the requested dependencies")?;
+    Ok(key)
 }
 
 /// The runtime's server layer and the function's source layer. Once it is known which of them

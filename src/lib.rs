@@ -7,5 +7,6 @@ pub mod image;
 pub mod init;
 pub mod reference;
 pub mod registry;
+pub mod secrets;
 pub mod sinks;
 pub mod sources;

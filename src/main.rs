@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use fnbuild::build::{build, BuildOptions};
-use fnbuild::function::dependencies::DependencyOptions;
+use fnbuild::build::{build, BuildOptions, BuildOutcome};
+use fnbuild::function::dependencies::{DependencyOptions, Handoff};
 use fnbuild::function::runtime::Runtimes;
 use fnbuild::reference::Reference;
 use fnbuild::registry::{Platform, RegistryOptions};
@@ -52,6 +52,14 @@ enum Command {
         fnbuild build . --runtime python312 --push registry.example.com/fn/hello:v1 --json\n  \
         fnbuild build /src --runtime nodejs22 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
     Build(BuildArgs),
+    /// A build Job's install step: run the installer for what `build --prepare-dependencies`
+    /// requested, with no registry credentials in reach, leaving the layer for
+    /// `build --installed-dependencies`.
+    #[command(after_help = "Example (the three steps of a build Job):\n  \
+        fnbuild build /src --runtime nodejs22 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --prepare-dependencies /handoff\n  \
+        fnbuild install-dependencies /src --runtime nodejs22 --handoff /handoff --npmrc /package-registry/.npmrc\n  \
+        fnbuild build /src --runtime nodejs22 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --installed-dependencies /handoff")]
+    InstallDependencies(InstallArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
         after_help = "Example:\n  fnbuild init --runtime nodejs20 my-function && cd my-function && fnbuild build . --runtime nodejs20 --load my-function:dev"
@@ -80,6 +88,28 @@ struct InitArgs {
     runtime: String,
     /// The directory to create (it must not exist or be empty).
     dir: PathBuf,
+}
+
+#[derive(Args)]
+struct InstallArgs {
+    /// The function's source (as for `build`).
+    #[arg(default_value = ".")]
+    source_dir: PathBuf,
+    /// The runtime (as for `build`).
+    #[arg(short, long, env = "FNBUILD_RUNTIME")]
+    runtime: String,
+    /// Read runtime definitions from this directory instead of the ones compiled in.
+    #[arg(long, value_name = "DIR")]
+    runtimes_dir: Option<PathBuf>,
+    /// The directory `build --prepare-dependencies` wrote its request to; the layer goes there.
+    #[arg(long, value_name = "DIR")]
+    handoff: PathBuf,
+    /// An .npmrc for the download only (as for `build`).
+    #[arg(long, value_name = "FILE")]
+    npmrc: Option<PathBuf>,
+    /// A pip.conf for the download only (as for `build`).
+    #[arg(long, value_name = "FILE")]
+    pip_conf: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -150,9 +180,22 @@ struct BuildArgs {
     /// its key), shared by every builder that can reach it; pushes to that registry mount them.
     #[arg(long, env = "FNBUILD_CACHE_REPO", value_name = "REGISTRY/REPOSITORY", value_parser = parse_repository)]
     cache_repo: Option<Reference>,
+    /// The key that signs and verifies --cache-repo entries (a file with a secret shared by the
+    /// builders; HMAC-SHA256): entries without a valid signature are not used. Needed with --cache-repo.
+    #[arg(long, env = "FNBUILD_CACHE_KEY_FILE", value_name = "FILE")]
+    cache_key_file: Option<PathBuf>,
     /// Install the dependencies afresh even if a cache has them (the caches are refreshed).
     #[arg(long)]
     no_cache: bool,
+    /// A build Job's first step: resolve the base image and ask the dependency caches, push
+    /// nothing and run no installer; when the dependencies must be installed, write the request
+    /// into DIR for `fnbuild install-dependencies`.
+    #[arg(long, value_name = "DIR", conflicts_with = "installed_dependencies")]
+    prepare_dependencies: Option<PathBuf>,
+    /// A build Job's last step: never run an installer; a dependency layer that no cache has is
+    /// taken from DIR, where `fnbuild install-dependencies` left it (its digests are checked).
+    #[arg(long, value_name = "DIR")]
+    installed_dependencies: Option<PathBuf>,
     /// An .npmrc for `npm` during the install only (private registries, tokens); never copied
     /// into the image, the cache or the log.
     #[arg(long, value_name = "FILE")]
@@ -221,6 +264,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Build(args) => run_build(args).await,
+            Command::InstallDependencies(args) => run_install(args).await,
             Command::Init(args) => {
                 for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir)? {
                     println!("{}", file.display());
@@ -234,10 +278,16 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => 0,
         Err(e) => {
-            // One line: what failed, then why, as the chain of contexts.
+            // One line: what failed, then why, as the chain of contexts; no secret in it, and
+            // no control character from a file name or a registry's message.
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", dedup_chain(chain).join(": "));
-            1
+            let line = fnbuild::secrets::redact(&dedup_chain(chain).join(": "));
+            eprintln!("error: {}", fnbuild::secrets::escape_control(&line));
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
         }
     };
     // Everything the command wrote is closed and its scratch directory is gone by now; the
@@ -267,17 +317,39 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             .map(|r| Output::DockerDaemon { name: r.to_string() }),
     );
     outputs.extend(args.push.into_iter().map(Output::Registry));
-    if outputs.is_empty() {
+    if outputs.is_empty() && args.prepare_dependencies.is_none() {
         tracing::warn!("no --output, --load or --push: the image is built and then discarded");
     }
+    if args.cache_repo.is_some() && args.cache_key_file.is_none() {
+        return Err(usage(
+            "--cache-repo needs --cache-key-file FILE: a secret shared by the builders, with which cache entries are signed (an entry without a valid signature is never used)",
+        ));
+    }
     let cache_dir = args.cache_dir.or_else(default_cache_dir);
-    let dependencies = DependencyOptions {
+    let cache_signing_key = match &args.cache_key_file {
+        Some(f) => Some(read_cache_key(f)?),
+        None => None,
+    };
+    let mut dependencies = DependencyOptions {
         npmrc: credentials_file("--npmrc", args.npmrc)?,
         pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
         cache_dir: cache_dir.clone(),
         cache_repo: args.cache_repo,
         no_cache: args.no_cache,
+        cache_signing_key,
+        hide: Vec::new(),
+        handoff: match (args.prepare_dependencies, args.installed_dependencies) {
+            (Some(d), _) => Some(Handoff::Prepare(d)),
+            (_, Some(d)) => Some(Handoff::Installed(d)),
+            _ => None,
+        },
     };
+    dependencies.hide = guard_secrets(
+        args.registry_config.as_deref(),
+        args.cache_key_file.as_deref(),
+        cache_dir.as_deref(),
+        &dependencies,
+    )?;
     let opts = BuildOptions {
         source_dir: args.source_dir,
         runtime: args.runtime,
@@ -300,14 +372,130 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         digest_file: args.digest_file,
         dependencies,
     };
-    let result = build(&opts).await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&result).context("cannot print the result")?);
-    } else {
-        println!("{}", result.digest);
+    let json = match build(&opts).await? {
+        BuildOutcome::Built(result) => {
+            if !args.json {
+                println!("{}", result.digest);
+                return Ok(());
+            }
+            serde_json::to_string(&result)
+        }
+        BuildOutcome::Prepared { key, cache } => {
+            match &key {
+                Some(k) => tracing::info!(key = %k, "the dependencies must be installed: request written"),
+                None => tracing::info!("nothing to install"),
+            }
+            if !args.json {
+                println!(
+                    "{}",
+                    if key.is_some() {
+                        "install requested"
+                    } else {
+                        "nothing to install"
+                    }
+                );
+                return Ok(());
+            }
+            serde_json::to_string(&serde_json::json!({"install_requested": key, "dependencies": cache}))
+        }
+    };
+    println!("{}", json.context("cannot print the result")?);
+    Ok(())
+}
+
+async fn run_install(args: InstallArgs) -> Result<()> {
+    let mut dependencies = DependencyOptions {
+        npmrc: credentials_file("--npmrc", args.npmrc)?,
+        pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
+        ..Default::default()
+    };
+    dependencies.hide = guard_secrets(None, None, default_cache_dir().as_deref(), &dependencies)?;
+    let runtimes = args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk);
+    let key =
+        fnbuild::build::install_dependencies(&args.source_dir, &args.runtime, &runtimes, &args.handoff, &dependencies)
+            .await?;
+    match key {
+        Some(k) => println!("installed {k}"),
+        None => println!("nothing to install"),
     }
     Ok(())
 }
+
+/// Gets the build's credentials known before anything runs: every form of them is scrubbed
+/// from logs and errors and refused in layers from now on, and this process's memory and
+/// environment are closed to the installer's scripts. Returns what the installer must not see.
+fn guard_secrets(
+    registry_config: Option<&std::path::Path>,
+    cache_key_file: Option<&std::path::Path>,
+    cache_dir: Option<&std::path::Path>,
+    deps: &DependencyOptions,
+) -> Result<Vec<PathBuf>> {
+    fnbuild::function::dependencies::protect_this_process();
+    for s in fnbuild::secrets::environment_secrets() {
+        fnbuild::secrets::register(&s);
+    }
+    let mut hide: Vec<PathBuf> = Vec::new();
+    let docker_dir = std::env::var_os("DOCKER_CONFIG").map(PathBuf::from);
+    let home_docker = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker"));
+    let configs = [
+        registry_config.map(PathBuf::from),
+        docker_dir.as_ref().map(|d| d.join("config.json")),
+        home_docker.as_ref().map(|d| d.join("config.json")),
+    ];
+    for config in configs.iter().flatten() {
+        if let Ok(bytes) = std::fs::read(config) {
+            for s in fnbuild::secrets::docker_config_secrets(&bytes) {
+                fnbuild::secrets::register(&s);
+            }
+        }
+    }
+    hide.extend(configs.into_iter().flatten());
+    hide.extend(docker_dir);
+    hide.extend(home_docker);
+    if let Some(key) = cache_key_file {
+        if let Ok(bytes) = std::fs::read(key) {
+            fnbuild::secrets::register(String::from_utf8_lossy(&bytes).trim());
+        }
+        hide.push(key.to_path_buf());
+    }
+    hide.extend(cache_dir.map(PathBuf::from));
+    // Registers the values of the package-registry credentials files.
+    fnbuild::function::dependencies::Redactor::from_files(&[
+        ("--npmrc", deps.npmrc.as_deref()),
+        ("--pip-conf", deps.pip_conf.as_deref()),
+    ])?;
+    Ok(hide)
+}
+
+/// A --cache-key-file's key: its bytes, trimmed; at least 16 of them.
+fn read_cache_key(path: &std::path::Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the --cache-key-file {}", path.display()))?;
+    let key = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+    if key.len() < 16 {
+        anyhow::bail!(
+            "the --cache-key-file {} holds {} bytes; a signing key needs at least 16 (e.g. `head -c 32 /dev/urandom | base64`)",
+            path.display(),
+            key.len()
+        );
+    }
+    Ok(key)
+}
+
+/// An error that exits with 2 (bad usage).
+fn usage(message: &str) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.to_string()))
+}
+
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// `$XDG_CACHE_HOME/fnbuild` or `~/.cache/fnbuild`, for base manifests and configs.
 fn default_cache_dir() -> Option<PathBuf> {
@@ -325,18 +513,41 @@ fn init_logging(cli: &Cli) {
         ["info", "debug", "trace"][cli.verbose.min(2) as usize]
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("fnbuild={level},warn")));
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(move || ScrubbedStderr { ansi });
     // The controller logs JSON when not on a terminal (in a Pod).
     let controller_json = matches!(cli.command, Command::Controller(_)) && !std::io::stderr().is_terminal();
     match cli.log_format {
         _ if controller_json => builder.json().init(),
         LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_target(false)
-            .init(),
+        LogFormat::Human => builder.with_ansi(ansi).with_target(false).init(),
+    }
+}
+
+/// stderr for the log: each event (written whole) without the build's secrets, and, unless
+/// colours are on, without control characters other than its final newline.
+struct ScrubbedStderr {
+    ansi: bool,
+}
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let mut line = fnbuild::secrets::redact(body);
+        if !self.ansi {
+            line = fnbuild::secrets::escape_control(&line);
+        }
+        if text.ends_with('\n') {
+            line.push('\n');
+        }
+        std::io::stderr().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

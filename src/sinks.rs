@@ -131,7 +131,9 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
             continue;
         }
         match &layer.location {
-            BlobLocation::File(source) => link_or_copy(source, &target).map_err(write_err(&target))?,
+            BlobLocation::File(source) => {
+                copy_verified(source, &target, &layer.digest()).map_err(write_err(&target))?
+            }
             BlobLocation::Registry(_) => {
                 return Err(SinkError::Invalid {
                     output: output.into(),
@@ -184,14 +186,19 @@ fn blob_path(dir: &Path, digest: &str, output: &str) -> Result<PathBuf, SinkErro
     })
 }
 
-/// Hard-links where it can (same filesystem: no bytes copied), else copies through a temp file.
-fn link_or_copy(source: &Path, target: &Path) -> std::io::Result<()> {
-    if std::fs::hard_link(source, target).is_ok() {
-        return Ok(());
-    }
+/// Copies a blob through a temp file, checking its digest on the way. Never a hard link: the
+/// source may be a cache entry, and damage to an output must not reach the cache (nor damage
+/// to the cache an output).
+fn copy_verified(source: &Path, target: &Path, digest: &str) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::copy(&mut std::fs::File::open(source)?, tmp.as_file_mut())?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let (got, _) = crate::image::digest::copy_hashed(source, tmp.path())?;
+    if got != digest {
+        return Err(std::io::Error::other(format!(
+            "{} should hold {digest} but holds {got}: a cache entry was damaged; build again with --no-cache",
+            source.display()
+        )));
+    }
     tmp.persist(target).map_err(|e| e.error)?;
     Ok(())
 }

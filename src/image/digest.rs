@@ -81,3 +81,48 @@ mod tests {
         assert_eq!(digest, sha256_digest(b"hello world"));
     }
 }
+
+/// Copies `from` to `to` (created), returning the sha256 digest and size of what was copied.
+pub fn copy_hashed(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<(String, u64)> {
+    let mut reader = std::fs::File::open(from)?;
+    let mut writer = HashingWriter::new(std::io::BufWriter::new(std::fs::File::create(to)?));
+    std::io::copy(&mut reader, &mut writer)?;
+    let (inner, digest, size) = writer.finish();
+    inner.into_inner().map_err(|e| e.into_error())?;
+    Ok((digest, size))
+}
+
+/// The sha256 digest of a gzip file's decompressed bytes (a layer's diffID).
+pub fn gunzip_digest(path: &std::path::Path) -> std::io::Result<String> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut writer = HashingWriter::new(std::io::sink());
+    std::io::copy(&mut flate2::read::MultiGzDecoder::new(file), &mut writer)?;
+    Ok(writer.finish().1)
+}
+
+/// The sha256 digest of a file's bytes.
+pub fn file_digest(path: &std::path::Path) -> std::io::Result<String> {
+    let mut writer = HashingWriter::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(path)?, &mut writer)?;
+    Ok(writer.finish().1)
+}
+
+/// What identifies a file's bytes as last written: inode, size and change time. The change time
+/// moves on every write, through any link, and cannot be set back, so a file whose identity is
+/// unchanged still holds the bytes that were hashed.
+pub fn file_identity(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(format!("{}:{}:{}.{}", m.ino(), m.len(), m.ctime(), m.ctime_nsec()))
+}
+
+/// Whether the cached file at `path` still holds `digest`: cheaply when its identity is the
+/// `recorded` one, else by hashing it again. Returns the verdict and the identity to record.
+pub fn still_holds(path: &std::path::Path, digest: &str, recorded: Option<&str>) -> (bool, Option<String>) {
+    let now = file_identity(path);
+    if now.is_some() && now.as_deref() == recorded {
+        return (true, now);
+    }
+    let ok = file_digest(path).is_ok_and(|d| d == digest);
+    (ok, now)
+}

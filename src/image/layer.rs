@@ -7,6 +7,7 @@
 
 use super::digest::HashingWriter;
 use super::gzip::ParallelGzip;
+use crate::secrets::{ScanStream, Scanner};
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -61,6 +62,8 @@ pub enum LayerError {
     Duplicate(String),
     #[error("cannot write layer file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("{path} holds one of this build's credentials (a registry or package-registry secret); refusing to put it into an image")]
+    Secret { path: String },
 }
 
 /// Writes `entries` as a gzip-compressed tar to `spool` and returns its digests.
@@ -71,10 +74,22 @@ pub fn write_layer(entries: Vec<LayerEntry>, mtime: u64, spool: &Path) -> Result
 
 /// [`write_layer`] at gzip `level` (1-9).
 pub fn write_layer_at(
+    entries: Vec<LayerEntry>,
+    mtime: u64,
+    spool: &Path,
+    level: u32,
+) -> Result<WrittenLayer, LayerError> {
+    write_layer_scanned(entries, mtime, spool, level, &Scanner::for_registered())
+}
+
+/// [`write_layer_at`], refusing any entry whose name, link target or content holds what
+/// `scanner` looks for (the build's credentials, in any of their encodings).
+pub fn write_layer_scanned(
     mut entries: Vec<LayerEntry>,
     mtime: u64,
     spool: &Path,
     level: u32,
+    scanner: &Scanner,
 ) -> Result<WrittenLayer, LayerError> {
     // Byte order of the paths puts every directory before what it contains.
     entries.sort_by(|a, b| a.path.cmp(&b.path));
@@ -83,7 +98,7 @@ pub fn write_layer_at(
     }
     let mut tar = tar::Builder::new(LayerWriter::create_at(spool, level)?);
     for entry in &entries {
-        append_entry(&mut tar, entry, mtime)?;
+        append_entry(&mut tar, entry, mtime, scanner)?;
     }
     let writer = tar.into_inner().map_err(|source| LayerError::Write {
         path: spool.into(),
@@ -162,7 +177,20 @@ impl Write for LayerWriter {
     }
 }
 
-fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, mtime: u64) -> Result<(), LayerError> {
+fn append_entry<W: Write>(
+    tar: &mut tar::Builder<W>,
+    entry: &LayerEntry,
+    mtime: u64,
+    scanner: &Scanner,
+) -> Result<(), LayerError> {
+    let secret = || LayerError::Secret {
+        path: crate::secrets::escape_control(&entry.path),
+    };
+    let target_holds_secret =
+        matches!(&entry.kind, EntryKind::Symlink { target } if scanner.contains(target.as_bytes()));
+    if scanner.contains(entry.path.as_bytes()) || target_holds_secret {
+        return Err(secret());
+    }
     let mut header = tar::Header::new_ustar();
     header.set_uid(0);
     header.set_gid(0);
@@ -208,6 +236,9 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, mtime: 
             header.set_mode(if *executable { 0o755 } else { 0o644 });
             match content {
                 Content::Bytes(bytes) => {
+                    if scanner.contains(bytes) {
+                        return Err(secret());
+                    }
                     set_size(&mut header, &mut pax, bytes.len() as u64);
                     finish_header(tar, &mut header, &pax).map_err(io_err)?;
                     tar.append(&header, &bytes[..]).map_err(io_err)
@@ -224,9 +255,11 @@ fn append_entry<W: Write>(tar: &mut tar::Builder<W>, entry: &LayerEntry, mtime: 
                     let mut reader = ExactReader {
                         inner: file.take(size),
                         remaining: size,
+                        scan: (!scanner.is_empty()).then(|| scanner.stream()),
                     };
                     tar.append(&header, &mut reader).map_err(|e| match e.kind() {
                         io::ErrorKind::UnexpectedEof => LayerError::Changed { path: path.clone() },
+                        io::ErrorKind::InvalidData if reader.scan.as_ref().is_some_and(|s| s.found) => secret(),
                         _ => read_err(e),
                     })
                 }
@@ -265,19 +298,26 @@ fn set_placeholder(field: &mut [u8], name: &str) {
     }
 }
 
-/// Reads exactly `remaining` bytes, failing with UnexpectedEof if the file shrank under us.
-struct ExactReader<R> {
+/// Reads exactly `remaining` bytes, failing with UnexpectedEof if the file shrank under us, and
+/// with InvalidData as soon as what it read holds a secret.
+struct ExactReader<'s, R> {
     inner: R,
     remaining: u64,
+    scan: Option<ScanStream<'s>>,
 }
 
-impl<R: Read> Read for ExactReader<R> {
+impl<R: Read> Read for ExactReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n == 0 && self.remaining > 0 && !buf.is_empty() {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         self.remaining -= n as u64;
+        if let Some(scan) = &mut self.scan {
+            if scan.feed(&buf[..n]) {
+                return Err(io::ErrorKind::InvalidData.into());
+            }
+        }
         Ok(n)
     }
 }

@@ -20,6 +20,9 @@ struct Record {
     digest: String,
     diff_id: String,
     size: u64,
+    /// The blob's identity when it was last verified ([`super::digest::file_identity`]).
+    #[serde(default)]
+    file: Option<String>,
 }
 
 impl LayerCache {
@@ -79,9 +82,23 @@ impl LayerCache {
 
     /// The cached layer for `key`, if its record and blob are both there and agree.
     pub fn get(&self, key: &str) -> Option<WrittenLayer> {
-        let record: Record = serde_json::from_slice(&std::fs::read(self.dir.join(format!("{key}.json"))).ok()?).ok()?;
+        let record_path = self.dir.join(format!("{key}.json"));
+        let mut record: Record = serde_json::from_slice(&std::fs::read(&record_path).ok()?).ok()?;
         let file = self.dir.join(format!("{key}.blob"));
-        (std::fs::metadata(&file).ok()?.len() == record.size).then_some(WrittenLayer {
+        if std::fs::metadata(&file).ok()?.len() != record.size {
+            return None;
+        }
+        let (holds, identity) = super::digest::still_holds(&file, &record.digest, record.file.as_deref());
+        if !holds {
+            tracing::warn!(path = %file.display(), "cached layer is damaged; writing it again");
+            let _ = std::fs::remove_file(&file);
+            return None;
+        }
+        if identity != record.file {
+            record.file = identity;
+            let _ = write_record(&self.dir, &record_path, &record);
+        }
+        Some(WrittenLayer {
             file,
             digest: record.digest,
             diff_id: record.diff_id,
@@ -105,16 +122,21 @@ impl LayerCache {
                 digest: layer.digest.clone(),
                 diff_id: layer.diff_id.clone(),
                 size: layer.size,
+                file: None,
             };
-            let mut rec = tempfile::NamedTempFile::new_in(&self.dir)?;
-            serde_json::to_writer(&mut rec, &record)?;
-            rec.persist(self.dir.join(format!("{key}.json"))).map_err(|e| e.error)?;
-            Ok(())
+            write_record(&self.dir, &self.dir.join(format!("{key}.json")), &record)
         })();
         if let Err(e) = result {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot record the layer in the cache");
         }
     }
+}
+
+fn write_record(dir: &Path, path: &Path, record: &Record) -> std::io::Result<()> {
+    let mut rec = tempfile::NamedTempFile::new_in(dir)?;
+    serde_json::to_writer(&mut rec, record)?;
+    rec.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]

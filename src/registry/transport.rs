@@ -256,7 +256,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Replace any secret this connection knows with `<redacted>`.
+    /// Replace any secret this connection knows (in any of its encodings, and any
+    /// `Basic` / `Bearer` value) with `<redacted>`.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for s in self.secrets.lock().unwrap().iter() {
@@ -264,7 +265,7 @@ impl Conn {
                 out = out.replace(s.as_str(), "<redacted>");
             }
         }
-        out
+        crate::secrets::redact(&out).replace(crate::secrets::REDACTED, "<redacted>")
     }
 }
 
@@ -667,6 +668,13 @@ impl Inner {
             let found = self.creds.lookup(&conn.registry)?;
             if let Some((c, _)) = &found {
                 conn.secrets.lock().unwrap().extend(c.secrets());
+                // Known to the whole process: logs, errors and the layer scan.
+                for s in c.secrets() {
+                    crate::secrets::register(&s);
+                }
+                if let Some(b64) = c.basic_header().strip_prefix("Basic ") {
+                    crate::secrets::register(b64);
+                }
             }
             st.credential = Some(found);
         }
@@ -701,6 +709,7 @@ impl Inner {
                     .await?;
                 let value = format!("Bearer {}", token.value);
                 conn.secrets.lock().unwrap().push(token.value.clone());
+                crate::secrets::register(&token.value);
                 st.tokens.push(token);
                 Ok(Some(value))
             }

@@ -21,6 +21,28 @@ use std::time::{Duration, SystemTime};
 
 pub const KEY_ANNOTATION: &str = "dev.fnbuild.dependencies.key";
 pub const DIFF_ID_ANNOTATION: &str = "dev.fnbuild.dependencies.diff-id";
+/// HMAC-SHA256 of the entry (key, layer digest, diffID, size) under the builders' shared key:
+/// whoever can push to the cache repository but does not hold the key cannot make an entry
+/// that a build takes.
+pub const SIGNATURE_ANNOTATION: &str = "dev.fnbuild.dependencies.signature";
+
+/// The signature of a cache entry.
+pub fn sign(signing_key: &[u8], key: &str, digest: &str, diff_id: &str, size: u64) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_key).expect("HMAC takes keys of any length");
+    mac.update(format!("fnbuild-dependency-cache-v1\0{key}\0{digest}\0{diff_id}\0{size}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn signature_holds(signing_key: &[u8], signature: &str, key: &str, digest: &str, diff_id: &str, size: u64) -> bool {
+    use hmac::Mac;
+    let Ok(bytes) = hex::decode(signature) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_key).expect("HMAC takes keys of any length");
+    mac.update(format!("fnbuild-dependency-cache-v1\0{key}\0{digest}\0{diff_id}\0{size}").as_bytes());
+    mac.verify_slice(&bytes).is_ok()
+}
 /// Spool files older than this in `tmp/` are from builds that died; they are removed.
 const STALE_SPOOL: Duration = Duration::from_secs(24 * 3600);
 
@@ -33,6 +55,9 @@ struct Record {
     size: u64,
     runtime: String,
     installer: String,
+    /// The blob's identity when it was last verified ([`crate::image::digest::file_identity`]).
+    #[serde(default)]
+    file: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,12 +89,23 @@ impl LocalCache {
 
     /// The layer recorded for `key`, if its record and blob are both there and agree in size.
     pub fn get(&self, key: &str) -> Option<WrittenLayer> {
-        let record: Record = serde_json::from_slice(&std::fs::read(self.record_path(key)).ok()?).ok()?;
+        let mut record: Record = serde_json::from_slice(&std::fs::read(self.record_path(key)).ok()?).ok()?;
         let file = self.blob_path(&record.digest)?;
         let size = std::fs::metadata(&file).ok()?.len();
-        if size != record.size || record.key != key {
+        let (holds, identity) = if size == record.size && record.key == key {
+            crate::image::digest::still_holds(&file, &record.digest, record.file.as_deref())
+        } else {
+            (false, None)
+        };
+        if !holds {
             tracing::warn!(path = %file.display(), "dependency cache entry is damaged; installing again");
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(self.record_path(key));
             return None;
+        }
+        if identity != record.file {
+            record.file = identity;
+            let _ = self.write_record(key, &record);
         }
         Some(WrittenLayer {
             file,
@@ -132,16 +168,22 @@ impl LocalCache {
             size: layer.size,
             runtime: runtime.into(),
             installer: installer.into(),
+            file: crate::image::digest::file_identity(&blob),
         };
-        let keys = self.dir.join("keys");
-        std::fs::create_dir_all(&keys)?;
-        let mut rec = tempfile::NamedTempFile::new_in(&keys)?;
-        serde_json::to_writer(&mut rec, &record)?;
-        rec.persist(self.record_path(key)).map_err(|e| e.error)?;
+        self.write_record(key, &record)?;
         Ok(WrittenLayer {
             file: blob,
             ..layer.clone()
         })
+    }
+
+    fn write_record(&self, key: &str, record: &Record) -> std::io::Result<()> {
+        let keys = self.dir.join("keys");
+        std::fs::create_dir_all(&keys)?;
+        let mut rec = tempfile::NamedTempFile::new_in(&keys)?;
+        serde_json::to_writer(&mut rec, record)?;
+        rec.persist(self.record_path(key)).map_err(|e| e.error)?;
+        Ok(())
     }
 }
 
@@ -181,6 +223,7 @@ pub async fn registry_get(
     repo: &Reference,
     tag: &str,
     key: &str,
+    signing_key: &[u8],
 ) -> Result<Option<RegistryLayer>, RegistryError> {
     let reference = repo.with_tag(tag);
     let pulled = match client.pull_manifest(&reference).await {
@@ -208,6 +251,13 @@ pub async fn registry_get(
     if found_key != key {
         return Ok(None);
     }
+    let signed = annotations[SIGNATURE_ANNOTATION]
+        .as_str()
+        .is_some_and(|sig| signature_holds(signing_key, sig, key, digest, diff_id, size));
+    if !signed {
+        tracing::warn!(reference = %reference, "dependency cache entry has no valid signature (not made by a builder holding the cache key); installing instead");
+        return Ok(None);
+    }
     Ok(Some(RegistryLayer {
         reference,
         digest: digest.into(),
@@ -230,6 +280,7 @@ pub async fn registry_put(
     platform: &TargetPlatform,
     runtime: &str,
     created: &str,
+    signing_key: &[u8],
 ) -> Result<Reference, RegistryError> {
     let mut config = json!({
         "architecture": platform.architecture,
@@ -252,6 +303,7 @@ pub async fn registry_put(
         "annotations": {
             KEY_ANNOTATION: key,
             DIFF_ID_ANNOTATION: diff_id,
+            SIGNATURE_ANNOTATION: sign(signing_key, key, digest, diff_id, size),
             "org.opencontainers.image.created": created,
         },
     }));
@@ -332,9 +384,12 @@ mod tests {
             1
         );
 
-        // A blob of the wrong size is a miss.
-        std::fs::write(&hit.file, b"short").unwrap();
+        // A blob damaged in place (same size) is a miss, and is dropped.
+        let mut bytes = std::fs::read(&hit.file).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&hit.file, &bytes).unwrap();
         assert!(cache.get("k1").is_none());
+        assert!(!hit.file.exists());
     }
 
     #[test]

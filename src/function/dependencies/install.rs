@@ -3,6 +3,7 @@
 //! when it fails. Credentials files are handed over by environment variable only.
 
 use super::plan::{Ecosystem, Plan};
+use super::sandbox::Sandbox;
 use super::{DependencyError, Redactor};
 use crate::function::runtime::Runtime;
 use crate::function::source::SourceEntry;
@@ -588,39 +589,90 @@ pub struct Invocation {
     pub label: String,
     /// Extra words for a failure (what pip was limited to).
     pub hint: Option<String>,
+    /// Whether the package-registry credentials take part (the downloading phase): no code of
+    /// the packages or the function runs then. Otherwise they are hidden.
+    pub credentials: bool,
 }
 
-/// The npm command for `plan`, run in `staged`; the packages land in `staged/node_modules`.
-pub fn npm_invocation(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<&Path>) -> Invocation {
+/// The npm commands for `plan`, run in `staged`; the packages land in `staged/node_modules`.
+/// First the download, with the credentials and without running any package's scripts; then
+/// `npm rebuild`, which runs the install scripts (the packages' and the function's own
+/// preinstall / install / postinstall) with the credentials gone.
+pub fn npm_invocations(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<&Path>) -> Vec<Invocation> {
     let command = if plan.lock_file.is_some() { "ci" } else { "install" };
+    let quiet = ["--no-audit", "--no-fund", "--no-progress", "--no-update-notifier"];
     let mut args: Vec<OsString> = vec![command.into()];
     for a in [
         "--omit=dev",
         // Local directories as real copies, not symlinks out of the layer.
         "--install-links",
-        "--no-audit",
-        "--no-fund",
-        "--no-progress",
-        "--no-update-notifier",
-    ] {
+        "--ignore-scripts",
+    ]
+    .into_iter()
+    .chain(quiet)
+    {
         args.push(a.into());
     }
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     if let Some(rc) = npmrc {
         env.push(("NPM_CONFIG_USERCONFIG".into(), rc.into()));
     }
-    Invocation {
+    let download = Invocation {
         program: installer.program.clone(),
         args,
         env,
         cwd: staged.into(),
         label: format!("npm {command}"),
         hint: None,
-    }
+        credentials: true,
+    };
+    let mut rebuild_args: Vec<OsString> = vec!["rebuild".into()];
+    rebuild_args.extend(quiet.map(OsString::from));
+    let scripts = Invocation {
+        program: installer.program.clone(),
+        args: rebuild_args,
+        env: Vec::new(),
+        cwd: staged.into(),
+        label: "npm rebuild".into(),
+        hint: None,
+        credentials: false,
+    };
+    vec![download, scripts]
 }
 
-/// The pip command for `plan`, run in `staged`, installing into `target`.
-pub fn pip_invocation(
+/// Whether `npm rebuild` has anything to run after a download without scripts: an install
+/// script (or a `binding.gyp`, which npm builds) in the function's package.json or any
+/// installed package's.
+pub fn npm_scripts_needed(staged: &Path) -> bool {
+    let has_scripts = |dir: &Path| {
+        if dir.join("binding.gyp").is_file() {
+            return true;
+        }
+        let Ok(bytes) = std::fs::read(dir.join("package.json")) else {
+            return false;
+        };
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        ["preinstall", "install", "postinstall"]
+            .iter()
+            .any(|k| doc["scripts"].get(k).is_some())
+    };
+    if has_scripts(staged) {
+        return true;
+    }
+    walkdir::WalkDir::new(staged.join("node_modules"))
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file() && e.file_name() == "package.json")
+        .any(|e| e.path().parent().is_some_and(has_scripts))
+}
+
+/// The pip commands for `plan`, run in `staged`, installing into `target`. With a pip.conf
+/// (credentials), the packages are first downloaded as wheels only (installing a wheel runs no
+/// code; building a source distribution would run the package's code with the credentials in
+/// reach), then installed from those files without the credentials and without an index.
+#[allow(clippy::too_many_arguments)]
+pub fn pip_invocations(
     installer: &Installer,
     plan: &Plan,
     staged: &Path,
@@ -628,14 +680,8 @@ pub fn pip_invocation(
     mode: &PipMode,
     pip_conf: Option<&Path>,
     epoch: u64,
-) -> Invocation {
-    let mut args: Vec<OsString> = vec![
-        "install".into(),
-        "--target".into(),
-        target.into(),
-        "--requirement".into(),
-        (&plan.dependency_file).into(),
-    ];
+) -> Vec<Invocation> {
+    let mut selection: Vec<OsString> = Vec::new();
     let mut hint = None;
     match mode {
         PipMode::Native => {}
@@ -643,21 +689,11 @@ pub fn pip_invocation(
             python_version,
             platforms,
         } => {
-            // Bytecode compiled by pip's own Python would be for the wrong version.
-            args.extend(
-                [
-                    "--no-compile",
-                    "--only-binary=:all:",
-                    "--implementation",
-                    "cp",
-                    "--python-version",
-                ]
-                .map(OsString::from),
-            );
-            args.push(python_version.into());
+            selection.extend(["--only-binary=:all:", "--implementation", "cp", "--python-version"].map(OsString::from));
+            selection.push(python_version.into());
             for p in platforms {
-                args.push("--platform".into());
-                args.push(p.into());
+                selection.push("--platform".into());
+                selection.push(p.into());
             }
             hint = Some(format!(
                 "pip runs on Python {} here, so it takes only wheels built for CPython {python_version} on {}: check the name and version, or pick a version that has such a wheel",
@@ -666,7 +702,7 @@ pub fn pip_invocation(
             ));
         }
     }
-    let mut env: Vec<(OsString, OsString)> = vec![
+    let env: Vec<(OsString, OsString)> = vec![
         ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
         ("PIP_NO_INPUT".into(), "1".into()),
         ("PIP_PROGRESS_BAR".into(), "off".into()),
@@ -675,34 +711,110 @@ pub fn pip_invocation(
         // Bytecode (native mode) hashed instead of time-stamped: the same bytes every time.
         ("SOURCE_DATE_EPOCH".into(), epoch.to_string().into()),
     ];
-    if let Some(conf) = pip_conf {
-        env.push(("PIP_CONFIG_FILE".into(), conf.into()));
+    let install_args = |extra: &[OsString]| {
+        let mut args: Vec<OsString> = vec![
+            "install".into(),
+            "--target".into(),
+            target.into(),
+            "--requirement".into(),
+            (&plan.dependency_file).into(),
+        ];
+        if matches!(mode, PipMode::Cross { .. }) {
+            // Bytecode compiled by pip's own Python would be for the wrong version.
+            args.push("--no-compile".into());
+        }
+        args.extend(selection.iter().cloned());
+        args.extend(extra.iter().cloned());
+        args
+    };
+    let Some(conf) = pip_conf else {
+        return vec![Invocation {
+            program: installer.program.clone(),
+            args: install_args(&[]),
+            env,
+            cwd: staged.into(),
+            label: "pip install".into(),
+            hint,
+            credentials: false,
+        }];
+    };
+    let wheels = target.with_file_name("wheels");
+    let mut download_args: Vec<OsString> = vec![
+        "download".into(),
+        "--dest".into(),
+        wheels.clone().into(),
+        "--requirement".into(),
+        (&plan.dependency_file).into(),
+    ];
+    download_args.extend(selection.iter().cloned());
+    if matches!(mode, PipMode::Native) {
+        download_args.push("--only-binary=:all:".into());
     }
-    Invocation {
-        program: installer.program.clone(),
-        args,
-        env,
-        cwd: staged.into(),
-        label: "pip install".into(),
-        hint,
-    }
+    let mut download_env = env.clone();
+    download_env.push(("PIP_CONFIG_FILE".into(), conf.into()));
+    let download_hint = format!(
+        "with --pip-conf, fnbuild takes packages as wheels only: building one from source would run its code while the index credentials are in reach{}",
+        hint.as_deref().map(|h| format!("; {h}")).unwrap_or_default()
+    );
+    let mut offline_env = env;
+    offline_env.push(("PIP_CONFIG_FILE".into(), "/dev/null".into()));
+    vec![
+        Invocation {
+            program: installer.program.clone(),
+            args: download_args,
+            env: download_env,
+            cwd: staged.into(),
+            label: "pip download".into(),
+            hint: Some(download_hint),
+            credentials: true,
+        },
+        Invocation {
+            program: installer.program.clone(),
+            args: install_args(&["--no-index".into(), "--find-links".into(), wheels.into()]),
+            env: offline_env,
+            cwd: staged.into(),
+            label: "pip install".into(),
+            hint,
+            credentials: false,
+        },
+    ]
 }
 
-/// Runs the installer, logging its output as it comes; fails with its last lines.
-pub fn run(inv: &Invocation, redactor: &Redactor) -> Result<(), DependencyError> {
+/// Runs the installer in `sandbox`, logging its output as it comes; fails with its last lines.
+pub fn run(inv: &Invocation, redactor: &Redactor, sandbox: &Sandbox) -> Result<(), DependencyError> {
     tracing::info!("running {} in a staging directory", inv.label);
-    let mut child = Command::new(&inv.program)
-        .args(&inv.args)
-        .envs(inv.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&inv.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| DependencyError::InstallerBroken {
-            program: inv.program.clone(),
-            message: format!("cannot run it: {e}"),
-        })?;
+    let broken = |message: String| DependencyError::InstallerBroken {
+        program: inv.program.clone(),
+        message,
+    };
+    let command = |isolate: bool| -> Result<Command, DependencyError> {
+        let mut c = Command::new(&inv.program);
+        c.args(&inv.args)
+            .current_dir(&inv.cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        sandbox
+            .apply(&mut c, &inv.env, isolate)
+            .map_err(|e| broken(format!("cannot prepare its sandbox: {e}")))?;
+        Ok(c)
+    };
+    let mut child = match command(true)?.spawn() {
+        Ok(child) => child,
+        // No namespaces here (an unprivileged container): without the hidden view.
+        Err(e) if !sandbox.existing().is_empty() && e.raw_os_error().is_some() => {
+            tracing::warn!(
+                error = %e,
+                hidden = ?sandbox.existing(),
+                "cannot give {} a view without the build's credential files (no mount namespace here); the layer scan still keeps them out of the image",
+                inv.label
+            );
+            command(false)?
+                .spawn()
+                .map_err(|e| broken(format!("cannot run it: {e}")))?
+        }
+        Err(e) => return Err(broken(format!("cannot run it: {e}"))),
+    };
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let mut readers = Vec::new();
     for stream in [

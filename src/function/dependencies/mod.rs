@@ -19,17 +19,23 @@
 mod cache;
 mod install;
 mod plan;
+mod sandbox;
 
-pub use cache::{tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION};
+pub use cache::{
+    sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
+};
 pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
 pub use plan::{plan, Ecosystem, Plan};
+pub use sandbox::protect_this_process;
 
 use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
-use crate::image::layer::{write_layer_at, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::image::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
 use crate::image::{rfc3339, BlobLocation};
 use crate::reference::Reference;
 use crate::registry::{BlobSource, Client};
+use crate::secrets::Scanner;
+use sandbox::Sandbox;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -58,6 +64,27 @@ pub struct DependencyOptions {
     pub cache_repo: Option<Reference>,
     /// Install afresh even when a cache has the layer (the result still refreshes the caches).
     pub no_cache: bool,
+    /// The key registry cache entries are signed with (HMAC-SHA256); entries without a valid
+    /// signature are misses. Without it the cache repository is not used.
+    pub cache_signing_key: Option<Vec<u8>>,
+    /// Files and directories the installer must never see (registry configs, the cache key,
+    /// fnbuild's caches).
+    pub hide: Vec<PathBuf>,
+    /// Where the layer is made when no cache has it.
+    pub handoff: Option<Handoff>,
+}
+
+impl DependencyOptions {
+    /// Every secret the build holds (registered so far), with those of the credentials files.
+    fn secrets_with_files(&self) -> Result<Vec<String>, DependencyError> {
+        let redactor = Redactor::from_files(&[
+            ("--npmrc", self.npmrc.as_deref()),
+            ("--pip-conf", self.pip_conf.as_deref()),
+        ])?;
+        let mut all = crate::secrets::registered();
+        all.extend(redactor.secrets);
+        Ok(all)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +121,8 @@ pub enum DependencyError {
     Layer(#[from] LayerError),
     #[error("the installer task stopped: {0}")]
     Task(String),
+    #[error("dependency handoff {dir}: {message}", dir = dir.display())]
+    Handoff { dir: PathBuf, message: String },
 }
 
 /// Where the dependency layer came from, for `--json`.
@@ -178,8 +207,62 @@ pub struct Context<'a> {
     pub work: &'a Path,
 }
 
-/// The dependency layer for `plan`: from a cache, or installed and written now.
-pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<ProvidedLayer, DependencyError> {
+/// Where a dependency layer is made when it is not in a cache (a build Job's three steps: the
+/// step that can read the registry never runs an installer, the one that installs never has
+/// the registry's credentials).
+#[derive(Debug, Clone)]
+pub enum Handoff {
+    /// Look in the caches only; on a miss, write the install request into this directory.
+    Prepare(PathBuf),
+    /// Never install: take the layer an install step left in this directory.
+    Installed(PathBuf),
+}
+
+/// What [`provide`] found.
+pub enum Provided {
+    Layer(ProvidedLayer),
+    /// Not in any cache: the request is in the handoff directory.
+    Requested {
+        key: String,
+    },
+}
+
+/// The install request a prepare step leaves for the install step.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct InstallRequest {
+    pub key: String,
+    pub runtime: String,
+    pub base_digest: String,
+    pub platform: PlatformRecord,
+    pub epoch: u64,
+}
+
+/// The target platform in a request.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PlatformRecord {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+/// The layer an install step leaves.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct InstalledRecord {
+    key: String,
+    digest: String,
+    diff_id: String,
+    size: u64,
+    install_ms: u64,
+    layer_ms: u64,
+}
+
+const REQUEST_FILE: &str = "request.json";
+const INSTALLED_FILE: &str = "installed.json";
+const INSTALLED_BLOB: &str = "layer.tar.gz";
+
+/// The dependency layer for `plan`: from a cache, or installed and written now (or, with a
+/// handoff, requested from / taken from the install step).
+pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<Provided, DependencyError> {
     let runtime = ctx.runtime;
     let target = TargetPlatform::of_config(ctx.base_config);
     let pip_mode = match plan.ecosystem {
@@ -197,8 +280,9 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
     )?;
     let tag = cache::tag(&runtime.name, &key);
     let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
-    let repo = match (&ctx.options.cache_repo, ctx.client) {
-        (Some(repo), Some(client)) => Some((repo, client)),
+    let signing_key = ctx.options.cache_signing_key.as_deref();
+    let repo = match (&ctx.options.cache_repo, ctx.client, signing_key) {
+        (Some(repo), Some(client), Some(k)) => Some((repo, client, k)),
         _ => None,
     };
     let created = rfc3339(ctx.epoch);
@@ -216,32 +300,32 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
         if let Some(hit) = local.as_ref().and_then(|c| c.get(&key)) {
             tracing::info!(digest = %hit.digest, "dependency layer from the local cache: nothing to install");
             let registry_copy = match repo {
-                Some((repo, client)) => {
-                    ensure_in_registry(client, repo, &tag, &key, &hit, &target, &runtime.name, &created).await
+                Some((repo, client, k)) => {
+                    ensure_in_registry(client, repo, &tag, &key, &hit, &target, &runtime.name, &created, k).await
                 }
                 None => None,
             };
-            return Ok(ProvidedLayer {
+            return Ok(Provided::Layer(ProvidedLayer {
                 digest: hit.digest.clone(),
                 diff_id: hit.diff_id.clone(),
                 size: hit.size,
                 location: BlobLocation::File(hit.file.clone()),
                 summary: summary(CacheOutcome::HitLocal, 0, 0, registry_copy.as_ref()),
                 registry_copy,
-            });
+            }));
         }
-        if let Some((repo, client)) = repo {
-            match cache::registry_get(client, repo, &tag, &key).await {
+        if let Some((repo, client, k)) = repo {
+            match cache::registry_get(client, repo, &tag, &key, k).await {
                 Ok(Some(found)) => {
                     tracing::info!(cache = %found.reference, digest = %found.digest, "dependency layer from the cache repository: nothing to install");
-                    return Ok(ProvidedLayer {
+                    return Ok(Provided::Layer(ProvidedLayer {
                         digest: found.digest,
                         diff_id: found.diff_id,
                         size: found.size,
                         location: BlobLocation::Registry(found.reference.clone()),
                         summary: summary(CacheOutcome::HitRegistry, 0, 0, Some(&found.reference)),
                         registry_copy: Some(found.reference),
-                    });
+                    }));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot read the dependency cache repository; installing"),
@@ -249,50 +333,45 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
         }
     }
 
-    // Install in a staging directory holding exactly the files the key hashed.
-    let staging = ctx.work.join("dependencies");
-    let staged = staging.join("src");
-    install::stage(&plan.inputs, &staged)?;
-    let redactor = Redactor::from_files(&[
-        ("--npmrc", ctx.options.npmrc.as_deref()),
-        ("--pip-conf", ctx.options.pip_conf.as_deref()),
-    ])?;
-    let (invocation, result_dir) = match (plan.ecosystem, &pip_mode) {
-        (Ecosystem::Pip, Some(mode)) => {
-            let target_dir = staging.join("target");
-            let inv = install::pip_invocation(
-                installer,
-                plan,
-                &staged,
-                &target_dir,
-                mode,
-                ctx.options.pip_conf.as_deref(),
-                ctx.epoch,
-            );
-            (inv, target_dir)
+    let (written, install_ms, layer_ms) = match &ctx.options.handoff {
+        Some(Handoff::Prepare(dir)) => {
+            let request = InstallRequest {
+                key: key.clone(),
+                runtime: runtime.name.clone(),
+                base_digest: ctx.base_digest.to_string(),
+                platform: PlatformRecord {
+                    os: target.os.clone(),
+                    architecture: target.architecture.clone(),
+                    variant: target.variant.clone(),
+                },
+                epoch: ctx.epoch,
+            };
+            write_json(&dir.join(REQUEST_FILE), &request)?;
+            tracing::info!(key = %key, dir = %dir.display(), "dependencies not in a cache: install requested");
+            return Ok(Provided::Requested { key });
         }
-        _ => (
-            install::npm_invocation(installer, plan, &staged, ctx.options.npmrc.as_deref()),
-            staged.join("node_modules"),
-        ),
+        Some(Handoff::Installed(dir)) => take_installed(dir, &key, &ctx.work.join("installed-layer"))?,
+        None => {
+            let t = Instant::now();
+            let spool = local
+                .as_ref()
+                .and_then(|c| c.spool().ok())
+                .unwrap_or_else(|| ctx.work.join("dependencies-layer.tar.gz"));
+            let (written, install_ms) = install_layer(
+                plan,
+                installer,
+                runtime,
+                pip_mode.as_ref(),
+                ctx.epoch,
+                ctx.options,
+                ctx.work,
+                &spool,
+            )
+            .await?;
+            let layer_ms = (t.elapsed().as_millis() as u64).saturating_sub(install_ms);
+            (written, install_ms, layer_ms)
+        }
     };
-    let t = Instant::now();
-    tokio::task::spawn_blocking(move || install::run(&invocation, &redactor))
-        .await
-        .map_err(|e| DependencyError::Task(e.to_string()))??;
-    let install_ms = t.elapsed().as_millis() as u64;
-
-    let t = Instant::now();
-    let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
-    let spool = local
-        .as_ref()
-        .and_then(|c| c.spool().ok())
-        .unwrap_or_else(|| staging.join("layer.tar.gz"));
-    let epoch = ctx.epoch;
-    let written = tokio::task::spawn_blocking(move || write_layer_at(entries, epoch, &spool, COMPRESSION_LEVEL))
-        .await
-        .map_err(|e| DependencyError::Task(e.to_string()))??;
-    let layer_ms = t.elapsed().as_millis() as u64;
     tracing::info!(digest = %written.digest, size = written.size, install_ms, layer_ms, "dependency layer written");
     let written = match &local {
         Some(c) => c
@@ -304,7 +383,7 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
         None => written,
     };
     let registry_copy = match repo {
-        Some((repo, client)) => cache::registry_put(
+        Some((repo, client, k)) => cache::registry_put(
             client,
             repo,
             &tag,
@@ -316,20 +395,255 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
             &target,
             &runtime.name,
             &created,
+            k,
         )
         .await
         .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
         .ok(),
         None => None,
     };
-    Ok(ProvidedLayer {
+    Ok(Provided::Layer(ProvidedLayer {
         digest: written.digest.clone(),
         diff_id: written.diff_id.clone(),
         size: written.size,
         location: BlobLocation::File(written.file.clone()),
         summary: summary(CacheOutcome::Miss, install_ms, layer_ms, registry_copy.as_ref()),
         registry_copy,
+    }))
+}
+
+/// Runs the installer in a staging directory holding exactly the files the key hashed, inside
+/// its sandbox, and writes the result as a layer to `spool` (scanned for the build's secrets).
+#[allow(clippy::too_many_arguments)]
+async fn install_layer(
+    plan: &Plan,
+    installer: &Installer,
+    runtime: &Runtime,
+    pip_mode: Option<&PipMode>,
+    epoch: u64,
+    options: &DependencyOptions,
+    work: &Path,
+    spool: &Path,
+) -> Result<(WrittenLayer, u64), DependencyError> {
+    let staging = work.join("dependencies");
+    let staged = staging.join("src");
+    install::stage(&plan.inputs, &staged)?;
+    let redactor = Redactor::from_files(&[
+        ("--npmrc", options.npmrc.as_deref()),
+        ("--pip-conf", options.pip_conf.as_deref()),
+    ])?;
+    let (invocations, result_dir) = match (plan.ecosystem, pip_mode) {
+        (Ecosystem::Pip, Some(mode)) => {
+            let target_dir = staging.join("target");
+            let inv = install::pip_invocations(
+                installer,
+                plan,
+                &staged,
+                &target_dir,
+                mode,
+                options.pip_conf.as_deref(),
+                epoch,
+            );
+            (inv, target_dir)
+        }
+        _ => (
+            install::npm_invocations(installer, plan, &staged, options.npmrc.as_deref()),
+            staged.join("node_modules"),
+        ),
+    };
+    // The credentials files are visible to the downloading phase only; the build's other
+    // secrets (registry configs, cache key, the caches) never.
+    let credential_files: Vec<PathBuf> = [&options.npmrc, &options.pip_conf]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let t = Instant::now();
+    let home = staging.join("home");
+    let hidden = options.hide.clone();
+    let scripts_needed = {
+        let staged = staged.clone();
+        move || install::npm_scripts_needed(&staged)
+    };
+    tokio::task::spawn_blocking(move || -> Result<(), DependencyError> {
+        for inv in &invocations {
+            if inv.label == "npm rebuild" && !scripts_needed() {
+                tracing::debug!("no install scripts: npm rebuild skipped");
+                continue;
+            }
+            let mut hide = hidden.clone();
+            if !inv.credentials {
+                hide.extend(credential_files.iter().cloned());
+            }
+            let sandbox = Sandbox {
+                hide,
+                home: home.clone(),
+                network_env: inv.credentials || inv.label != "npm rebuild",
+            };
+            install::run(inv, &redactor, &sandbox)?;
+        }
+        Ok(())
     })
+    .await
+    .map_err(|e| DependencyError::Task(e.to_string()))??;
+    let install_ms = t.elapsed().as_millis() as u64;
+
+    let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
+    let spool = spool.to_path_buf();
+    let scanner = Scanner::new(&options.secrets_with_files()?);
+    let written =
+        tokio::task::spawn_blocking(move || write_layer_scanned(entries, epoch, &spool, COMPRESSION_LEVEL, &scanner))
+            .await
+            .map_err(|e| DependencyError::Task(e.to_string()))??;
+    Ok((written, install_ms))
+}
+
+/// The install step: installs what the prepare step asked for (nothing if it asked nothing),
+/// leaving the layer in `dir`. Runs no registry request.
+pub async fn install_requested(
+    plan: Option<&Plan>,
+    installer: Option<&Installer>,
+    runtime: &Runtime,
+    dir: &Path,
+    options: &DependencyOptions,
+    work: &Path,
+) -> Result<Option<String>, DependencyError> {
+    let path = dir.join(REQUEST_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(DependencyError::Read { path, source }),
+    };
+    let request: InstallRequest = serde_json::from_slice(&bytes).map_err(|e| DependencyError::Handoff {
+        dir: dir.to_path_buf(),
+        message: format!("{REQUEST_FILE} is not an install request: {e}"),
+    })?;
+    let (Some(plan), Some(installer)) = (plan, installer) else {
+        return Err(DependencyError::Handoff {
+            dir: dir.to_path_buf(),
+            message: "an install was requested, but the function names no packages".into(),
+        });
+    };
+    let target = TargetPlatform {
+        os: request.platform.os.clone(),
+        architecture: request.platform.architecture.clone(),
+        variant: request.platform.variant.clone(),
+    };
+    let pip_mode = match plan.ecosystem {
+        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
+        Ecosystem::Npm => None,
+    };
+    let key = cache_key(
+        plan,
+        runtime,
+        installer,
+        pip_mode.as_ref(),
+        &request.base_digest,
+        &target,
+        request.epoch,
+    )?;
+    if key != request.key || runtime.name != request.runtime {
+        return Err(DependencyError::Handoff {
+            dir: dir.to_path_buf(),
+            message: format!("the request is for key {} but this source and builder give {key}: the steps must run the same builder on the same source", request.key),
+        });
+    }
+    let t = Instant::now();
+    let blob = dir.join(INSTALLED_BLOB);
+    let (written, install_ms) = install_layer(
+        plan,
+        installer,
+        runtime,
+        pip_mode.as_ref(),
+        request.epoch,
+        options,
+        work,
+        &blob,
+    )
+    .await?;
+    let record = InstalledRecord {
+        key: key.clone(),
+        digest: written.digest.clone(),
+        diff_id: written.diff_id.clone(),
+        size: written.size,
+        install_ms,
+        layer_ms: (t.elapsed().as_millis() as u64).saturating_sub(install_ms),
+    };
+    write_json(&dir.join(INSTALLED_FILE), &record)?;
+    Ok(Some(key))
+}
+
+/// The layer the install step left for `key`, copied to `spool` and checked against its
+/// record: the install step ran the function author's code, so nothing it left is trusted
+/// beyond what the digests prove.
+fn take_installed(dir: &Path, key: &str, spool: &Path) -> Result<(WrittenLayer, u64, u64), DependencyError> {
+    let handoff = |message: String| DependencyError::Handoff {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(dir.join(INSTALLED_FILE)).map_err(|_| {
+        handoff(format!(
+            "no dependency layer for key {key}: the install step did not run or failed"
+        ))
+    })?;
+    let record: InstalledRecord =
+        serde_json::from_slice(&bytes).map_err(|e| handoff(format!("{INSTALLED_FILE} is damaged: {e}")))?;
+    if record.key != key {
+        return Err(handoff(format!(
+            "the installed layer is for key {}, not {key}",
+            record.key
+        )));
+    }
+    let (digest, size) = crate::image::digest::copy_hashed(&dir.join(INSTALLED_BLOB), spool)
+        .map_err(|e| handoff(format!("cannot read the installed layer: {e}")))?;
+    if digest != record.digest || size != record.size {
+        return Err(handoff(format!(
+            "the installed layer is {digest} ({size} bytes), not the {} it was recorded as",
+            record.digest
+        )));
+    }
+    // The diffID is the install step's word: check it by decompressing.
+    let diff_id = crate::image::digest::gunzip_digest(spool)
+        .map_err(|e| handoff(format!("the installed layer is not gzip: {e}")))?;
+    if diff_id != record.diff_id {
+        return Err(handoff("the installed layer's diffID does not match its record".into()));
+    }
+    // The scan the install step made is not trusted either.
+    let scanner = Scanner::for_registered();
+    if !scanner.is_empty() {
+        let file = std::fs::File::open(spool).map_err(|e| handoff(e.to_string()))?;
+        if scanner
+            .scan_reader(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+            .map_err(|e| handoff(e.to_string()))?
+        {
+            return Err(DependencyError::Layer(LayerError::Secret {
+                path: "the installed dependency layer".into(),
+            }));
+        }
+    }
+    Ok((
+        WrittenLayer {
+            file: spool.to_path_buf(),
+            digest,
+            diff_id,
+            size,
+        },
+        record.install_ms,
+        record.layer_ms,
+    ))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), DependencyError> {
+    let stage = |source| DependencyError::Stage {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(stage)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(stage)?;
+    serde_json::to_writer(&mut tmp, value).map_err(|e| stage(e.into()))?;
+    tmp.persist(path).map_err(|e| stage(e.error))?;
+    Ok(())
 }
 
 /// After a local hit: makes sure the cache repository has the layer too (for other builders,
@@ -344,8 +658,9 @@ async fn ensure_in_registry(
     target: &TargetPlatform,
     runtime: &str,
     created: &str,
+    signing_key: &[u8],
 ) -> Option<Reference> {
-    match cache::registry_get(client, repo, tag, key).await {
+    match cache::registry_get(client, repo, tag, key, signing_key).await {
         Ok(Some(found)) if found.digest == layer.digest => return Some(found.reference),
         Ok(_) => {}
         Err(e) => {
@@ -366,6 +681,7 @@ async fn ensure_in_registry(
         target,
         runtime,
         created,
+        signing_key,
     )
     .await
     .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
@@ -512,8 +828,6 @@ pub struct Redactor {
     secrets: Vec<String>,
 }
 
-const REDACTED: &str = "****";
-
 impl Redactor {
     pub fn from_files(files: &[(&'static str, Option<&Path>)]) -> Result<Redactor, DependencyError> {
         let mut secrets = Vec::new();
@@ -526,20 +840,20 @@ impl Redactor {
             })?;
             secrets.extend(secret_values(&String::from_utf8_lossy(&bytes)));
         }
-        // Longest first, so a secret containing another is scrubbed whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.sort();
         secrets.dedup();
+        // Known to the whole process from now on: logs and error lines are scrubbed too.
+        for s in &secrets {
+            crate::secrets::register(s);
+        }
         Ok(Redactor { secrets })
     }
 
+    /// `text` without these secrets or the build's others, in any of their encodings.
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), REDACTED);
-            }
-        }
-        out
+        let mut all = crate::secrets::registered();
+        all.extend(self.secrets.iter().cloned());
+        crate::secrets::redact_with(text, &all)
     }
 }
 
@@ -584,11 +898,29 @@ fn secret_values(text: &str) -> Vec<String> {
                         }
                     }
                 }
+                // Tokens in the path (`/simple/<token>/`) or the query (`?token=...`).
+                let path_end = after.find(char::is_whitespace).unwrap_or(after.len());
+                let path = &after[host_end..path_end];
+                for piece in path.split(['/', '?', '&', '=', ';']) {
+                    if looks_like_token(piece) {
+                        out.push(piece.to_string());
+                    }
+                }
                 rest = &after[host_end..];
             }
         }
     }
     out
+}
+
+/// A URL piece that is a credential rather than a name: long, and a mix of letters and digits.
+fn looks_like_token(piece: &str) -> bool {
+    piece.len() >= 16
+        && piece.bytes().any(|b| b.is_ascii_digit())
+        && piece.bytes().any(|b| b.is_ascii_alphabetic())
+        && piece
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~%+".contains(&b))
 }
 
 #[cfg(test)]

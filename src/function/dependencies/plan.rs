@@ -167,7 +167,14 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
     let mut inputs = Inputs::new(source);
     inputs.add(file);
     let mut packages = 0;
-    for field in ["dependencies", "optionalDependencies"] {
+    // Every section npm reads a spec from: dev and peer dependencies are resolved too, and a
+    // local path or local repository in any of them would be read by npm.
+    for field in [
+        "dependencies",
+        "optionalDependencies",
+        "peerDependencies",
+        "devDependencies",
+    ] {
         let deps = match object.get(field) {
             None | Some(Value::Null) => continue,
             Some(Value::Object(deps)) => deps,
@@ -182,18 +189,27 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
             let spec = spec
                 .as_str()
                 .ok_or_else(|| bad(file, format!("\"{field}\": the version of \"{name}\" must be a string")))?;
-            packages += 1;
-            if let Some(path) = npm_local_path(spec) {
-                let rel = normalise("", path).ok_or_else(|| {
-                    bad(file, format!("\"{name}\": {spec} is outside the function's directory; fnbuild installs from the function's own files, so put the package inside it"))
-                })?;
-                if !inputs.add(&rel) {
-                    return Err(bad(
-                        file,
-                        format!("\"{name}\": {spec} names {rel}, which is not in the function's directory"),
-                    ));
-                }
+            if field != "devDependencies" {
+                packages += 1;
             }
+            check_npm_spec(file, &format!("\"{field}\".\"{name}\""), spec, &mut inputs)?;
+        }
+    }
+    if let Some(overrides) = object.get("overrides") {
+        check_npm_overrides(file, "\"overrides\"", overrides, &mut inputs)?;
+    }
+    if let Some(workspaces) = object.get("workspaces") {
+        let list = workspaces.get("packages").unwrap_or(workspaces);
+        for w in list.as_array().into_iter().flatten() {
+            let w = w.as_str().unwrap_or_default();
+            let fixed = w.split(['*', '?', '[', '{']).next().unwrap_or_default();
+            if normalise("", fixed).is_none() && !fixed.is_empty() || fixed.starts_with('/') || fixed.contains("${") {
+                return Err(bad(
+                    file,
+                    format!("\"workspaces\": {w} is outside the function's directory"),
+                ));
+            }
+            return Err(bad(file, format!("\"workspaces\": {w}: workspaces are not supported for functions; name local packages with file: instead")));
         }
     }
     if packages == 0 {
@@ -202,8 +218,9 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
     let mut lock_file = None;
     for lock in NPM_LOCK_FILES {
         if let Some(entry) = find_file(source, lock) {
-            serde_json::from_slice::<serde::de::IgnoredAny>(&read(entry)?)
-                .map_err(|e| bad(lock, format!("is not valid JSON: {e}")))?;
+            let doc: Value =
+                serde_json::from_slice(&read(entry)?).map_err(|e| bad(lock, format!("is not valid JSON: {e}")))?;
+            check_npm_lock(lock, &doc)?;
             inputs.add(lock);
             lock_file.get_or_insert_with(|| lock.to_string());
         }
@@ -215,6 +232,134 @@ fn plan_npm(source: &FunctionSource, file: &str, bytes: &[u8]) -> Result<Option<
         inputs: inputs.finish(),
         packages,
     }))
+}
+
+/// One npm spec (`1.2.3`, `file:lib`, `git+https://…`, `npm:other@file:x`): local paths must be
+/// inside the function, local repositories are refused.
+fn check_npm_spec(file: &str, at: &str, spec: &str, inputs: &mut Inputs) -> Result<(), DependencyError> {
+    // An alias `npm:name@spec` (the name may be scoped: `npm:@scope/name@spec`).
+    if let Some(alias) = spec.strip_prefix("npm:") {
+        let after_scope = usize::from(alias.starts_with('@'));
+        if let Some(at_sign) = alias[after_scope..].find('@') {
+            return check_npm_spec(file, at, &alias[after_scope + at_sign + 1..], inputs);
+        }
+        return Ok(());
+    }
+    if is_local_repository(spec) {
+        return Err(bad(file, format!("{at}: {spec} reads a repository from the builder's own filesystem; use a remote git URL or put the package into the function")));
+    }
+    if spec.contains("${") && npm_local_path(spec).is_some() {
+        return Err(bad(
+            file,
+            format!("{at}: {spec}: variables are not expanded in a function's local paths"),
+        ));
+    }
+    if let Some(path) = npm_local_path(spec) {
+        let rel = normalise("", path).ok_or_else(|| {
+            bad(file, format!("{at}: {spec} is outside the function's directory; fnbuild installs from the function's own files, so put the package inside it"))
+        })?;
+        if !inputs.add(&rel) {
+            return Err(bad(
+                file,
+                format!("{at}: {spec} names {rel}, which is not in the function's directory"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `overrides` values: specs, or objects of them (`{".": "1.0", "dep": "file:x"}`).
+fn check_npm_overrides(file: &str, at: &str, value: &Value, inputs: &mut Inputs) -> Result<(), DependencyError> {
+    match value {
+        Value::String(spec) => check_npm_spec(file, at, spec, inputs),
+        Value::Object(map) => {
+            for (k, v) in map {
+                check_npm_overrides(file, &format!("{at}.\"{k}\""), v, inputs)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A lock file's packages: every path it installs to or from, and every `resolved` / `version`
+/// that is a local path, must be inside the function; local repositories are refused.
+fn check_npm_lock(lock: &str, doc: &Value) -> Result<(), DependencyError> {
+    let check_entry = |at: &str, entry: &Value| -> Result<(), DependencyError> {
+        for field in ["resolved", "version"] {
+            let Some(spec) = entry.get(field).and_then(Value::as_str) else {
+                continue;
+            };
+            if is_local_repository(spec) {
+                return Err(bad(
+                    lock,
+                    format!("{at}: \"{field}\" {spec} reads a repository from the builder's own filesystem"),
+                ));
+            }
+            let local = npm_local_path(spec).or_else(|| {
+                (field == "resolved" && entry.get("link").and_then(Value::as_bool) == Some(true)).then_some(spec)
+            });
+            if let Some(path) = local {
+                if normalise("", path).is_none() {
+                    return Err(bad(
+                        lock,
+                        format!("{at}: \"{field}\" {spec} is outside the function's directory"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(packages) = doc.get("packages").and_then(Value::as_object) {
+        for (path, entry) in packages {
+            let at = format!("\"packages\".\"{path}\"");
+            if !path.is_empty() && (path.starts_with('/') || normalise("", path).is_none()) {
+                return Err(bad(lock, format!("{at} is outside the function's directory")));
+            }
+            check_entry(&at, entry)?;
+        }
+    }
+    // Lock files of version 1: nested `dependencies`.
+    fn walk_v1(
+        lock: &str,
+        at: &str,
+        deps: &Value,
+        check: &dyn Fn(&str, &Value) -> Result<(), DependencyError>,
+        depth: usize,
+    ) -> Result<(), DependencyError> {
+        let Some(deps) = deps.as_object() else { return Ok(()) };
+        if depth > 64 {
+            return Err(bad(lock, "\"dependencies\" nest too deep"));
+        }
+        for (name, entry) in deps {
+            let here = format!("{at}.\"{name}\"");
+            check(&here, entry)?;
+            if let Some(inner) = entry.get("dependencies") {
+                walk_v1(lock, &here, inner, check, depth + 1)?;
+            }
+        }
+        Ok(())
+    }
+    if let Some(deps) = doc.get("dependencies") {
+        walk_v1(lock, "\"dependencies\"", deps, &check_entry, 0)?;
+    }
+    Ok(())
+}
+
+/// `git+file:`, `file://` inside a git spec and the like: a repository on the builder's disk.
+fn is_local_repository(spec: &str) -> bool {
+    let lower = spec.to_ascii_lowercase();
+    [
+        "git+file:",
+        "hg+file:",
+        "svn+file:",
+        "bzr+file:",
+        "git://localhost",
+        "git+ssh://localhost",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+        || (lower.starts_with("git") && lower.contains("file:"))
 }
 
 /// The path of a local package (`file:vendor/x.tgz`, `./lib`, `link:../x`), as npm reads it.
@@ -286,6 +431,9 @@ fn scan_requirements(
         }
         if line.starts_with('-') {
             let (option, value) = split_option(line);
+            if value.contains("${") && !matches!(option, "-i" | "--index-url" | "--extra-index-url") {
+                return Err(bad(file, format!("line {number}: {option} {value}: variables are not expanded in a function's requirements paths")));
+            }
             match option {
                 "-r" | "--requirement" | "-c" | "--constraint" => {
                     if depth >= MAX_INCLUDE_DEPTH {
@@ -294,7 +442,7 @@ fn scan_requirements(
                             format!("line {number}: requirement files nest more than {MAX_INCLUDE_DEPTH} deep"),
                         ));
                     }
-                    if value.contains("://") {
+                    if value.contains("://") || value.starts_with("file:") {
                         return Err(bad(file, format!("line {number}: {option} {value}: fnbuild installs from the function's own files; copy the file into the function")));
                     }
                     let rel = normalise(dir, value).ok_or_else(|| {
@@ -328,24 +476,32 @@ fn scan_requirements(
                     if counts {
                         *packages += 1;
                     }
-                    if is_local_path(value) {
-                        local(
-                            inputs,
-                            number,
-                            value.strip_prefix("file:").unwrap_or(value),
-                            "editable package",
-                        )?;
+                    if is_local_repository(value) {
+                        return Err(bad(file, format!("line {number}: {option} {value} reads a repository from the builder's own filesystem; use a remote URL or put the package into the function")));
+                    }
+                    if is_local_path(value) || value.starts_with("file:") {
+                        local(inputs, number, file_url_path(value), "editable package")?;
                     }
                 }
-                "-f" | "--find-links" if !value.contains("://") && !value.is_empty() => {
-                    local(
-                        inputs,
-                        number,
-                        value.strip_prefix("file:").unwrap_or(value),
-                        "--find-links directory",
-                    )?;
+                "-f" | "--find-links" => {
+                    if value.is_empty() {
+                        continue;
+                    }
+                    if !value.contains("://") || value.starts_with("file:") {
+                        local(inputs, number, file_url_path(value), "--find-links directory")?;
+                    }
                 }
-                _ => {}
+                "-i" | "--index-url" | "--extra-index-url" => {
+                    if value.to_ascii_lowercase().starts_with("file:") || (!value.contains("://") && !value.is_empty())
+                    {
+                        return Err(bad(file, format!("line {number}: {option} {value}: a package index must be an http(s) URL; put local packages into the function and name them by path")));
+                    }
+                }
+                "--no-index" | "--pre" | "--trusted-host" | "--prefer-binary" | "--only-binary" | "--no-binary"
+                | "--require-hashes" | "--use-feature" => {}
+                other => {
+                    return Err(bad(file, format!("line {number}: option {other} is not taken in a function's requirements (fnbuild gives pip its own options); allowed: -r, -c, -e, -f, -i, --extra-index-url, --no-index, --pre, --trusted-host, --prefer-binary, --only-binary, --no-binary, --require-hashes")));
+                }
             }
             continue;
         }
@@ -354,13 +510,17 @@ fn scan_requirements(
         if counts {
             *packages += 1;
         }
-        if is_local_path(requirement) {
-            local(
-                inputs,
-                number,
-                requirement.strip_prefix("file:").unwrap_or(requirement),
-                "package",
-            )?;
+        if is_local_repository(requirement) {
+            return Err(bad(file, format!("line {number}: \"{requirement}\" reads a repository from the builder's own filesystem; use a remote URL or put the package into the function")));
+        }
+        if requirement.contains("${") {
+            return Err(bad(
+                file,
+                format!("line {number}: \"{requirement}\": variables are not expanded in a function's requirements"),
+            ));
+        }
+        if is_local_path(requirement) || requirement.starts_with("file:") {
+            local(inputs, number, file_url_path(requirement), "package")?;
             continue;
         }
         if requirement.contains("://") && !requirement.contains('@') {
@@ -371,10 +531,8 @@ fn scan_requirements(
         })?;
         if let Some((_, url)) = requirement.split_once('@') {
             let url = url.split(';').next().unwrap_or("").trim();
-            if let Some(path) = url.strip_prefix("file:") {
-                if !path.starts_with("//") {
-                    local(inputs, number, path, "package")?;
-                }
+            if url.to_ascii_lowercase().starts_with("file:") {
+                local(inputs, number, file_url_path(url), "package")?;
             }
         }
     }
@@ -435,6 +593,20 @@ fn requirement_part(line: &str) -> &str {
         cut = cut.min(i);
     }
     line[..cut].trim()
+}
+
+/// The path of `file:x`, `file:///abs` or `file://localhost/abs` (absolute paths are then
+/// refused as outside the function), else `s` itself.
+fn file_url_path(s: &str) -> &str {
+    let Some(rest) = s.strip_prefix("file:") else { return s };
+    match rest.strip_prefix("//") {
+        Some(after) => {
+            let host_end = after.find('/').unwrap_or(after.len());
+            // Any host but the local one still names a path; the path is what is checked.
+            &after[host_end..]
+        }
+        None => rest,
+    }
 }
 
 fn is_local_path(s: &str) -> bool {
@@ -686,7 +858,7 @@ mod tests {
         for (req, want) in [
             ("six=1.16.0\n", "line 1: \"six=1.16.0\" is not a requirement pip understands: \"=1.16.0\": an exact version is written ==1.16.0"),
             ("ok\n\nsix >>= 1\n", "line 3: \"six >>= 1\""),
-            ("-six\n", ""),
+            ("-six\n", "line 1: option -s is not taken in a function's requirements"),
             ("my package==1\n", "\"package==1\" is not a version specifier"),
             ("six[extra\n", "the extras' [ is not closed"),
             ("-r missing.txt\n", "line 1: -r missing.txt: there is no such file"),
@@ -698,6 +870,114 @@ mod tests {
                 Ok(_) => assert!(want.is_empty(), "{req:?} was accepted"),
             }
         }
+    }
+
+    /// Dependency files that would make an installer read outside the function (issue 15, item 2).
+    #[test]
+    fn nothing_outside_the_function_is_ever_named() {
+        let rt = node();
+        for (pkg, want) in [
+            (
+                r#"{"dependencies":{"a":"1"},"peerDependencies":{"x":"file:../../x"}}"#,
+                "\"peerDependencies\".\"x\": file:../../x is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"devDependencies":{"x":"../x"}}"#,
+                "\"devDependencies\".\"x\": ../x is outside",
+            ),
+            (r#"{"optionalDependencies":{"x":"file:/etc"}}"#, "file:/etc is outside"),
+            (
+                r#"{"dependencies":{"x":"git+file:///tmp/repo"}}"#,
+                "reads a repository from the builder's own filesystem",
+            ),
+            (
+                r#"{"dependencies":{"x":"npm:y@file:../../y"}}"#,
+                "file:../../y is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"overrides":{"a":{"b":"file:../b"}}}"#,
+                "\"overrides\".\"a\".\"b\": file:../b is outside",
+            ),
+            (
+                r#"{"dependencies":{"a":"1"},"workspaces":["../other"]}"#,
+                "\"workspaces\": ../other is outside",
+            ),
+        ] {
+            let (_d, src) = source(&[("handler.js", ""), ("package.json", pkg)], &rt);
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.starts_with("package.json ") && err.contains(want), "{pkg}: {err:?}");
+        }
+        for (lock, want) in [
+            (
+                r#"{"packages":{"":{},"../outside":{"version":"1.0.0"}}}"#,
+                "\"packages\".\"../outside\" is outside",
+            ),
+            (
+                r#"{"packages":{"node_modules/a":{"resolved":"file:../../a"}}}"#,
+                "\"resolved\" file:../../a is outside",
+            ),
+            (
+                r#"{"packages":{"node_modules/a":{"resolved":"git+file:///srv/a.git#abc"}}}"#,
+                "reads a repository",
+            ),
+            (
+                r#"{"dependencies":{"a":{"version":"file:/etc/a"}}}"#,
+                "\"dependencies\".\"a\": \"version\" file:/etc/a is outside",
+            ),
+        ] {
+            let (_d, src) = source(
+                &[
+                    ("handler.js", ""),
+                    ("package.json", r#"{"dependencies":{"a":"1"}}"#),
+                    ("package-lock.json", lock),
+                ],
+                &rt,
+            );
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.starts_with("package-lock.json ") && err.contains(want),
+                "{lock}: {err:?}"
+            );
+        }
+        let rt = python();
+        for (req, want) in [
+            ("-r /etc/passwd\n", "line 1: -r /etc/passwd is outside"),
+            ("-r/etc/passwd\n", "is outside"),
+            ("--requirement=/etc/passwd\n", "is outside"),
+            ("-c /etc/passwd\n", "line 1: -c /etc/passwd is outside"),
+            ("--constraint /root/.docker/config.json\n", "is outside"),
+            ("-r ${HOME}/../x.txt\n", "variables are not expanded"),
+            (
+                "six @ file:///srv/wheels/six.whl\n",
+                "package /srv/wheels/six.whl is outside",
+            ),
+            ("file:///srv/wheels/six.whl\n", "is outside"),
+            ("/srv/wheels/six.whl\n", "is outside"),
+            ("git+file:///srv/repo#egg=x\n", "reads a repository"),
+            ("-e git+file:///srv/repo#egg=x\n", "reads a repository"),
+            ("-e /srv/pkg\n", "editable package /srv/pkg is outside"),
+            (
+                "--find-links /srv/wheels\nsix\n",
+                "--find-links directory /srv/wheels is outside",
+            ),
+            ("-f file:///srv/wheels\nsix\n", "is outside"),
+            ("--index-url file:///srv/index\nsix\n", "must be an http(s) URL"),
+            ("--target /tmp/x\nsix\n", "option --target is not taken"),
+        ] {
+            let (_d, src) = source(&[("handler.py", ""), ("requirements.txt", req)], &rt);
+            let err = plan(&src, &rt).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(
+                err.starts_with("requirements.txt ") && err.contains(want),
+                "{req:?}: {err:?}"
+            );
+            assert!(!err.contains("root:x:0:0"), "never a foreign file's content: {err}");
+        }
+        // What stays allowed.
+        let (_d, src) = source(
+            &[("handler.py", ""), ("requirements.txt", "--index-url https://pypi.example.com/simple\n--extra-index-url https://x.example.com/simple\nsix==1.16.0\n-f ./wheels\n"), ("wheels/a.whl", "")],
+            &rt,
+        );
+        assert!(plan(&src, &rt).unwrap().is_some());
     }
 
     #[test]
