@@ -576,6 +576,11 @@ struct ControllerSettingsArgs {
     /// The Secret in a Function's namespace with .npmrc / pip.conf for the build (used when present).
     #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_PACKAGE_REGISTRY_SECRET)]
     package_registry_secret: String,
+    /// The Secret in a Function's namespace whose `key` (16 bytes or more) signs the namespace's
+    /// dependency cache entries in the registry. Only the build steps that push mount it, never
+    /// the install step; in a namespace without it, builds use no registry cache.
+    #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_CACHE_KEY_SECRET)]
+    cache_key_secret: String,
     /// A base image for a runtime instead of its default (the builder's --base). Repeatable.
     #[arg(long, value_name = "RUNTIME=IMAGE", value_parser = parse_key_value)]
     base_image: Vec<(String, String)>,
@@ -636,6 +641,7 @@ impl ControllerSettingsArgs {
             insecure_registry: self.insecure_registry,
             registry_secret: self.registry_secret,
             package_registry_secret: self.package_registry_secret,
+            cache_key_secret: self.cache_key_secret,
             base_images: self.base_image.into_iter().collect(),
             build_deadline_seconds: self.build_deadline,
             max_concurrent_builds: self.max_concurrent_builds,

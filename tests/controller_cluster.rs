@@ -1003,7 +1003,7 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
             "nodejs20",
             "module.exports = { main: () => 'x' }",
             r#"{"dependencies":{"x":"file:../../etc"}}"#,
-            "spec.source.inline.dependencies: package.json \"x\": file:../../etc is outside the function's directory",
+            "\"x\": file:../../etc is outside the function's directory",
         ),
         (
             "python312",

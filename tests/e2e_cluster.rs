@@ -725,6 +725,20 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         },
     );
     c.apply(&registry_secret(&ns));
+    // The key that signs the namespace's dependency cache entries (only the push steps see it).
+    let cache_key = format!(
+        "fnbuild-e2e-cache-key-{}-{}",
+        std::process::id(),
+        t_all.elapsed().as_nanos()
+    );
+    let cache_key_secret = |ns: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "fnbuild-dependency-cache-key", "namespace": ns},
+            "stringData": {"key": cache_key}
+        })
+    };
+    c.apply(&cache_key_secret(&ns));
 
     // The controller as a process, acting as its ServiceAccount (the manifests' RBAC).
     let kc = std::fs::read_to_string(c.kubeconfig()).unwrap();
@@ -883,7 +897,17 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     }
 
     // 4b. An install script that tries to steal the build's credentials.
-    let took = install_script_attack(c, &format!("{ns}-attack"), &reg, &auth);
+    let attack_ns = format!("{ns}-attack");
+    let took = install_script_attack(
+        c,
+        &attack_ns,
+        &reg,
+        &auth,
+        || {
+            c.apply(&cache_key_secret(&attack_ns));
+        },
+        &cache_key,
+    );
     log(format!("attack: the install-script case took {}", secs(took)));
 
     // 5. A gitRepository source is reported as not supported.
@@ -1146,7 +1170,14 @@ fn find_in_layout(dir: &Path, needles: &[String]) -> (Vec<(String, String)>, Opt
 /// no marker (nor its base64) may reach the image or the Function's status: either the build
 /// succeeds with the credentials out of the script's reach, or the builder's secret scan
 /// refuses the layer and says which file, without the secret.
-fn install_script_attack(c: &Cluster, ns: &str, reg: &str, real_auth: &str) -> Duration {
+fn install_script_attack(
+    c: &Cluster,
+    ns: &str,
+    reg: &str,
+    real_auth: &str,
+    add_cache_key: impl FnOnce(),
+    cache_key: &str,
+) -> Duration {
     let t = Instant::now();
     let unique = format!(
         "{}{}",
@@ -1171,6 +1202,7 @@ fn install_script_attack(c: &Cluster, ns: &str, reg: &str, real_auth: &str) -> D
                 .then_some(())
         },
     );
+    add_cache_key();
     // The push credentials the build needs, and a second entry holding the marker.
     let dockerconfig = json!({"auths": {
         reg: {"auth": real_auth},
@@ -1213,7 +1245,9 @@ fn install_script_attack(c: &Cluster, ns: &str, reg: &str, real_auth: &str) -> D
         reg_marker.clone(),
         marker_auth.clone(),
         real_auth.to_string(),
+        cache_key.to_string(),
     ];
+    needles.extend(base64_forms(cache_key));
     needles.extend(base64_forms(&npm_marker));
     needles.extend(base64_forms(&reg_marker));
     needles.extend(base64_forms(REGISTRY_PASSWORD).into_iter().filter(|f| f.len() >= 4));

@@ -24,7 +24,7 @@ use super::desired::{
     restricted_pod_security, volume, ANNOTATION_IMAGE, DOCKER_CONFIG_DIR, LABEL_BUILD_ATTEMPT, LABEL_IMAGE_TAG,
     LABEL_RESOURCE, PACKAGE_REGISTRY_DIR, SOURCE_DIR,
 };
-use super::settings::Settings;
+use super::settings::{Settings, CACHE_KEY_SECRET_KEY};
 use super::types::{Function, InlineSource};
 use crate::function::dependencies::{self, DependencyError, Plan};
 use crate::function::runtime::Runtimes;
@@ -48,6 +48,8 @@ pub const BUILD_CONTAINER: &str = "build";
 pub const PREPARE_CONTAINER: &str = "prepare";
 /// The init container that runs the installer (package Secret, no registry Secret).
 pub const INSTALL_CONTAINER: &str = "install";
+/// Where the steps that push mount the cache key Secret.
+pub const CACHE_KEY_DIR: &str = "/cache-key";
 
 /// What a build needs besides the Function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +61,8 @@ pub struct BuildInputs {
     /// The package-registry Secret has `.npmrc` / `pip.conf`.
     pub npmrc: bool,
     pub pip_conf: bool,
+    /// The cache key Secret is there (with its `key`): the registry cache may be used.
+    pub cache_key: bool,
 }
 
 /// The builder's dependency plan for an inline source, read from memory exactly as the builder
@@ -162,10 +166,14 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     if s.insecure_registry {
         options.extend(["--insecure-registry".into(), s.push_registry_host().to_string()]);
     }
-    if s.dependency_cache {
+    // The registry cache only with the key that signs its entries.
+    let cache = s.dependency_cache && b.cache_key;
+    if cache {
         options.extend([
             "--cache-repo".into(),
             s.dependency_cache_repo(&f.namespace().unwrap_or_default()),
+            "--cache-key-file".into(),
+            format!("{CACHE_KEY_DIR}/{CACHE_KEY_SECRET_KEY}"),
         ]);
     }
     let build_args = |report: bool| {
@@ -189,11 +197,15 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         e
     };
     let registry_mounts = || {
-        vec![
+        let mut m = vec![
             mount("source", SOURCE_DIR, true),
             mount("registry-config", DOCKER_CONFIG_DIR, true),
             mount("tmp", "/tmp", false),
-        ]
+        ];
+        if cache {
+            m.push(mount("cache-key", CACHE_KEY_DIR, true));
+        }
+        m
     };
 
     let mut volumes = vec![
@@ -219,6 +231,20 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         },
         empty_dir("tmp"),
     ];
+    if cache {
+        volumes.push(Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.cache_key_secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: CACHE_KEY_SECRET_KEY.into(),
+                    path: CACHE_KEY_SECRET_KEY.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..volume("cache-key")
+        });
+    }
 
     let mut init_containers = Vec::new();
     let container = if split {
@@ -348,6 +374,7 @@ mod tests {
             base: Some("reg.local/node:20".into()),
             npmrc: true,
             pip_conf: false,
+            cache_key: true,
         }
     }
 
@@ -456,6 +483,8 @@ mod tests {
                 "registry.push:5000",
                 "--cache-repo",
                 "registry.push:5000/fnbuild-cache/ns1",
+                "--cache-key-file",
+                "/cache-key/key",
             ]
         );
         assert_eq!(envs(c), registry_env());
@@ -470,6 +499,7 @@ mod tests {
                 ("source", "/src", Some(true)),
                 ("registry-config", "/docker-config", Some(true)),
                 ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
             ]
         );
         let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
@@ -480,8 +510,17 @@ mod tests {
                 {"name": "registry-config", "secret": {"secretName": "serverless-registry-config-default", "optional": true,
                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
                 {"name": "tmp", "emptyDir": {}},
+                {"name": "cache-key", "secret": {"secretName": "fnbuild-dependency-cache-key", "items": [{"key": "key", "path": "key"}]}},
             ])
         );
+        // No cache key Secret in the namespace: no registry cache (the builder wants its key).
+        let b_nokey = BuildInputs {
+            cache_key: false,
+            ..b.clone()
+        };
+        let c = pod_of(&build_job(&f, &s, &b_nokey)).containers[0].clone();
+        assert!(!c.args.as_ref().unwrap().iter().any(|a| a.starts_with("--cache")));
+        assert!(!mounts(&c).iter().any(|m| m.0 == "cache-key"));
 
         // Without a base override, an insecure registry or the cache: none of their flags.
         let s2 = Settings {
@@ -536,6 +575,8 @@ mod tests {
             "registry.push:5000",
             "--cache-repo",
             "registry.push:5000/fnbuild-cache/ns1",
+            "--cache-key-file",
+            "/cache-key/key",
         ];
         let mut want = vec!["build", "/src", "--runtime", "nodejs20", "--push", push.as_str()];
         want.extend(options);
@@ -548,6 +589,7 @@ mod tests {
                 ("source", "/src", Some(true)),
                 ("registry-config", "/docker-config", Some(true)),
                 ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
                 ("handoff", "/handoff", None),
             ]
         );
@@ -599,6 +641,7 @@ mod tests {
                 ("source", "/src", Some(true)),
                 ("registry-config", "/docker-config", Some(true)),
                 ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
                 ("handoff", "/handoff", Some(true)),
             ]
         );
@@ -617,7 +660,9 @@ mod tests {
                 .iter()
                 .any(|a| a.starts_with("/package-registry")));
         }
-        assert!(!mounts(install).iter().any(|m| m.0 == "registry-config" || m.0 == "tmp"));
+        assert!(!mounts(install)
+            .iter()
+            .any(|m| m.0 == "registry-config" || m.0 == "tmp" || m.0 == "cache-key"));
         assert!(!install_env.iter().any(|(k, _)| k == "DOCKER_CONFIG"));
 
         let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
@@ -628,6 +673,7 @@ mod tests {
                 {"name": "registry-config", "secret": {"secretName": "serverless-registry-config-default", "optional": true,
                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
                 {"name": "tmp", "emptyDir": {}},
+                {"name": "cache-key", "secret": {"secretName": "fnbuild-dependency-cache-key", "items": [{"key": "key", "path": "key"}]}},
                 {"name": "handoff", "emptyDir": {}},
                 {"name": "install-tmp", "emptyDir": {}},
                 {"name": "package-registry-config", "secret": {"secretName": "serverless-package-registry-config", "optional": true}},
@@ -651,7 +697,7 @@ mod tests {
         let b = BuildInputs { pip_conf: false, ..b };
         let p = pod_of(&build_job(&py, &s, &b));
         assert_eq!(p.init_containers.unwrap()[1].args.as_ref().unwrap().len(), 6);
-        assert_eq!(p.volumes.unwrap().len(), 5);
+        assert_eq!(p.volumes.unwrap().len(), 6);
     }
 
     #[test]

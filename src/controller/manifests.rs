@@ -110,9 +110,10 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
             // The build's digest is in its Pod's termination message; the log tail when it is not.
             rule(&[""], &["pods"], &["get", "list"]),
             rule(&[""], &["pods/log"], &["get"]),
-            // Only the package-registry Secret, to see which files it has.
+            // Only the package-registry Secret, to see which files it has, and whether the
+            // cache key Secret is there.
             PolicyRule {
-                resource_names: strings(&[&settings.package_registry_secret]),
+                resource_names: strings(&[&settings.package_registry_secret, &settings.cache_key_secret]),
                 ..rule(&[""], &["secrets"], &["get"])
             },
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
@@ -512,7 +513,7 @@ mod tests {
                 assert_eq!(verbs, ["get"]);
                 assert_eq!(
                     r["resourceNames"],
-                    serde_json::json!(["serverless-package-registry-config"])
+                    serde_json::json!(["serverless-package-registry-config", "fnbuild-dependency-cache-key"])
                 );
             }
             if res.contains(&"pods") {

@@ -870,12 +870,28 @@ async fn start_build(
             tracing::warn!(namespace = %ns, error = %e, "cannot read the package registry Secret; building without it")
         }
     }
+    // The dependency cache's signing key, when the namespace has one.
+    let mut cache_key = false;
+    if s.dependency_cache {
+        match secrets.get_opt(&s.cache_key_secret).await {
+            Ok(Some(secret)) => {
+                let k = super::settings::CACHE_KEY_SECRET_KEY;
+                cache_key = secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "cannot read the cache key Secret; building without the registry cache")
+            }
+        }
+    }
     let inputs = BuildInputs {
         tag: tag.to_string(),
         attempt,
         base,
         npmrc,
         pip_conf,
+        cache_key,
     };
     let job = desired::build_job(f, s, &inputs);
     let job_name = job.name_any();

@@ -545,7 +545,26 @@ mod tests {
         refused(
             "nodejs20",
             r#"{"dependencies":{"x":"file:../../etc"}}"#,
-            "package.json \"x\": file:../../etc is outside the function's directory",
+            "\"x\": file:../../etc is outside the function's directory",
+        );
+        // Every dependency section, and the other ways out of the function's directory.
+        refused(
+            "nodejs20",
+            r#"{"peerDependencies":{"x":"file:../../x"}}"#,
+            "file:../../x is outside",
+        );
+        refused(
+            "nodejs20",
+            r#"{"dependencies":{"x":"git+file:///tmp/repo"}}"#,
+            "git+file:///tmp/repo",
+        );
+        refused("nodejs20", r#"{"devDependencies":{"x":"link:/etc"}}"#, "link:/etc");
+        refused("python312", "-c /abs/path\n", "-c /abs/path");
+        refused("python312", "--constraint /abs/path\n", "--constraint /abs/path");
+        refused(
+            "python312",
+            "x @ file:///etc/passwd\n",
+            "package /etc/passwd is outside",
         );
         refused(
             "nodejs22",

@@ -891,6 +891,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
             base: base_flag,
             npmrc,
             pip_conf,
+            cache_key: true,
         };
         let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
         let mut objects = vec![
