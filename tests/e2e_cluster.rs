@@ -896,19 +896,34 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         );
     }
 
-    // 4b. An install script that tries to steal the build's credentials.
-    let attack_ns = format!("{ns}-attack");
-    let took = install_script_attack(
-        c,
-        &attack_ns,
-        &reg,
-        &auth,
-        || {
-            c.apply(&cache_key_secret(&attack_ns));
-        },
-        &cache_key,
-    );
-    log(format!("attack: the install-script case took {}", secs(took)));
+    // 4b. An install script that tries to steal the build's credentials: everything it can
+    // read, the package-registry Secret's .npmrc included (in the install step's reach by design:
+    // the builder's layer scan must refuse it); then everything but that file, so that the
+    // build succeeds and the image can be searched for the push credentials and cache key.
+    for (suffix, dirs) in [
+        (
+            "attack",
+            &["/docker-config", "/package-registry", "/handoff", "/tmp"][..],
+        ),
+        ("attack2", &["/docker-config", "/handoff", "/tmp"][..]),
+    ] {
+        let attack_ns = format!("{ns}-{suffix}");
+        let took = install_script_attack(
+            c,
+            &attack_ns,
+            &reg,
+            &auth,
+            || {
+                c.apply(&cache_key_secret(&attack_ns));
+            },
+            &cache_key,
+            dirs,
+        );
+        log(format!(
+            "{attack_ns}: the install-script case ({dirs:?}) took {}",
+            secs(took)
+        ));
+    }
 
     // 5. A gitRepository source is reported as not supported.
     c.apply(&json!({
@@ -1132,6 +1147,7 @@ fn base64_forms(s: &str) -> Vec<String> {
 /// (blob, needle); and the text of any `stolen.txt` in a layer.
 fn find_in_layout(dir: &Path, needles: &[String]) -> (Vec<(String, String)>, Option<String>) {
     use std::io::Read;
+    let matcher = aho_corasick::AhoCorasick::new(needles).unwrap();
     let mut hits = Vec::new();
     let mut stolen = None;
     for entry in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
@@ -1156,10 +1172,9 @@ fn find_in_layout(dir: &Path, needles: &[String]) -> (Vec<(String, String)>, Opt
             raw
         };
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        for n in needles {
-            if bytes.windows(n.len()).any(|w| w == n.as_bytes()) {
-                hits.push((name.clone(), n.clone()));
-            }
+        // One pass over the blob for every needle (the test's own code is not optimised).
+        for m in matcher.find_overlapping_iter(&bytes) {
+            hits.push((name.clone(), needles[m.pattern().as_usize()].clone()));
         }
     }
     (hits, stolen)
@@ -1177,6 +1192,7 @@ fn install_script_attack(
     real_auth: &str,
     add_cache_key: impl FnOnce(),
     cache_key: &str,
+    dirs: &[&str],
 ) -> Duration {
     let t = Instant::now();
     let unique = format!(
@@ -1224,7 +1240,7 @@ fn install_script_attack(
     let package_json = json!({
         "name": "attack", "version": "1.0.0",
         "dependencies": {"left-pad": "1.3.0"},
-        "scripts": {"postinstall": stealing_script(&["/docker-config", "/package-registry", "/handoff", "/tmp"])}
+        "scripts": {"postinstall": stealing_script(dirs)}
     })
     .to_string();
     let name = "attack";
@@ -1250,7 +1266,9 @@ fn install_script_attack(
     needles.extend(base64_forms(cache_key));
     needles.extend(base64_forms(&npm_marker));
     needles.extend(base64_forms(&reg_marker));
-    needles.extend(base64_forms(REGISTRY_PASSWORD).into_iter().filter(|f| f.len() >= 4));
+    // The push credentials as config.json holds them (`auth`, above) and in clear; their own
+    // password is too short for base64 fragments that could not occur by chance.
+    needles.push(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
 
     // The build Pod: prepare and install as init containers, the install step without the push
     // credentials.
@@ -1303,7 +1321,7 @@ fn install_script_attack(
     match outcome {
         Ok(f) => {
             let took = wait_answer(c, ns, name, "attack ..x", t);
-            log(format!("attack: Running, answers in {}", secs(took)));
+            log(format!("{ns}/attack: Running, answers in {}", secs(took)));
             let image = runtime_image(&f);
             let dir = temp_dir("e2e-attack-");
             let layout = dir.path().join("oci");
@@ -1319,7 +1337,7 @@ fn install_script_attack(
             let stolen = stolen.expect("the install script ran: node_modules/stolen.txt is in the image");
             let seen: Vec<&str> = stolen.lines().filter(|l| l.starts_with("== /")).collect();
             log(format!(
-                "attack: the install script's stolen.txt ({} bytes) lists {} paths: {:?}",
+                "{ns}/attack: the install script's stolen.txt ({} bytes) lists {} paths: {:?}",
                 stolen.len(),
                 seen.len(),
                 seen.iter().take(40).collect::<Vec<_>>()
@@ -1327,7 +1345,7 @@ fn install_script_attack(
             assert!(hits.is_empty(), "secrets in the image: {hits:?}");
         }
         Err(message) => {
-            log(format!("attack: BuildReady=False: {message}"));
+            log(format!("{ns}/attack: BuildReady=False: {message}"));
             assert!(
                 message.contains("stolen.txt") || message.contains("node_modules/"),
                 "the refusal names the file: {message}"
