@@ -576,6 +576,11 @@ struct ControllerSettingsArgs {
     /// The Secret in a Function's namespace with .npmrc / pip.conf for the build (used when present).
     #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_PACKAGE_REGISTRY_SECRET)]
     package_registry_secret: String,
+    /// The Secret in a Function's namespace whose `key` (16 bytes or more) signs the namespace's
+    /// dependency cache entries in the registry. Only the build steps that push mount it, never
+    /// the install step; in a namespace without it, builds use no registry cache.
+    #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_CACHE_KEY_SECRET)]
+    cache_key_secret: String,
     /// A base image for a runtime instead of its default (the builder's --base). Repeatable.
     #[arg(long, value_name = "RUNTIME=IMAGE", value_parser = parse_key_value)]
     base_image: Vec<(String, String)>,
@@ -591,8 +596,11 @@ struct ControllerSettingsArgs {
     /// The HorizontalPodAutoscaler's target CPU use, in percent of the request.
     #[arg(long, default_value_t = 50)]
     target_cpu_utilization: i32,
-    /// Build Pods use the node's network (hostNetwork): for a single-node cluster whose registry
-    /// listens on the node's loopback address (as tests/cluster/up's does).
+    /// Build Pods use the node's network (hostNetwork): for a single-node test cluster whose
+    /// registry listens on the node's loopback address (as tests/cluster/up's does), and only
+    /// there. It also puts the install step's scripts (the Function author's npm/pip install
+    /// scripts) on the node's network, where they reach everything that listens on the node.
+    /// Off by default: build Pods run in the Pod network.
     #[arg(long)]
     build_host_network: bool,
     /// Build Jobs do not keep dependency layers in the push registry (by default they do, in
@@ -633,6 +641,7 @@ impl ControllerSettingsArgs {
             insecure_registry: self.insecure_registry,
             registry_secret: self.registry_secret,
             package_registry_secret: self.package_registry_secret,
+            cache_key_secret: self.cache_key_secret,
             base_images: self.base_image.into_iter().collect(),
             build_deadline_seconds: self.build_deadline,
             max_concurrent_builds: self.max_concurrent_builds,

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{free_port, tls_pair};
+use common::{assert_service_range_refused, free_port, tls_pair};
 
 use fnbuild::controller::desired::{self, LABEL_IMAGE_TAG};
 use fnbuild::controller::metrics::sample;
@@ -75,6 +75,8 @@ impl Cluster {
             .output()
             .expect("run tests/cluster/up");
         assert!(out.status.success(), "tests/cluster/up --apiserver-only failed");
+        // Nothing here may reach the Service range: the machine refuses it (no kube-proxy).
+        assert_service_range_refused();
         Cluster {
             dir,
             env,
@@ -306,6 +308,43 @@ async fn finish_job(client: &Client, ns: &str, job: &str, succeeded: bool, messa
         st["failed"] = json!(1);
         st["conditions"][0]["reason"] = json!("BackoffLimitExceeded");
     }
+    jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&json!({ "status": st })))
+        .await
+        .unwrap();
+}
+
+/// Play the Job controller and kubelet for a build Pod whose `install` init container failed with
+/// `message` (`prepare` succeeded; `build` never started), then the Job's failed status.
+async fn fail_job_in_install_step(client: &Client, ns: &str, job: &str, message: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("{job}-fghij");
+    let image = "fnbuild-test/builder:1";
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"job-name": job}},
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": false,
+                 "initContainers": [{"name": "prepare", "image": image}, {"name": "install", "image": image}],
+                 "containers": [{"name": "build", "image": image}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let t = now();
+    let terminated = |name: &str, code: i32, reason: &str, message: Option<&str>| {
+        let mut st = json!({"exitCode": code, "reason": reason, "startedAt": t, "finishedAt": t});
+        if let Some(m) = message {
+            st["message"] = json!(m);
+        }
+        json!({"name": name, "ready": false, "restartCount": 0, "image": image, "imageID": "", "state": {"terminated": st}})
+    };
+    let status = json!({"status": {"phase": "Failed",
+        "initContainerStatuses": [terminated("prepare", 0, "Completed", None), terminated("install", 1, "Error", Some(message))],
+        "containerStatuses": [{"name": "build", "ready": false, "restartCount": 0, "image": image, "imageID": "",
+                               "state": {"waiting": {"reason": "PodInitializing"}}}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let st = json!({"startTime": t, "failed": 1, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "lastProbeTime": t, "lastTransitionTime": t}]});
     jobs.patch_status(job, &PatchParams::default(), &Patch::Merge(&json!({ "status": st })))
         .await
         .unwrap();
@@ -808,9 +847,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         .unwrap();
     assert_eq!(cm.data.unwrap()["source"], "module.exports = { main: () => 'v2' }");
 
-    // The new build fails → BuildReady=False/JobFailed with the builder's last lines, then a retry.
+    // The new build fails in its install step (an init container) → BuildReady=False/JobFailed
+    // with that step's last lines, then a retry.
     let log = "fnbuild: installing dependencies\nnpm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/left-padd\nerror: dependency install failed: npm exited with 1";
-    finish_job(client, ns, &new_job.name_any(), false, log).await;
+    fail_job_in_install_step(client, ns, &new_job.name_any(), log).await;
     let f = wait_for("BuildReady=False/JobFailed", || async {
         let f = function(client, ns, "hello").await;
         (condition(&f, "BuildReady").map(|c| (c.0, c.1)) == Some(("False".into(), "JobFailed".into()))).then_some(f)
@@ -819,6 +859,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     let msg = condition(&f, "BuildReady").unwrap().2;
     assert!(
         msg.contains(&new_job.name_any())
+            && msg.contains("its install step failed")
             && msg.contains("npm error 404 Not Found")
             && msg.contains("dependency install failed"),
         "{msg}"
@@ -955,6 +996,30 @@ async fn webhook_and_bypass(cluster: &Cluster, client: &Client, controller: &Con
             .await
             > denied0
     );
+
+    // Dependencies the builder would refuse are refused at apply, in the builder's words.
+    for (runtime, source, deps, says) in [
+        (
+            "nodejs20",
+            "module.exports = { main: () => 'x' }",
+            r#"{"dependencies":{"x":"file:../../etc"}}"#,
+            "\"x\": file:../../etc is outside the function's directory",
+        ),
+        (
+            "python312",
+            "def main(event, context):\n    return 'x'\n",
+            "six==1.16.0\n-r /etc/passwd\n",
+            "spec.source.inline.dependencies: requirements.txt line 2: -r /etc/passwd is outside the function's directory",
+        ),
+    ] {
+        let mut f = hello(ns, "bad-deps");
+        f["spec"]["runtime"] = json!(runtime);
+        f["spec"]["source"]["inline"] = json!({"source": source, "dependencies": deps});
+        let out = cluster.kubectl(&["apply", "-f", "-"], Some(&f.to_string()));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{deps:?} must be denied");
+        assert!(stderr.contains(says), "{stderr}");
+    }
 
     // Without the validating webhook the API server stores it; the controller reports it.
     cluster.kubectl_ok(

@@ -84,6 +84,8 @@ impl Cluster {
             .output()
             .expect("run tests/cluster/up");
         assert!(out.status.success(), "tests/cluster/up failed");
+        // Nothing here may reach the Service range: the machine refuses it (no kube-proxy).
+        assert_service_range_refused();
         log(format!(
             "cluster {} in {:.1}s ({})",
             dir.display(),
@@ -723,6 +725,20 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         },
     );
     c.apply(&registry_secret(&ns));
+    // The key that signs the namespace's dependency cache entries (only the push steps see it).
+    let cache_key = format!(
+        "fnbuild-e2e-cache-key-{}-{}",
+        std::process::id(),
+        t_all.elapsed().as_nanos()
+    );
+    let cache_key_secret = |ns: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "fnbuild-dependency-cache-key", "namespace": ns},
+            "stringData": {"key": cache_key}
+        })
+    };
+    c.apply(&cache_key_secret(&ns));
 
     // The controller as a process, acting as its ServiceAccount (the manifests' RBAC).
     let kc = std::fs::read_to_string(c.kubeconfig()).unwrap();
@@ -849,7 +865,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         (all_true(&f) && image != py_image).then_some(image)
     });
     let job = jobs_of(c, &ns, "py").into_iter().next().unwrap();
-    let build_log = c.kubectl_ok(&["logs", "-n", &ns, &format!("job/{job}")], None);
+    let build_log = c.kubectl_ok(&["logs", "-n", &ns, &format!("job/{job}"), "--all-containers"], None);
     assert!(build_log.contains("\"hit-registry\""), "{build_log}");
 
     // 4. A dependency that cannot be installed: BuildReady=False with pip's error; v2 still serves.
@@ -878,6 +894,35 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             http_get_pod(c, &ns, pod),
             Some((200, "python v2 six 1.16.0".to_string()))
         );
+    }
+
+    // 4b. An install script that tries to steal the build's credentials: everything it can
+    // read, the package-registry Secret's .npmrc included (in the install step's reach by design:
+    // the builder's layer scan must refuse it); then everything but that file, so that the
+    // build succeeds and the image can be searched for the push credentials and cache key.
+    for (suffix, dirs) in [
+        (
+            "attack",
+            &["/docker-config", "/package-registry", "/handoff", "/tmp"][..],
+        ),
+        ("attack2", &["/docker-config", "/handoff", "/tmp"][..]),
+    ] {
+        let attack_ns = format!("{ns}-{suffix}");
+        let took = install_script_attack(
+            c,
+            &attack_ns,
+            &reg,
+            &auth,
+            || {
+                c.apply(&cache_key_secret(&attack_ns));
+            },
+            &cache_key,
+            dirs,
+        );
+        log(format!(
+            "{attack_ns}: the install-script case ({dirs:?}) took {}",
+            secs(took)
+        ));
     }
 
     // 5. A gitRepository source is reported as not supported.
@@ -1059,6 +1104,266 @@ fn sampler_results(s: &Sampler) {
         mib(max_usage),
         mib(max_rss)
     ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The install-script attack
+
+/// A root `postinstall` script (run by npm in the install step, as any Function author's would
+/// be) that copies everything it can read under `dirs`, its environment and PID 1's into
+/// `node_modules/stolen.txt`, which lands in the image's dependency layer. In JavaScript, since
+/// the builder image has node but no coreutils; quoted for `sh -c` (no `"`, `$`, backquote).
+fn stealing_script(dirs: &[&str]) -> String {
+    let dirs = dirs.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(",");
+    let js = format!(
+        "const fs=require('fs'),path=require('path');let out='';\
+         const walk=(p,depth)=>{{let st;try{{st=fs.statSync(p)}}catch(e){{out+='== '+p+': '+e.code+'\\n';return}}\
+         if(st.isDirectory()){{if(depth>12)return;let names=[];try{{names=fs.readdirSync(p)}}catch(e){{out+='== '+p+': '+e.code+'\\n'}}\
+         for(const n of names){{if(!n.startsWith('stolen'))walk(path.join(p,n),depth+1)}}}}\
+         else if(st.isFile()&&out.length<4e6){{try{{out+='== '+p+'\\n'+fs.readFileSync(p).subarray(0,65536).toString('latin1')+'\\n'}}catch(e){{out+='== '+p+': '+e.code+'\\n'}}}}}};\
+         for(const d of [{dirs}])walk(d,0);\
+         out+='== env\\n'+Object.entries(process.env).map(e=>e[0]+'='+e[1]).join('\\n')+'\\n';\
+         try{{out+='== /proc/1/environ\\n'+fs.readFileSync('/proc/1/environ','latin1').split(String.fromCharCode(0)).join('\\n')+'\\n'}}catch(e){{out+='== /proc/1/environ: '+e.code+'\\n'}}\
+         fs.mkdirSync('node_modules',{{recursive:true}});fs.writeFileSync('node_modules/stolen.txt',out);"
+    );
+    assert!(!js.contains(['"', '$', '`']), "{js}");
+    format!("node -e \"{js}\"")
+}
+
+/// The base64 forms of `s` at each of the three alignments it can have in a longer encoded text
+/// (the characters that depend only on `s`).
+fn base64_forms(s: &str) -> Vec<String> {
+    (0..3)
+        .map(|k| {
+            let padded = format!("{}{s}", "\0".repeat(k));
+            let enc = base64_std(&padded);
+            let start = if k == 0 { 0 } else { 4 };
+            enc[start..enc.len() - 4].to_string()
+        })
+        .collect()
+}
+
+/// Every blob of an OCI layout (gzip layers decompressed) in which one of `needles` occurs:
+/// (blob, needle); and the text of any `stolen.txt` in a layer.
+fn find_in_layout(dir: &Path, needles: &[String]) -> (Vec<(String, String)>, Option<String>) {
+    use std::io::Read;
+    let matcher = aho_corasick::AhoCorasick::new(needles).unwrap();
+    let mut hits = Vec::new();
+    let mut stolen = None;
+    for entry in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = std::fs::read(&path).unwrap();
+        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            let mut tar = tar::Archive::new(&out[..]);
+            for e in tar.entries().unwrap() {
+                let mut e = e.unwrap();
+                if e.path().unwrap().ends_with("stolen.txt") {
+                    let mut text = String::new();
+                    e.read_to_string(&mut text).unwrap();
+                    stolen = Some(text);
+                }
+            }
+            out
+        } else {
+            raw
+        };
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // One pass over the blob for every needle (the test's own code is not optimised).
+        for m in matcher.find_overlapping_iter(&bytes) {
+            hits.push((name.clone(), needles[m.pattern().as_usize()].clone()));
+        }
+    }
+    (hits, stolen)
+}
+
+/// A Function whose package.json runs [`stealing_script`] at install, in a namespace whose
+/// registry Secret and package-registry Secret carry unique markers. Whatever the build does,
+/// no marker (nor its base64) may reach the image or the Function's status: either the build
+/// succeeds with the credentials out of the script's reach, or the builder's secret scan
+/// refuses the layer and says which file, without the secret.
+fn install_script_attack(
+    c: &Cluster,
+    ns: &str,
+    reg: &str,
+    real_auth: &str,
+    add_cache_key: impl FnOnce(),
+    cache_key: &str,
+    dirs: &[&str],
+) -> Duration {
+    let t = Instant::now();
+    let unique = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let npm_marker = format!("npm_FAKE{unique}npmtoken");
+    let reg_marker = format!("fnbuildregmarker{unique}");
+    let marker_auth = base64_std(&format!("attacker:{reg_marker}"));
+    c.remove_later(&["namespace", ns]);
+    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    wait_for(
+        "the attack namespace's default ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["get", "serviceaccount", "-n", ns, "default"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    add_cache_key();
+    // The push credentials the build needs, and a second entry holding the marker.
+    let dockerconfig = json!({"auths": {
+        reg: {"auth": real_auth},
+        format!("{reg_marker}.invalid"): {"auth": marker_auth},
+    }})
+    .to_string();
+    c.apply(&json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "serverless-registry-config-default", "namespace": ns},
+        "stringData": {".dockerconfigjson": dockerconfig}
+    }));
+    // An npm token for a registry no build asks (a bogus token for registry.npmjs.org itself
+    // would make npm's requests for left-pad fail with 401).
+    c.apply(&json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "serverless-package-registry-config", "namespace": ns},
+        "stringData": {".npmrc": format!("//npm.fnbuild-test.invalid/:_authToken={npm_marker}\n")}
+    }));
+    let package_json = json!({
+        "name": "attack", "version": "1.0.0",
+        "dependencies": {"left-pad": "1.3.0"},
+        "scripts": {"postinstall": stealing_script(dirs)}
+    })
+    .to_string();
+    let name = "attack";
+    c.apply(&json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runtime": "nodejs20",
+            "source": {"inline": {
+                "source": "const leftPad = require('left-pad');\nmodule.exports = { main: () => 'attack ' + leftPad('x', 3, '.') };\n",
+                "dependencies": package_json
+            }},
+            "resourceConfiguration": {"function": {"profile": "S"}}
+        }
+    }));
+    let mut needles = vec![
+        npm_marker.clone(),
+        reg_marker.clone(),
+        marker_auth.clone(),
+        real_auth.to_string(),
+        cache_key.to_string(),
+    ];
+    needles.extend(base64_forms(cache_key));
+    needles.extend(base64_forms(&npm_marker));
+    needles.extend(base64_forms(&reg_marker));
+    // The push credentials as config.json holds them (`auth`, above) and in clear; their own
+    // password is too short for base64 fragments that could not occur by chance.
+    needles.push(format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"));
+
+    // The build Pod: prepare and install as init containers, the install step without the push
+    // credentials.
+    let job = wait_for("the attack's build Job", Duration::from_secs(30), || {
+        jobs_of(c, ns, name).into_iter().next()
+    });
+    let job = c.get(&["job", "-n", ns, &job]);
+    let pod = &job["spec"]["template"]["spec"];
+    let init: Vec<&str> = pod["initContainers"]
+        .as_array()
+        .expect("init containers")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(init, ["prepare", "install"]);
+    let install = &pod["initContainers"][1];
+    let install_mounts: Vec<&str> = install["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !install_mounts
+            .iter()
+            .any(|m| ["registry-config", "tmp", "cache-key"].contains(m))
+            && !install.to_string().contains("DOCKER_CONFIG"),
+        "{install}"
+    );
+
+    let outcome = wait_for("the attack's build to end", BUILD_TIMEOUT, || {
+        let f = function(c, ns, name);
+        let conds = conditions(&f);
+        if all_true(&f) {
+            return Some(Ok(f));
+        }
+        conds
+            .get("BuildReady")
+            .filter(|(s, _, _)| s == "False")
+            .map(|(_, _, m)| Err(m.clone()))
+    });
+    let f = function(c, ns, name);
+    let status = f["status"].to_string();
+    for n in &needles {
+        assert!(
+            !status.contains(n.as_str()),
+            "the Function's status holds {n:?}: {status}"
+        );
+    }
+    match outcome {
+        Ok(f) => {
+            let took = wait_answer(c, ns, name, "attack ..x", t);
+            log(format!("{ns}/attack: Running, answers in {}", secs(took)));
+            let image = runtime_image(&f);
+            let dir = temp_dir("e2e-attack-");
+            let layout = dir.path().join("oci");
+            run_ok(Command::new("skopeo").args([
+                "copy",
+                "--src-tls-verify=false",
+                "--src-creds",
+                &format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"),
+                &format!("docker://{image}"),
+                &format!("oci:{}:attack", layout.display()),
+            ]));
+            let (hits, stolen) = find_in_layout(&layout, &needles);
+            let stolen = stolen.expect("the install script ran: node_modules/stolen.txt is in the image");
+            let seen: Vec<&str> = stolen.lines().filter(|l| l.starts_with("== /")).collect();
+            log(format!(
+                "{ns}/attack: the install script's stolen.txt ({} bytes) lists {} paths: {:?}",
+                stolen.len(),
+                seen.len(),
+                seen.iter().take(40).collect::<Vec<_>>()
+            ));
+            assert!(hits.is_empty(), "secrets in the image: {hits:?}");
+        }
+        Err(message) => {
+            log(format!("{ns}/attack: BuildReady=False: {message}"));
+            assert!(
+                message.contains("stolen.txt") || message.contains("node_modules/"),
+                "the refusal names the file: {message}"
+            );
+        }
+    }
+    // Every step's log (the build step has none when an init step failed).
+    let job_name = job["metadata"]["name"].as_str().unwrap();
+    let mut logs = String::new();
+    for step in ["prepare", "install", "build"] {
+        let out = c.kubectl(&["logs", "-n", ns, &format!("job/{job_name}"), "-c", step], None);
+        logs.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(logs.contains("npm install"), "the install step's log: {logs}");
+    for n in &needles {
+        assert!(!logs.contains(n.as_str()), "the build's logs hold {n:?}");
+    }
+    t.elapsed()
 }
 
 /// On failure: the controller's log tail, the namespace's objects and events.

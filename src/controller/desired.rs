@@ -11,18 +11,18 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::autoscaling::v1::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
 };
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
+    Capabilities, ConfigMap, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+
+pub use super::build_job::{build_job, BuildInputs, BUILD_CONTAINER};
 
 pub const LABEL_FUNCTION_NAME: &str = "serverless.kyma-project.io/function-name";
 pub const LABEL_MANAGED_BY: &str = "serverless.kyma-project.io/managed-by";
@@ -81,7 +81,7 @@ pub fn owner_reference(f: &Function) -> OwnerReference {
     }
 }
 
-fn meta(f: &Function, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+pub(super) fn meta(f: &Function, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: f.namespace(),
@@ -237,19 +237,7 @@ pub fn build_resources(f: &Function, s: &Settings) -> (ResourceRequirements, Opt
     resolve_resources(r, build_profile, &s.defaults.build_profile)
 }
 
-/// What a build needs besides the Function.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuildInputs {
-    pub tag: String,
-    pub attempt: u32,
-    /// `--base`, when not the runtime's default.
-    pub base: Option<String>,
-    /// The package-registry Secret has `.npmrc` / `pip.conf`.
-    pub npmrc: bool,
-    pub pip_conf: bool,
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
+pub(super) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -257,7 +245,7 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-fn restricted_container_security() -> SecurityContext {
+pub(super) fn restricted_container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -272,7 +260,7 @@ fn restricted_container_security() -> SecurityContext {
     }
 }
 
-fn restricted_pod_security() -> PodSecurityContext {
+pub(super) fn restricted_pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
@@ -285,154 +273,18 @@ fn restricted_pod_security() -> PodSecurityContext {
     }
 }
 
-fn volume(name: &str) -> Volume {
+pub(super) fn volume(name: &str) -> Volume {
     Volume {
         name: name.into(),
         ..Default::default()
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
         read_only: if read_only { Some(true) } else { None },
-        ..Default::default()
-    }
-}
-
-/// The build Job: `fnbuild build /src --runtime R --push PUSH/NS-FN:TAG --digest-file
-/// /dev/termination-log --json`, the ConfigMap at /src, DOCKER_CONFIG from the registry Secret,
-/// non-root with a read-only root filesystem and /tmp as its only writable directory. When the
-/// builder fails before writing the digest, the kubelet puts its last log lines into the
-/// termination message (FallbackToLogsOnError).
-pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
-    let mut job_labels = labels(f);
-    job_labels.insert(LABEL_IMAGE_TAG.into(), b.tag.clone());
-    job_labels.insert(LABEL_BUILD_ATTEMPT.into(), b.attempt.to_string());
-    let mut pod_labels = job_labels.clone();
-    pod_labels.insert(LABEL_RESOURCE.into(), "build".into());
-    let push = push_reference(f, s, &b.tag);
-
-    let mut args: Vec<String> = vec![
-        "build".into(),
-        SOURCE_DIR.into(),
-        "--runtime".into(),
-        f.spec.runtime.clone(),
-        "--push".into(),
-        push.clone(),
-        "--digest-file".into(),
-        "/dev/termination-log".into(),
-        "--json".into(),
-    ];
-    if let Some(base) = &b.base {
-        args.extend(["--base".into(), base.clone()]);
-    }
-    if s.insecure_registry {
-        args.extend(["--insecure-registry".into(), s.push_registry_host().to_string()]);
-    }
-    if s.dependency_cache {
-        args.extend([
-            "--cache-repo".into(),
-            s.dependency_cache_repo(&f.namespace().unwrap_or_default()),
-        ]);
-    }
-    if b.npmrc {
-        args.extend(["--npmrc".into(), format!("{PACKAGE_REGISTRY_DIR}/.npmrc")]);
-    }
-    if b.pip_conf {
-        args.extend(["--pip-conf".into(), format!("{PACKAGE_REGISTRY_DIR}/pip.conf")]);
-    }
-
-    let mut volumes = vec![
-        Volume {
-            config_map: Some(ConfigMapVolumeSource {
-                name: f.name_any(),
-                ..Default::default()
-            }),
-            ..volume("source")
-        },
-        Volume {
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.registry_secret.clone()),
-                optional: Some(true),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".into(),
-                    path: "config.json".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..volume("registry-config")
-        },
-        Volume {
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..volume("tmp")
-        },
-    ];
-    let mut mounts = vec![
-        mount("source", SOURCE_DIR, true),
-        mount("registry-config", DOCKER_CONFIG_DIR, true),
-        mount("tmp", "/tmp", false),
-    ];
-    if b.npmrc || b.pip_conf {
-        volumes.push(Volume {
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.package_registry_secret.clone()),
-                optional: Some(true),
-                ..Default::default()
-            }),
-            ..volume("package-registry-config")
-        });
-        mounts.push(mount("package-registry-config", PACKAGE_REGISTRY_DIR, true));
-    }
-
-    let (resources, _) = build_resources(f, s);
-    let container = Container {
-        name: "build".into(),
-        image: Some(s.builder_image.clone()),
-        command: Some(vec![s.builder_command.clone()]),
-        args: Some(args),
-        env: Some(vec![
-            env("DOCKER_CONFIG", DOCKER_CONFIG_DIR),
-            env("HOME", "/tmp"),
-            env("XDG_CACHE_HOME", "/tmp/.cache"),
-            env("TMPDIR", "/tmp"),
-        ]),
-        resources: Some(resources),
-        volume_mounts: Some(mounts),
-        security_context: Some(restricted_container_security()),
-        termination_message_policy: Some("FallbackToLogsOnError".into()),
-        ..Default::default()
-    };
-    let mut metadata = meta(f, job_name(f, &b.tag, b.attempt), job_labels);
-    metadata.annotations = Some(BTreeMap::from([(ANNOTATION_IMAGE.to_string(), push)]));
-    Job {
-        metadata,
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(s.build_deadline_seconds),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    host_network: s.build_host_network.then_some(true),
-                    // The builder image may live in the same private registry.
-                    image_pull_secrets: Some(vec![LocalObjectReference {
-                        name: s.registry_secret.clone(),
-                    }]),
-                    automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod_security()),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }
@@ -582,14 +434,14 @@ pub fn hpa(f: &Function, s: &Settings) -> Option<HorizontalPodAutoscaler> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::controller::defaults::apply_defaults;
     use crate::controller::types::*;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
-    fn function() -> Function {
+    pub(crate) fn function() -> Function {
         let mut f = Function::new(
             "hello",
             FunctionSpec {
@@ -617,7 +469,7 @@ mod tests {
         f
     }
 
-    fn settings() -> Settings {
+    pub(crate) fn settings() -> Settings {
         Settings {
             builder_image: "reg.local/fnbuild:1".into(),
             registry_push_address: "registry.push:5000".into(),
@@ -627,7 +479,7 @@ mod tests {
         }
     }
 
-    fn owned_by_function(meta: &ObjectMeta) {
+    pub(crate) fn owned_by_function(meta: &ObjectMeta) {
         let o = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(o.api_version, "serverless.kyma-project.io/v1alpha2");
         assert_eq!(o.kind, "Function");
@@ -715,152 +567,6 @@ mod tests {
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().dependencies = None;
         assert_eq!(config_map(&g).data.unwrap().keys().collect::<Vec<_>>(), ["source"]);
-    }
-
-    #[test]
-    fn job_fields() {
-        let f = function();
-        let s = settings();
-        let tag = image_tag(&f, "node:20-slim");
-        let b = BuildInputs {
-            tag: tag.clone(),
-            attempt: 2,
-            base: Some("reg.local/node:20".into()),
-            npmrc: true,
-            pip_conf: false,
-        };
-        let job = build_job(&f, &s, &b);
-        let name = job.metadata.name.clone().unwrap();
-        assert_eq!(name, format!("hello-build-{}-2", &tag[..10]));
-        owned_by_function(&job.metadata);
-        let l = job.metadata.labels.as_ref().unwrap();
-        assert_eq!(l[LABEL_IMAGE_TAG], tag);
-        assert_eq!(l[LABEL_BUILD_ATTEMPT], "2");
-        let push = format!("registry.push:5000/ns1-hello:{tag}");
-        assert_eq!(job.metadata.annotations.as_ref().unwrap()[ANNOTATION_IMAGE], push);
-
-        let spec = job.spec.unwrap();
-        assert_eq!(spec.backoff_limit, Some(0));
-        assert_eq!(spec.active_deadline_seconds, Some(1800));
-        let tmpl = spec.template;
-        let pl = tmpl.metadata.unwrap().labels.unwrap();
-        assert_eq!(pl[LABEL_FUNCTION_NAME], "hello");
-        assert_eq!(pl[LABEL_RESOURCE], "build");
-        let pod = tmpl.spec.unwrap();
-        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-        assert_eq!(pod.host_network, None);
-        assert_eq!(
-            pod.image_pull_secrets.as_ref().unwrap()[0].name,
-            "serverless-registry-config-default"
-        );
-        assert_eq!(pod.automount_service_account_token, Some(false));
-        let psc = pod.security_context.unwrap();
-        assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.run_as_user, Some(1000));
-        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
-        assert_eq!(pod.containers.len(), 1);
-        let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some("reg.local/fnbuild:1"));
-        assert_eq!(c.command, Some(vec!["fnbuild".to_string()]));
-        assert_eq!(
-            c.args.as_ref().unwrap(),
-            &[
-                "build",
-                "/src",
-                "--runtime",
-                "nodejs20",
-                "--push",
-                push.as_str(),
-                "--digest-file",
-                "/dev/termination-log",
-                "--json",
-                "--base",
-                "reg.local/node:20",
-                "--insecure-registry",
-                "registry.push:5000",
-                "--cache-repo",
-                "registry.push:5000/fnbuild-cache/ns1",
-                "--npmrc",
-                "/package-registry/.npmrc",
-            ]
-        );
-        let envs: Vec<(String, String)> = c
-            .env
-            .iter()
-            .flatten()
-            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
-            .collect();
-        assert_eq!(
-            envs,
-            [
-                ("DOCKER_CONFIG".to_string(), "/docker-config".to_string()),
-                ("HOME".into(), "/tmp".into()),
-                ("XDG_CACHE_HOME".into(), "/tmp/.cache".into()),
-                ("TMPDIR".into(), "/tmp".into())
-            ]
-        );
-        assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
-        let sc = c.security_context.as_ref().unwrap();
-        assert_eq!(sc.read_only_root_filesystem, Some(true));
-        assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
-        assert_eq!(sc.capabilities.as_ref().unwrap().add, None);
-        let r = c.resources.as_ref().unwrap();
-        assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("250m".into()));
-        assert_eq!(r.requests.as_ref().unwrap()["memory"], Quantity("192Mi".into()));
-        assert_eq!(r.limits.as_ref().unwrap()["cpu"], Quantity("1".into()));
-        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("512Mi".into()));
-        let mounts: Vec<(&str, &str, Option<bool>)> = c
-            .volume_mounts
-            .iter()
-            .flatten()
-            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
-            .collect();
-        assert_eq!(
-            mounts,
-            [
-                ("source", "/src", Some(true)),
-                ("registry-config", "/docker-config", Some(true)),
-                ("tmp", "/tmp", None),
-                ("package-registry-config", "/package-registry", Some(true)),
-            ]
-        );
-        let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
-        assert_eq!(
-            vols,
-            json!([
-                {"name": "source", "configMap": {"name": "hello"}},
-                {"name": "registry-config", "secret": {"secretName": "serverless-registry-config-default", "optional": true,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
-                {"name": "tmp", "emptyDir": {}},
-                {"name": "package-registry-config", "secret": {"secretName": "serverless-package-registry-config", "optional": true}},
-            ])
-        );
-
-        // Without a package registry, a base override or an insecure registry: none of their flags.
-        let s2 = Settings {
-            insecure_registry: false,
-            dependency_cache: false,
-            ..settings()
-        };
-        let b2 = BuildInputs {
-            attempt: 1,
-            base: None,
-            npmrc: false,
-            ..b
-        };
-        let job = build_job(&f, &s2, &b2);
-        let c = &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(c.args.as_ref().unwrap().len(), 9);
-        assert_eq!(job.spec.unwrap().template.spec.unwrap().volumes.unwrap().len(), 3);
-
-        // A single-node cluster with the registry on the node's loopback: the node's network.
-        let s3 = Settings {
-            build_host_network: true,
-            ..settings()
-        };
-        let job = build_job(&f, &s3, &b2);
-        assert_eq!(job.spec.unwrap().template.spec.unwrap().host_network, Some(true));
     }
 
     #[test]

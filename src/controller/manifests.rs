@@ -110,9 +110,10 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
             // The build's digest is in its Pod's termination message; the log tail when it is not.
             rule(&[""], &["pods"], &["get", "list"]),
             rule(&[""], &["pods/log"], &["get"]),
-            // Only the package-registry Secret, to see which files it has.
+            // Only the package-registry Secret, to see which files it has, and whether the
+            // cache key Secret is there.
             PolicyRule {
-                resource_names: strings(&[&settings.package_registry_secret]),
+                resource_names: strings(&[&settings.package_registry_secret, &settings.cache_key_secret]),
                 ..rule(&[""], &["secrets"], &["get"])
             },
             // The dependency cache's signing key, made once per namespace (create cannot be
@@ -512,11 +513,17 @@ mod tests {
                 .map(|v| v.as_str().unwrap())
                 .collect();
             if res.contains(&"secrets") {
-                assert_eq!(verbs, ["get"]);
-                assert_eq!(
-                    r["resourceNames"],
-                    serde_json::json!(["serverless-package-registry-config"])
-                );
+                // Reading only two named Secrets; creating (the cache key), never updating,
+                // listing or deleting any.
+                if verbs == ["create"] {
+                    assert!(r["resourceNames"].is_null());
+                } else {
+                    assert_eq!(verbs, ["get"]);
+                    assert_eq!(
+                        r["resourceNames"],
+                        serde_json::json!(["serverless-package-registry-config", "fnbuild-dependency-cache-key"])
+                    );
+                }
             }
             if res.contains(&"pods") {
                 assert!(!verbs.contains(&"create") && !verbs.contains(&"delete"));

@@ -3,6 +3,7 @@
 //!
 //! `fnbuild controller` runs [`run`]; `fnbuild manifests` prints [`manifests::render`].
 
+pub mod build_job;
 pub mod cache_key;
 pub mod compare;
 pub mod defaults;

@@ -301,8 +301,76 @@ fn build_seconds(job: &Job) -> Option<f64> {
     Some((c.0.as_second() - s.0.as_second()).max(0) as f64)
 }
 
-/// Terminated containers of a Job's Pods: (pod, message).
-async fn job_messages(ctx: &Context, ns: &str, job: &str) -> Vec<(String, String)> {
+/// What one terminated container of a build Pod said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepMessage {
+    pub pod: String,
+    pub container: String,
+    /// An init container (`prepare`, `install`): the build container never ran after it failed.
+    pub init: bool,
+    pub exit_code: i32,
+    /// Its termination message (with FallbackToLogsOnError, the log's tail on failure); empty
+    /// when it left none.
+    pub message: String,
+    /// The kubelet's reason (`Error`, `OOMKilled`, `DeadlineExceeded`, ...).
+    pub reason: Option<String>,
+}
+
+/// The terminated containers of a build Pod: its failed init containers first (a succeeded
+/// one says nothing worth reading), then every terminated container.
+pub fn step_messages(pod: &Pod) -> Vec<StepMessage> {
+    let name = pod.name_any();
+    let mut out = Vec::new();
+    let Some(st) = pod.status.as_ref() else {
+        return out;
+    };
+    for (init, statuses) in [(true, &st.init_container_statuses), (false, &st.container_statuses)] {
+        for cs in statuses.iter().flatten() {
+            for state in [cs.state.as_ref(), cs.last_state.as_ref()].into_iter().flatten() {
+                let Some(t) = &state.terminated else { continue };
+                if init && t.exit_code == 0 {
+                    continue;
+                }
+                out.push(StepMessage {
+                    pod: name.clone(),
+                    container: cs.name.clone(),
+                    init,
+                    exit_code: t.exit_code,
+                    message: t.message.clone().unwrap_or_default(),
+                    reason: t.reason.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Why a build Job failed, from its steps' messages: the first step with something to say, named
+/// when it is an init container; `None` when none said anything.
+pub fn failure_detail(messages: &[StepMessage]) -> Option<String> {
+    messages.iter().find_map(|m| {
+        let mut text = log_tail(&m.message, 10);
+        if text.is_empty() && m.init {
+            // An init container killed before it wrote anything: the kubelet's reason.
+            text = format!(
+                "{} (exit code {})",
+                m.reason.as_deref().unwrap_or("terminated"),
+                m.exit_code
+            );
+        }
+        if text.is_empty() {
+            None
+        } else if m.init {
+            Some(format!("its {} step failed:\n{text}", m.container))
+        } else {
+            Some(format!("the builder's last lines:\n{text}"))
+        }
+    })
+}
+
+/// Terminated containers of a Job's Pods (see [`step_messages`]); a failed container without a
+/// termination message gets its log's tail instead (needs a kubelet).
+async fn job_messages(ctx: &Context, ns: &str, job: &str) -> Vec<StepMessage> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let list = match pods
         .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -316,24 +384,40 @@ async fn job_messages(ctx: &Context, ns: &str, job: &str) -> Vec<(String, String
     };
     let mut out = Vec::new();
     for pod in list.items {
-        let name = pod.name_any();
-        for cs in pod.status.iter().flat_map(|s| s.container_statuses.iter().flatten()) {
-            for state in [cs.state.as_ref(), cs.last_state.as_ref()].into_iter().flatten() {
-                if let Some(t) = &state.terminated {
-                    out.push((name.clone(), t.message.clone().unwrap_or_default()));
+        let mut steps = step_messages(&pod);
+        let silent = steps.iter().all(|m| m.message.trim().is_empty());
+        for m in steps.iter_mut() {
+            // No termination message: the log's tail. For the build container as before, when
+            // the Pod said nothing at all; for a failed init container, always.
+            if m.message.trim().is_empty() && (m.init || silent) {
+                let lp = LogParams {
+                    container: Some(m.container.clone()),
+                    tail_lines: Some(20),
+                    ..Default::default()
+                };
+                if let Ok(log) = pods.logs(&m.pod, &lp).await {
+                    m.message = log;
                 }
             }
         }
-        if out.iter().all(|(p, m)| p != &name || m.trim().is_empty()) {
-            // No termination message: the log's tail (needs a kubelet).
+        if steps.is_empty() {
+            // Not terminated as far as the Pod's status tells: whatever the log holds.
             let lp = LogParams {
                 tail_lines: Some(20),
                 ..Default::default()
             };
-            if let Ok(log) = pods.logs(&name, &lp).await {
-                out.push((name.clone(), log));
+            if let Ok(log) = pods.logs(&pod.name_any(), &lp).await {
+                steps.push(StepMessage {
+                    pod: pod.name_any(),
+                    container: desired::BUILD_CONTAINER.into(),
+                    init: false,
+                    exit_code: 0,
+                    message: log,
+                    reason: None,
+                });
             }
         }
+        out.extend(steps);
     }
     out
 }
@@ -569,7 +653,7 @@ async fn build(
         }
         Some(true) => {
             let messages = job_messages(ctx, &ns, &job_name).await;
-            match messages.iter().find_map(|(_, m)| parse_digest(m)) {
+            match messages.iter().find_map(|m| parse_digest(&m.message)) {
                 Some(digest) => {
                     let image = desired::pull_image(f, s, &digest);
                     if ctx.first_time(&job) {
@@ -589,9 +673,8 @@ async fn build(
         }
         Some(false) => {
             let messages = job_messages(ctx, &ns, &job_name).await;
-            let tail = messages.iter().map(|(_, m)| log_tail(m, 10)).find(|m| !m.is_empty());
-            let detail = match tail {
-                Some(t) => format!("the builder's last lines:\n{t}"),
+            let detail = match failure_detail(&messages) {
+                Some(d) => d,
                 None => {
                     let why = job
                         .status
@@ -787,12 +870,33 @@ async fn start_build(
             tracing::warn!(namespace = %ns, error = %e, "cannot read the package registry Secret; building without it")
         }
     }
+    // The dependency cache's signing key: the namespace's, made now if it has none.
+    let mut cache_key = false;
+    if s.dependency_cache {
+        match secrets.get_opt(&s.cache_key_secret).await {
+            Ok(Some(secret)) => {
+                let k = super::settings::CACHE_KEY_SECRET_KEY;
+                cache_key = secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || secret.string_data.as_ref().is_some_and(|d| d.contains_key(k));
+            }
+            Ok(None) => match super::cache_key::create(&ctx.client, &ns, &s.cache_key_secret).await {
+                Ok(()) => cache_key = true,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %e, "cannot create the cache key Secret; building without the registry cache")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "cannot read the cache key Secret; building without the registry cache")
+            }
+        }
+    }
     let inputs = BuildInputs {
         tag: tag.to_string(),
         attempt,
         base,
         npmrc,
         pip_conf,
+        cache_key,
     };
     let job = desired::build_job(f, s, &inputs);
     let job_name = job.name_any();
@@ -976,6 +1080,72 @@ mod tests {
         assert_eq!(log_tail("\n\n", 3), "");
         let long = "x".repeat(5000);
         assert_eq!(log_tail(&long, 3).len(), 1503);
+    }
+
+    fn build_pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "hello-build-abc-1-xyz"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn terminated(name: &str, code: i32, reason: &str, message: Option<&str>) -> serde_json::Value {
+        let mut t = serde_json::json!({"exitCode": code, "reason": reason});
+        if let Some(m) = message {
+            t["message"] = m.into();
+        }
+        serde_json::json!({"name": name, "ready": false, "restartCount": 0, "image": "b", "imageID": "",
+            "state": {"terminated": t}})
+    }
+
+    #[test]
+    fn a_failed_init_container_says_why_the_build_failed() {
+        let npm = "npm error code E404\nnpm error 404 Not Found - GET https://registry.npmjs.org/left-padd";
+        let pod = build_pod(serde_json::json!({
+            "initContainerStatuses": [terminated("prepare", 0, "Completed", None), terminated("install", 1, "Error", Some(npm))],
+            "containerStatuses": [{"name": "build", "ready": false, "restartCount": 0, "image": "b", "imageID": "",
+                "state": {"waiting": {"reason": "PodInitializing"}}}],
+        }));
+        let steps = step_messages(&pod);
+        assert_eq!(steps.len(), 1, "a succeeded init container says nothing: {steps:?}");
+        assert_eq!(
+            (steps[0].container.as_str(), steps[0].init, steps[0].exit_code),
+            ("install", true, 1)
+        );
+        assert_eq!(steps[0].pod, "hello-build-abc-1-xyz");
+        let d = failure_detail(&steps).unwrap();
+        assert_eq!(d, format!("its install step failed:\n{npm}"));
+
+        // Killed before it wrote a word: the kubelet's reason.
+        let pod = build_pod(serde_json::json!({
+            "initContainerStatuses": [terminated("prepare", 137, "OOMKilled", None)],
+        }));
+        assert_eq!(
+            failure_detail(&step_messages(&pod)).unwrap(),
+            "its prepare step failed:\nOOMKilled (exit code 137)"
+        );
+
+        // The build container, as before; a digest is read from it.
+        let pod = build_pod(serde_json::json!({
+            "initContainerStatuses": [terminated("prepare", 0, "Completed", None), terminated("install", 0, "Completed", None)],
+            "containerStatuses": [terminated("build", 1, "Error", Some("error: push refused"))],
+        }));
+        let steps = step_messages(&pod);
+        assert_eq!(
+            failure_detail(&steps).unwrap(),
+            "the builder's last lines:\nerror: push refused"
+        );
+        let d = format!("sha256:{}", "a1".repeat(32));
+        let pod = build_pod(serde_json::json!({
+            "containerStatuses": [terminated("build", 0, "Completed", Some(&d))],
+        }));
+        assert_eq!(
+            step_messages(&pod).iter().find_map(|m| parse_digest(&m.message)),
+            Some(d)
+        );
+        assert_eq!(failure_detail(&[]), None);
+        assert_eq!(step_messages(&build_pod(serde_json::json!({}))), []);
     }
 
     #[test]

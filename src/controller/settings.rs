@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 pub const DEFAULT_REGISTRY_SECRET: &str = "serverless-registry-config-default";
 /// Kyma's name for the package-registry Secret (`.npmrc`, `pip.conf`) in a Function's namespace.
 pub const DEFAULT_PACKAGE_REGISTRY_SECRET: &str = "serverless-package-registry-config";
+/// The Secret in a Function's namespace whose `key` signs the namespace's dependency cache
+/// entries in the registry (the builder's `--cache-key-file`); without it, no registry cache.
+pub const DEFAULT_CACHE_KEY_SECRET: &str = "fnbuild-dependency-cache-key";
+/// The key of that Secret that holds the signing key (16 bytes or more).
+pub const CACHE_KEY_SECRET_KEY: &str = "key";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -27,6 +32,9 @@ pub struct Settings {
     pub registry_secret: String,
     /// The Secret with `.npmrc` / `pip.conf` for the build, used when present.
     pub package_registry_secret: String,
+    /// The Secret with the dependency cache's signing key (`key`), used when present: only
+    /// the steps that push (never the install step) mount it.
+    pub cache_key_secret: String,
     /// Base image per runtime, instead of the runtime's built-in default (passed as `--base`).
     pub base_images: BTreeMap<String, String>,
     /// A build Job's `activeDeadlineSeconds`.
@@ -56,6 +64,7 @@ impl Default for Settings {
             insecure_registry: false,
             registry_secret: DEFAULT_REGISTRY_SECRET.into(),
             package_registry_secret: DEFAULT_PACKAGE_REGISTRY_SECRET.into(),
+            cache_key_secret: DEFAULT_CACHE_KEY_SECRET.into(),
             base_images: BTreeMap::new(),
             build_deadline_seconds: 1800,
             max_concurrent_builds: 3,
@@ -93,6 +102,7 @@ impl Settings {
             format!("--registry-pull-address={}", self.registry_pull_address),
             format!("--registry-secret={}", self.registry_secret),
             format!("--package-registry-secret={}", self.package_registry_secret),
+            format!("--cache-key-secret={}", self.cache_key_secret),
             format!("--build-deadline={}", self.build_deadline_seconds),
             format!("--max-concurrent-builds={}", self.max_concurrent_builds),
             format!("--build-retry-delay={}", self.build_retry_seconds),

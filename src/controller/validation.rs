@@ -196,6 +196,7 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
             if inline.source.trim().is_empty() {
                 e.add("spec.source.inline.source", "is empty; put the handler's code here");
             }
+            let before = e.0.len();
             if let Some(deps) = inline.dependencies.as_deref().filter(|d| !d.trim().is_empty()) {
                 if spec.runtime.starts_with("nodejs") {
                     match serde_json::from_str::<serde_json::Value>(deps) {
@@ -209,6 +210,14 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
                             format!("is not valid JSON (a package.json is expected): {err}"),
                         ),
                     }
+                }
+            }
+            // What the builder would refuse (local paths outside the function, included files
+            // it does not have, ...), refused here with the builder's own words, so that
+            // `kubectl apply` says it rather than a failed build.
+            if e.0.len() == before {
+                if let Err(err) = super::build_job::inline_plan(&spec.runtime, inline) {
+                    e.add("spec.source.inline.dependencies", err.to_string());
                 }
             }
         }
@@ -502,6 +511,90 @@ mod tests {
         let mut s = valid();
         s.runtime_image_override = Some("Not A Ref".into());
         assert!(one("f", &s).starts_with("spec.runtimeImageOverride: 'Not A Ref' is not an image reference"));
+    }
+
+    /// A spec with these dependencies, for `runtime`.
+    fn deps(runtime: &str, deps: &str) -> FunctionSpec {
+        let mut s = valid();
+        s.runtime = runtime.into();
+        if runtime.starts_with("python") {
+            s.source.inline.as_mut().unwrap().source = "def main(event, context):\n    return 'hi'\n".into();
+        }
+        s.source.inline.as_mut().unwrap().dependencies = Some(deps.into());
+        s
+    }
+
+    /// The one error of a spec whose dependencies the builder refuses: at the dependencies
+    /// field, with the builder's own message (which names the file and the offending entry).
+    fn refused(runtime: &str, dependencies: &str, says: &str) {
+        let e = one("f", &deps(runtime, dependencies));
+        let message = e
+            .strip_prefix("spec.source.inline.dependencies: ")
+            .unwrap_or_else(|| panic!("not at the dependencies field: {e}"));
+        assert!(message.contains(says), "{dependencies:?}: {e}");
+        let inline = InlineSource {
+            source: "x".into(),
+            dependencies: Some(dependencies.into()),
+        };
+        let builder = crate::controller::build_job::inline_plan(runtime, &inline).unwrap_err();
+        assert_eq!(message, builder.to_string(), "the builder's words");
+    }
+
+    #[test]
+    fn dependencies_the_builder_would_refuse_are_refused_at_apply() {
+        refused(
+            "nodejs20",
+            r#"{"dependencies":{"x":"file:../../etc"}}"#,
+            "\"x\": file:../../etc is outside the function's directory",
+        );
+        // Every dependency section, and the other ways out of the function's directory.
+        refused(
+            "nodejs20",
+            r#"{"peerDependencies":{"x":"file:../../x"}}"#,
+            "file:../../x is outside",
+        );
+        refused(
+            "nodejs20",
+            r#"{"dependencies":{"x":"git+file:///tmp/repo"}}"#,
+            "git+file:///tmp/repo",
+        );
+        refused("nodejs20", r#"{"devDependencies":{"x":"link:/etc"}}"#, "link:/etc");
+        refused("python312", "-c /abs/path\n", "-c /abs/path");
+        refused("python312", "--constraint /abs/path\n", "--constraint /abs/path");
+        refused(
+            "python312",
+            "x @ file:///etc/passwd\n",
+            "package /etc/passwd is outside",
+        );
+        refused(
+            "nodejs22",
+            r#"{"dependencies":{"x":"file:vendor/x.tgz"}}"#,
+            "vendor/x.tgz, which is not in the function's directory",
+        );
+        refused(
+            "python312",
+            "requests==2.32.3\n-r /etc/passwd\n",
+            "requirements.txt line 2: -r /etc/passwd is outside the function's directory",
+        );
+        refused(
+            "python312",
+            "-c ../constraints.txt\n",
+            "-c ../constraints.txt is outside",
+        );
+        refused(
+            "python312",
+            "-r https://example.com/r.txt\n",
+            "line 1: -r https://example.com/r.txt",
+        );
+        // Ones that install normally pass.
+        for (runtime, d) in [
+            ("nodejs20", r#"{"dependencies":{"left-pad":"1.3.0"}}"#),
+            ("nodejs20", r#"{"name":"x"}"#),
+            ("python312", "requests==2.32.3\nsix\n"),
+            ("python312", "# no packages\n"),
+        ] {
+            assert_eq!(errors("f", &deps(runtime, d)), Vec::<String>::new(), "{d}");
+        }
     }
 
     #[test]

@@ -769,6 +769,54 @@ pub fn kubectl_cmd(cluster_dir: &Path) -> Command {
     cmd
 }
 
+/// The test clusters' Service range has no kube-proxy behind it, so `tests/cluster/up` makes the
+/// machine refuse traffic to it (tests/cluster/service-guard.sh). Checks that it does: first that
+/// the iptables rule is there (without it nothing is sent: the packet would leave the machine),
+/// then that a TCP connect to 10.0.0.1:443 is refused at once rather than timing out.
+pub fn assert_service_range_refused() {
+    let rule = [
+        "-d",
+        "10.0.0.0/24",
+        "-p",
+        "tcp",
+        "-m",
+        "comment",
+        "--comment",
+        "fnbuild-test-cluster-service-range",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    for chain in ["OUTPUT", "FORWARD"] {
+        let present = Command::new("iptables")
+            .args(["-w", "-C", chain])
+            .args(rule)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            present,
+            "no iptables rule refusing TCP to the Service range 10.0.0.0/24 in {chain} (tests/cluster/up adds it); not probing"
+        );
+    }
+    let t = Instant::now();
+    let addr: std::net::SocketAddr = "10.0.0.1:443".parse().unwrap();
+    let err = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .expect_err("a TCP connection to the Service range was accepted");
+    let took = t.elapsed();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused,
+        "connect to {addr}: {err} after {took:?}"
+    );
+    assert!(took < Duration::from_secs(1), "refused only after {took:?}");
+    eprintln!(
+        "FIGURE service-range connect refused in {:.2} ms",
+        took.as_secs_f64() * 1000.0
+    );
+}
+
 /// Runs kubectl with `stdin` piped in when given.
 pub fn kubectl(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = kubectl_cmd(cluster_dir);
@@ -854,6 +902,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
             base: base_flag,
             npmrc,
             pip_conf,
+            cache_key: true,
         };
         let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
         let mut objects = vec![

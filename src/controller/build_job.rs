@@ -1,0 +1,732 @@
+//! The build Job, split by what each step may hold.
+//!
+//! A dependency installer (npm, pip) runs the Function author's code: install scripts, setup.py.
+//! So the step that runs it never holds the registry's push credentials, and the steps that
+//! hold them never run it. For a Function whose dependency file names packages the Pod has:
+//!
+//! | container          | registry Secret | package Secret | /tmp               | /handoff   | runs an installer |
+//! |--------------------|-----------------|----------------|--------------------|------------|-------------------|
+//! | `prepare` (init)   | yes             | no             | `tmp`              | read-write | no                |
+//! | `install` (init)   | no              | when present   | `install-tmp` (own)| read-write | yes               |
+//! | `build`            | yes             | no             | `tmp`              | read-only  | no                |
+//!
+//! `prepare` resolves the base image and the dependency caches (into `tmp`) and, when an install
+//! is needed, writes `/handoff/request.json`; `install` installs into `/handoff`; `build` takes
+//! the layer `install` left and pushes. `install` never sees `tmp`, which holds the caches the
+//! push step trusts. A Function whose dependencies name no package needs no installer: one
+//! `build` container, without the package Secret.
+//!
+//! Whether a Function names packages is decided by the builder's own dependency planner, run on
+//! the inline source in memory, so the controller and the builder agree.
+
+use super::desired::{
+    build_resources, env, job_name, labels, meta, mount, push_reference, restricted_container_security,
+    restricted_pod_security, volume, ANNOTATION_IMAGE, DOCKER_CONFIG_DIR, LABEL_BUILD_ATTEMPT, LABEL_IMAGE_TAG,
+    LABEL_RESOURCE, PACKAGE_REGISTRY_DIR, SOURCE_DIR,
+};
+use super::settings::{Settings, CACHE_KEY_SECRET_KEY};
+use super::types::{Function, InlineSource};
+use crate::function::dependencies::{self, DependencyError, Plan};
+use crate::function::runtime::Runtimes;
+use crate::function::source::{FunctionSource, SourceEntry};
+use crate::image::layer::{Content, EntryKind};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference, PodSpec,
+    PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where the build Pod's steps hand the install request and the installed packages on.
+pub const HANDOFF_DIR: &str = "/handoff";
+/// The build container: the Job's status and the image digest are read from it.
+pub const BUILD_CONTAINER: &str = "build";
+/// The init container that resolves the base image and the caches (registry Secret, no installer).
+pub const PREPARE_CONTAINER: &str = "prepare";
+/// The init container that runs the installer (package Secret, no registry Secret).
+pub const INSTALL_CONTAINER: &str = "install";
+/// Where the steps that push mount the cache key Secret.
+pub const CACHE_KEY_DIR: &str = "/cache-key";
+
+/// What a build needs besides the Function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInputs {
+    pub tag: String,
+    pub attempt: u32,
+    /// `--base`, when not the runtime's default.
+    pub base: Option<String>,
+    /// The package-registry Secret has `.npmrc` / `pip.conf`.
+    pub npmrc: bool,
+    pub pip_conf: bool,
+    /// The cache key Secret is there (with its `key`): the registry cache may be used.
+    pub cache_key: bool,
+}
+
+/// The builder's dependency plan for an inline source, read from memory exactly as the builder
+/// reads the mounted ConfigMap: `Ok(Some(_))` when an installer will run, `Ok(None)` when the
+/// dependency file is missing or names no package, `Err` when the builder would refuse it.
+/// An unknown runtime has no plan (validation reports the runtime).
+pub fn inline_plan(runtime: &str, inline: &InlineSource) -> Result<Option<Plan>, DependencyError> {
+    let Ok(runtime) = Runtimes::Embedded.load(runtime) else {
+        return Ok(None);
+    };
+    let file = |path: &str, text: &str| SourceEntry {
+        path: path.to_string(),
+        kind: EntryKind::File {
+            content: Content::Bytes(text.as_bytes().to_vec().into()),
+            executable: false,
+        },
+    };
+    let mut entries = vec![file(&runtime.spec.handler_file, &inline.source)];
+    // As `desired::config_map`: an empty dependencies field is no file at all.
+    if let Some(d) = inline.dependencies.as_deref().filter(|d| !d.is_empty()) {
+        entries.push(file(&runtime.spec.dependency_file, d));
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let source = FunctionSource {
+        root: PathBuf::from(SOURCE_DIR),
+        entries,
+        dependency_file: None,
+    };
+    dependencies::plan(&source, &runtime)
+}
+
+/// Whether the build may run an installer. Only an inline source whose dependencies the planner
+/// reads as naming no package runs none; anything else (packages, a file the builder refuses,
+/// a source the controller cannot read) gets the split Pod.
+pub fn names_packages(f: &Function) -> bool {
+    match &f.spec.source.inline {
+        Some(inline) => !matches!(inline_plan(&f.spec.runtime, inline), Ok(None)),
+        None => true,
+    }
+}
+
+fn builder_container(
+    s: &Settings,
+    name: &str,
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+    f: &Function,
+) -> Container {
+    let (resources, _) = build_resources(f, s);
+    Container {
+        name: name.into(),
+        image: Some(s.builder_image.clone()),
+        command: Some(vec![s.builder_command.clone()]),
+        args: Some(args),
+        env: Some(env),
+        resources: Some(resources),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted_container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// HOME, the XDG cache and TMPDIR in the container's own /tmp (the root filesystem is read-only).
+fn scratch_env() -> Vec<EnvVar> {
+    vec![
+        env("HOME", "/tmp"),
+        env("XDG_CACHE_HOME", "/tmp/.cache"),
+        env("TMPDIR", "/tmp"),
+    ]
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..volume(name)
+    }
+}
+
+/// The build Job: `fnbuild build /src --runtime R --push PUSH/NS-FN:TAG --digest-file
+/// /dev/termination-log --json`, the ConfigMap at /src, DOCKER_CONFIG from the registry Secret,
+/// non-root with a read-only root filesystem and emptyDirs as its only writable directories;
+/// with the `prepare` and `install` init containers of the module's table when the Function
+/// names packages. When a step fails before writing its message, the kubelet puts its last log
+/// lines into the termination message (FallbackToLogsOnError).
+pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
+    let mut job_labels = labels(f);
+    job_labels.insert(LABEL_IMAGE_TAG.into(), b.tag.clone());
+    job_labels.insert(LABEL_BUILD_ATTEMPT.into(), b.attempt.to_string());
+    let mut pod_labels = job_labels.clone();
+    pod_labels.insert(LABEL_RESOURCE.into(), "build".into());
+    let push = push_reference(f, s, &b.tag);
+    let split = names_packages(f);
+
+    // What `prepare` and `build` both pass: where from, where to, and the registry's options.
+    let mut options: Vec<String> = Vec::new();
+    if let Some(base) = &b.base {
+        options.extend(["--base".into(), base.clone()]);
+    }
+    if s.insecure_registry {
+        options.extend(["--insecure-registry".into(), s.push_registry_host().to_string()]);
+    }
+    // The registry cache only with the key that signs its entries.
+    let cache = s.dependency_cache && b.cache_key;
+    if cache {
+        options.extend([
+            "--cache-repo".into(),
+            s.dependency_cache_repo(&f.namespace().unwrap_or_default()),
+            "--cache-key-file".into(),
+            format!("{CACHE_KEY_DIR}/{CACHE_KEY_SECRET_KEY}"),
+        ]);
+    }
+    let build_args = |report: bool| {
+        let mut a: Vec<String> = vec![
+            "build".into(),
+            SOURCE_DIR.into(),
+            "--runtime".into(),
+            f.spec.runtime.clone(),
+            "--push".into(),
+            push.clone(),
+        ];
+        if report {
+            a.extend(["--digest-file".into(), "/dev/termination-log".into(), "--json".into()]);
+        }
+        a.extend(options.iter().cloned());
+        a
+    };
+    let registry_env = || {
+        let mut e = vec![env("DOCKER_CONFIG", DOCKER_CONFIG_DIR)];
+        e.extend(scratch_env());
+        e
+    };
+    let registry_mounts = || {
+        let mut m = vec![
+            mount("source", SOURCE_DIR, true),
+            mount("registry-config", DOCKER_CONFIG_DIR, true),
+            mount("tmp", "/tmp", false),
+        ];
+        if cache {
+            m.push(mount("cache-key", CACHE_KEY_DIR, true));
+        }
+        m
+    };
+
+    let mut volumes = vec![
+        Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: f.name_any(),
+                ..Default::default()
+            }),
+            ..volume("source")
+        },
+        Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.registry_secret.clone()),
+                optional: Some(true),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "config.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..volume("registry-config")
+        },
+        empty_dir("tmp"),
+    ];
+    if cache {
+        volumes.push(Volume {
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s.cache_key_secret.clone()),
+                items: Some(vec![KeyToPath {
+                    key: CACHE_KEY_SECRET_KEY.into(),
+                    path: CACHE_KEY_SECRET_KEY.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..volume("cache-key")
+        });
+    }
+
+    let mut init_containers = Vec::new();
+    let container = if split {
+        volumes.extend([empty_dir("handoff"), empty_dir("install-tmp")]);
+
+        let mut prepare_args = build_args(false);
+        prepare_args.extend(["--prepare-dependencies".into(), HANDOFF_DIR.into()]);
+        let mut prepare_mounts = registry_mounts();
+        prepare_mounts.push(mount("handoff", HANDOFF_DIR, false));
+        init_containers.push(builder_container(
+            s,
+            PREPARE_CONTAINER,
+            prepare_args,
+            registry_env(),
+            prepare_mounts,
+            f,
+        ));
+
+        let mut install_args: Vec<String> = vec![
+            "install-dependencies".into(),
+            SOURCE_DIR.into(),
+            "--runtime".into(),
+            f.spec.runtime.clone(),
+            "--handoff".into(),
+            HANDOFF_DIR.into(),
+        ];
+        let mut install_mounts = vec![
+            mount("source", SOURCE_DIR, true),
+            mount("handoff", HANDOFF_DIR, false),
+            mount("install-tmp", "/tmp", false),
+        ];
+        if b.npmrc {
+            install_args.extend(["--npmrc".into(), format!("{PACKAGE_REGISTRY_DIR}/.npmrc")]);
+        }
+        if b.pip_conf {
+            install_args.extend(["--pip-conf".into(), format!("{PACKAGE_REGISTRY_DIR}/pip.conf")]);
+        }
+        if b.npmrc || b.pip_conf {
+            volumes.push(Volume {
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(s.package_registry_secret.clone()),
+                    optional: Some(true),
+                    ..Default::default()
+                }),
+                ..volume("package-registry-config")
+            });
+            install_mounts.push(mount("package-registry-config", PACKAGE_REGISTRY_DIR, true));
+        }
+        init_containers.push(builder_container(
+            s,
+            INSTALL_CONTAINER,
+            install_args,
+            scratch_env(),
+            install_mounts,
+            f,
+        ));
+
+        let mut args = build_args(true);
+        args.extend(["--installed-dependencies".into(), HANDOFF_DIR.into()]);
+        let mut mounts = registry_mounts();
+        mounts.push(mount("handoff", HANDOFF_DIR, true));
+        builder_container(s, BUILD_CONTAINER, args, registry_env(), mounts, f)
+    } else {
+        builder_container(
+            s,
+            BUILD_CONTAINER,
+            build_args(true),
+            registry_env(),
+            registry_mounts(),
+            f,
+        )
+    };
+
+    let mut metadata = meta(f, job_name(f, &b.tag, b.attempt), job_labels);
+    metadata.annotations = Some(BTreeMap::from([(ANNOTATION_IMAGE.to_string(), push)]));
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(s.build_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    // Off the node's network unless asked: with it, the install step's scripts
+                    // would reach whatever listens on the node.
+                    host_network: s.build_host_network.then_some(true),
+                    // The builder image may live in the same private registry.
+                    image_pull_secrets: Some(vec![LocalObjectReference {
+                        name: s.registry_secret.clone(),
+                    }]),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    init_containers: (!init_containers.is_empty()).then_some(init_containers),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::desired::tests::{function, owned_by_function, settings};
+    use crate::controller::desired::{image_tag, LABEL_FUNCTION_NAME};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use serde_json::json;
+
+    fn with_packages(mut f: Function) -> Function {
+        f.spec.source.inline.as_mut().unwrap().dependencies =
+            Some(r#"{"name":"hello","dependencies":{"left-pad":"1.3.0"}}"#.into());
+        f
+    }
+
+    fn inputs(f: &Function) -> BuildInputs {
+        BuildInputs {
+            tag: image_tag(f, "node:20-slim"),
+            attempt: 2,
+            base: Some("reg.local/node:20".into()),
+            npmrc: true,
+            pip_conf: false,
+            cache_key: true,
+        }
+    }
+
+    fn pod_of(job: &Job) -> PodSpec {
+        job.spec.clone().unwrap().template.spec.unwrap()
+    }
+
+    fn envs(c: &Container) -> Vec<(String, String)> {
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+            .collect()
+    }
+
+    fn mounts(c: &Container) -> Vec<(&str, &str, Option<bool>)> {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect()
+    }
+
+    fn restricted(c: &Container) {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(sc.run_as_user, Some(1000), "{}", c.name);
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(sc.capabilities.as_ref().unwrap().add, None);
+        assert_eq!(c.termination_message_policy.as_deref(), Some("FallbackToLogsOnError"));
+        assert_eq!(c.image.as_deref(), Some("reg.local/fnbuild:1"));
+        assert_eq!(c.command, Some(vec!["fnbuild".to_string()]));
+    }
+
+    const SCRATCH: [(&str, &str); 3] = [("HOME", "/tmp"), ("XDG_CACHE_HOME", "/tmp/.cache"), ("TMPDIR", "/tmp")];
+
+    fn registry_env() -> Vec<(String, String)> {
+        [("DOCKER_CONFIG", "/docker-config")]
+            .iter()
+            .chain(SCRATCH.iter())
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn job_fields() {
+        let f = function();
+        let s = settings();
+        let b = inputs(&f);
+        let tag = b.tag.clone();
+        let job = build_job(&f, &s, &b);
+        let name = job.metadata.name.clone().unwrap();
+        assert_eq!(name, format!("hello-build-{}-2", &tag[..10]));
+        owned_by_function(&job.metadata);
+        let l = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(l[LABEL_IMAGE_TAG], tag);
+        assert_eq!(l[LABEL_BUILD_ATTEMPT], "2");
+        let push = format!("registry.push:5000/ns1-hello:{tag}");
+        assert_eq!(job.metadata.annotations.as_ref().unwrap()[ANNOTATION_IMAGE], push);
+
+        let spec = job.spec.clone().unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(1800));
+        let tmpl = spec.template;
+        let pl = tmpl.metadata.unwrap().labels.unwrap();
+        assert_eq!(pl[LABEL_FUNCTION_NAME], "hello");
+        assert_eq!(pl[LABEL_RESOURCE], "build");
+        let pod = tmpl.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.host_network, None, "off the node's network by default");
+        assert_eq!(
+            pod.image_pull_secrets.as_ref().unwrap()[0].name,
+            "serverless-registry-config-default"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(1000));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+
+        // {"name":"hello"} names no package: no installer runs, so one container, and it gets
+        // no package Secret (nor its flag) even though the namespace has one.
+        assert!(!names_packages(&f));
+        assert_eq!(pod.init_containers, None);
+        assert_eq!(pod.containers.len(), 1);
+        let c = &pod.containers[0];
+        assert_eq!(c.name, "build");
+        restricted(c);
+        assert_eq!(
+            c.args.as_ref().unwrap(),
+            &[
+                "build",
+                "/src",
+                "--runtime",
+                "nodejs20",
+                "--push",
+                push.as_str(),
+                "--digest-file",
+                "/dev/termination-log",
+                "--json",
+                "--base",
+                "reg.local/node:20",
+                "--insecure-registry",
+                "registry.push:5000",
+                "--cache-repo",
+                "registry.push:5000/fnbuild-cache/ns1",
+                "--cache-key-file",
+                "/cache-key/key",
+            ]
+        );
+        assert_eq!(envs(c), registry_env());
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"], Quantity("250m".into()));
+        assert_eq!(r.requests.as_ref().unwrap()["memory"], Quantity("192Mi".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["cpu"], Quantity("1".into()));
+        assert_eq!(r.limits.as_ref().unwrap()["memory"], Quantity("512Mi".into()));
+        assert_eq!(
+            mounts(c),
+            [
+                ("source", "/src", Some(true)),
+                ("registry-config", "/docker-config", Some(true)),
+                ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
+            ]
+        );
+        let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
+        assert_eq!(
+            vols,
+            json!([
+                {"name": "source", "configMap": {"name": "hello"}},
+                {"name": "registry-config", "secret": {"secretName": "serverless-registry-config-default", "optional": true,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "cache-key", "secret": {"secretName": "fnbuild-dependency-cache-key", "items": [{"key": "key", "path": "key"}]}},
+            ])
+        );
+        // No cache key Secret in the namespace: no registry cache (the builder wants its key).
+        let b_nokey = BuildInputs {
+            cache_key: false,
+            ..b.clone()
+        };
+        let c = pod_of(&build_job(&f, &s, &b_nokey)).containers[0].clone();
+        assert!(!c.args.as_ref().unwrap().iter().any(|a| a.starts_with("--cache")));
+        assert!(!mounts(&c).iter().any(|m| m.0 == "cache-key"));
+
+        // Without a base override, an insecure registry or the cache: none of their flags.
+        let s2 = Settings {
+            insecure_registry: false,
+            dependency_cache: false,
+            ..settings()
+        };
+        let b2 = BuildInputs {
+            attempt: 1,
+            base: None,
+            npmrc: false,
+            ..b
+        };
+        let job = build_job(&f, &s2, &b2);
+        assert_eq!(pod_of(&job).containers[0].args.as_ref().unwrap().len(), 9);
+        assert_eq!(pod_of(&job).volumes.unwrap().len(), 3);
+
+        // A single-node cluster with the registry on the node's loopback: the node's network.
+        let s3 = Settings {
+            build_host_network: true,
+            ..settings()
+        };
+        let job = build_job(&f, &s3, &b2);
+        assert_eq!(pod_of(&job).host_network, Some(true));
+    }
+
+    #[test]
+    fn a_function_with_packages_installs_apart_from_the_push_credentials() {
+        let f = with_packages(function());
+        assert!(names_packages(&f));
+        let s = settings();
+        let b = inputs(&f);
+        let push = format!("registry.push:5000/ns1-hello:{}", b.tag);
+        let job = build_job(&f, &s, &b);
+        let pod = pod_of(&job);
+        assert_eq!(pod.host_network, None);
+        let init = pod.init_containers.as_ref().unwrap();
+        let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["prepare", "install"]);
+        assert_eq!(pod.containers.len(), 1);
+        let (prepare, install, build) = (&init[0], &init[1], &pod.containers[0]);
+        for c in [prepare, install, build] {
+            restricted(c);
+            // Kubernetes reserves the larger of the init containers and the containers: the
+            // same resources everywhere cost nothing.
+            assert_eq!(c.resources, build.resources, "{}", c.name);
+        }
+        let options = [
+            "--base",
+            "reg.local/node:20",
+            "--insecure-registry",
+            "registry.push:5000",
+            "--cache-repo",
+            "registry.push:5000/fnbuild-cache/ns1",
+            "--cache-key-file",
+            "/cache-key/key",
+        ];
+        let mut want = vec!["build", "/src", "--runtime", "nodejs20", "--push", push.as_str()];
+        want.extend(options);
+        want.extend(["--prepare-dependencies", "/handoff"]);
+        assert_eq!(prepare.args.as_ref().unwrap(), &want);
+        assert_eq!(envs(prepare), registry_env());
+        assert_eq!(
+            mounts(prepare),
+            [
+                ("source", "/src", Some(true)),
+                ("registry-config", "/docker-config", Some(true)),
+                ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
+                ("handoff", "/handoff", None),
+            ]
+        );
+
+        // The installer's step: the package Secret, its own /tmp, no registry credentials.
+        assert_eq!(
+            install.args.as_ref().unwrap(),
+            &[
+                "install-dependencies",
+                "/src",
+                "--runtime",
+                "nodejs20",
+                "--handoff",
+                "/handoff",
+                "--npmrc",
+                "/package-registry/.npmrc"
+            ]
+        );
+        let install_env = envs(install);
+        assert_eq!(install_env, SCRATCH.map(|(a, b)| (a.to_string(), b.to_string())));
+        assert_eq!(
+            mounts(install),
+            [
+                ("source", "/src", Some(true)),
+                ("handoff", "/handoff", None),
+                ("install-tmp", "/tmp", None),
+                ("package-registry-config", "/package-registry", Some(true)),
+            ]
+        );
+
+        let mut want = vec![
+            "build",
+            "/src",
+            "--runtime",
+            "nodejs20",
+            "--push",
+            push.as_str(),
+            "--digest-file",
+            "/dev/termination-log",
+            "--json",
+        ];
+        want.extend(options);
+        want.extend(["--installed-dependencies", "/handoff"]);
+        assert_eq!(build.args.as_ref().unwrap(), &want);
+        assert_eq!(envs(build), registry_env());
+        assert_eq!(
+            mounts(build),
+            [
+                ("source", "/src", Some(true)),
+                ("registry-config", "/docker-config", Some(true)),
+                ("tmp", "/tmp", None),
+                ("cache-key", "/cache-key", Some(true)),
+                ("handoff", "/handoff", Some(true)),
+            ]
+        );
+        // No step that holds the push credentials holds the package Secret, and the installer
+        // holds neither the push credentials nor the caches the push trusts.
+        for c in [prepare, build] {
+            assert!(
+                !mounts(c).iter().any(|m| m.0 == "package-registry-config"),
+                "{}",
+                c.name
+            );
+            assert!(!c
+                .args
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|a| a.starts_with("/package-registry")));
+        }
+        assert!(!mounts(install)
+            .iter()
+            .any(|m| m.0 == "registry-config" || m.0 == "tmp" || m.0 == "cache-key"));
+        assert!(!install_env.iter().any(|(k, _)| k == "DOCKER_CONFIG"));
+
+        let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
+        assert_eq!(
+            vols,
+            json!([
+                {"name": "source", "configMap": {"name": "hello"}},
+                {"name": "registry-config", "secret": {"secretName": "serverless-registry-config-default", "optional": true,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}},
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "cache-key", "secret": {"secretName": "fnbuild-dependency-cache-key", "items": [{"key": "key", "path": "key"}]}},
+                {"name": "handoff", "emptyDir": {}},
+                {"name": "install-tmp", "emptyDir": {}},
+                {"name": "package-registry-config", "secret": {"secretName": "serverless-package-registry-config", "optional": true}},
+            ])
+        );
+
+        // Python with a pip.conf; no package Secret → no flag, no volume.
+        let mut py = with_packages(function());
+        py.spec.runtime = "python312".into();
+        py.spec.source.inline.as_mut().unwrap().dependencies = Some("six==1.16.0\n".into());
+        let b = BuildInputs {
+            npmrc: false,
+            pip_conf: true,
+            ..inputs(&py)
+        };
+        let install = pod_of(&build_job(&py, &s, &b)).init_containers.unwrap()[1].clone();
+        assert_eq!(
+            &install.args.unwrap()[4..],
+            ["--handoff", "/handoff", "--pip-conf", "/package-registry/pip.conf"]
+        );
+        let b = BuildInputs { pip_conf: false, ..b };
+        let p = pod_of(&build_job(&py, &s, &b));
+        assert_eq!(p.init_containers.unwrap()[1].args.as_ref().unwrap().len(), 6);
+        assert_eq!(p.volumes.unwrap().len(), 6);
+    }
+
+    #[test]
+    fn the_builders_planner_decides_whether_packages_are_named() {
+        let mut f = function();
+        let with = |f: &mut Function, runtime: &str, deps: Option<&str>| {
+            f.spec.runtime = runtime.into();
+            f.spec.source.inline.as_mut().unwrap().dependencies = deps.map(String::from);
+            names_packages(f)
+        };
+        assert!(!with(&mut f, "nodejs20", None));
+        assert!(!with(&mut f, "nodejs22", Some("")));
+        assert!(!with(&mut f, "nodejs20", Some(r#"{"name":"x","dependencies":{}}"#)));
+        assert!(with(
+            &mut f,
+            "nodejs20",
+            Some(r#"{"dependencies":{"left-pad":"1.3.0"}}"#)
+        ));
+        assert!(with(&mut f, "nodejs20", Some(r#"{"optionalDependencies":{"x":"1"}}"#)));
+        // One the builder refuses: the split Pod (the build fails in a step without secrets).
+        assert!(with(&mut f, "nodejs20", Some("not json")));
+        assert!(!with(&mut f, "python312", None));
+        assert!(!with(&mut f, "python312", Some("# nothing\n\n")));
+        assert!(with(&mut f, "python312", Some("requests==2.32.3\n")));
+        let mut g = function();
+        g.spec.source.inline = None;
+        assert!(
+            names_packages(&g),
+            "a source the controller cannot read may name packages"
+        );
+    }
+}
