@@ -173,7 +173,11 @@ impl Runtimes {
             }
         }
         // Logged as one warning line.
-        if spec.deprecated.as_ref().is_some_and(|d| d.trim().is_empty() || d.contains('\n')) {
+        if spec
+            .deprecated
+            .as_ref()
+            .is_some_and(|d| d.trim().is_empty() || d.contains('\n'))
+        {
             return Err(invalid(&toml_path, "deprecated must be a one-line message".into()));
         }
         if !is_plain_name(&spec.server) {
