@@ -111,7 +111,7 @@ fn cases() -> [Case; 4] {
 /// others never.
 fn build_and_push(registry: &Registry, case: &Case, src: &Path, name: &str) -> String {
     let (runtime, tag) = (case.runtime, case.base_tag);
-    let base = registry.push_oci_layout(&case.base_layout(), tag, &format!("base/{runtime}:{tag}"));
+    let base = registry.push_oci_layout(case.base_layout(), tag, &format!("base/{runtime}:{tag}"));
     let mut cmd = fnbuild();
     cmd.arg("build").arg(src).args([
         "--runtime",
