@@ -1,6 +1,9 @@
 #!/bin/sh
 # Runs the tests of the runtime function servers (runtimes/node and runtimes/python) on this host.
 # Needs node (20 or later) and python3 (3.11 or later); NODE and PYTHON override which ones.
+# The node tests also run on every official Node binary tests/support/make-base-images.sh has
+# downloaded (${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries/node-*/bin/node: Node 22 and 24),
+# the versions the nodejs22 and nodejs24 runtimes run on; none there, none run.
 # Exits non-zero when any test fails.
 set -u
 cd "$(dirname "$0")"
@@ -8,8 +11,11 @@ NODE=${NODE:-node}
 PYTHON=${PYTHON:-python3}
 status=0
 
-echo "== node server tests ($("$NODE" --version))"
-"$NODE" --test node/test/server.test.js || status=1
+for node in "$NODE" "${FNBUILD_CACHE:-/var/cache/fnbuild}"/node-binaries/node-*/bin/node; do
+    [ "$node" = "$NODE" ] || [ -x "$node" ] || continue    # the glob matched nothing
+    echo "== node server tests ($("$node" --version))"
+    "$node" --test node/test/server.test.js || status=1
+done
 
 echo "== python server tests ($("$PYTHON" --version))"
 "$PYTHON" -B -m unittest discover -s python/test -t python/test -v || status=1

@@ -38,9 +38,9 @@ cleanup() {
 trap cleanup EXIT
 for _ in $(seq 50); do curl -fs "http://$REGISTRY/v2/" >/dev/null && break; sleep 0.1; done
 
-# No public registry is reachable here: the base images are made from this machine's own
-# node and python (tests/support/make-base-images.sh) and pushed to the local registry.
-skopeo copy -q --dest-tls-verify=false "oci:target/test-bases/node:20" "docker://$REGISTRY/base/node:20"
+# No public registry is reachable here: the base images are made from the official Node.js 24
+# binary and this machine's python (tests/support/make-base-images.sh) and pushed to the local registry.
+skopeo copy -q --dest-tls-verify=false "oci:target/test-bases/node24:24" "docker://$REGISTRY/base/node:24"
 skopeo copy -q --dest-tls-verify=false "oci:target/test-bases/python:3.12" "docker://$REGISTRY/base/python:3.12"
 
 run_example() {
@@ -65,8 +65,8 @@ run_example() {
 }
 
 case $which in
-    all) run_example hello-node nodejs20 base/node:20; run_example hello-python python312 base/python:3.12 ;;
-    node) run_example hello-node nodejs20 base/node:20 ;;
+    all) run_example hello-node nodejs24 base/node:24; run_example hello-python python312 base/python:3.12 ;;
+    node) run_example hello-node nodejs24 base/node:24 ;;
     python) run_example hello-python python312 base/python:3.12 ;;
     *) echo "usage: $0 [all|node|python]" >&2; exit 2 ;;
 esac

