@@ -506,7 +506,7 @@ mod tests {
         s.runtime = "nodejs12".into();
         assert_eq!(
             one("f", &s),
-            "spec.runtime: 'nodejs12' is not a runtime; use one of: nodejs20, nodejs22, python312"
+            "spec.runtime: 'nodejs12' is not a runtime; use one of: nodejs20, nodejs22, nodejs24, python312"
         );
         let mut s = valid();
         s.runtime_image_override = Some("Not A Ref".into());
