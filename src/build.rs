@@ -332,6 +332,7 @@ pub async fn install_dependencies(
     runtimes: &Runtimes,
     handoff: &Path,
     options: &DependencyOptions,
+    step: dependencies::InstallStep,
 ) -> Result<Option<String>> {
     let runtime = runtimes.load(runtime)?;
     let source = FunctionSource::load(source_dir, &runtime)?;
@@ -351,6 +352,7 @@ pub async fn install_dependencies(
         handoff,
         options,
         work.path(),
+        step,
     )
     .await
     .context("installing the requested dependencies")?;

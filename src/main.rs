@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
-use fnbuild::function::dependencies::{DependencyOptions, Handoff};
+use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
 use fnbuild::reference::Reference;
 use fnbuild::registry::{Platform, RegistryOptions};
@@ -90,6 +90,13 @@ struct InitArgs {
     dir: PathBuf,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum StepArg {
+    All,
+    Download,
+    Scripts,
+}
+
 #[derive(Args)]
 struct InstallArgs {
     /// The function's source (as for `build`).
@@ -104,6 +111,10 @@ struct InstallArgs {
     /// The directory `build --prepare-dependencies` wrote its request to; the layer goes there.
     #[arg(long, value_name = "DIR")]
     handoff: PathBuf,
+    /// Only part of the install: `download` (with --npmrc / --pip-conf; no package's code runs)
+    /// or `scripts` (what follows it, in a container that never has those credentials).
+    #[arg(long, value_enum, default_value_t = StepArg::All)]
+    step: StepArg,
     /// An .npmrc for the download only (as for `build`).
     #[arg(long, value_name = "FILE")]
     npmrc: Option<PathBuf>,
@@ -411,10 +422,22 @@ async fn run_install(args: InstallArgs) -> Result<()> {
     };
     dependencies.hide = guard_secrets(None, None, default_cache_dir().as_deref(), &dependencies)?;
     let runtimes = args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk);
-    let key =
-        fnbuild::build::install_dependencies(&args.source_dir, &args.runtime, &runtimes, &args.handoff, &dependencies)
-            .await?;
+    let step = match args.step {
+        StepArg::All => InstallStep::All,
+        StepArg::Download => InstallStep::Download,
+        StepArg::Scripts => InstallStep::Scripts,
+    };
+    let key = fnbuild::build::install_dependencies(
+        &args.source_dir,
+        &args.runtime,
+        &runtimes,
+        &args.handoff,
+        &dependencies,
+        step,
+    )
+    .await?;
     match key {
+        Some(k) if matches!(step, InstallStep::Download) => println!("downloaded {k}"),
         Some(k) => println!("installed {k}"),
         None => println!("nothing to install"),
     }

@@ -898,9 +898,10 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     }
 
     // 4b. An install script that tries to steal the build's credentials: everything it can
-    // read, the package-registry Secret's .npmrc included (in the install step's reach by design:
-    // the builder's layer scan must refuse it); then everything but that file, so that the
-    // build succeeds and the image can be searched for the push credentials and cache key.
+    // read, /package-registry included (the Secret is mounted only in the download step, so the
+    // scripts find nothing there; were it in reach, the builder's layer scan would refuse it);
+    // then everything but that directory. Both builds succeed, and each image is searched for
+    // the push credentials, the npm token and the cache key.
     for (suffix, dirs) in [
         (
             "attack",
@@ -1284,8 +1285,8 @@ fn install_script_attack(
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(init, ["prepare", "install"]);
-    let install = &pod["initContainers"][1];
+    assert_eq!(init, ["prepare", "download", "install"]);
+    let install = &pod["initContainers"][2];
     let install_mounts: Vec<&str> = install["volumeMounts"]
         .as_array()
         .unwrap()
@@ -1295,7 +1296,7 @@ fn install_script_attack(
     assert!(
         !install_mounts
             .iter()
-            .any(|m| ["registry-config", "tmp", "cache-key"].contains(m))
+            .any(|m| ["registry-config", "tmp", "cache-key", "package-registry-config"].contains(m))
             && !install.to_string().contains("DOCKER_CONFIG"),
         "{install}"
     );
@@ -1356,7 +1357,7 @@ fn install_script_attack(
     // Every step's log (the build step has none when an init step failed).
     let job_name = job["metadata"]["name"].as_str().unwrap();
     let mut logs = String::new();
-    for step in ["prepare", "install", "build"] {
+    for step in ["prepare", "download", "install", "build"] {
         let out = c.kubectl(&["logs", "-n", ns, &format!("job/{job_name}"), "-c", step], None);
         logs.push_str(&String::from_utf8_lossy(&out.stdout));
     }

@@ -346,7 +346,7 @@ fn the_handoff_steps_build_what_one_build_would_and_check_what_they_are_handed()
     assert!(handoff.path().join("request.json").is_file());
     assert!(!has_manifest(&registry, "fn/steps", "v1"), "the prepare step pushed");
 
-    // The install step: no Docker config at all, only the npmrc.
+    // The install step (all of it at once): no Docker config at all, only the npmrc.
     let install = |dir: &Path| {
         fnbuild()
             .env_remove("DOCKER_CONFIG")
@@ -378,9 +378,39 @@ fn the_handoff_steps_build_what_one_build_would_and_check_what_they_are_handed()
     // As in a Job: the install step's container has no registry config.
     let hidden = creds.dir.path().join("docker-elsewhere");
     std::fs::rename(creds.dir.path().join("docker"), &hidden).unwrap();
-    let out = install(handoff.path());
+    // And as a Job with a package-registry Secret runs it: the download with the .npmrc, then
+    // the scripts in a step that has no credentials at all.
+    let install_step = |name: &str, npmrc: bool| {
+        let mut c = fnbuild();
+        c.env_remove("DOCKER_CONFIG")
+            .arg("install-dependencies")
+            .arg(src.path())
+            .args([
+                "--runtime",
+                "nodejs20",
+                "--handoff",
+                handoff.path().to_str().unwrap(),
+                "--step",
+                name,
+            ]);
+        if npmrc {
+            c.args(["--npmrc", &creds.npmrc()]);
+        }
+        c.output().unwrap()
+    };
+    let out = install_step("download", true);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        !handoff.path().join("installed.json").exists(),
+        "the download step installed"
+    );
+    let npmrc_away = creds.dir.path().join("npmrc-elsewhere");
+    std::fs::rename(creds.npmrc(), &npmrc_away).unwrap();
+    let out = install_step("scripts", false);
+    std::fs::rename(&npmrc_away, creds.npmrc()).unwrap();
     std::fs::rename(&hidden, creds.dir.path().join("docker")).unwrap();
     assert!(out.status.success(), "{}", output_text(&out));
+    assert!(handoff.path().join("installed.json").exists());
     assert_no_secret_under("the handoff directory", handoff.path());
 
     // A tampered layer is refused by the last step.

@@ -7,11 +7,14 @@
 //! | container          | registry Secret | package Secret | /tmp               | /handoff   | runs an installer |
 //! |--------------------|-----------------|----------------|--------------------|------------|-------------------|
 //! | `prepare` (init)   | yes             | no             | `tmp`              | read-write | no                |
-//! | `install` (init)   | no              | when present   | `install-tmp` (own)| read-write | yes               |
+//! | `download` (init)  | no              | yes            | `download-tmp`     | read-write | downloads only    |
+//! | `install` (init)   | no              | no             | `install-tmp` (own)| read-write | yes               |
 //! | `build`            | yes             | no             | `tmp`              | read-only  | no                |
 //!
 //! `prepare` resolves the base image and the dependency caches (into `tmp`) and, when an install
-//! is needed, writes `/handoff/request.json`; `install` installs into `/handoff`; `build` takes
+//! is needed, writes `/handoff/request.json`; `download` (only when the namespace has a
+//! package-registry Secret) fetches the packages with its token, running none of their code;
+//! `install` installs (the scripts) into `/handoff`, with no credential at all; `build` takes
 //! the layer `install` left and pushes. `install` never sees `tmp`, which holds the caches the
 //! push step trusts. A Function whose dependencies name no package needs no installer: one
 //! `build` container, without the package Secret.
@@ -46,8 +49,12 @@ pub const HANDOFF_DIR: &str = "/handoff";
 pub const BUILD_CONTAINER: &str = "build";
 /// The init container that resolves the base image and the caches (registry Secret, no installer).
 pub const PREPARE_CONTAINER: &str = "prepare";
-/// The init container that runs the installer (package Secret, no registry Secret).
+/// The init container that runs the installer, and so the install scripts (no registry
+/// Secret; no package Secret either when there is a `download` step).
 pub const INSTALL_CONTAINER: &str = "install";
+/// With a package-registry Secret: the init container that downloads with it, running no
+/// package's code (`npm ci --ignore-scripts`, `pip download` of wheels).
+pub const DOWNLOAD_CONTAINER: &str = "download";
 /// Where the steps that push mount the cache key Secret.
 pub const CACHE_KEY_DIR: &str = "/cache-key";
 
@@ -263,26 +270,35 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             f,
         ));
 
-        let mut install_args: Vec<String> = vec![
-            "install-dependencies".into(),
-            SOURCE_DIR.into(),
-            "--runtime".into(),
-            f.spec.runtime.clone(),
-            "--handoff".into(),
-            HANDOFF_DIR.into(),
-        ];
-        let mut install_mounts = vec![
-            mount("source", SOURCE_DIR, true),
-            mount("handoff", HANDOFF_DIR, false),
-            mount("install-tmp", "/tmp", false),
-        ];
-        if b.npmrc {
-            install_args.extend(["--npmrc".into(), format!("{PACKAGE_REGISTRY_DIR}/.npmrc")]);
-        }
-        if b.pip_conf {
-            install_args.extend(["--pip-conf".into(), format!("{PACKAGE_REGISTRY_DIR}/pip.conf")]);
-        }
+        let install_args = |step: &str| -> Vec<String> {
+            vec![
+                "install-dependencies".into(),
+                SOURCE_DIR.into(),
+                "--runtime".into(),
+                f.spec.runtime.clone(),
+                "--handoff".into(),
+                HANDOFF_DIR.into(),
+                "--step".into(),
+                step.into(),
+            ]
+        };
+        let install_mounts = |tmp: &str| {
+            vec![
+                mount("source", SOURCE_DIR, true),
+                mount("handoff", HANDOFF_DIR, false),
+                mount(tmp, "/tmp", false),
+            ]
+        };
         if b.npmrc || b.pip_conf {
+            // The package registry's token serves the download only: the scripts run in the
+            // next step, which never has it.
+            let mut download_args = install_args("download");
+            if b.npmrc {
+                download_args.extend(["--npmrc".into(), format!("{PACKAGE_REGISTRY_DIR}/.npmrc")]);
+            }
+            if b.pip_conf {
+                download_args.extend(["--pip-conf".into(), format!("{PACKAGE_REGISTRY_DIR}/pip.conf")]);
+            }
             volumes.push(Volume {
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(s.package_registry_secret.clone()),
@@ -291,16 +307,35 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
                 }),
                 ..volume("package-registry-config")
             });
-            install_mounts.push(mount("package-registry-config", PACKAGE_REGISTRY_DIR, true));
+            volumes.push(empty_dir("download-tmp"));
+            let mut download_mounts = install_mounts("download-tmp");
+            download_mounts.push(mount("package-registry-config", PACKAGE_REGISTRY_DIR, true));
+            init_containers.push(builder_container(
+                s,
+                DOWNLOAD_CONTAINER,
+                download_args,
+                scratch_env(),
+                download_mounts,
+                f,
+            ));
+            init_containers.push(builder_container(
+                s,
+                INSTALL_CONTAINER,
+                install_args("scripts"),
+                scratch_env(),
+                install_mounts("install-tmp"),
+                f,
+            ));
+        } else {
+            init_containers.push(builder_container(
+                s,
+                INSTALL_CONTAINER,
+                install_args("all"),
+                scratch_env(),
+                install_mounts("install-tmp"),
+                f,
+            ));
         }
-        init_containers.push(builder_container(
-            s,
-            INSTALL_CONTAINER,
-            install_args,
-            scratch_env(),
-            install_mounts,
-            f,
-        ));
 
         let mut args = build_args(true);
         args.extend(["--installed-dependencies".into(), HANDOFF_DIR.into()]);
@@ -559,10 +594,10 @@ mod tests {
         assert_eq!(pod.host_network, None);
         let init = pod.init_containers.as_ref().unwrap();
         let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["prepare", "install"]);
+        assert_eq!(names, ["prepare", "download", "install"]);
         assert_eq!(pod.containers.len(), 1);
-        let (prepare, install, build) = (&init[0], &init[1], &pod.containers[0]);
-        for c in [prepare, install, build] {
+        let (prepare, download, install, build) = (&init[0], &init[1], &init[2], &pod.containers[0]);
+        for c in [prepare, download, install, build] {
             restricted(c);
             // Kubernetes reserves the larger of the init containers and the containers: the
             // same resources everywhere cost nothing.
@@ -594,20 +629,34 @@ mod tests {
             ]
         );
 
-        // The installer's step: the package Secret, its own /tmp, no registry credentials.
-        assert_eq!(
-            install.args.as_ref().unwrap(),
-            &[
+        // The download: the package Secret, its own /tmp, no registry credentials.
+        let step_args = |step: &str| {
+            let mut a = vec![
                 "install-dependencies",
                 "/src",
                 "--runtime",
                 "nodejs20",
                 "--handoff",
                 "/handoff",
-                "--npmrc",
-                "/package-registry/.npmrc"
+                "--step",
+            ];
+            a.push(step);
+            a.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        let mut want_download = step_args("download");
+        want_download.extend(["--npmrc".to_string(), "/package-registry/.npmrc".to_string()]);
+        assert_eq!(download.args.as_ref().unwrap(), &want_download);
+        assert_eq!(
+            mounts(download),
+            [
+                ("source", "/src", Some(true)),
+                ("handoff", "/handoff", None),
+                ("download-tmp", "/tmp", None),
+                ("package-registry-config", "/package-registry", Some(true)),
             ]
         );
+        // The installer's step, which runs the scripts: no credentials of any kind.
+        assert_eq!(install.args.as_ref().unwrap(), &step_args("scripts"));
         let install_env = envs(install);
         assert_eq!(install_env, SCRATCH.map(|(a, b)| (a.to_string(), b.to_string())));
         assert_eq!(
@@ -616,7 +665,6 @@ mod tests {
                 ("source", "/src", Some(true)),
                 ("handoff", "/handoff", None),
                 ("install-tmp", "/tmp", None),
-                ("package-registry-config", "/package-registry", Some(true)),
             ]
         );
 
@@ -647,7 +695,7 @@ mod tests {
         );
         // No step that holds the push credentials holds the package Secret, and the installer
         // holds neither the push credentials nor the caches the push trusts.
-        for c in [prepare, build] {
+        for c in [prepare, install, build] {
             assert!(
                 !mounts(c).iter().any(|m| m.0 == "package-registry-config"),
                 "{}",
@@ -660,10 +708,12 @@ mod tests {
                 .iter()
                 .any(|a| a.starts_with("/package-registry")));
         }
-        assert!(!mounts(install)
-            .iter()
-            .any(|m| m.0 == "registry-config" || m.0 == "tmp" || m.0 == "cache-key"));
-        assert!(!install_env.iter().any(|(k, _)| k == "DOCKER_CONFIG"));
+        for c in [download, install] {
+            assert!(!mounts(c)
+                .iter()
+                .any(|m| m.0 == "registry-config" || m.0 == "tmp" || m.0 == "cache-key"));
+            assert!(!envs(c).iter().any(|(k, _)| k == "DOCKER_CONFIG"));
+        }
 
         let vols = serde_json::to_value(pod.volumes.unwrap()).unwrap();
         assert_eq!(
@@ -677,6 +727,7 @@ mod tests {
                 {"name": "handoff", "emptyDir": {}},
                 {"name": "install-tmp", "emptyDir": {}},
                 {"name": "package-registry-config", "secret": {"secretName": "serverless-package-registry-config", "optional": true}},
+                {"name": "download-tmp", "emptyDir": {}},
             ])
         );
 
@@ -689,14 +740,26 @@ mod tests {
             pip_conf: true,
             ..inputs(&py)
         };
-        let install = pod_of(&build_job(&py, &s, &b)).init_containers.unwrap()[1].clone();
+        let download = pod_of(&build_job(&py, &s, &b)).init_containers.unwrap()[1].clone();
         assert_eq!(
-            &install.args.unwrap()[4..],
-            ["--handoff", "/handoff", "--pip-conf", "/package-registry/pip.conf"]
+            &download.args.unwrap()[4..],
+            [
+                "--handoff",
+                "/handoff",
+                "--step",
+                "download",
+                "--pip-conf",
+                "/package-registry/pip.conf"
+            ]
         );
         let b = BuildInputs { pip_conf: false, ..b };
         let p = pod_of(&build_job(&py, &s, &b));
-        assert_eq!(p.init_containers.unwrap()[1].args.as_ref().unwrap().len(), 6);
+        let init = p.init_containers.unwrap();
+        assert_eq!(
+            init.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["prepare", "install"]
+        );
+        assert_eq!(&init[1].args.as_ref().unwrap()[6..], ["--step", "all"]);
         assert_eq!(p.volumes.unwrap().len(), 6);
     }
 

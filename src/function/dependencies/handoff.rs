@@ -5,7 +5,7 @@
 //! install step ran the function author's code.
 
 use super::install::TargetPlatform;
-use super::{cache_key, install, install_layer, DependencyError, DependencyOptions, Ecosystem, Installer, Plan};
+use super::{cache_key, install, install_layer, DependencyError, DependencyOptions, Ecosystem, Installer, Phase, Plan};
 use crate::function::runtime::Runtime;
 use crate::image::layer::{LayerError, WrittenLayer};
 use crate::secrets::Scanner;
@@ -57,6 +57,28 @@ const REQUEST_FILE: &str = "request.json";
 const INSTALLED_FILE: &str = "installed.json";
 const INSTALLED_BLOB: &str = "layer.tar.gz";
 
+/// What an install step does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallStep {
+    /// Download and run the scripts, leaving the layer.
+    All,
+    /// Only the downloads (the package-registry credentials at hand; no package code runs),
+    /// leaving the staged tree in the handoff directory.
+    Download,
+    /// Only what follows the downloads (the scripts, without any credentials), leaving the layer.
+    Scripts,
+}
+
+/// Written by a download step: whether it had credentials (so that the scripts step runs the
+/// commands that follow such a download).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct DownloadedRecord {
+    key: String,
+    with_credentials: bool,
+}
+
+const DOWNLOADED_FILE: &str = "downloaded.json";
+
 /// The install step: installs what the prepare step asked for (nothing if it asked nothing),
 /// leaving the layer in `dir`. Runs no registry request.
 pub async fn install_requested(
@@ -66,6 +88,7 @@ pub async fn install_requested(
     dir: &Path,
     options: &DependencyOptions,
     work: &Path,
+    step: InstallStep,
 ) -> Result<Option<String>, DependencyError> {
     let path = dir.join(REQUEST_FILE);
     let bytes = match std::fs::read(&path) {
@@ -109,17 +132,51 @@ pub async fn install_requested(
     }
     let t = Instant::now();
     let blob = dir.join(INSTALLED_BLOB);
-    let (written, install_ms) = install_layer(
+    // The two halves share the staged tree in the handoff directory.
+    let (phase, work) = match step {
+        InstallStep::All => (Phase::All, work.to_path_buf()),
+        InstallStep::Download => (Phase::Download, dir.to_path_buf()),
+        InstallStep::Scripts => {
+            let bytes = std::fs::read(dir.join(DOWNLOADED_FILE)).map_err(|_| DependencyError::Handoff {
+                dir: dir.to_path_buf(),
+                message: "the download step did not run (no downloaded.json)".into(),
+            })?;
+            let record: DownloadedRecord = serde_json::from_slice(&bytes).map_err(|e| DependencyError::Handoff {
+                dir: dir.to_path_buf(),
+                message: format!("{DOWNLOADED_FILE} is damaged: {e}"),
+            })?;
+            if record.key != key {
+                return Err(DependencyError::Handoff {
+                    dir: dir.to_path_buf(),
+                    message: format!("the download was for key {}, not {key}", record.key),
+                });
+            }
+            let phase = Phase::Scripts {
+                downloaded_with_credentials: record.with_credentials,
+            };
+            (phase, dir.to_path_buf())
+        }
+    };
+    let installed = install_layer(
         plan,
         installer,
         runtime,
         pip_mode.as_ref(),
         request.epoch,
         options,
-        work,
+        &work,
         &blob,
+        phase,
     )
     .await?;
+    let Some((written, install_ms)) = installed else {
+        let record = DownloadedRecord {
+            key: key.clone(),
+            with_credentials: options.npmrc.is_some() || options.pip_conf.is_some(),
+        };
+        write_json(&dir.join(DOWNLOADED_FILE), &record)?;
+        return Ok(Some(key));
+    };
     let record = InstalledRecord {
         key: key.clone(),
         digest: written.digest.clone(),

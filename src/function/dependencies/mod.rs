@@ -26,7 +26,7 @@ mod sandbox;
 pub use cache::{
     sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
 };
-pub use handoff::{install_requested, Handoff, InstallRequest};
+pub use handoff::{install_requested, Handoff, InstallRequest, InstallStep};
 pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
 pub use plan::{plan, Ecosystem, Plan};
 pub use redact::Redactor;
@@ -315,8 +315,10 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
                 ctx.options,
                 ctx.work,
                 &spool,
+                Phase::All,
             )
-            .await?;
+            .await?
+            .expect("a whole install writes its layer");
             let layer_ms = (t.elapsed().as_millis() as u64).saturating_sub(install_ms);
             (written, install_ms, layer_ms)
         }
@@ -373,10 +375,21 @@ async fn install_layer(
     options: &DependencyOptions,
     work: &Path,
     spool: &Path,
-) -> Result<(WrittenLayer, u64), DependencyError> {
+    phase: Phase,
+) -> Result<Option<(WrittenLayer, u64)>, DependencyError> {
     let staging = work.join("dependencies");
     let staged = staging.join("src");
-    install::stage(&plan.inputs, &staged)?;
+    if !matches!(phase, Phase::Scripts { .. }) {
+        install::stage(&plan.inputs, &staged)?;
+    }
+    // The scripts step has no credentials files, but runs the commands that follow a download
+    // made with them.
+    let pip_conf = match phase {
+        Phase::Scripts {
+            downloaded_with_credentials: true,
+        } => Some(PathBuf::from("/dev/null")),
+        _ => options.pip_conf.clone(),
+    };
     let redactor = Redactor::from_files(&[
         ("--npmrc", options.npmrc.as_deref()),
         ("--pip-conf", options.pip_conf.as_deref()),
@@ -384,15 +397,7 @@ async fn install_layer(
     let (invocations, result_dir) = match (plan.ecosystem, pip_mode) {
         (Ecosystem::Pip, Some(mode)) => {
             let target_dir = staging.join("target");
-            let inv = install::pip_invocations(
-                installer,
-                plan,
-                &staged,
-                &target_dir,
-                mode,
-                options.pip_conf.as_deref(),
-                epoch,
-            );
+            let inv = install::pip_invocations(installer, plan, &staged, &target_dir, mode, pip_conf.as_deref(), epoch);
             (inv, target_dir)
         }
         _ => (
@@ -416,6 +421,14 @@ async fn install_layer(
     };
     tokio::task::spawn_blocking(move || -> Result<(), DependencyError> {
         for inv in &invocations {
+            let wanted = match phase {
+                Phase::All => true,
+                Phase::Download => inv.credentials,
+                Phase::Scripts { .. } => !inv.credentials,
+            };
+            if !wanted {
+                continue;
+            }
             if inv.label == "npm rebuild" && !scripts_needed() {
                 tracing::debug!("no install scripts: npm rebuild skipped");
                 continue;
@@ -436,6 +449,12 @@ async fn install_layer(
     .await
     .map_err(|e| DependencyError::Task(e.to_string()))??;
     let install_ms = t.elapsed().as_millis() as u64;
+    if matches!(phase, Phase::Download) {
+        // The download's home (npm's cache and logs) stays with the step that had the
+        // credentials; the scripts step gets a home of its own.
+        let _ = std::fs::remove_dir_all(staging.join("home"));
+        return Ok(None);
+    }
 
     let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
     let spool = spool.to_path_buf();
@@ -444,7 +463,17 @@ async fn install_layer(
         tokio::task::spawn_blocking(move || write_layer_scanned(entries, epoch, &spool, COMPRESSION_LEVEL, &scanner))
             .await
             .map_err(|e| DependencyError::Task(e.to_string()))??;
-    Ok((written, install_ms))
+    Ok(Some((written, install_ms)))
+}
+
+/// Which of an install's commands run: all of them, or (a build Job with a package-registry
+/// Secret) the downloads with the credentials in one container and the rest, the scripts,
+/// in another that never has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    All,
+    Download,
+    Scripts { downloaded_with_credentials: bool },
 }
 
 /// After a local hit: makes sure the cache repository has the layer too (for other builders,
