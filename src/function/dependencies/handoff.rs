@@ -5,7 +5,7 @@
 //! install step ran the function author's code.
 
 use super::install::TargetPlatform;
-use super::{cache_key, install, install_layer, DependencyError, DependencyOptions, Ecosystem, Installer, Phase, Plan};
+use super::{install_layer, mode_and_key, DependencyError, DependencyOptions, Installer, Phase, Plan};
 use crate::function::runtime::Runtime;
 use crate::image::layer::{LayerError, WrittenLayer};
 use crate::secrets::Scanner;
@@ -111,19 +111,7 @@ pub async fn install_requested(
         architecture: request.platform.architecture.clone(),
         variant: request.platform.variant.clone(),
     };
-    let pip_mode = match plan.ecosystem {
-        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
-        Ecosystem::Npm => None,
-    };
-    let key = cache_key(
-        plan,
-        runtime,
-        installer,
-        pip_mode.as_ref(),
-        &request.base_digest,
-        &target,
-        request.epoch,
-    )?;
+    let (pip_mode, key) = mode_and_key(plan, runtime, installer, &request.base_digest, &target, request.epoch)?;
     if key != request.key || runtime.name != request.runtime {
         return Err(DependencyError::Handoff {
             dir: dir.to_path_buf(),

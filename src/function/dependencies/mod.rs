@@ -1,3 +1,5 @@
+//! (Long because of its tests, from line ~670: the pipeline itself is the first part.)
+//!
 //! A function's dependencies (npm packages, pip requirements) in a layer of their own, between
 //! the runtime layer and the function's source layer, so that a change to the handler never
 //! touches it.
@@ -225,19 +227,7 @@ pub enum Provided {
 pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<Provided, DependencyError> {
     let runtime = ctx.runtime;
     let target = TargetPlatform::of_config(ctx.base_config);
-    let pip_mode = match plan.ecosystem {
-        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, &target)),
-        Ecosystem::Npm => None,
-    };
-    let key = cache_key(
-        plan,
-        runtime,
-        installer,
-        pip_mode.as_ref(),
-        ctx.base_digest,
-        &target,
-        ctx.epoch,
-    )?;
+    let (pip_mode, key) = mode_and_key(plan, runtime, installer, ctx.base_digest, &target, ctx.epoch)?;
     let tag = cache::tag(&runtime.name, &key);
     let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
     let signing_key = ctx.options.cache_signing_key.as_deref();
@@ -516,6 +506,23 @@ async fn ensure_in_registry(
     .await
     .map_err(|e| tracing::warn!(error = %e, "cannot store the dependency layer in the cache repository"))
     .ok()
+}
+
+/// How pip picks distributions for `target` (npm: none), and the cache key that follows.
+fn mode_and_key(
+    plan: &Plan,
+    runtime: &Runtime,
+    installer: &Installer,
+    base_digest: &str,
+    target: &TargetPlatform,
+    epoch: u64,
+) -> Result<(Option<PipMode>, String), DependencyError> {
+    let pip_mode = match plan.ecosystem {
+        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, target)),
+        Ecosystem::Npm => None,
+    };
+    let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), base_digest, target, epoch)?;
+    Ok((pip_mode, key))
 }
 
 /// The cache key: sha256 over everything that changes the layer's bytes. Credentials files are
