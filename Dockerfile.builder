@@ -9,7 +9,9 @@
 # No public registry is assumed: tests/support/make-builder-image.sh makes such a base from this
 # machine's own node, npm, CPython 3.12 and pip, and builds this file with
 #   docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CONTEXT
-# where CONTEXT holds the `fnbuild` binary (a release build, stripped).
+# where CONTEXT holds the `fnbuild` binary (a release build, stripped) and runtime-libraries/, the
+# runtimes' library layers (`fnbuild runtime-libraries --output CONTEXT/runtime-libraries`), which
+# fnbuild finds beside itself (<prefix>/share/fnbuild/runtime-libraries): build Jobs never download them.
 #
 # It runs as uid 1000 with every writable path under /tmp, so a read-only root filesystem with an
 # emptyDir at /tmp works, as the controller's build Jobs have it.
@@ -17,6 +19,7 @@ ARG BASE
 FROM ${BASE}
 
 COPY fnbuild /usr/local/bin/fnbuild
+COPY runtime-libraries /usr/local/share/fnbuild/runtime-libraries
 
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
     HOME=/tmp \

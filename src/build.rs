@@ -1,7 +1,9 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
 
 use crate::function::dependencies::{
-    self, DependencyOptions, DependencySummary, Handoff, LocalCache, Provided, ProvidedLayer,
+    self,
+    libraries::{self, LibraryStores},
+    DependencyOptions, DependencySummary, Handoff, LocalCache, Provided, ProvidedLayer,
 };
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
@@ -38,6 +40,8 @@ pub struct BuildOptions {
     pub digest_file: Option<PathBuf>,
     /// How npm / pip dependencies are installed and cached.
     pub dependencies: DependencyOptions,
+    /// Where the runtime's library layer comes from.
+    pub libraries: LibraryStores,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,7 +71,7 @@ pub struct LayerSummary {
     pub diff_id: String,
     pub size: u64,
     pub media_type: String,
-    /// `base`, `runtime`, `dependencies` or `function`.
+    /// `base`, `libraries`, `runtime`, `dependencies` or `function`.
     pub role: &'static str,
 }
 
@@ -95,6 +99,8 @@ pub struct BlobSummary {
 #[derive(Debug, Default, Serialize)]
 pub struct Timings {
     pub base: u64,
+    /// The runtime's library layer (from a store, or installed).
+    pub libraries: u64,
     pub layers: u64,
     /// Cache look-ups, install and the dependency layer (after the base image is known).
     pub dependencies: u64,
@@ -153,6 +159,21 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         .tempdir()
         .context("cannot create a scratch directory")?;
 
+    // The runtime's libraries: from a store in milliseconds; installed (once) when none has them.
+    let t = Instant::now();
+    let libraries_layer = libraries::provide(
+        &runtime,
+        &opts.libraries,
+        opts.dependencies.npmrc.as_deref(),
+        opts.dependencies.pip_conf.as_deref(),
+        &opts.dependencies.hide,
+        work.path(),
+    )
+    .await
+    .with_context(|| format!("the {} runtime's libraries", runtime.name))?;
+    let libraries_time = t.elapsed();
+    let libraries_digest = libraries_layer.as_ref().map(|l| l.digest.clone());
+
     // The base image loads while our layers are written.
     let base_future = async {
         let t = Instant::now();
@@ -167,7 +188,8 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         async move {
             let cache = cache_dir.map(|d| LayerCache::new(&d));
             let layers = tokio::task::spawn_blocking(move || {
-                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref(), |known, new| {
+                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref(), |mut known, new| {
+                    known.extend(libraries_digest);
                     let _ = forecast_tx.send((known, new));
                 })
             })
@@ -260,6 +282,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         &runtime,
         &base_location,
         &base,
+        libraries_layer.as_ref(),
         &runtime_layer,
         deps_layer.as_ref(),
         &function_layer,
@@ -280,26 +303,22 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             .with_context(|| format!("cannot write the digest to {}", file.display()))?;
     }
 
-    let base_count = base.layers.len();
-    let deps_index = deps_layer.as_ref().map(|_| base_count + 1);
+    // The roles in the order assemble() appends the layers.
+    let roles = std::iter::repeat_n("base", base.layers.len())
+        .chain(libraries_layer.as_ref().map(|_| "libraries"))
+        .chain(["runtime"])
+        .chain(deps_layer.as_ref().map(|_| "dependencies"))
+        .chain(["function"]);
     let layers = image
         .layers
         .iter()
-        .enumerate()
-        .map(|(i, l)| LayerSummary {
+        .zip(roles)
+        .map(|(l, role)| LayerSummary {
             digest: l.digest(),
             diff_id: l.diff_id.clone(),
             size: l.descriptor.size(),
             media_type: l.descriptor.media_type().to_string(),
-            role: if i < base_count {
-                "base"
-            } else if i == base_count {
-                "runtime"
-            } else if Some(i) == deps_index {
-                "dependencies"
-            } else {
-                "function"
-            },
+            role,
         })
         .collect();
     Ok(BuildOutcome::Built(Box::new(BuildResult {
@@ -316,6 +335,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
         timings_ms: Timings {
             base: base_time.as_millis() as u64,
+            libraries: libraries_time.as_millis() as u64,
             layers: layers_time.as_millis() as u64,
             dependencies: deps_time.as_millis() as u64,
             outputs: outputs_time.as_millis() as u64,
@@ -449,6 +469,7 @@ fn assemble(
     runtime: &Runtime,
     base_location: &ImageLocation,
     base: &BaseImage,
+    libraries_layer: Option<&WrittenLayer>,
     runtime_layer: &WrittenLayer,
     deps_layer: Option<&ProvidedLayer>,
     function_layer: &WrittenLayer,
@@ -498,6 +519,13 @@ fn assemble(
     image.annotations.extend(annotations);
     image.config["created"] = json!(created);
 
+    if let (Some(layer), Some(dir)) = (libraries_layer, &spec.libraries_dir) {
+        image.append_layer(
+            layer,
+            &created,
+            &format!("fnbuild: {} runtime libraries at {dir}", runtime.name),
+        )?;
+    }
     image.append_layer(
         runtime_layer,
         &created,

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
+use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
 use fnbuild::reference::Reference;
@@ -60,6 +61,13 @@ enum Command {
         fnbuild install-dependencies /src --runtime nodejs24 --handoff /handoff --npmrc /package-registry/.npmrc\n  \
         fnbuild build /src --runtime nodejs24 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --installed-dependencies /handoff")]
     InstallDependencies(InstallArgs),
+    /// Make the runtimes' library layers (the packages Kyma's runtime images carry, pinned by the
+    /// lock files of runtimes/<server>/libraries/) into a store, for a builder image or a builder
+    /// without network: `build --runtime-libraries DIR` then downloads nothing.
+    #[command(after_help = "Example (what the builder image ships):\n  \
+        fnbuild runtime-libraries --output /usr/local/share/fnbuild/runtime-libraries\n  \
+        fnbuild runtime-libraries --runtime nodejs24 --output ./libraries --npmrc ~/.npmrc-mirror")]
+    RuntimeLibraries(LibrariesArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
         after_help = "Example:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev"
@@ -121,6 +129,32 @@ struct InstallArgs {
     /// A pip.conf for the download only (as for `build`).
     #[arg(long, value_name = "FILE")]
     pip_conf: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LibrariesArgs {
+    /// The store to write (created if missing): DIR/layers/<key>.blob and .json.
+    #[arg(long, value_name = "DIR")]
+    output: PathBuf,
+    /// A runtime whose libraries to make. Repeatable; default: every runtime that has libraries.
+    #[arg(short, long)]
+    runtime: Vec<String>,
+    /// Read runtime definitions from this directory instead of the ones compiled in.
+    #[arg(long, value_name = "DIR")]
+    runtimes_dir: Option<PathBuf>,
+    /// Take a layer from this store when it has it (copied, checked against its digest) instead
+    /// of installing it. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    from: Vec<PathBuf>,
+    /// An .npmrc for the download (a mirror, tokens); never written anywhere.
+    #[arg(long, value_name = "FILE")]
+    npmrc: Option<PathBuf>,
+    /// A pip.conf for the download (a mirror, credentials); never written anywhere.
+    #[arg(long, value_name = "FILE")]
+    pip_conf: Option<PathBuf>,
+    /// Print one JSON object per runtime (runtime, digest, diff_id, size) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -198,6 +232,11 @@ struct BuildArgs {
     /// Install the dependencies afresh even if a cache has them (the caches are refreshed).
     #[arg(long)]
     no_cache: bool,
+    /// A store of runtime library layers (from `fnbuild runtime-libraries`), searched first and
+    /// where a layer made here is kept (default: the store shipped beside fnbuild, then the cache
+    /// directory; a missing layer is installed once, from the npm registry or PyPI).
+    #[arg(long, env = "FNBUILD_RUNTIME_LIBRARIES", value_name = "DIR")]
+    runtime_libraries: Option<PathBuf>,
     /// A build Job's first step: resolve the base image and ask the dependency caches, push
     /// nothing and run no installer; when the dependencies must be installed, write the request
     /// into DIR for `fnbuild install-dependencies`.
@@ -276,6 +315,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Build(args) => run_build(args).await,
             Command::InstallDependencies(args) => run_install(args).await,
+            Command::RuntimeLibraries(args) => run_libraries(args).await,
             Command::Init(args) => {
                 for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir)? {
                     println!("{}", file.display());
@@ -361,6 +401,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         cache_dir.as_deref(),
         &dependencies,
     )?;
+    let libraries = LibraryStores::standard(args.runtime_libraries, cache_dir.as_deref());
     let opts = BuildOptions {
         source_dir: args.source_dir,
         runtime: args.runtime,
@@ -381,6 +422,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             ..Default::default()
         },
         digest_file: args.digest_file,
+        libraries,
         dependencies,
     };
     let json = match build(&opts).await? {
@@ -411,6 +453,35 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         }
     };
     println!("{}", json.context("cannot print the result")?);
+    Ok(())
+}
+
+async fn run_libraries(args: LibrariesArgs) -> Result<()> {
+    let mut dependencies = DependencyOptions {
+        npmrc: credentials_file("--npmrc", args.npmrc)?,
+        pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
+        ..Default::default()
+    };
+    dependencies.hide = guard_secrets(None, None, default_cache_dir().as_deref(), &dependencies)?;
+    let runtimes = args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk);
+    let made = libraries::make_store(
+        &runtimes,
+        &args.runtime,
+        &args.output,
+        &args.from,
+        dependencies.npmrc.as_deref(),
+        dependencies.pip_conf.as_deref(),
+        &dependencies.hide,
+    )
+    .await?;
+    for (runtime, layer) in made {
+        if args.json {
+            let line = serde_json::json!({"runtime": runtime, "digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size});
+            println!("{line}");
+        } else {
+            println!("{runtime:<12} {} {:.1} MB", layer.digest, layer.size as f64 / 1e6);
+        }
+    }
     Ok(())
 }
 

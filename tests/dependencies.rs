@@ -209,7 +209,11 @@ fn a_node_dependency_from_npm_is_installed_once_and_reused_when_only_the_handler
         &node_base(),
         &["--cache-dir", cache_dir, "--push", &registry.image("fn/node:v1")],
     );
-    assert_eq!(roles(&first)[1..], ["runtime", "dependencies", "function"], "{first}");
+    assert_eq!(
+        roles(&first)[1..],
+        ["libraries", "runtime", "dependencies", "function"],
+        "{first}"
+    );
     let deps = &first["dependencies"];
     assert_eq!(deps["cache"], "miss", "{deps}");
     assert_eq!(deps["key"].as_str().unwrap().len(), 64, "{deps}");
@@ -419,7 +423,11 @@ fn python_pure_and_compiled_wheels_are_installed_for_the_runtimes_python() {
             ],
         );
         assert_eq!(result["dependencies"]["cache"], "miss", "{name}");
-        assert_eq!(roles(&result)[1..], ["runtime", "dependencies", "function"], "{name}");
+        assert_eq!(
+            roles(&result)[1..],
+            ["libraries", "runtime", "dependencies", "function"],
+            "{name}"
+        );
         assert_eq!(run_and_get(&pushed(&result)), want, "{name}");
     }
     let installs = shims.installs();
@@ -978,7 +986,7 @@ fn no_dependency_file_or_no_packages_means_no_layer_and_no_installer() {
         );
         assert_eq!(result["dependencies"]["cache"], "none", "{runtime}");
         assert!(result["dependencies"]["key"].is_null());
-        assert_eq!(roles(&result)[1..], ["runtime", "function"], "{runtime}");
+        assert_eq!(roles(&result)[1..], ["libraries", "runtime", "function"], "{runtime}");
     }
     let bare = temp_dir("fn-bare-");
     write(&bare.path().join("handler.js"), "module.exports = { main: () => 1 };\n");

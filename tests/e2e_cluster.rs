@@ -648,6 +648,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     let out = Command::new(repo().join("tests/support/make-builder-image.sh"))
         .args(["--binary", &builder_bin, "--push", &format!("{reg}/fnbuild/builder")])
         .env("FNBUILD_PUSH_CREDS", format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"))
+        .env("FNBUILD_RUNTIME_LIBRARIES", common::runtime_libraries())
         .stderr(Stdio::inherit())
         .output()
         .unwrap();

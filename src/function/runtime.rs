@@ -49,6 +49,11 @@ pub struct RuntimeSpec {
     /// log it once as a warning). Data, so a runtime is retired by editing its runtime.toml.
     #[serde(default)]
     pub deprecated: Option<String>,
+    /// Where the runtime's libraries go in the image (`/usr/src/app/node_modules`): the packages
+    /// the lock files in `runtimes/<server>/libraries/` pin, installed with `installer`. None: no
+    /// library layer.
+    #[serde(default)]
+    pub libraries_dir: Option<String>,
 }
 
 impl RuntimeSpec {
@@ -75,6 +80,15 @@ pub struct Runtime {
     pub name: String,
     pub spec: RuntimeSpec,
     pub server_files: Vec<ServerFile>,
+    /// The lock files of `runtimes/<server>/libraries/` (with `libraries_dir`), sorted by name.
+    pub libraries: Vec<LibraryFile>,
+}
+
+/// A file of `runtimes/<server>/libraries/`: what the installer is given.
+#[derive(Debug, Clone)]
+pub struct LibraryFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +158,7 @@ impl Runtimes {
             ("function_dir", &spec.function_dir),
             ("dependency_dir", &spec.dependency_dir),
             ("working_dir", &spec.working_dir),
+            ("libraries_dir", spec.libraries_dir.as_ref().unwrap_or(&spec.server_dir)),
         ] {
             if !dir.starts_with('/') || dir.split('/').any(|c| c == ".." || c == ".") {
                 return Err(invalid(
@@ -191,10 +206,27 @@ impl Runtimes {
         if server_files.is_empty() {
             return Err(invalid(&server_root, "no server files".into()));
         }
+        let libraries = match &spec.libraries_dir {
+            Some(_) => {
+                let root = format!("{}/libraries", spec.server);
+                let files = self.library_files(&root);
+                let wanted: &[&str] = match spec.installer() {
+                    Some("npm") => &["package.json", "package-lock.json"],
+                    Some("pip") => &["requirements.txt"],
+                    _ => return Err(invalid(&toml_path, "libraries_dir needs installer npm or pip".into())),
+                };
+                if let Some(missing) = wanted.iter().find(|w| !files.iter().any(|f| f.name == **w)) {
+                    return Err(invalid(&root, format!("libraries_dir is set but {missing} is missing")));
+                }
+                files
+            }
+            None => Vec::new(),
+        };
         Ok(Runtime {
             name: name.into(),
             spec,
             server_files,
+            libraries,
         })
     }
 
@@ -203,6 +235,39 @@ impl Runtimes {
             Runtimes::Embedded => EMBEDDED.get_file(path)?.contents_utf8().map(String::from),
             Runtimes::Disk(root) => std::fs::read_to_string(root.join(path)).ok(),
         }
+    }
+
+    /// The files directly in `root` (the lock files), sorted by name.
+    fn library_files(&self, root: &str) -> Vec<LibraryFile> {
+        let mut files: Vec<LibraryFile> = match self {
+            Runtimes::Embedded => EMBEDDED
+                .get_dir(root)
+                .map(|d| {
+                    d.files()
+                        .filter_map(|f| {
+                            Some(LibraryFile {
+                                name: f.path().file_name()?.to_str()?.to_string(),
+                                bytes: f.contents().to_vec(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Runtimes::Disk(base) => std::fs::read_dir(base.join(root))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_file())
+                .filter_map(|e| {
+                    Some(LibraryFile {
+                        name: e.file_name().to_str()?.to_string(),
+                        bytes: std::fs::read(e.path()).ok()?,
+                    })
+                })
+                .collect(),
+        };
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        files
     }
 
     fn server_files(&self, server_root: &str) -> Vec<ServerFile> {

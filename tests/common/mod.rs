@@ -69,9 +69,29 @@ pub fn temp_dir(prefix: &str) -> TempDir {
         .unwrap_or_else(|e| panic!("creating a temp dir: {e}"))
 }
 
-/// A `Command` for the fnbuild binary under test.
+/// A `Command` for the fnbuild binary under test, with the shared store of runtime library
+/// layers ([`runtime_libraries`]).
 pub fn fnbuild() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fnbuild"));
+    cmd.env("FNBUILD_RUNTIME_LIBRARIES", runtime_libraries());
+    cmd
+}
+
+/// A store of the runtimes' library layers shared by every test (`fnbuild runtime-libraries`),
+/// made once per lock file (from the npm registry and PyPI) and then read: a builder's store, so
+/// that builds with fresh caches do not each install the libraries (and the installer logs of
+/// the dependency tests show the function's packages only).
+pub fn runtime_libraries() -> &'static str {
+    static STORE: OnceLock<String> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = concat!(env!("CARGO_TARGET_TMPDIR"), "/runtime-libraries");
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+                .args(["runtime-libraries", "--quiet", "--output", dir])
+                .stdout(Stdio::null()),
+        );
+        dir.to_string()
+    })
 }
 
 /// Runs a command, panicking with its output unless it succeeds; returns its stdout.

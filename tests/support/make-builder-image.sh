@@ -14,7 +14,9 @@
 #    next to it), pip for CPython 3.12 (from PYTHON_PREFIX, as make-base-images.sh picks it), the
 #    shared libraries the fnbuild binary needs, and the system CA bundle.
 # 2. `docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CTX`
-#    with the fnbuild binary (stripped) as the only file of CTX: fnbuild-local/builder:KEY.
+#    with the fnbuild binary (stripped) and the runtimes' library layers (`fnbuild
+#    runtime-libraries`: from the npm registry and PyPI, or FNBUILD_RUNTIME_LIBRARIES, a store
+#    that has them) in CTX: fnbuild-local/builder:KEY.
 #
 # Cached: KEY hashes this script, Dockerfile.builder, the binary and every host input; when the
 # daemon has fnbuild-local/builder:KEY nothing is built. Concurrent runs are serialised by a flock.
@@ -134,6 +136,12 @@ else
     mkdir -p "$WORK/context"
     cp "$BIN" "$WORK/context/fnbuild"
     strip "$WORK/context/fnbuild" 2>/dev/null || true
+    # The runtimes' library layers, so that build Jobs never download them (the store tests
+    # share, when it is there: made from the same lock files, it is the same bytes).
+    log "runtime libraries → $WORK/context/runtime-libraries"
+    "$BIN" runtime-libraries --quiet --output "$WORK/context/runtime-libraries" \
+        ${FNBUILD_RUNTIME_LIBRARIES:+--from "$FNBUILD_RUNTIME_LIBRARIES"} >&2 ||
+        die "cannot make the runtime libraries"
     log "docker build --build-arg BASE=$BASE_IMAGE -f Dockerfile.builder → $IMAGE"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE=$BASE_IMAGE" -f "$REPO/Dockerfile.builder" \
         -t "$IMAGE" "$WORK/context" >&2 || die "docker build failed"

@@ -21,6 +21,7 @@
 mod cache;
 mod handoff;
 mod install;
+pub mod libraries;
 mod plan;
 mod redact;
 mod sandbox;
@@ -129,6 +130,8 @@ pub enum DependencyError {
     Task(String),
     #[error("dependency handoff {dir}: {message}", dir = dir.display())]
     Handoff { dir: PathBuf, message: String },
+    #[error("the {runtime} runtime's libraries are in none of the stores ({searched}), and this step installs nothing: make them with `fnbuild runtime-libraries --output DIR` and give --runtime-libraries DIR")]
+    LibrariesMissing { runtime: String, searched: String },
 }
 
 /// Where the dependency layer came from, for `--json`.
