@@ -291,10 +291,24 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     tracing::info!(digest = %image.manifest_digest, "image");
 
     let t = Instant::now();
-    let mount_from: Vec<(String, Reference)> = deps_layer
+    let mut mount_from: Vec<(String, Reference)> = deps_layer
         .iter()
         .filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?)))
         .collect();
+    let cache_repo = (opts.dependencies.cache_repo.as_ref()).zip(opts.dependencies.cache_signing_key.as_deref());
+    if let (Some(client), Some((repo, signing_key)), Some(layer)) = (client.as_ref(), cache_repo, &libraries_layer) {
+        let pushes_there = opts
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::Registry(r) if r.registry == repo.registry));
+        if pushes_there {
+            let target = dependencies::TargetPlatform::of_config(&base.config);
+            if let Some(copy) = libraries::keep_in_cache_repo(client, repo, &runtime, layer, &target, signing_key).await
+            {
+                mount_from.push((layer.digest.clone(), copy));
+            }
+        }
+    }
     let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path(), &mount_from).await?;
     let outputs_time = t.elapsed();
 

@@ -401,7 +401,9 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         cache_dir.as_deref(),
         &dependencies,
     )?;
-    let libraries = LibraryStores::standard(args.runtime_libraries, cache_dir.as_deref());
+    let mut libraries = LibraryStores::standard(args.runtime_libraries, cache_dir.as_deref());
+    // The steps of a build Job hold the registry credentials and run no installer.
+    libraries.offline = dependencies.handoff.is_some();
     let opts = BuildOptions {
         source_dir: args.source_dir,
         runtime: args.runtime,

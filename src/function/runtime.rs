@@ -396,6 +396,10 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("tiny")).unwrap();
         std::fs::create_dir_all(dir.path().join("srv/server/lib")).unwrap();
         std::fs::write(dir.path().join("srv/server/lib/x.js"), "x").unwrap();
+        std::fs::create_dir_all(dir.path().join("srv/libraries")).unwrap();
+        for lock in ["package.json", "package-lock.json"] {
+            std::fs::write(dir.path().join("srv/libraries").join(lock), "{}").unwrap();
+        }
         let toml = Runtimes::Embedded
             .read_text("nodejs20/runtime.toml")
             .unwrap()
@@ -405,6 +409,16 @@ mod tests {
         let paths: Vec<_> = rt.server_files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["lib", "lib/x.js"]);
         assert!(rt.spec.deprecated.is_some(), "a copy of nodejs20 is deprecated too");
+        let locks: Vec<_> = rt.libraries.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(locks, ["package-lock.json", "package.json"]);
+
+        std::fs::remove_file(dir.path().join("srv/libraries/package-lock.json")).unwrap();
+        let err = Runtimes::Disk(dir.path().into()).load("tiny").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "runtime 'tiny': srv/libraries is not valid: libraries_dir is set but package-lock.json is missing"
+        );
+        std::fs::write(dir.path().join("srv/libraries/package-lock.json"), "{}").unwrap();
 
         let two_lines = toml.replace("deprecated = \"runtime", "deprecated = \"\\nruntime");
         std::fs::write(dir.path().join("tiny/runtime.toml"), two_lines).unwrap();

@@ -94,7 +94,10 @@ pub async fn provide(
     let Some(key) = key(runtime) else {
         return Ok(None);
     };
-    let searched: Vec<&PathBuf> = stores.read.iter().chain(stores.write.iter()).collect();
+    let mut searched: Vec<&PathBuf> = stores.read.iter().collect();
+    if let Some(w) = stores.write.as_ref().filter(|w| !stores.read.contains(w)) {
+        searched.push(w);
+    }
     for dir in &searched {
         if let Some(layer) = LayerCache::new(dir).get(&key) {
             tracing::debug!(runtime = %runtime.name, store = %dir.display(), digest = %layer.digest, "runtime libraries from a store");
@@ -103,7 +106,6 @@ pub async fn provide(
     }
     if stores.offline {
         return Err(DependencyError::LibrariesMissing {
-            runtime: runtime.name.clone(),
             searched: searched
                 .iter()
                 .map(|d| d.display().to_string())
@@ -164,6 +166,25 @@ pub async fn provide(
         }
     }
     Ok(Some(layer))
+}
+
+/// Makes sure the cache repository holds the library layer (a signed one-layer image tagged
+/// `<server>-libraries-<key>`), so that pushes to that registry mount it whatever the function's
+/// repository: the layer is uploaded once per registry, not once per function. Its reference
+/// there, if it has it.
+pub async fn keep_in_cache_repo(
+    client: &crate::registry::Client,
+    repo: &crate::reference::Reference,
+    runtime: &Runtime,
+    layer: &WrittenLayer,
+    target: &super::TargetPlatform,
+    signing_key: &[u8],
+) -> Option<crate::reference::Reference> {
+    let key = key(runtime)?;
+    let tag = super::cache_tag(&format!("{}-libraries", runtime.spec.server), &key);
+    let created = crate::image::rfc3339(EPOCH);
+    let name = format!("{} libraries", runtime.spec.server);
+    super::ensure_in_registry(client, repo, &tag, &key, layer, target, &name, &created, signing_key).await
 }
 
 /// `fnbuild runtime-libraries`: the library layers of `names` (all runtimes with libraries when

@@ -130,8 +130,8 @@ pub enum DependencyError {
     Task(String),
     #[error("dependency handoff {dir}: {message}", dir = dir.display())]
     Handoff { dir: PathBuf, message: String },
-    #[error("the {runtime} runtime's libraries are in none of the stores ({searched}), and this step installs nothing: make them with `fnbuild runtime-libraries --output DIR` and give --runtime-libraries DIR")]
-    LibrariesMissing { runtime: String, searched: String },
+    #[error("no store has them ({searched}) and a build Job's steps (--prepare-dependencies, --installed-dependencies) install nothing: make a store with `fnbuild runtime-libraries --output DIR` and give --runtime-libraries DIR (the builder image ships one)")]
+    LibrariesMissing { searched: String },
 }
 
 /// Where the dependency layer came from, for `--json`.
@@ -472,7 +472,7 @@ pub enum Phase {
 /// After a local hit: makes sure the cache repository has the layer too (for other builders,
 /// and so pushes to that registry mount it); its reference there, if it has.
 #[allow(clippy::too_many_arguments)]
-async fn ensure_in_registry(
+pub(super) async fn ensure_in_registry(
     client: &Client,
     repo: &Reference,
     tag: &str,
