@@ -23,6 +23,8 @@ use std::time::Instant;
 /// Timestamp stamped on files and the image when SOURCE_DATE_EPOCH is not given: one second
 /// after the epoch, as a zero time confuses some tools.
 pub const DEFAULT_EPOCH: u64 = 1;
+/// The latest timestamp an image may carry: 9999-12-31T23:59:59Z (RFC 3339 has four-digit years).
+pub const MAX_EPOCH: u64 = 253_402_300_799;
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -132,6 +134,16 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     // A malformed dependency file fails the build here, before anything runs or is written.
     let deps_plan = dependencies::plan(&source, &runtime)?;
     let epoch = opts.source_date_epoch.unwrap_or(DEFAULT_EPOCH);
+    if epoch > MAX_EPOCH {
+        bail!("SOURCE_DATE_EPOCH {epoch} is after the year 9999 (at most {MAX_EPOCH})");
+    }
+    // Every target is checked before any work: nothing is written when one of them cannot be.
+    for output in &opts.outputs {
+        sinks::check_target(output)?;
+    }
+    if let Some(file) = &opts.digest_file {
+        check_writable(file).with_context(|| format!("cannot write the digest to {}", file.display()))?;
+    }
     let base_location = match &opts.base {
         Some(b) => b.clone(),
         None => runtime
@@ -356,6 +368,24 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             total: started.elapsed().as_millis() as u64,
         },
     })))
+}
+
+/// Whether `file` can be written: opened for appending when it exists (nothing is changed), else
+/// its directory must exist and be writable.
+fn check_writable(file: &Path) -> std::io::Result<()> {
+    if file.exists() {
+        return std::fs::OpenOptions::new().append(true).open(file).map(|_| ());
+    }
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated path; access() only reads it.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The install step of a build Job (`fnbuild install-dependencies`): installs what the prepare

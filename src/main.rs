@@ -190,8 +190,10 @@ struct BuildArgs {
     /// Also write the manifest digest to this file (a build Job passes /dev/termination-log).
     #[arg(long, value_name = "FILE")]
     digest_file: Option<PathBuf>,
-    /// Timestamp for every file and date in the image, in seconds since the epoch (default 1).
-    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    /// Timestamp for every file and date in the image, in seconds since the epoch (default 1;
+    /// at most 253402300799, the last second of 9999).
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(..=fnbuild::build::MAX_EPOCH))]
     source_date_epoch: Option<u64>,
     /// Add a label to the image config. Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -427,8 +429,22 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         libraries,
         dependencies,
     };
+    // `--output docker-archive:/dev/stdout | docker load`: stdout carries the archive, nothing else.
+    let to_stdout = opts
+        .outputs
+        .iter()
+        .any(|o| matches!(o, Output::DockerArchive { file, .. } if is_stdout(file)));
+    if to_stdout && args.json {
+        return Err(usage(
+            "--json and an output to stdout both want stdout: write the archive to a file, or leave out --json",
+        ));
+    }
     let json = match build(&opts).await? {
         BuildOutcome::Built(result) => {
+            if to_stdout {
+                tracing::info!(digest = %result.digest, "built");
+                return Ok(());
+            }
             if !args.json {
                 println!("{}", result.digest);
                 return Ok(());
@@ -578,6 +594,15 @@ fn read_cache_key(path: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// An error that exits with 2 (bad usage).
+/// Whether `path` is this process's stdout (the same file, pipe or terminal as descriptor 1).
+fn is_stdout(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(target), Ok(out)) = (std::fs::metadata(path), std::fs::metadata("/proc/self/fd/1")) else {
+        return false;
+    };
+    (target.dev(), target.ino()) == (out.dev(), out.ino())
+}
+
 fn usage(message: &str) -> anyhow::Error {
     anyhow::Error::new(UsageError(message.to_string()))
 }

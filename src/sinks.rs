@@ -99,25 +99,113 @@ fn is_valid_tag(tag: &str) -> bool {
         && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-/// Adds the image to the OCI layout at `dir` (created if missing), replacing what `tag` named before.
+/// Checks, before any work, that `output` can be written where it says: an OCI layout goes into
+/// a missing or empty directory or an existing layout (never into some other directory), an
+/// archive into an existing directory (or into a device, FIFO or `/dev/stdout`).
+pub fn check_target(output: &Output) -> Result<(), SinkError> {
+    let invalid = |message: String| SinkError::Invalid {
+        output: output.to_string(),
+        message,
+    };
+    match output {
+        Output::OciLayout { dir, .. } => match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(SinkError::Write {
+                output: output.to_string(),
+                path: dir.clone(),
+                source,
+            }),
+            Ok(m) if !m.is_dir() => Err(invalid(format!("{} is not a directory", dir.display()))),
+            Ok(_) => {
+                let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+                if empty || dir.join("oci-layout").is_file() {
+                    read_index(&dir.join("index.json"), &output.to_string()).map(|_| ())
+                } else {
+                    Err(invalid(format!(
+                        "{} is neither empty nor an OCI layout (no oci-layout file); not touching it",
+                        dir.display()
+                    )))
+                }
+            }
+        },
+        Output::DockerArchive { file, .. } => {
+            if file.is_dir() {
+                return Err(invalid(format!("{} is a directory", file.display())));
+            }
+            let parent = match file.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if stream_target(file) || parent.is_dir() {
+                Ok(())
+            } else {
+                Err(invalid(format!("the directory {} does not exist", parent.display())))
+            }
+        }
+        Output::DockerDaemon { .. } | Output::Registry(_) => Ok(()),
+    }
+}
+
+/// A layout's index.json: an object with a manifests list (a new one when there is none yet).
+/// Anything else is someone else's file, left alone.
+fn read_index(path: &Path, output: &str) -> Result<Value, SinkError> {
+    let invalid = |message: String| SinkError::Invalid {
+        output: output.into(),
+        message: format!("{}: {message}; not touching it", path.display()),
+    };
+    let index: Value = match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not valid JSON ({e})")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(json!({"schemaVersion": 2, "manifests": []})),
+        Err(source) => {
+            return Err(SinkError::Write {
+                output: output.into(),
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    if !index.get("manifests").is_some_and(Value::is_array) {
+        return Err(invalid("not an OCI image index (no manifests list)".into()));
+    }
+    Ok(index)
+}
+
+/// Whether `file` is something to write into rather than replace: a device, a FIFO, a socket
+/// (`/dev/stdout` resolves to one of them), followed through symlinks.
+fn stream_target(file: &Path) -> bool {
+    std::fs::metadata(file).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Holds an exclusive lock on a layout directory (flock on the directory itself, so no file is
+/// added to the layout): concurrent builds into one layout take turns and every tag survives.
+struct LayoutLock {
+    _held: std::fs::File,
+}
+
+impl LayoutLock {
+    fn take(dir: &Path) -> std::io::Result<LayoutLock> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(dir)?;
+        // SAFETY: flock on a descriptor we own; released when it is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(LayoutLock { _held: f })
+    }
+}
+
+/// Adds the image to the OCI layout at `dir` (created if missing), replacing what `tag` named
+/// before. Writers to one layout take turns (see [`LayoutLock`]).
 pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), SinkError> {
     let write_err = |path: &Path| {
         let (output, path) = (output.to_string(), path.to_path_buf());
         move |source| SinkError::Write { output, path, source }
     };
+    std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+    let _lock = LayoutLock::take(dir).map_err(write_err(dir))?;
     let index_path = dir.join("index.json");
     // Read the existing index first: a layout we cannot understand is left alone.
-    let mut index: Value = match std::fs::read(&index_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| SinkError::Invalid {
-            output: output.into(),
-            message: format!(
-                "{} exists but is not valid JSON ({e}); not touching it",
-                index_path.display()
-            ),
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({"schemaVersion": 2, "manifests": []}),
-        Err(e) => return Err(write_err(&index_path)(e)),
-    };
+    let mut index = read_index(&index_path, output)?;
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     let layout_file = dir.join("oci-layout");
@@ -152,10 +240,7 @@ pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, outpu
         }
     }
 
-    let manifests = index["manifests"].as_array_mut().ok_or_else(|| SinkError::Invalid {
-        output: output.into(),
-        message: format!("{} has no manifests list; not touching it", index_path.display()),
-    })?;
+    let manifests = index["manifests"].as_array_mut().expect("read_index checked the list");
     let mut descriptor = json!({
         "mediaType": image.manifest_media_type,
         "digest": image.manifest_digest,
@@ -191,7 +276,7 @@ fn blob_path(dir: &Path, digest: &str, output: &str) -> Result<PathBuf, SinkErro
 /// to the cache an output).
 fn copy_verified(source: &Path, target: &Path, digest: &str) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let tmp = readable_temp_file(dir)?;
     let (got, _) = crate::image::digest::copy_hashed(source, tmp.path())?;
     if got != digest {
         return Err(std::io::Error::other(format!(
@@ -203,16 +288,28 @@ fn copy_verified(source: &Path, target: &Path, digest: &str) -> std::io::Result<
     Ok(())
 }
 
+/// A temp file in `dir` that becomes an output: mode 0666 under the umask, as other tools write
+/// files (not tempfile's private 0600), so that other users and tools can read the output.
+fn readable_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(".fnbuild-")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+}
+
 fn write_atomically(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = readable_temp_file(dir)?;
     tmp.write_all(bytes)?;
     tmp.persist(target).map_err(|e| e.error)?;
     Ok(())
 }
 
 /// Writes a tarball that `docker load` takes (manifest.json) and that is also an OCI layout
-/// (oci-layout, index.json), as `docker save` writes since Docker 25. The file appears only when complete.
+/// (oci-layout, index.json), as `docker save` writes since Docker 25. A regular file appears
+/// only when complete (a temp file renamed over it); a device, FIFO or `/dev/stdout` gets the
+/// archive streamed into it, and is never replaced.
 pub fn write_docker_archive(
     file: &Path,
     name: Option<&str>,
@@ -225,12 +322,38 @@ pub fn write_docker_archive(
         path: file.into(),
         source,
     };
+    if stream_target(file) {
+        let target = std::fs::OpenOptions::new().write(true).open(file).map_err(write_err)?;
+        let mut w = write_archive(std::io::BufWriter::new(target), file, name, image, mtime, output)?;
+        return w.flush().map_err(write_err);
+    }
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
+    let tmp = readable_temp_file(dir).map_err(write_err)?;
+    let tmp = write_archive(std::io::BufWriter::new(tmp), file, name, image, mtime, output)?
+        .into_inner()
+        .map_err(|e| write_err(e.into_error()))?;
+    tmp.persist(file).map_err(|e| write_err(e.error))?;
+    Ok(())
+}
+
+/// The archive's entries into `w`; returns it once the tar is complete.
+fn write_archive<W: Write>(
+    w: W,
+    file: &Path,
+    name: Option<&str>,
+    image: &BuiltImage,
+    mtime: u64,
+    output: &str,
+) -> Result<W, SinkError> {
+    let write_err = |source| SinkError::Write {
+        output: output.into(),
+        path: file.into(),
+        source,
+    };
+    let mut tar = tar::Builder::new(w);
     let blob_name = |digest: &str| format!("blobs/sha256/{}", digest_hex(digest).unwrap_or_default());
     let append = |tar: &mut tar::Builder<_>, path: &str, size: u64, data: &mut dyn std::io::Read| {
         let mut header = tar::Header::new_ustar();
@@ -299,13 +422,7 @@ pub fn write_docker_archive(
     )
     .map_err(write_err)?;
     append(&mut tar, "oci-layout", layout.len() as u64, &mut &layout[..]).map_err(write_err)?;
-    let tmp = tar
-        .into_inner()
-        .map_err(write_err)?
-        .into_inner()
-        .map_err(|e| write_err(e.into_error()))?;
-    tmp.persist(file).map_err(|e| write_err(e.error))?;
-    Ok(())
+    tar.into_inner().map_err(write_err)
 }
 
 /// Loads the image into the local Docker daemon as `name` (what `docker load` does).
