@@ -194,9 +194,19 @@ impl LayoutLock {
     }
 }
 
-/// Adds the image to the OCI layout at `dir` (created if missing), replacing what `tag` named
-/// before. Writers to one layout take turns (see [`LayoutLock`]).
+/// Adds the image to the OCI layout at `dir` (created if missing, and removed again when the
+/// image cannot be written), replacing what `tag` named before. Writers to one layout take
+/// turns (see [`LayoutLock`]).
 pub fn write_oci_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), SinkError> {
+    let created = !dir.exists();
+    let result = add_to_layout(dir, tag, image, output);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), SinkError> {
     let write_err = |path: &Path| {
         let (output, path) = (output.to_string(), path.to_path_buf());
         move |source| SinkError::Write { output, path, source }
@@ -280,7 +290,7 @@ fn copy_verified(source: &Path, target: &Path, digest: &str) -> std::io::Result<
     let (got, _) = crate::image::digest::copy_hashed(source, tmp.path())?;
     if got != digest {
         return Err(std::io::Error::other(format!(
-            "{} should hold {digest} but holds {got}: a cache entry was damaged; build again with --no-cache",
+            "{} should hold {digest} but holds {got}: it is damaged or was altered (a cache entry: build again with --no-cache)",
             source.display()
         )));
     }
@@ -339,6 +349,36 @@ pub fn write_docker_archive(
     Ok(())
 }
 
+/// Hashes what is read through it.
+struct Verifying<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> Verifying<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest;
+        Verifying {
+            inner,
+            hasher: sha2::Sha256::new(),
+        }
+    }
+
+    fn digest(self) -> String {
+        use sha2::Digest;
+        format!("sha256:{}", hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Verifying<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The archive's entries into `w`; returns it once the tar is complete.
 fn write_archive<W: Write>(
     w: W,
@@ -380,8 +420,32 @@ fn write_archive<W: Write>(
                 message: format!("layer {digest} was not downloaded"),
             });
         };
-        let mut f = std::fs::File::open(source).map_err(write_err)?;
-        append(&mut tar, &path, layer.descriptor.size(), &mut f).map_err(write_err)?;
+        // A base layer read from a layout or an archive is checked as it is copied: a damaged or
+        // altered blob fails the output instead of reaching every image made from it.
+        let f = std::fs::File::open(source).map_err(write_err)?;
+        let size = layer.descriptor.size();
+        let actual = f.metadata().map_err(write_err)?.len();
+        if actual != size {
+            return Err(SinkError::Invalid {
+                output: output.into(),
+                message: format!(
+                    "layer {digest} ({}) is {actual} bytes, its descriptor says {size}",
+                    source.display()
+                ),
+            });
+        }
+        let mut reader = Verifying::new(f);
+        append(&mut tar, &path, size, &mut reader).map_err(write_err)?;
+        let got = reader.digest();
+        if got != digest {
+            return Err(SinkError::Invalid {
+                output: output.into(),
+                message: format!(
+                    "layer {digest} ({}) holds {got}: it is damaged or was altered",
+                    source.display()
+                ),
+            });
+        }
         layer_names.push(path);
     }
     let all_layers: Vec<String> = image.layers.iter().map(|l| blob_name(&l.digest())).collect();

@@ -303,3 +303,49 @@ fn timestamps_past_the_year_9999_are_refused_in_one_line() {
     assert_eq!(inspected["Created"], "9999-12-31T23:59:59Z");
     umoci_unpack(layout.path(), "late");
 }
+
+#[test]
+fn a_damaged_base_layer_in_a_layout_fails_every_output_and_leaves_nothing() {
+    setup();
+    let src = function();
+    let bases = temp_dir("robust-badbase-");
+    let layout = bases.path().join("node");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(base_images().node_layout_for("24"))
+            .arg(&layout),
+    );
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&layer, &bytes).unwrap();
+
+    let out_dir = temp_dir("robust-badbase-out-");
+    let archive = out_dir.path().join("image.tar");
+    let new_layout = out_dir.path().join("layout");
+    for output in [
+        format!("docker-archive:{}", archive.display()),
+        format!("oci:{}:x", new_layout.display()),
+    ] {
+        let out = fnbuild()
+            .arg("build")
+            .arg(src.path())
+            .args(["--runtime", "nodejs24", "--quiet", "--base"])
+            .arg(format!("oci:{}", layout.display()))
+            .args(["--output", &output])
+            .output()
+            .unwrap();
+        let (code, line) = failure(&out);
+        assert_eq!(code, 1, "{output}: {line}");
+        assert!(line.contains("it is damaged or was altered"), "{output}: {line}");
+    }
+    assert!(!archive.exists(), "no archive");
+    assert!(!new_layout.exists(), "no half layout");
+}
