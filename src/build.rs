@@ -39,6 +39,8 @@ pub struct BuildOptions {
     pub source_url: Option<String>,
     pub revision: Option<String>,
     pub registry: RegistryOptions,
+    /// The most layers the image may have, base included.
+    pub max_layers: usize,
     pub digest_file: Option<PathBuf>,
     /// How npm / pip dependencies are installed and cached.
     pub dependencies: DependencyOptions,
@@ -252,6 +254,16 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let base = base?;
     let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
     tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
+    let ours = 2 + usize::from(libraries_layer.is_some()) + usize::from(deps_plan.is_some());
+    if base.layers.len() + ours > opts.max_layers {
+        bail!(
+            "the base image {} has {} layers; with fnbuild's {ours} the image would have {}, more than --max-layers {} (container runtimes refuse about 128): flatten the base",
+            base.name,
+            base.layers.len(),
+            base.layers.len() + ours,
+            opts.max_layers
+        );
+    }
 
     // The dependency layer's key needs the base image's digest: from a cache, or installed now.
     let t = Instant::now();
@@ -725,7 +737,9 @@ async fn download_base_layers(image: &BuiltImage, client: Option<&Client>, work:
         if let BlobLocation::Registry(r) = &layer.location {
             let client = client.expect("a client exists whenever a base lives in a registry");
             let path = work.join(format!("downloaded-layer-{i}"));
-            client.download_blob(r, &layer.digest(), &path).await?;
+            client
+                .download_blob(r, &layer.digest(), layer.descriptor.size(), &path)
+                .await?;
             layer.location = BlobLocation::File(path);
         }
     }

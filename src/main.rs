@@ -216,6 +216,14 @@ struct BuildArgs {
     /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]); loopback registries need no flag. Repeatable.
     #[arg(long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// The slowest a blob may come from or go to a registry, in KiB/s, judged over 20 s: a
+    /// download below it is abandoned (a stalled or trickling registry), an upload's deadline
+    /// allows it. 0: no floor.
+    #[arg(long, value_name = "KIB_PER_S", default_value_t = 64)]
+    min_transfer_rate: u64,
+    /// The most layers the image may have, base included (container runtimes refuse about 128).
+    #[arg(long, value_name = "N", default_value_t = 127, value_parser = clap::value_parser!(u32).range(1..))]
+    max_layers: u32,
     /// Trust this PEM CA bundle for registries (private CAs). Repeatable.
     #[arg(long, value_name = "FILE")]
     ca_cert: Vec<PathBuf>,
@@ -420,12 +428,14 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         registry: RegistryOptions {
             insecure_registries: args.insecure_registry,
             ca_certs: args.ca_cert,
+            min_rate: args.min_transfer_rate.saturating_mul(1024),
             registry_config: args.registry_config,
             platform: args.platform.unwrap_or_default(),
             cache_dir,
             ..Default::default()
         },
         digest_file: args.digest_file,
+        max_layers: args.max_layers as usize,
         libraries,
         dependencies,
     };

@@ -460,7 +460,11 @@ async fn read_registry(name: &str, reference: &Reference, client: &Client) -> Re
     let pulled = client.pull_manifest(reference).await.map_err(registry_err)?;
     let (manifest, family) = parse_manifest(name, &pulled.bytes, &pulled.media_type)?;
     let config_bytes = client
-        .fetch_blob(reference, &manifest.config().digest().to_string())
+        .fetch_blob(
+            reference,
+            &manifest.config().digest().to_string(),
+            manifest.config().size(),
+        )
         .await
         .map_err(registry_err)?;
     let config = parse_config(name, &config_bytes)?;

@@ -113,6 +113,13 @@ struct TestImage {
     layer_digests: Vec<String>,
 }
 
+impl TestImage {
+    /// The size of one of the image's blobs.
+    fn size_of(&self, digest: &str) -> u64 {
+        self.blobs.iter().find(|b| b.digest == digest).map(|b| b.size).unwrap()
+    }
+}
+
 /// Layers as (compressed bytes, diff_id), on top of an optional base (its manifest, config and
 /// where its blobs live). New layers are pushed from files in `dir`.
 fn image_on(
@@ -735,14 +742,19 @@ async fn push_one_layer_image_then_pull_it_back() {
         assert_eq!(pulled.media_type, OCI_MANIFEST);
         assert_eq!(pulled.bytes, img.manifest.bytes);
         assert_eq!(pulled.index_digest, None);
-        let config = c.fetch_blob(&target, &img.config_digest).await.unwrap();
+        let config = c
+            .fetch_blob(&target, &img.config_digest, img.size_of(&img.config_digest))
+            .await
+            .unwrap();
         assert_eq!(sha256_digest(&config), img.config_digest);
         assert!(c.blob_exists(&target, &img.layer_digests[0]).await.unwrap());
         assert!(!c.blob_exists(&target, &sha256_digest(b"nope")).await.unwrap());
         let before = c.total_requests();
         let again = c.pull_manifest(&target.with_digest(img.digest.clone())).await.unwrap();
         assert_eq!(again, pulled);
-        c.fetch_blob(&target, &img.config_digest).await.unwrap();
+        c.fetch_blob(&target, &img.config_digest, img.size_of(&img.config_digest))
+            .await
+            .unwrap();
         assert_eq!(
             c.total_requests(),
             before,
@@ -753,7 +765,15 @@ async fn push_one_layer_image_then_pull_it_back() {
 
         // Download a layer to a file.
         let dest = work.path().join("layer.tgz");
-        let n = c.download_blob(&target, &img.layer_digests[0], &dest).await.unwrap();
+        let n = c
+            .download_blob(
+                &target,
+                &img.layer_digests[0],
+                img.size_of(&img.layer_digests[0]),
+                &dest,
+            )
+            .await
+            .unwrap();
         assert_eq!(sha256_digest(&std::fs::read(&dest).unwrap()), img.layer_digests[0]);
         assert_eq!(n, std::fs::metadata(&dest).unwrap().len());
 
@@ -798,10 +818,10 @@ async fn pull_errors_are_clear() {
         let img = one_layer_image("x", work.path());
         let target = r(&format!("{}/a/b:1", reg.addr()));
         c.push(&[target.clone()], img.blobs, img.manifest, None).await.unwrap();
-        let err = c.fetch_blob(&target, &sha256_digest(b"absent")).await.unwrap_err();
+        let err = c.fetch_blob(&target, &sha256_digest(b"absent"), 6).await.unwrap_err();
         assert!(matches!(err, RegistryError::BlobUnknown { .. }), "{err:?}");
         assert!(err.to_string().contains("a/b"), "{err}");
-        let bad = c.fetch_blob(&target, "sha256:xyz").await.unwrap_err().to_string();
+        let bad = c.fetch_blob(&target, "sha256:xyz", 6).await.unwrap_err().to_string();
         assert!(bad.contains("sha256:xyz"), "{bad}");
     })
     .await;
@@ -859,7 +879,7 @@ async fn index_platform_selection_and_docker_v2_manifests() {
         let got = c.pull_manifest(&r(&pushed)).await.unwrap();
         assert_eq!(got.media_type, fnbuild::registry::DOCKER_MANIFEST);
         let m: serde_json::Value = serde_json::from_slice(&got.bytes).unwrap();
-        let cfg = c.fetch_blob(&r(&pushed), m["config"]["digest"].as_str().unwrap()).await.unwrap();
+        let cfg = c.fetch_blob(&r(&pushed), m["config"]["digest"].as_str().unwrap(), m["config"]["size"].as_u64().unwrap()).await.unwrap();
         let cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
         assert_eq!(cfg["architecture"], "amd64");
     })
@@ -874,7 +894,11 @@ async fn base_of(c: &Client, base: &Reference) -> (serde_json::Value, serde_json
     let m = c.pull_manifest(base).await.unwrap();
     let mj: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
     let cfg = c
-        .fetch_blob(base, mj["config"]["digest"].as_str().unwrap())
+        .fetch_blob(
+            base,
+            mj["config"]["digest"].as_str().unwrap(),
+            mj["config"]["size"].as_u64().unwrap(),
+        )
         .await
         .unwrap();
     (mj, serde_json::from_slice(&cfg).unwrap())
@@ -1339,7 +1363,10 @@ async fn authorization_is_not_sent_to_redirect_targets() {
             10,
             Action::RedirectTo(format!("http://{}", storage.addr())),
         );
-        let bytes = c.fetch_blob(&target, &img.config_digest).await.unwrap();
+        let bytes = c
+            .fetch_blob(&target, &img.config_digest, img.size_of(&img.config_digest))
+            .await
+            .unwrap();
         assert_eq!(sha256_digest(&bytes), img.config_digest);
         let front_log = front.log();
         let storage_log = storage.log();

@@ -59,7 +59,13 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// Blob operations run at once during a push.
     pub parallelism: usize,
+    /// The slowest transfer of a blob, in bytes per second, kept up for [`RATE_WINDOW`]: below
+    /// it a download is abandoned, and an upload's deadline allows this rate. 0: no floor.
+    pub min_rate: u64,
 }
+
+/// The stretch of a download over which [`RegistryOptions::min_rate`] is judged.
+pub const RATE_WINDOW: Duration = Duration::from_secs(20);
 
 impl Default for RegistryOptions {
     fn default() -> Self {
@@ -73,6 +79,7 @@ impl Default for RegistryOptions {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             parallelism: 4,
+            min_rate: 64 * 1024,
         }
     }
 }
@@ -207,19 +214,21 @@ impl Client {
     }
 
     /// Fetch a small blob (a config) into memory, verifying its digest; cached under `cache_dir`.
-    pub async fn fetch_blob(&self, r: &Reference, digest: &str) -> Result<Vec<u8>, RegistryError> {
-        pull::fetch_blob(&self.inner, r, digest).await
+    /// `size` is the descriptor's: a blob of another size is refused.
+    pub async fn fetch_blob(&self, r: &Reference, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
+        pull::fetch_blob(&self.inner, r, digest, size).await
     }
 
-    /// Stream a blob of any size into `dest` (replaced atomically), verifying its digest.
-    /// Returns its size.
+    /// Stream a blob of any size into `dest` (replaced atomically), verifying its digest and
+    /// that it is `size` bytes (the descriptor's), at no less than the minimum rate.
     pub async fn download_blob(
         &self,
         r: &Reference,
         digest: &str,
+        size: u64,
         dest: &std::path::Path,
     ) -> Result<u64, RegistryError> {
-        pull::download_blob(&self.inner, r, digest, dest).await
+        pull::download_blob(&self.inner, r, digest, size, dest).await
     }
 
     /// Whether the repository of `r` has the blob.

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -12,7 +13,7 @@ use super::auth::pull_scopes;
 use super::error::RegistryError;
 use super::platform::{self, Platform};
 use super::transport::{Backoff, Conn, Counter, Inner, Kind, Req, Stats};
-use super::{digest_like, is_index, sniff_media_type, Hasher, PulledManifest};
+use super::{digest_like, is_index, sniff_media_type, Hasher, PulledManifest, RATE_WINDOW};
 use super::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::{validate_digest, Reference};
 
@@ -178,18 +179,28 @@ async fn get_manifest(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let too_large = || RegistryError::Protocol {
+        registry: r.registry.clone(),
+        what: format!("manifest {reference} of {}", r.name()),
+        detail: "it is larger than 4 MiB".into(),
+    };
     if resp.content_length().is_some_and(|l| l > MAX_MANIFEST as u64) {
-        return Err(RegistryError::Protocol {
-            registry: r.registry.clone(),
-            what: format!("manifest {reference} of {}", r.name()),
-            detail: "it is larger than 4 MiB".into(),
-        });
+        return Err(too_large());
     }
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| inner.unreachable(conn, &base, &e, &Backoff::new(&inner.opts.retry)))?
-        .to_vec();
+    // Read up to the cap whatever the headers said (a chunked body has no length).
+    let mut bytes = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            let mut one = Backoff::new(&inner.opts.retry);
+            one.attempt();
+            inner.unreachable(conn, &base, &e, &one)
+        })?;
+        if bytes.len() + chunk.len() > MAX_MANIFEST {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     let expected = if by_digest {
         Some(reference.to_string())
     } else {
@@ -221,12 +232,24 @@ async fn get_manifest(
     Ok((bytes, media_type, digest))
 }
 
-pub(crate) async fn fetch_blob(inner: &Inner, r: &Reference, digest: &str) -> Result<Vec<u8>, RegistryError> {
+pub(crate) async fn fetch_blob(
+    inner: &Inner,
+    r: &Reference,
+    digest: &str,
+    size: u64,
+) -> Result<Vec<u8>, RegistryError> {
     check_digest(&r.registry, digest)?;
+    if size > MAX_SMALL_BLOB {
+        return Err(RegistryError::Protocol {
+            registry: r.registry.clone(),
+            what: format!("blob {digest} of {}", r.name()),
+            detail: format!("its descriptor says {size} bytes, more than the 64 MiB a config may have"),
+        });
+    }
     if let Some(bytes) = cache_read(inner, "blobs", digest) {
         return Ok(bytes);
     }
-    let (bytes, (), _) = get_blob(inner, r, digest, Some(MAX_SMALL_BLOB), Path::new(digest), || {
+    let (bytes, (), _) = get_blob(inner, r, digest, size, Some(MAX_SMALL_BLOB), Path::new(digest), || {
         Ok((Vec::new(), ()))
     })
     .await?;
@@ -238,6 +261,7 @@ pub(crate) async fn download_blob(
     inner: &Inner,
     r: &Reference,
     digest: &str,
+    size: u64,
     dest: &Path,
 ) -> Result<u64, RegistryError> {
     check_digest(&r.registry, digest)?;
@@ -245,7 +269,7 @@ pub(crate) async fn download_blob(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let (file, tmp_path, size) = get_blob(inner, r, digest, None, dest, || {
+    let (file, tmp_path, size) = get_blob(inner, r, digest, size, None, dest, || {
         let tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| RegistryError::io("cannot create a file in", dir, e))?;
         let (file, path) = tmp.into_parts();
@@ -260,13 +284,17 @@ pub(crate) async fn download_blob(
 }
 
 /// GET a blob into a fresh sink from `open` (one per attempt; a dropped connection starts
-/// over), checking its size against `limit` and its bytes against the digest. Returns the
-/// sink, what `open` gave with it, and the size. `dest` names the sink in errors.
+/// over), checking while it streams that it stays within `size` (the descriptor's) and `cap`,
+/// and afterwards its size and digest; a transfer slower than the minimum rate over a whole
+/// [`RATE_WINDOW`] is abandoned. Returns the sink, what `open` gave with it, and the size.
+/// `dest` names the sink in errors.
+#[allow(clippy::too_many_arguments)]
 async fn get_blob<W, T>(
     inner: &Inner,
     r: &Reference,
     digest: &str,
-    limit: Option<u64>,
+    size: u64,
+    cap: Option<u64>,
     dest: &Path,
     mut open: impl FnMut() -> Result<(W, T), RegistryError>,
 ) -> Result<(W, T, u64), RegistryError>
@@ -282,37 +310,75 @@ where
         .map_err(|e| RegistryError::InvalidPush(format!("bad blob URL for {r}: {e}")))?;
     let what = format!("GET blob {digest}");
     let scopes = pull_scopes(&r.repository);
+    let protocol = |detail: String| RegistryError::Protocol {
+        registry: r.registry.clone(),
+        what: format!("blob {digest} of {}", r.name()),
+        detail,
+    };
+    let min_rate = inner.opts.min_rate;
     let mut backoff = Backoff::new(&inner.opts.retry);
     loop {
         backoff.attempt();
-        let mut req = Req::new(Method::GET, url.clone(), what.clone());
-        if limit.is_none() {
-            // A big layer may take long to download.
-            req = req.timeout(std::time::Duration::from_secs(24 * 3600));
-        }
+        // The whole transfer may take as long as the blob needs at the minimum rate.
+        let deadline = inner.opts.request_timeout + Duration::from_secs(size / min_rate.max(1024));
+        let req = Req::new(Method::GET, url.clone(), what.clone()).timeout(deadline);
         let (resp, _) = inner.send(&conn, &scopes, &r.repository, req, &c).await?;
         if resp.status() != StatusCode::OK {
             return Err(inner
                 .status_error(&conn, &r.repository, &what, Kind::Blob(digest), resp)
                 .await);
         }
-        if limit.is_some_and(|max| resp.content_length().is_some_and(|l| l > max)) {
-            return Err(RegistryError::Protocol {
-                registry: r.registry.clone(),
-                what: format!("blob {digest} of {}", r.name()),
-                detail: "it is too large to hold in memory; download it to a file instead".into(),
-            });
+        if let Some(l) = resp.content_length().filter(|l| *l != size) {
+            return Err(protocol(format!(
+                "the registry sends {l} bytes; its descriptor says {size}"
+            )));
+        }
+        if cap.is_some_and(|max| size > max) {
+            return Err(protocol(
+                "it is too large to hold in memory; download it to a file instead".into(),
+            ));
         }
         let (mut sink, extra) = open()?;
         let mut hasher = Hasher::like(digest);
-        let mut size = 0u64;
+        let mut got = 0u64;
         let mut stream = resp.bytes_stream();
         let mut failed = None;
-        while let Some(chunk) = stream.next().await {
+        let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+        let too_slow = |window_bytes: u64, got: u64| {
+            protocol(format!(
+                "the registry sent {window_bytes} bytes in {}s, less than the minimum rate of {} KiB/s (--min-transfer-rate); {got} of {size} bytes arrived",
+                RATE_WINDOW.as_secs(),
+                min_rate / 1024
+            ))
+        };
+        loop {
+            let next = if min_rate == 0 {
+                stream.next().await
+            } else {
+                let left = RATE_WINDOW.saturating_sub(window_start.elapsed());
+                match tokio::time::timeout(left, stream.next()).await {
+                    Ok(next) => next,
+                    // A whole window without a chunk.
+                    Err(_) => return Err(too_slow(window_bytes, got)),
+                }
+            };
+            if min_rate > 0 && window_start.elapsed() >= RATE_WINDOW {
+                if window_bytes < min_rate * RATE_WINDOW.as_secs() {
+                    return Err(too_slow(window_bytes, got));
+                }
+                (window_start, window_bytes) = (Instant::now(), 0);
+            }
+            let Some(chunk) = next else { break };
             match chunk {
                 Ok(b) => {
+                    got += b.len() as u64;
+                    window_bytes += b.len() as u64;
+                    if got > size {
+                        return Err(protocol(format!(
+                            "the registry sent more than the {size} bytes its descriptor says"
+                        )));
+                    }
                     hasher.update(&b);
-                    size += b.len() as u64;
                     tokio::io::AsyncWriteExt::write_all(&mut sink, &b)
                         .await
                         .map_err(|e| RegistryError::io("cannot write", dest, e))?;
@@ -332,6 +398,11 @@ where
                 None => return Err(inner.unreachable(&conn, &url, &e, &backoff)),
             }
         }
+        if got != size {
+            return Err(protocol(format!(
+                "the registry sent {got} bytes; its descriptor says {size}"
+            )));
+        }
         tokio::io::AsyncWriteExt::flush(&mut sink)
             .await
             .map_err(|e| RegistryError::io("cannot write", dest, e))?;
@@ -344,7 +415,7 @@ where
                 actual,
             });
         }
-        return Ok((sink, extra, size));
+        return Ok((sink, extra, got));
     }
 }
 

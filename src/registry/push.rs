@@ -21,11 +21,9 @@ use super::transport::{
 use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
 use crate::reference::{validate_digest, Reference};
 
-/// Uploads get the request timeout plus this long per 64 KiB/s of blob.
-const MIN_RATE: u64 = 64 * 1024;
-
+/// Uploads get the request timeout plus the time the blob takes at the minimum rate.
 fn upload_timeout(inner: &Inner, size: u64) -> Duration {
-    inner.opts.request_timeout + Duration::from_secs(size / MIN_RATE)
+    inner.opts.request_timeout + Duration::from_secs(size / inner.opts.min_rate.max(1024))
 }
 
 struct Ctx<'a> {

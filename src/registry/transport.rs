@@ -57,6 +57,28 @@ impl Counter {
     }
 }
 
+/// The most of an error body that is read (what a message can use; a hostile registry may send
+/// an endless one).
+const ERROR_BODY_CAP: usize = 64 * 1024;
+/// The most of a token response that is read.
+const TOKEN_BODY_CAP: usize = 1 << 20;
+
+/// A response body, read up to `cap` bytes whatever its headers say; the rest is left unread.
+async fn read_capped(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+    use futures_util::StreamExt;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == cap {
+            break;
+        }
+    }
+    Ok(body)
+}
+
 /// Retry budget: attempts and total time, with exponential backoff and jitter.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -815,8 +837,8 @@ impl Inner {
                 Ok(r) => {
                     let status = r.status();
                     let headers = r.headers().clone();
-                    match r.bytes().await {
-                        Ok(b) => (status, headers, b.to_vec()),
+                    match read_capped(r, TOKEN_BODY_CAP).await {
+                        Ok(b) => (status, headers, b),
                         Err(e) => {
                             if let Some(d) = backoff.next_delay(None) {
                                 tokio::time::sleep(d).await;
@@ -1047,7 +1069,7 @@ impl Inner {
                     }
                     if retryable_status(status) {
                         let ra = retry_after(resp.headers());
-                        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                        let body = read_capped(resp, ERROR_BODY_CAP).await.unwrap_or_default();
                         match backoff.next_delay(ra) {
                             Some(d) => {
                                 tracing::debug!(what = %req.what, status = status.as_u16(), delay_ms = d.as_millis() as u64, "retrying");
@@ -1085,7 +1107,7 @@ impl Inner {
         resp: reqwest::Response,
     ) -> RegistryError {
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        let body = read_capped(resp, ERROR_BODY_CAP).await.unwrap_or_default();
         self.status_error_parts(conn, repository, what, kind, status, &body)
             .await
     }
