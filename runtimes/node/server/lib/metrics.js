@@ -61,6 +61,7 @@ function render(functionName) {
       out += `function_duration_miliseconds_bucket{${scope},le="${le}"} ${cumulative}\n`;
     }
   }
+  if (calls === 0 && failures === 0 && durationCount === 0) out += '# no registered metrics'; // as OpenTelemetry's exporter
   return out;
 }
 

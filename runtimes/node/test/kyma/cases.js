@@ -61,12 +61,13 @@ const CASES = {
     'send-number', 'json', 'send-status', 'type', 'set-object', 'attachment', 'vary', 'links', 'format', 'end', 'status-400', 'status-code',
     'sdk', 'sdk-type'].map((m) => [`res ${m}`, { path: `/?m=${m}` }])),
   'res format html': { path: '/?m=format', headers: { Accept: 'text/html' } },
-  'res json fresh': { path: '/?m=object', headers: { 'If-None-Match': 'W/"17-gSoNIbKpOzgDA52vQh5UDNvvH6A"' } },
+  'res json fresh': { path: '/?m=object', headers: { 'If-None-Match': 'W/"17-3xGzuSfOJHSvH1lWw3wvdBVIjqg"' } },
   // the callback (third argument)
   ...Object.fromEntries(['cb-string', 'cb-object', 'cb-status', 'cb-empty', 'cb-zero', 'cb-headers', 'cb-async', 'cb-then-return']
     .map((m) => [`callback ${m}`, { path: `/?m=${m}` }])),
   // endpoints and methods
   'healthz': { path: '/healthz' },
+  'favicon': { path: '/favicon.ico' },
   'healthz head': { method: 'HEAD', path: '/healthz' },
   'healthz post': { method: 'POST', path: '/healthz?m=string' },
   'options preflight': { method: 'OPTIONS', path: '/?m=string', headers: { 'Access-Control-Request-Method': 'PUT', 'Access-Control-Request-Headers': 'x-a', Origin: 'http://o' } },
