@@ -106,7 +106,9 @@ function onRequest(req, res) {
   parseBody(req, res, BODY_LIMIT_MB, (err) => {
     if (!err) return invoke(req, res);
     const status = err.status || err.statusCode || 400;
-    sendText(res, status, status === 413 ? tooLarge() : `Invalid request body: ${err.message}`);
+    // (JSON.parse's own message differs between Node versions)
+    const text = status === 413 ? tooLarge() : err.type === 'entity.parse.failed' ? 'Invalid JSON in the request body' : `Invalid request body: ${err.message}`;
+    sendText(res, status, text);
   });
 }
 

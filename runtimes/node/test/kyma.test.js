@@ -31,8 +31,8 @@ const DEVIATIONS = {
   'return reject': plain(500, 'Internal server error'),
   'return reject-string': plain(500, 'custom rejection'),
   // Body errors: Kyma answers Express's HTML error page with the stack; ours a line of text.
-  'data json invalid': text(400, "Invalid request body: Expected property name or '}' in JSON at position 1", false),
-  'ce structured bad json': text(400, "Invalid request body: Expected property name or '}' in JSON at position 1", false),
+  'data json invalid': text(400, 'Invalid JSON in the request body', false),
+  'ce structured bad json': text(400, 'Invalid JSON in the request body', false),
   'body too large': text(413, 'Request body larger than 1 MB', false),
   'body json too large': text(413, 'Request body larger than 1 MB', false),
   'ce binary minimal text': text(500, 'Invalid CloudEvent: no cloud event detected'),
@@ -97,7 +97,7 @@ describe('/metrics as Kyma’s', () => {
       const m = await get(srv, '/metrics');
       assert.equal(m.type, 'text/plain');
       const shape = (t) => t.replace(/unknown_service:[^"]*/, 'unknown_service:NODE').replace(/(_sum\{[^}]*\}) \S+/, '$1 SUM')
-        .replace(/(le="(0|5|10|25|50|75|100)"\}) \d+/g, "$1 N"); // durations differ (the first call loads Express)
+        .replace(/(le="\d+"\}) \d+/g, "$1 N"); // durations differ (the first call loads Express)
       const kyma = fs.readFileSync(path.join(__dirname, 'kyma', 'kyma-metrics.txt'), 'utf8');
       assert.equal(shape(m.text).trim(), shape(kyma).trim());
       await get(srv, '/?m=throw');
