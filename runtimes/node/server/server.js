@@ -228,6 +228,16 @@ async function loadFunction() {
 process.on('uncaughtException', (err) => console.error(`uncaught exception: ${(err && err.stack) || err}`));
 process.on('unhandledRejection', (err) => console.error(`unhandled rejection: ${(err && err.stack) || err}`));
 
+const PRELOAD_DELAY_MS = 300;
+function preload() {
+  try {
+    loadExpress();
+    require('body-parser');
+  } catch (err) {
+    console.error(`cannot load Express: ${(err && err.stack) || err}`);
+  }
+}
+
 async function main() {
   const loadStart = process.hrtime.bigint();
   try {
@@ -263,6 +273,9 @@ async function main() {
     const addr = server.address();
     const ms = (Number(process.hrtime.bigint() - loadStart) / 1e6).toFixed(1);
     log(`function ${MOD_NAME}.${FUNC_HANDLER} loaded in ${ms}ms; listening on ${addr.address}:${addr.port}`);
+    // Express and body-parser (~100 ms of loading) once the server is up and the first probes are
+    // answered, so that the first call that needs them does not wait; a call before loads them itself.
+    setTimeout(preload, PRELOAD_DELAY_MS).unref();
   });
 }
 
