@@ -11,11 +11,27 @@ const SERVER = path.join(__dirname, '..', 'server', 'server.js');
 const children = new Set();
 process.on('exit', () => { for (const child of children) child.kill('SIGKILL'); });
 
+// KYMA_NODE_SERVER=<dir of Kyma's components/runtimes/nodejs24, npm-installed, its port made
+// KYMA_TEST_PORT> runs Kyma's own server instead of ours (to check that tests expect Kyma's answers).
+const KYMA = process.env.KYMA_NODE_SERVER;
+let kymaPort = 18100;
+
 async function startServer(files, env = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fnbuild-node-test-'));
-  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), text);
-  const child = spawn(process.execPath, [SERVER], {
-    env: { PATH: process.env.PATH, NODE_PATH: process.env.NODE_PATH || '', FUNC_DIR: dir, FUNC_HOST: '127.0.0.1', FUNC_PORT: '0', ...env },
+  let fnDir = dir;
+  let cmd = [SERVER];
+  let extra = {};
+  if (KYMA) {
+    for (const f of ['server.mjs', 'package.json']) fs.copyFileSync(path.join(KYMA, f), path.join(dir, f));
+    for (const f of ['lib', 'node_modules']) fs.symlinkSync(path.join(KYMA, f), path.join(dir, f));
+    fnDir = path.join(dir, 'function');
+    fs.mkdirSync(fnDir);
+    cmd = [path.join(dir, 'server.mjs')];
+    extra = { HANDLER_PATH: './function/handler.js', KYMA_TEST_PORT: String(kymaPort++) };
+  }
+  for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(fnDir, name), text);
+  const child = spawn(process.execPath, cmd, {
+    env: { PATH: process.env.PATH, NODE_PATH: process.env.NODE_PATH || '', FUNC_DIR: dir, FUNC_HOST: '127.0.0.1', FUNC_PORT: '0', ...extra, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -33,8 +49,14 @@ async function startServer(files, env = {}) {
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const m = await waitForOutput(srv, /listening on \S+:(\d+)/);
-    srv.url = `http://127.0.0.1:${m[1]}`;
+    if (KYMA) {
+      await waitForOutput(srv, /user code loaded/);
+      srv.url = `http://127.0.0.1:${extra.KYMA_TEST_PORT}`;
+      for (let i = 0; i < 100 && !(await fetch(`${srv.url}/healthz`).then(() => true, () => false)); i++) await new Promise((r) => setTimeout(r, 20));
+    } else {
+      const m = await waitForOutput(srv, /listening on \S+:(\d+)/);
+      srv.url = `http://127.0.0.1:${m[1]}`;
+    }
   } catch (err) {
     await srv.stop();
     throw err;
