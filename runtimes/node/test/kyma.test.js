@@ -35,6 +35,7 @@ const DEVIATIONS = {
   'ce structured bad json': text(400, 'Invalid JSON in the request body', false),
   'body too large': text(413, 'Request body larger than 1 MB', false),
   'body json too large': text(413, 'Request body larger than 1 MB', false),
+  'data json bad charset': text(415, 'Invalid request body: unsupported charset "KOI9"', false),
   'ce binary minimal text': text(500, 'Invalid CloudEvent: no cloud event detected'),
   // Kyma sends the header values "undefined" when the request has none.
   'options plain': { status: 200, headers: { 'content-length': '0', 'access-control-allow-origin': '*' }, body: '' },

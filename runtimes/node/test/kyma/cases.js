@@ -39,6 +39,10 @@ const CASES = {
   'data empty no type': { method: 'POST', path: '/?m=echo', body: '' },
   'data get': { path: '/?m=echo' },
   'data delete json': { method: 'DELETE', path: '/?m=echo', headers: json, body: '{"d":1}' },
+  'data json gzip': { method: 'POST', path: '/?m=echo', headers: { ...json, 'Content-Encoding': 'gzip' }, bodyBase64: 'H4sIAAAAAAACA6tWqsosKEhNUbIqKSpNrQUAhCi8CA8AAAA=' },
+  'data text latin1': { method: 'POST', path: '/?m=echo', headers: { 'Content-Type': 'text/plain; charset=iso-8859-1' }, bodyBase64: 'Y2Fm6Q==' },
+  'data json bad charset': { method: 'POST', path: '/?m=echo', headers: { 'Content-Type': 'application/json; charset=koi9' }, body: '{}' },
+  'data json chunked': { method: 'POST', path: '/?m=echo', headers: json, body: '{"c":1}', chunked: true },
   'body too large': { method: 'POST', path: '/?m=echo', headers: { 'Content-Type': 'application/octet-stream' }, bodySize: 1024 * 1024 + 1 },
   'body at limit': { method: 'POST', path: '/?m=zero', headers: { 'Content-Type': 'application/octet-stream' }, bodySize: 1024 * 1024 },
   'body json too large': { method: 'POST', path: '/?m=echo', headers: json, bodySize: 1024 * 1024 + 1 },
@@ -56,6 +60,8 @@ const CASES = {
   // request object
   'req properties': { path: '/a/b?m=req&x=1&x=2&y=3', headers: { 'X-Test': 't', 'Content-Type': 'application/json', Host: 'sub.example.com:8080', 'X-Forwarded-For': '10.0.0.1', 'X-Forwarded-Proto': 'https', 'X-Requested-With': 'XMLHttpRequest', Accept: 'text/html' } },
   'req properties root': { path: '/?m=req' },
+  'req with json body': { method: 'POST', path: '/p%20q/r?m=req&a[b]=1', headers: { 'Content-Type': 'application/json; charset=utf-8' }, body: '{"x":1}' },
+  'req with text body': { method: 'PUT', path: '/?m=req', headers: { 'Content-Type': 'text/html' }, body: '<i>' },
   // response object
   ...Object.fromEntries(['redirect', 'redirect-301', 'cookie', 'clear-cookie', 'append', 'location', 'send-string', 'send-object', 'send-buffer',
     'send-number', 'json', 'send-status', 'type', 'set-object', 'attachment', 'vary', 'links', 'format', 'end', 'status-400', 'status-code',
@@ -76,6 +82,7 @@ const CASES = {
   'method patch': { method: 'PATCH', path: '/?m=string' },
   'method delete': { method: 'DELETE', path: '/?m=string' },
   'method head': { method: 'HEAD', path: '/?m=object' },
+  'method head string': { method: 'HEAD', path: '/?m=string' },
   'deep path': { path: '/x/y/z?m=string' },
   // tracing and CloudEvents out
   'tracer': { path: '/?m=tracer' },

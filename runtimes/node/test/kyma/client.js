@@ -34,9 +34,10 @@ function describeEvent(text) {
 
 function send(base, c, timeoutMs = 6000) {
   const url = new URL(c.path, base);
-  const body = c.bodySize !== undefined ? Buffer.alloc(c.bodySize, 97) : c.body !== undefined ? Buffer.from(c.body) : null;
+  const body = c.bodySize !== undefined ? Buffer.alloc(c.bodySize, 97)
+    : c.bodyBase64 !== undefined ? Buffer.from(c.bodyBase64, 'base64') : c.body !== undefined ? Buffer.from(c.body) : null;
   const headers = { ...(c.headers || {}) };
-  if (body) headers['Content-Length'] = String(body.length);
+  if (body && !c.chunked) headers['Content-Length'] = String(body.length);
   return new Promise((resolve) => {
     const req = http.request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method: c.method || 'GET', headers, agent: false }, (res) => {
       const chunks = [];
