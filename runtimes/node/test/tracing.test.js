@@ -62,6 +62,13 @@ describe('tracing with TRACE_COLLECTOR_ENDPOINT', () => {
 
   it('continues an incoming W3C traceparent', () => traced({ traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' }, '0af7651916cd43dd8448eb211c80319c'));
   it('continues incoming B3 multi headers', () => traced({ 'X-B3-TraceId': '463ac35c9f6413ad48485a3953bb6124', 'X-B3-SpanId': 'a2fb4a1d1a96d312', 'X-B3-Sampled': '1' }, '463ac35c9f6413ad48485a3953bb6124'));
+  it('keeps the context while a request body is read', async () => {
+    const id = '33333333333333333333333333333333';
+    const r = await get(srv, '/', { method: 'POST', headers: { 'Content-Type': 'application/json', traceparent: `00-${id}-4444444444444444-01` }, body: '{"a":1}' });
+    const out = JSON.parse(r.text);
+    assert.equal(out.custom, id);
+    assert.equal(out.fetch['x-b3-traceid'], id);
+  });
   it('starts a trace as Kyma’s e2e test asks (only X-B3-Sampled)', () => traced({ 'X-B3-Sampled': '1' }));
 
   it('exports the server, client and custom spans by OTLP/HTTP with the incoming trace id', async () => {

@@ -15,6 +15,7 @@ const TRACER_NAME = 'io.kyma-project.serverless';
 const IGNORED = ['/healthz', '/favicon.ico', '/metrics'];
 
 let tracer = null;
+let api = null; // @opentelemetry/api, once set up
 
 function propagators(core, b3) {
   const names = (process.env.OTEL_PROPAGATORS || 'tracecontext,b3multi').split(',').map((s) => s.trim()).filter(Boolean);
@@ -29,7 +30,7 @@ function propagators(core, b3) {
 }
 
 function setup(functionName, endpoint) {
-  const api = require('@opentelemetry/api');
+  api = require('@opentelemetry/api');
   const core = require('@opentelemetry/core');
   const { registerInstrumentations } = require('@opentelemetry/instrumentation');
   const { NodeTracerProvider, AlwaysOnSampler, ParentBasedSampler } = require('@opentelemetry/sdk-trace-node');
@@ -49,13 +50,13 @@ function setup(functionName, endpoint) {
     instrumentations: [new HttpInstrumentation({ ignoreIncomingRequestHook: (req) => IGNORED.includes(req.url) })],
   });
   provider.register({ propagator: propagators(core, require('@opentelemetry/propagator-b3')) });
-  propagateToFetch(api);
+  propagateToFetch();
   tracer = api.trace.getTracer(TRACER_NAME);
   return provider;
 }
 
 // fetch() requests get the active context's headers (traceparent, x-b3-*) as http requests do.
-function propagateToFetch(api) {
+function propagateToFetch() {
   const channel = require('node:diagnostics_channel').channel('undici:request:create');
   channel.subscribe(({ request }) => {
     const carrier = {};
@@ -76,9 +77,7 @@ const lazyTracer = {
 
 // The span of the request being handled (the server span), or undefined.
 function activeSpan() {
-  if (tracer === null) return undefined;
-  const api = require('@opentelemetry/api');
-  return api.trace.getSpan(api.context.active());
+  return api === null ? undefined : api.trace.getSpan(api.context.active());
 }
 
 module.exports = { setup, tracer: () => tracer || lazyTracer, activeSpan };
