@@ -14,6 +14,7 @@ const { REQUEST_API, RESPONSE_API } = require('../server/lib/express');
 const HANDLER = `
 const axios = require('axios');
 module.exports = { main: async function (event) {
+  if (event.extensions.request.url === '/fail') throw new Error('failing on purpose');
   const span = event.tracer.startSpan('custom-work');
   span.setAttribute('k', 'v');
   span.end();
@@ -85,6 +86,18 @@ describe('tracing with TRACE_COLLECTOR_ENDPOINT', () => {
     assert.ok(got.some((n) => n.endsWith(':GET:3')), `a client span: ${got.join(' ')}`);
   });
 
+  it('marks the server span of a failed call as an error (what Kyma’s handleError means to do)', async () => {
+    const id = '55555555555555555555555555555555';
+    const r = await get(srv, '/fail', { headers: { traceparent: `00-${id}-6666666666666666-01` } });
+    assert.equal(r.status, 500);
+    const deadline = Date.now() + 5000;
+    const server = () => spans.filter((s) => s.body.includes(id)).flatMap((s) => JSON.parse(s.body).resourceSpans
+      .flatMap((rs) => rs.scopeSpans.flatMap((sc) => sc.spans))).find((sp) => sp.kind === 2);
+    while (!server() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(server().status.code, 2);
+    assert.ok(server().attributes.some((a) => a.key === 'error' && a.value.stringValue === 'Internal server error'));
+  });
+
   it('makes no spans for the probes', async () => {
     const before = spans.length;
     await get(srv, '/healthz');
@@ -110,6 +123,15 @@ describe('without TRACE_COLLECTOR_ENDPOINT', () => {
       const out = JSON.parse((await get(srv, '/')).text);
       assert.deepEqual(out, { traceId: '0'.repeat(32), recording: false, t: { traceparent: null }, loaded: false });
     } finally { await srv.stop(); target.close(); }
+  });
+});
+
+describe('emitCloudEvent without PUBLISHER_PROXY_ADDRESS', () => {
+  it('rejects with a message that says so', async () => {
+    const srv = await startServer({ 'handler.js': 'module.exports = { main: (e) => e.emitCloudEvent("t", "s", {}).then(() => "sent", (err) => err.message) }' });
+    try {
+      assert.equal((await get(srv, '/')).text, 'PUBLISHER_PROXY_ADDRESS is not set: cannot send CloudEvents');
+    } finally { await srv.stop(); }
   });
 });
 
