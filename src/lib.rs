@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod controller;
+pub mod daemon;
 pub mod function;
 pub mod image;
 pub mod init;

@@ -30,7 +30,7 @@ pub enum SinkError {
     },
     #[error("output {output}: {message}")]
     Invalid { output: String, message: String },
-    #[error("output {output}: the local Docker daemon: {message}")]
+    #[error("output {output}: the Docker daemon at {message}")]
     Docker { output: String, message: String },
 }
 
@@ -489,7 +489,7 @@ fn write_archive<W: Write>(
     tar.into_inner().map_err(write_err)
 }
 
-/// Loads the image into the local Docker daemon as `name` (what `docker load` does).
+/// Loads the image into the Docker daemon (see [`crate::daemon`]) as `name` (what `docker load` does).
 pub async fn load_into_daemon(
     name: &str,
     image: &BuiltImage,
@@ -504,8 +504,10 @@ pub async fn load_into_daemon(
     };
     let archive = work.join("docker-load.tar");
     write_docker_archive(&archive, Some(name), image, mtime, output)?;
-    let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| docker_err(e.to_string()))?;
-    docker.ping().await.map_err(|e| docker_err(daemon_message(e)))?;
+    let daemon = crate::daemon::connect().map_err(docker_err)?;
+    let at = |e| format!("{}: {}", daemon.endpoint, daemon_message(e));
+    let docker = &daemon.docker;
+    docker.ping().await.map_err(|e| docker_err(at(e)))?;
     let file = tokio::fs::File::open(&archive)
         .await
         .map_err(|source| SinkError::Write {
@@ -519,7 +521,7 @@ pub async fn load_into_daemon(
         .build();
     let mut replies = docker.import_image_stream(options, body, None);
     while let Some(reply) = replies.next().await {
-        reply.map_err(|e| docker_err(daemon_message(e)))?;
+        reply.map_err(|e| docker_err(at(e)))?;
     }
     Ok(())
 }

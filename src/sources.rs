@@ -40,7 +40,7 @@ pub enum SourceImageError {
         name: String,
         source: crate::registry::RegistryError,
     },
-    #[error("base image {name}: the local Docker daemon: {message}")]
+    #[error("base image {name}: the Docker daemon at {message}")]
     Docker { name: String, message: String },
 }
 
@@ -410,11 +410,10 @@ async fn export_from_daemon(name: &str, image: &str, archive: &Path) -> Result<(
         name: name.into(),
         message,
     };
-    let docker = bollard::Docker::connect_with_local_defaults().map_err(|e| docker_err(e.to_string()))?;
-    docker
-        .inspect_image(image)
-        .await
-        .map_err(|e| docker_err(daemon_message(e)))?;
+    let daemon = crate::daemon::connect().map_err(docker_err)?;
+    let at = |e| format!("{}: {}", daemon.endpoint, daemon_message(e));
+    let docker = &daemon.docker;
+    docker.inspect_image(image).await.map_err(|e| docker_err(at(e)))?;
     let mut file = tokio::fs::File::create(archive)
         .await
         .map_err(|source| SourceImageError::Read {
@@ -424,7 +423,7 @@ async fn export_from_daemon(name: &str, image: &str, archive: &Path) -> Result<(
         })?;
     let mut stream = docker.export_image(image);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| docker_err(daemon_message(e)))?;
+        let chunk = chunk.map_err(|e| docker_err(at(e)))?;
         file.write_all(&chunk).await.map_err(|source| SourceImageError::Read {
             name: name.into(),
             path: archive.into(),

@@ -349,3 +349,69 @@ fn a_damaged_base_layer_in_a_layout_fails_every_output_and_leaves_nothing() {
     assert!(!archive.exists(), "no archive");
     assert!(!new_layout.exists(), "no half layout");
 }
+
+#[test]
+fn the_daemon_named_by_docker_host_or_a_docker_context_is_the_one_used() {
+    setup();
+    let src = function();
+    let port = free_port(); // nothing listens there
+    let load = |env: &[(&str, String)], name: &str| {
+        let mut cmd = fnbuild();
+        cmd.env_remove("DOCKER_HOST").env_remove("DOCKER_CONTEXT");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.arg("build")
+            .arg(src.path())
+            .args(["--runtime", "nodejs24", "--base", &base(), "--quiet", "--load", name])
+            .output()
+            .unwrap()
+    };
+    let out = load(
+        &[("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))],
+        "fnbuild-tests/dh:1",
+    );
+    let (code, line) = failure(&out);
+    assert_eq!(code, 1);
+    assert!(
+        line.contains(&format!("the Docker daemon at tcp://127.0.0.1:{port} (DOCKER_HOST)")),
+        "{line}"
+    );
+
+    // A Docker context, as `docker context create` writes it: the CLI's currentContext.
+    let config = temp_dir("robust-docker-config-");
+    let context_meta = |name: &str, host: &str| {
+        use sha2::Digest;
+        let dir = config
+            .path()
+            .join("contexts/meta")
+            .join(hex::encode(sha2::Sha256::digest(name.as_bytes())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = serde_json::json!({"Name": name, "Metadata": {}, "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": false}}});
+        std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+    };
+    context_meta("here", "unix:///var/run/docker.sock");
+    context_meta("gone", "unix:///nonexistent-fnbuild/docker.sock");
+    std::fs::write(config.path().join("config.json"), r#"{"currentContext": "here"}"#).unwrap();
+    let docker_config = config.path().display().to_string();
+    let name = format!("fnbuild-tests/context:{}", std::process::id());
+    let out = load(&[("DOCKER_CONFIG", docker_config.clone())], &name);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(docker()
+        .args(["image", "inspect", &name])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let _ = docker().args(["rmi", &name]).output();
+    let out = load(
+        &[("DOCKER_CONFIG", docker_config), ("DOCKER_CONTEXT", "gone".into())],
+        &name,
+    );
+    let (code, line) = failure(&out);
+    assert_eq!(code, 1);
+    assert!(
+        line.contains("unix:///nonexistent-fnbuild/docker.sock (Docker context 'gone')"),
+        "{line}"
+    );
+}
