@@ -168,10 +168,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "runtime, source and registry client ready"
     );
-    let work = tempfile::Builder::new()
-        .prefix("fnbuild-")
-        .tempdir()
-        .context("cannot create a scratch directory")?;
+    let work = crate::scratch::Scratch::new().context("cannot create a scratch directory")?;
 
     // The runtime's libraries: from a store in milliseconds; installed (once) when none has them.
     let t = Instant::now();
@@ -417,10 +414,7 @@ pub async fn install_dependencies(
         Some(plan) => Some(dependencies::probe(plan.ecosystem, &runtime).await?),
         None => None,
     };
-    let work = tempfile::Builder::new()
-        .prefix("fnbuild-")
-        .tempdir()
-        .context("cannot create a scratch directory")?;
+    let work = crate::scratch::Scratch::new().context("cannot create a scratch directory")?;
     let key = dependencies::install_requested(
         plan.as_ref(),
         installer.as_ref(),

@@ -8,6 +8,7 @@ pub mod image;
 pub mod init;
 pub mod reference;
 pub mod registry;
+pub mod scratch;
 pub mod secrets;
 pub mod sinks;
 pub mod sources;

@@ -415,3 +415,53 @@ fn the_daemon_named_by_docker_host_or_a_docker_context_is_the_one_used() {
         "{line}"
     );
 }
+
+#[test]
+fn scratch_space_goes_with_every_build_and_what_killed_builds_left_is_swept() {
+    setup();
+    let src = function();
+    let tmp = temp_dir("robust-tmpdir-");
+    // What a killed build leaves: its directory, with a partly written layer, an hour old.
+    let left = tmp.path().join("fnbuild-build-killed1");
+    std::fs::create_dir(&left).unwrap();
+    std::fs::write(left.join("function-layer"), vec![0u8; 1 << 20]).unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::open(&left).unwrap().set_modified(hour_ago).unwrap();
+    let scratch = || -> Vec<String> {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("fnbuild-build-"))
+            .collect()
+    };
+    let out_dir = temp_dir("robust-scratch-out-");
+    for (args, ok) in [
+        (
+            vec![
+                "--base".to_string(),
+                base(),
+                "--output".to_string(),
+                format!("oci:{}:a", out_dir.path().join("l").display()),
+            ],
+            true,
+        ),
+        // A failing build cleans up too.
+        (
+            vec!["--base".to_string(), "oci:/nonexistent-fnbuild-base".to_string()],
+            false,
+        ),
+    ] {
+        let out = fnbuild()
+            .env("TMPDIR", tmp.path())
+            .arg("build")
+            .arg(src.path())
+            .args(["--runtime", "nodejs24", "--quiet"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), ok, "{stderr}");
+        assert!(ok || stderr.contains("nonexistent-fnbuild-base"), "{stderr}");
+        assert!(scratch().is_empty(), "left behind: {:?}", scratch());
+    }
+}

@@ -213,10 +213,7 @@ pub async fn make_store(
         offline: false,
     };
     let out = LayerCache::new(output);
-    let work = tempfile::Builder::new()
-        .prefix("fnbuild-")
-        .tempdir()
-        .context("cannot create a scratch directory")?;
+    let work = crate::scratch::Scratch::new().context("cannot create a scratch directory")?;
     let mut made = Vec::new();
     for name in names {
         let runtime = runtimes.load(&name)?;
