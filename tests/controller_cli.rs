@@ -236,3 +236,67 @@ async fn webhooks_over_https() {
         Some(3.0)
     );
 }
+
+/// The controller stops within seconds of SIGTERM even while the API server does not answer
+/// (its graceful stop alone would wait on requests that never end).
+#[test]
+fn sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"https://127.0.0.1:{port}\", insecure-skip-tls-verify: true}}\n  name: c\ncontexts:\n- context: {{cluster: c, user: u}}\n  name: x\ncurrent-context: x\nusers:\n- name: u\n  user: {{token: t}}\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = fnbuild()
+        .args([
+            "controller",
+            "--builder-image=x",
+            "--registry-push-address=127.0.0.1:5000",
+            "--registry-pull-address=127.0.0.1:5000",
+            "--metrics-addr=127.0.0.1:0",
+            "--webhook-addr=127.0.0.1:0",
+            "--no-registry-check",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Running: it has tried the API server and is retrying.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("initial object list")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let t = std::time::Instant::now();
+    // SAFETY: signals our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("still running 15 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(8), "{:?}", t.elapsed());
+}

@@ -15,6 +15,14 @@ use tokio_rustls::TlsAcceptor;
 /// Largest request body read (an AdmissionReview carries the object twice on UPDATE; a
 /// ConfigMap-sized source is at most 1 MiB).
 pub const MAX_BODY: usize = 8 << 20;
+/// A client gets this long for its TLS handshake, and for each request's headers (an idle
+/// keep-alive connection included): connections that send nothing cannot pile up.
+pub const HANDSHAKE_AND_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A connection is closed after this long whatever it does (the API server opens another).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+/// Connections served at once; more wait to be accepted. With the timeouts above a flood of idle
+/// connections holds a slot for seconds at most.
+pub const MAX_CONNECTIONS: usize = 2048;
 
 /// A request as the handlers see it: method, path and the whole body.
 pub struct Req {
@@ -47,13 +55,19 @@ impl Resp {
     }
 }
 
-/// Serve `handler` on `listener` until the task is dropped, each connection in its own task.
+/// Serve `handler` on `listener` until the task is dropped, each connection in its own task,
+/// with the timeouts and the connection limit above.
 pub async fn serve<H, F>(listener: TcpListener, tls: Option<TlsAcceptor>, handler: H)
 where
     H: Fn(Req) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
+    raise_open_files_limit();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -65,32 +79,54 @@ where
         let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(req, handler).await) }
             });
-            let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => {
-                        hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(s), service)
-                            .await
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_AND_HEADER_TIMEOUT);
+            let served = async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_AND_HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => http.serve_connection(TokioIo::new(s), service).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "no TLS handshake in time: closed");
+                                Ok(())
+                            }
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
+                    None => http.serve_connection(TokioIo::new(stream), service).await,
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tokio::time::timeout(CONNECTION_LIFETIME, served).await {
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+                Err(_) => tracing::debug!(%peer, "connection open too long: closed"),
+                Ok(Ok(())) => {}
             }
         });
+    }
+}
+
+/// Lets the process hold as many connections as the limit allows (the soft limit of open
+/// files is often 1024, the hard one much higher).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads and sets this process's own limit through a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max.min(65536);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 
@@ -210,5 +246,62 @@ impl rustls::server::ResolvesServerCert for ReloadingCert {
             }
         }
         Some(cur.2.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    /// A flood of connections that send nothing neither delays a real request nor stays open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_cannot_starve_the_server() {
+        raise_open_files_limit();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, None, |_req: Req| async {
+            Resp::text(StatusCode::OK, "ok")
+        }));
+        let idle: Vec<std::net::TcpStream> = (0..1000).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let answered = tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).unwrap();
+            (t.elapsed(), reply)
+        })
+        .await
+        .unwrap();
+        assert!(answered.1.starts_with("HTTP/1.1 200"), "{}", answered.1);
+        assert!(
+            answered.0 < Duration::from_secs(1),
+            "answered in {:?} with 1,000 idle connections open",
+            answered.0
+        );
+        // Each idle connection is closed once the header timeout has passed.
+        let closed = tokio::task::spawn_blocking(move || {
+            idle.into_iter()
+                .filter(|s| {
+                    let mut s = s;
+                    s.set_read_timeout(Some(HANDSHAKE_AND_HEADER_TIMEOUT + Duration::from_secs(5)))
+                        .unwrap();
+                    let mut buf = [0u8; 1];
+                    // Closed by the server: end of stream (a read timeout is an error, not this).
+                    match s.read(&mut buf) {
+                        Ok(0) => true,
+                        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                        Ok(_) => false,
+                    }
+                })
+                .count()
+        })
+        .await
+        .unwrap();
+        assert_eq!(closed, 1000);
+        server.abort();
     }
 }

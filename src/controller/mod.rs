@@ -96,6 +96,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),
     }
 
+    let stop = stop_signal();
     let client = Client::try_default()
         .await
         .context("cannot connect to the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
@@ -168,7 +169,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         max_builds = opts.settings.max_concurrent_builds,
         "Function controller starting"
     );
-    Controller::new(Api::<Function>::all(client), watcher::Config::default())
+    let run = Controller::new(Api::<Function>::all(client), watcher::Config::default())
         .owns_stream(cm_stream)
         .owns_stream(job_stream)
         .owns_stream(dep_stream)
@@ -184,8 +185,37 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 Err(e @ controller::Error::ObjectNotFound(..)) => tracing::debug!(error = %e, "controller"),
                 Err(e) => tracing::warn!(error = %e, "controller"),
             }
-        })
-        .await;
-    tracing::info!("Function controller stopped");
+        });
+    // The first SIGTERM or SIGINT stops the controller gracefully (reconciles in flight end);
+    // when that cannot finish (an API server that does not answer), it stops anyway.
+    tokio::select! {
+        () = run => tracing::info!("Function controller stopped"),
+        () = async {
+            stop.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "Function controller stopped without finishing (the API server does not answer?)"),
+    }
     Ok(())
+}
+
+/// How long a graceful stop may take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// SIGTERM (what Kubernetes sends) or SIGINT; the handlers are in place when this returns,
+/// so a signal that comes before the future is awaited is not lost.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    }
 }
