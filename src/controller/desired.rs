@@ -118,7 +118,10 @@ pub fn pull_image(f: &Function, s: &Settings, digest: &str) -> String {
 /// runtime's built-in default is used).
 pub fn base_image(f: &Function, s: &Settings) -> (String, Option<String>) {
     if let Some(o) = f.spec.runtime_image_override.as_deref().filter(|o| !o.is_empty()) {
-        return (o.to_string(), Some(o.to_string()));
+        // A Function's author names a registry image, never a file or daemon of the builder's:
+        // `docker://` keeps the builder from reading `oci:x` or `docker-daemon:y` as such.
+        let o = o.trim_start_matches("docker://");
+        return (o.to_string(), Some(format!("docker://{o}")));
     }
     if let Some(b) = s.base_images.get(&f.spec.runtime) {
         return (b.clone(), Some(b.clone()));
@@ -550,7 +553,7 @@ pub(super) mod tests {
         f.spec.runtime_image_override = Some("reg.local/custom:1".into());
         assert_eq!(
             base_image(&f, &s),
-            ("reg.local/custom:1".into(), Some("reg.local/custom:1".into()))
+            ("reg.local/custom:1".into(), Some("docker://reg.local/custom:1".into()))
         );
     }
 

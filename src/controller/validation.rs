@@ -76,7 +76,25 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
         );
     }
     if let Some(img) = &spec.runtime_image_override {
-        if let Err(err) = img.parse::<crate::reference::Reference>() {
+        let transport = [
+            "oci:",
+            "oci-archive:",
+            "docker-archive:",
+            "docker-daemon:",
+            "dir:",
+            "containers-storage:",
+        ]
+        .into_iter()
+        .find(|t| img.starts_with(t));
+        if let Some(t) = transport {
+            e.add(
+                "spec.runtimeImageOverride",
+                format!("'{img}' names a local image ({t}); give a registry image such as registry.example.com/team/node:24"),
+            );
+        } else if let Err(err) = img
+            .trim_start_matches("docker://")
+            .parse::<crate::reference::Reference>()
+        {
             e.add(
                 "spec.runtimeImageOverride",
                 format!("'{img}' is not an image reference: {err}"),
@@ -169,7 +187,7 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
         }
     }
     if let Some(annotations) = &spec.annotations {
-        for k in annotations.keys() {
+        for (k, v) in annotations {
             let p = format!("spec.annotations[{k}]");
             if let Err(why) = qualified_name(k) {
                 e.add(&p, format!("key '{k}' {why}"));
@@ -177,6 +195,11 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
                 e.add(
                     &p,
                     format!("keys under {RESERVED_PREFIX} are reserved for the controller"),
+                );
+            } else if loosens_confinement(k, v) {
+                e.add(
+                    &p,
+                    format!("'{v}' would run the Function without its AppArmor or seccomp profile; Functions keep the runtime's default"),
                 );
             }
         }
@@ -188,6 +211,21 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
     }
 }
 
+/// Pod annotations that take away the container's AppArmor or seccomp confinement.
+fn loosens_confinement(key: &str, value: &str) -> bool {
+    let confinement = key.starts_with("container.apparmor.security.beta.kubernetes.io/")
+        || key == "seccomp.security.alpha.kubernetes.io/pod"
+        || key.starts_with("container.seccomp.security.alpha.kubernetes.io/");
+    confinement
+        && value.trim() != "runtime/default"
+        && value.trim() != "docker/default"
+        && !value.starts_with("localhost/")
+}
+
+/// What a ConfigMap may hold (the API server refuses bigger objects), less room for its
+/// metadata.
+const CONFIG_MAP_DATA_LIMIT: usize = 1024 * 1024 - 16 * 1024;
+
 fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
     match (&spec.source.inline, &spec.source.git_repository) {
         (Some(_), Some(_)) => e.add("spec.source", "set exactly one of inline and gitRepository, not both"),
@@ -195,6 +233,15 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
         (Some(inline), None) => {
             if inline.source.trim().is_empty() {
                 e.add("spec.source.inline.source", "is empty; put the handler's code here");
+            }
+            let size = inline.source.len() + inline.dependencies.as_deref().map_or(0, str::len);
+            if size > CONFIG_MAP_DATA_LIMIT {
+                e.add(
+                    "spec.source.inline",
+                    format!(
+                        "source and dependencies are {size} bytes; the ConfigMap that carries them holds at most {CONFIG_MAP_DATA_LIMIT}: use a git source, or keep large data out of the code"
+                    ),
+                );
             }
             let before = e.0.len();
             if let Some(deps) = inline.dependencies.as_deref().filter(|d| !d.trim().is_empty()) {
@@ -511,6 +558,12 @@ mod tests {
         let mut s = valid();
         s.runtime_image_override = Some("Not A Ref".into());
         assert!(one("f", &s).starts_with("spec.runtimeImageOverride: 'Not A Ref' is not an image reference"));
+        for local in ["oci:x", "docker-archive:x", "docker-daemon:node", "oci:/etc:passwd"] {
+            s.runtime_image_override = Some(local.into());
+            assert!(one("f", &s).contains("names a local image"), "{local}");
+        }
+        s.runtime_image_override = Some("docker://reg.example.com/node:24".into());
+        assert!(errors("f", &s).is_empty());
     }
 
     /// A spec with these dependencies, for `runtime`.
@@ -839,6 +892,41 @@ mod tests {
             e[3],
             "spec.annotations[serverless.kyma-project.io/x]: keys under serverless.kyma-project.io/ are reserved for the controller"
         );
+
+        // Annotations that would take the Pod's confinement away are refused; profiles are not.
+        let annotated = |k: &str, v: &str| {
+            let mut s = valid();
+            s.annotations = Some(BTreeMap::from([(k.to_string(), v.to_string())]));
+            errors("f", &s)
+        };
+        for (k, v) in [
+            ("container.apparmor.security.beta.kubernetes.io/function", "unconfined"),
+            ("seccomp.security.alpha.kubernetes.io/pod", "unconfined"),
+            ("container.seccomp.security.alpha.kubernetes.io/function", "unconfined"),
+        ] {
+            let e = annotated(k, v);
+            assert_eq!(e.len(), 1, "{k}: {e:?}");
+            assert!(e[0].contains("without its AppArmor or seccomp profile"), "{e:?}");
+        }
+        assert!(annotated(
+            "container.apparmor.security.beta.kubernetes.io/function",
+            "runtime/default"
+        )
+        .is_empty());
+        assert!(annotated("seccomp.security.alpha.kubernetes.io/pod", "localhost/strict.json").is_empty());
+    }
+
+    #[test]
+    fn an_inline_source_that_no_config_map_can_hold_is_refused() {
+        let mut s = valid();
+        s.source.inline.as_mut().unwrap().source = format!("// {}\n", "x".repeat(1024 * 1024));
+        let e = one("f", &s);
+        assert!(
+            e.starts_with("spec.source.inline: source and dependencies are 10486"),
+            "{e}"
+        );
+        assert!(e.contains("holds at most 1032192"), "{e}");
+        assert!(e.contains("use a git source"), "{e}");
     }
 
     #[test]
