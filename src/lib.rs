@@ -13,3 +13,6 @@ pub mod secrets;
 pub mod sinks;
 pub mod sources;
 pub mod text;
+
+#[cfg(test)]
+mod parser_props;

@@ -7,8 +7,8 @@
 //! confirmed present (HEAD), mounted (201) or uploaded (201 with the registry checking the
 //! digest) before the manifest is put by digest, and tags come after the manifest.
 
-mod auth;
-mod error;
+pub(crate) mod auth;
+pub(crate) mod error;
 mod known;
 mod platform;
 mod pull;
