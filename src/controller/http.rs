@@ -277,6 +277,7 @@ mod tests {
         .await
         .unwrap();
         assert!(answered.1.starts_with("HTTP/1.1 200"), "{}", answered.1);
+        eprintln!("answered in {:?} with 1,000 idle connections open", answered.0);
         assert!(
             answered.0 < Duration::from_secs(1),
             "answered in {:?} with 1,000 idle connections open",
