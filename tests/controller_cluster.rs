@@ -601,7 +601,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     assert_eq!(spec.active_deadline_seconds, Some(1800));
     let c = &spec.template.spec.as_ref().unwrap().containers[0];
     let args = c.args.clone().unwrap();
-    let push = format!("{}/{ns}-hello:{tag}", settings.registry_push_address);
+    let push = format!("{}/{ns}.hello:{tag}", settings.registry_push_address);
     assert_eq!(
         &args[..9],
         [
@@ -639,7 +639,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         deployments.get_opt("hello").await.unwrap()
     })
     .await;
-    let image = format!("localhost:5000/{ns}-hello@{digest}");
+    let image = format!("localhost:5000/{ns}.hello@{digest}");
     let pod = dep.spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some(image.as_str()));
     let env: Vec<(String, String)> = pod.containers[0]
@@ -914,7 +914,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     wait_for("the retry's image deployed", || async {
         let d = deployments.get("hello").await.unwrap();
         (d.spec.template.spec.unwrap().containers[0].image.as_deref()
-            == Some(format!("localhost:5000/{ns}-hello@{digest2}").as_str()))
+            == Some(format!("localhost:5000/{ns}.hello@{digest2}").as_str()))
         .then_some(())
     })
     .await;
@@ -933,7 +933,7 @@ async fn push_seen_before_the_job_finishes(client: &Client) {
         (condition(&f, "BuildReady").map(|c| c.1) == Some("JobRunning".into())).then_some(())
     })
     .await;
-    PUSHED.lock().unwrap().push(format!("{ns}-fn"));
+    PUSHED.lock().unwrap().push(format!("{ns}.fn"));
     let t = std::time::Instant::now();
     let f = wait_for("BuildReady=True from the registry", || async {
         let f = function(client, ns, "fn").await;
@@ -948,7 +948,7 @@ async fn push_seen_before_the_job_finishes(client: &Client) {
     assert_eq!(reason, "JobFinished");
     assert!(msg.contains(&job.name_any()) && msg.contains("pushed"), "{msg}");
     let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
-    let image = format!("localhost:5000/{ns}-fn@{digest}");
+    let image = format!("localhost:5000/{ns}.fn@{digest}");
     assert_eq!(f.status.unwrap().runtime_image, Some(image.clone()));
     let dep = wait_for("the Deployment", || async {
         Api::<Deployment>::namespaced(client.clone(), ns)
@@ -1074,7 +1074,7 @@ async fn image_already_in_registry(client: &Client) {
     let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
     assert_eq!(
         f.status.unwrap().runtime_image,
-        Some(format!("localhost:5000/{ns}-fn@{digest}"))
+        Some(format!("localhost:5000/{ns}.fn@{digest}"))
     );
     assert!(
         jobs_of(client, ns).await.is_empty(),

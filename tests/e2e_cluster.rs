@@ -616,7 +616,7 @@ fn deploy_new(c: &Cluster, obj: &Value, want: &str, registry: &str) -> (Duration
     );
     let image = runtime_image(&f);
     assert!(
-        image.starts_with(&format!("{registry}/{ns}-{name}@sha256:")),
+        image.starts_with(&format!("{registry}/{ns}.{name}@sha256:")),
         "runtimeImage {image}"
     );
     let d = c.get(&["deployment", "-n", ns, name]);

@@ -471,7 +471,7 @@ mod tests {
         let l = job.metadata.labels.as_ref().unwrap();
         assert_eq!(l[LABEL_IMAGE_TAG], tag);
         assert_eq!(l[LABEL_BUILD_ATTEMPT], "2");
-        let push = format!("registry.push:5000/ns1-hello:{tag}");
+        let push = format!("registry.push:5000/ns1.hello:{tag}");
         assert_eq!(job.metadata.annotations.as_ref().unwrap()[ANNOTATION_IMAGE], push);
 
         let spec = job.spec.clone().unwrap();
@@ -590,7 +590,7 @@ mod tests {
         assert!(names_packages(&f));
         let s = settings();
         let b = inputs(&f);
-        let push = format!("registry.push:5000/ns1-hello:{}", b.tag);
+        let push = format!("registry.push:5000/ns1.hello:{}", b.tag);
         let job = build_job(&f, &s, &b);
         let pod = pod_of(&job);
         assert_eq!(pod.host_network, None);

@@ -91,12 +91,14 @@ pub(super) fn meta(f: &Function, name: String, labels: BTreeMap<String, String>)
     }
 }
 
-/// The image repository of a Function: `NAMESPACE-NAME`.
+/// The image repository of a Function: `NAMESPACE.NAME`. Neither a namespace (a DNS label) nor
+/// a Function's name (a DNS-1035 label) can hold a dot, so two Functions never share one; with
+/// Kyma's `NAMESPACE-NAME`, `team-a`/`api` and `team`/`a-api` would push to the same repository.
 pub fn repository(f: &Function) -> String {
-    format!("{}-{}", f.namespace().unwrap_or_default(), f.name_any())
+    format!("{}.{}", f.namespace().unwrap_or_default(), f.name_any())
 }
 
-/// Where the build pushes: `PUSH/NAMESPACE-NAME:TAG`.
+/// Where the build pushes: `PUSH/NAMESPACE.NAME:TAG`.
 pub fn push_reference(f: &Function, s: &Settings, tag: &str) -> String {
     format!(
         "{}/{}:{tag}",
@@ -105,7 +107,7 @@ pub fn push_reference(f: &Function, s: &Settings, tag: &str) -> String {
     )
 }
 
-/// What the Deployment runs: `PULL/NAMESPACE-NAME@DIGEST`.
+/// What the Deployment runs: `PULL/NAMESPACE.NAME@DIGEST`.
 pub fn pull_image(f: &Function, s: &Settings, digest: &str) -> String {
     format!(
         "{}/{}@{digest}",
@@ -558,6 +560,19 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn two_functions_never_share_a_repository() {
+        let named = |ns: &str, name: &str| {
+            let mut f = function();
+            f.metadata.namespace = Some(ns.into());
+            f.metadata.name = Some(name.into());
+            repository(&f)
+        };
+        assert_eq!(named("team-a", "api"), "team-a.api");
+        assert_ne!(named("team-a", "api"), named("team", "a-api"));
+        assert!(named("team-a", "api").parse::<crate::reference::Reference>().is_ok());
+    }
+
+    #[test]
     fn config_map_fields() {
         let f = function();
         let cm = config_map(&f);
@@ -586,7 +601,7 @@ pub(super) mod tests {
     fn deployment_fields() {
         let f = function();
         let s = settings();
-        let image = "localhost:5000/ns1-hello@sha256:abc";
+        let image = "localhost:5000/ns1.hello@sha256:abc";
         let d = deployment(&f, &s, image);
         assert_eq!(d.metadata.name.as_deref(), Some("hello"));
         owned_by_function(&d.metadata);

@@ -216,7 +216,7 @@ pub struct FunctionStatus {
     /// The runtime the function was last built for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// The image the function runs, by digest (REGISTRY/NAMESPACE-NAME@sha256:...).
+    /// The image the function runs, by digest (REGISTRY/NAMESPACE.NAME@sha256:...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_image: Option<String>,
     /// The tag of runtimeImage: a hash of the image's inputs (uid, source, dependencies,
