@@ -1,5 +1,5 @@
 # The fnbuild builder image: what a Function's build Job runs (`fnbuild build /src ...`), and the
-# controller's image too (`fnbuild controller`, see `fnbuild manifests --image`).
+# controller's image too (`fnbuild-controller run`, see `fnbuild-controller manifests --image`).
 #
 # BASE must provide what dependency installs need, on PATH:
 #   node and npm                     (Node runtimes' package.json)
@@ -9,16 +9,16 @@
 # No public registry is assumed: tests/support/make-builder-image.sh makes such a base from this
 # machine's own node, npm, CPython 3.12 and pip, and builds this file with
 #   docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CONTEXT
-# where CONTEXT holds the `fnbuild` binary (a release build, stripped) and runtime-libraries/, the
-# runtimes' library layers (`fnbuild runtime-libraries --output CONTEXT/runtime-libraries`), which
-# fnbuild finds beside itself (<prefix>/share/fnbuild/runtime-libraries): build Jobs never download them.
+# where CONTEXT holds the `fnbuild` and `fnbuild-controller` binaries (release builds, stripped)
+# and runtime-libraries/, the runtimes' library layers (`fnbuild runtime-libraries --output
+# CONTEXT/runtime-libraries`), which fnbuild finds beside itself (<prefix>/share/fnbuild/runtime-libraries): build Jobs never download them.
 #
 # It runs as uid 1000 with every writable path under /tmp, so a read-only root filesystem with an
 # emptyDir at /tmp works, as the controller's build Jobs have it.
 ARG BASE
 FROM ${BASE}
 
-COPY fnbuild /usr/local/bin/fnbuild
+COPY fnbuild fnbuild-controller /usr/local/bin/
 COPY runtime-libraries /usr/local/share/fnbuild/runtime-libraries
 
 ENV PATH=/usr/local/bin:/usr/bin:/bin \
@@ -38,7 +38,7 @@ ENV PATH=/usr/local/bin:/usr/bin:/bin \
 
 # Everything a build needs is there and runs as the unprivileged user.
 USER 1000:1000
-RUN fnbuild --version && node --version && npm --version && pip3.12 --version
+RUN fnbuild --version && fnbuild-controller --version && node --version && npm --version && pip3.12 --version
 
 WORKDIR /tmp
 ENTRYPOINT ["/usr/local/bin/fnbuild"]

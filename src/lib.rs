@@ -1,7 +1,7 @@
 //! fnbuild: turns a serverless function's source into an OCI image without a Docker daemon.
 
 pub mod build;
-pub mod controller;
+pub mod cli;
 pub mod daemon;
 pub mod function;
 pub mod image;

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
+use fnbuild::cli::{init_logging, usage, LogStyle};
 use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
@@ -10,7 +11,6 @@ use fnbuild::reference::Reference;
 use fnbuild::registry::{Platform, RegistryOptions};
 use fnbuild::sinks::Output;
 use fnbuild::sources::ImageLocation;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -73,20 +73,13 @@ enum Command {
         after_help = "Example:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev"
     )]
     Init(InitArgs),
-    /// Run the Function controller: Functions become build Jobs, Deployments, Services and
-    /// HorizontalPodAutoscalers; also serves the admission webhooks (HTTPS), /metrics and /healthz.
-    #[command(after_help = "Example (outside a cluster, webhooks on 127.0.0.1:9443):\n  \
-        KUBECONFIG=~/.kube/config fnbuild controller --builder-image registry:5000/fnbuild:1 \\\n    \
-        --registry-push-address registry:5000 --registry-pull-address localhost:5000 \\\n    \
-        --tls-cert tls.crt --tls-key tls.key --webhook-addr 127.0.0.1:9443")]
-    Controller(ControllerArgs),
-    /// Print the controller's manifests (Function CRD, RBAC, Deployment, webhook configurations)
-    /// as YAML for `kubectl apply -f -`.
-    #[command(
-        after_help = "Example:\n  fnbuild manifests --image registry:5000/fnbuild:1 --builder-image registry:5000/fnbuild:1 \\\n    \
-        --tls-cert tls.crt --tls-key tls.key | kubectl apply -f -"
-    )]
-    Manifests(ManifestsArgs),
+    /// Run the Function controller (an alias: runs `fnbuild-controller run` from beside this
+    /// binary or from PATH; see `fnbuild-controller run --help`).
+    #[command(disable_help_flag = true)]
+    Controller(ForwardArgs),
+    /// Print the controller's manifests (an alias: runs `fnbuild-controller manifests`).
+    #[command(disable_help_flag = true)]
+    Manifests(ForwardArgs),
 }
 
 #[derive(Args)]
@@ -164,105 +157,115 @@ struct BuildArgs {
     #[arg(default_value = ".")]
     source_dir: PathBuf,
     /// The runtime: nodejs24, nodejs22, python312 or nodejs20 (deprecated in Kyma; or one from --runtimes-dir).
-    #[arg(short, long, env = "FNBUILD_RUNTIME")]
+    #[arg(help_heading = "Source", short, long, env = "FNBUILD_RUNTIME")]
     runtime: String,
     /// Read runtime definitions from this directory instead of the ones compiled in.
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Source", long, value_name = "DIR")]
     runtimes_dir: Option<PathBuf>,
     /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE,
     /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF).
-    #[arg(long, value_name = "IMAGE", value_parser = parse_location)]
+    #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = parse_location)]
     base: Option<ImageLocation>,
     /// Write the image to oci:DIR[:TAG] (an OCI image layout; other tags in it are kept) or
     /// docker-archive:FILE[:NAME:TAG] (for `docker load`). Repeatable.
-    #[arg(short, long, value_name = "OUTPUT", value_parser = parse_output)]
+    #[arg(help_heading = "Outputs", short, long, value_name = "OUTPUT", value_parser = parse_output)]
     output: Vec<Output>,
     /// Load the image into the local Docker daemon as NAME:TAG. Repeatable.
-    #[arg(long, value_name = "NAME:TAG", value_parser = parse_reference)]
+    #[arg(help_heading = "Outputs", long, value_name = "NAME:TAG", value_parser = parse_reference)]
     load: Vec<Reference>,
     /// Push the image to a registry as REF (repeat for more tags). Credentials come from
     /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, or --registry-config.
-    #[arg(long, value_name = "REF", value_parser = parse_reference)]
+    #[arg(help_heading = "Outputs", long, value_name = "REF", value_parser = parse_reference)]
     push: Vec<Reference>,
     /// Print one JSON object describing the result on stdout (digest, layers, outputs, timings).
-    #[arg(long)]
+    #[arg(help_heading = "Outputs", long)]
     json: bool,
     /// Also write the manifest digest to this file (a build Job passes /dev/termination-log).
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Outputs", long, value_name = "FILE")]
     digest_file: Option<PathBuf>,
     /// Timestamp for every file and date in the image, in seconds since the epoch (default 1;
     /// at most 253402300799, the last second of 9999).
-    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
+    #[arg(help_heading = "Metadata", long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(..=fnbuild::build::MAX_EPOCH))]
     source_date_epoch: Option<u64>,
     /// Add a label to the image config. Repeatable.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(help_heading = "Metadata", long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     label: Vec<(String, String)>,
     /// Add an annotation to the image manifest (OCI manifests only). Repeatable.
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    #[arg(help_heading = "Metadata", long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
     annotation: Vec<(String, String)>,
     /// Source repository URL, recorded as org.opencontainers.image.source.
-    #[arg(long, value_name = "URL")]
+    #[arg(help_heading = "Metadata", long, value_name = "URL")]
     source_url: Option<String>,
     /// Source revision (commit), recorded as org.opencontainers.image.revision.
-    #[arg(long, value_name = "REV")]
+    #[arg(help_heading = "Metadata", long, value_name = "REV")]
     revision: Option<String>,
     /// Platform to take from a multi-platform base image (default: linux and this machine's architecture).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(help_heading = "Base image", long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
     /// A docker config.json to take registry credentials from.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Registry", long, value_name = "FILE")]
     registry_config: Option<PathBuf>,
     /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]); loopback registries need no flag. Repeatable.
-    #[arg(long, value_name = "HOST[:PORT]")]
+    #[arg(help_heading = "Registry", long, value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
     /// The slowest a blob may come from or go to a registry, in KiB/s, judged over 20 s: a
     /// download below it is abandoned (a stalled or trickling registry), an upload's deadline
     /// allows it. 0: no floor.
-    #[arg(long, value_name = "KIB_PER_S", default_value_t = 64)]
+    #[arg(help_heading = "Registry", long, value_name = "KIB_PER_S", default_value_t = 64)]
     min_transfer_rate: u64,
     /// The most layers the image may have, base included (container runtimes refuse about 128).
-    #[arg(long, value_name = "N", default_value_t = 127, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = "Registry", long, value_name = "N", default_value_t = 127, value_parser = clap::value_parser!(u32).range(1..))]
     max_layers: u32,
     /// Trust this PEM CA bundle for registries (private CAs). Repeatable.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Registry", long, value_name = "FILE")]
     ca_cert: Vec<PathBuf>,
     /// Cache directory: dependency layers (by key), unchanged layers, base manifests and configs
     /// (default: $XDG_CACHE_HOME/fnbuild or ~/.cache/fnbuild).
-    #[arg(long, env = "FNBUILD_CACHE_DIR", value_name = "DIR")]
+    #[arg(help_heading = "Cache", long, env = "FNBUILD_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
     /// Also keep dependency layers in this registry repository (each a one-layer image tagged by
     /// its key), shared by every builder that can reach it; pushes to that registry mount them.
-    #[arg(long, env = "FNBUILD_CACHE_REPO", value_name = "REGISTRY/REPOSITORY", value_parser = parse_repository)]
+    #[arg(help_heading = "Cache", long, env = "FNBUILD_CACHE_REPO", value_name = "REGISTRY/REPOSITORY", value_parser = parse_repository)]
     cache_repo: Option<Reference>,
     /// The key that signs and verifies --cache-repo entries (a file with a secret shared by the
     /// builders; HMAC-SHA256): entries without a valid signature are not used. Needed with --cache-repo.
-    #[arg(long, env = "FNBUILD_CACHE_KEY_FILE", value_name = "FILE")]
+    #[arg(help_heading = "Cache", long, env = "FNBUILD_CACHE_KEY_FILE", value_name = "FILE")]
     cache_key_file: Option<PathBuf>,
     /// Install the dependencies afresh even if a cache has them (the caches are refreshed).
-    #[arg(long)]
+    #[arg(help_heading = "Cache", long)]
     no_cache: bool,
     /// A store of runtime library layers (from `fnbuild runtime-libraries`), searched first and
     /// where a layer made here is kept (default: the store shipped beside fnbuild, then the cache
     /// directory; a missing layer is installed once, from the npm registry or PyPI).
-    #[arg(long, env = "FNBUILD_RUNTIME_LIBRARIES", value_name = "DIR")]
+    #[arg(
+        help_heading = "Dependencies",
+        long,
+        env = "FNBUILD_RUNTIME_LIBRARIES",
+        value_name = "DIR"
+    )]
     runtime_libraries: Option<PathBuf>,
     /// A build Job's first step: resolve the base image and ask the dependency caches, push
     /// nothing and run no installer; when the dependencies must be installed, write the request
     /// into DIR for `fnbuild install-dependencies`.
-    #[arg(long, value_name = "DIR", conflicts_with = "installed_dependencies")]
+    #[arg(
+        help_heading = "Dependencies",
+        long,
+        value_name = "DIR",
+        conflicts_with = "installed_dependencies"
+    )]
     prepare_dependencies: Option<PathBuf>,
     /// A build Job's last step: never run an installer; a dependency layer that no cache has is
     /// taken from DIR, where `fnbuild install-dependencies` left it (its digests are checked).
-    #[arg(long, value_name = "DIR")]
+    #[arg(help_heading = "Dependencies", long, value_name = "DIR")]
     installed_dependencies: Option<PathBuf>,
     /// An .npmrc for `npm` during the install only (private registries, tokens); never copied
     /// into the image, the cache or the log.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Dependencies", long, value_name = "FILE")]
     npmrc: Option<PathBuf>,
     /// A pip.conf for `pip` during the install only (private indexes, credentials); never copied
     /// into the image, the cache or the log.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = "Dependencies", long, value_name = "FILE")]
     pip_conf: Option<PathBuf>,
 }
 
@@ -306,15 +309,19 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
-    // A build is mostly waiting on the registry and the disk, its CPU work runs on blocking
-    // threads: one thread drives it, so there are no worker threads to start and stop. The
-    // controller serves many reconciles and requests at once.
-    let runtime = match &cli.command {
-        Command::Controller(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
-        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    let command = match cli.command {
+        Command::Controller(args) => return forward_to_controller("run", args),
+        Command::Manifests(args) => return forward_to_controller("manifests", args),
+        other => other,
     };
-    let runtime = match runtime {
+    let style = match cli.log_format {
+        LogFormat::Human => LogStyle::Human,
+        LogFormat::Json => LogStyle::Json,
+    };
+    init_logging(style, cli.verbose, cli.quiet);
+    // A build is mostly waiting on the registry and the disk, its CPU work runs on blocking
+    // threads: one thread drives it, so there are no worker threads to start and stop.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -322,7 +329,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Build(args) => run_build(args).await,
             Command::InstallDependencies(args) => run_install(args).await,
             Command::RuntimeLibraries(args) => run_libraries(args).await,
@@ -332,42 +339,35 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Controller(args) => run_controller(args).await,
-            Command::Manifests(args) => run_manifests(args),
+            Command::Controller(_) | Command::Manifests(_) => unreachable!("forwarded above"),
         }
     });
-    let code = match result {
-        Ok(()) => 0,
-        Err(e) => {
-            // One line: what failed, then why, as the chain of contexts; no secret in it, and
-            // no control character from a file name or a registry's message.
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            let line = fnbuild::secrets::redact(&dedup_chain(chain).join(": "));
-            eprintln!("error: {}", fnbuild::text::escape_control(&line));
-            if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            }
-        }
-    };
-    // Everything the command wrote is closed and its scratch directory is gone by now; the
-    // runtime's idle blocking threads need not be woken and joined one by one (milliseconds
-    // that a build taking a few more would notice): exit at once.
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    let _ = std::io::Write::flush(&mut std::io::stderr());
-    std::process::exit(code)
+    fnbuild::cli::exit(fnbuild::cli::report(result))
 }
 
-/// Drops messages already contained in the one before (thiserror sources are often repeated).
-fn dedup_chain(chain: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for msg in chain {
-        if !out.last().is_some_and(|prev| prev.contains(&msg)) {
-            out.push(msg);
-        }
-    }
-    out
+/// The arguments of a command that another program carries out.
+#[derive(Args)]
+struct ForwardArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<std::ffi::OsString>,
+}
+
+/// `fnbuild controller|manifests ...`: the spelling of the days when both were one program,
+/// kept working by running `fnbuild-controller` (beside this binary, else on PATH) in its place.
+fn forward_to_controller(verb: &str, args: ForwardArgs) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("fnbuild-controller")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from("fnbuild-controller"));
+    let err = std::process::Command::new(&program).arg(verb).args(args.args).exec();
+    eprintln!(
+        "error: `fnbuild {}` is `fnbuild-controller {verb}` now, and {} cannot be run: {err}",
+        if verb == "run" { "controller" } else { verb },
+        program.display()
+    );
+    ExitCode::from(2)
 }
 
 async fn run_build(args: BuildArgs) -> Result<()> {
@@ -603,7 +603,6 @@ fn read_cache_key(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(key)
 }
 
-/// An error that exits with 2 (bad usage).
 /// Whether `path` is this process's stdout (the same file, pipe or terminal as descriptor 1).
 fn is_stdout(path: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -613,263 +612,10 @@ fn is_stdout(path: &std::path::Path) -> bool {
     (target.dev(), target.ino()) == (out.dev(), out.ino())
 }
 
-fn usage(message: &str) -> anyhow::Error {
-    anyhow::Error::new(UsageError(message.to_string()))
-}
-
-#[derive(Debug)]
-struct UsageError(String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 /// `$XDG_CACHE_HOME/fnbuild` or `~/.cache/fnbuild`, for base manifests and configs.
 fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .map(|d| d.join("fnbuild"))
-}
-
-fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let level = if cli.quiet {
-        "warn"
-    } else {
-        ["info", "debug", "trace"][cli.verbose.min(2) as usize]
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("fnbuild={level},warn")));
-    let ansi = std::io::stderr().is_terminal();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(move || ScrubbedStderr { ansi });
-    // The controller logs JSON when not on a terminal (in a Pod).
-    let controller_json = matches!(cli.command, Command::Controller(_)) && !std::io::stderr().is_terminal();
-    match cli.log_format {
-        _ if controller_json => builder.json().init(),
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.with_ansi(ansi).with_target(false).init(),
-    }
-}
-
-/// stderr for the log: each event (written whole) without the build's secrets, and, unless
-/// colours are on, without control characters other than its final newline.
-struct ScrubbedStderr {
-    ansi: bool,
-}
-
-impl std::io::Write for ScrubbedStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        let body = text.strip_suffix('\n').unwrap_or(&text);
-        let mut line = fnbuild::secrets::redact(body);
-        if !self.ansi {
-            line = fnbuild::text::escape_control(&line);
-        }
-        if text.ends_with('\n') {
-            line.push('\n');
-        }
-        std::io::stderr().write_all(line.as_bytes())?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-/// The controller's settings, shared by `fnbuild controller` and `fnbuild manifests`.
-#[derive(Args)]
-struct ControllerSettingsArgs {
-    /// The image with fnbuild that build Jobs run.
-    #[arg(long, env = "FNBUILD_BUILDER_IMAGE", default_value = "fnbuild:latest")]
-    builder_image: String,
-    /// The fnbuild executable in the builder image.
-    #[arg(long, default_value = "fnbuild")]
-    builder_command: String,
-    /// The registry build Jobs push to: HOST[:PORT][/PATH].
-    #[arg(long, env = "FNBUILD_REGISTRY_PUSH_ADDRESS", default_value = "127.0.0.1:5000")]
-    registry_push_address: String,
-    /// The same registry as the nodes pull from it: HOST[:PORT][/PATH].
-    #[arg(long, env = "FNBUILD_REGISTRY_PULL_ADDRESS", default_value = "127.0.0.1:5000")]
-    registry_pull_address: String,
-    /// Build Jobs may push to the registry over plain HTTP or unverified TLS.
-    #[arg(long)]
-    insecure_registry: bool,
-    /// The kubernetes.io/dockerconfigjson Secret in each Function's namespace: the build's
-    /// registry credentials and the function's image pull Secret.
-    #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_REGISTRY_SECRET)]
-    registry_secret: String,
-    /// The Secret in a Function's namespace with .npmrc / pip.conf for the build (used when present).
-    #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_PACKAGE_REGISTRY_SECRET)]
-    package_registry_secret: String,
-    /// The Secret in a Function's namespace whose `key` (16 bytes or more) signs the namespace's
-    /// dependency cache entries in the registry. Only the build steps that push mount it, never
-    /// the install step; in a namespace without it, builds use no registry cache.
-    #[arg(long, default_value = fnbuild::controller::settings::DEFAULT_CACHE_KEY_SECRET)]
-    cache_key_secret: String,
-    /// A base image for a runtime instead of its default (the builder's --base). Repeatable.
-    #[arg(long, value_name = "RUNTIME=IMAGE", value_parser = parse_key_value)]
-    base_image: Vec<(String, String)>,
-    /// A build Job's time limit, in seconds (activeDeadlineSeconds).
-    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
-    build_deadline: i64,
-    /// Build Jobs running at once, over all namespaces.
-    #[arg(long, default_value_t = 3)]
-    max_concurrent_builds: usize,
-    /// Seconds before retrying a failed build; doubles with each failure, at most 300.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-    build_retry_delay: u64,
-    /// The HorizontalPodAutoscaler's target CPU use, in percent of the request.
-    #[arg(long, default_value_t = 50)]
-    target_cpu_utilization: i32,
-    /// Build Pods use the node's network (hostNetwork): for a single-node test cluster whose
-    /// registry listens on the node's loopback address (as tests/cluster/up's does), and only
-    /// there. It also puts the install step's scripts (the Function author's npm/pip install
-    /// scripts) on the node's network, where they reach everything that listens on the node.
-    /// Off by default: build Pods run in the Pod network.
-    #[arg(long)]
-    build_host_network: bool,
-    /// Build Jobs do not keep dependency layers in the push registry (by default they do, in
-    /// PUSH/fnbuild-cache/NAMESPACE, so that a source edit installs no dependencies again).
-    #[arg(long)]
-    no_dependency_cache: bool,
-    /// The function profile when a Function names none: XS, S, M, L or XL.
-    #[arg(long, default_value = "L")]
-    default_function_profile: String,
-    /// The build profile when a Function names none: local-dev, slow, normal or fast.
-    #[arg(long, default_value = "normal")]
-    default_build_profile: String,
-}
-
-impl ControllerSettingsArgs {
-    fn settings(self) -> Result<fnbuild::controller::settings::Settings> {
-        use fnbuild::controller::resources::{build_profile, function_profile};
-        if function_profile(&self.default_function_profile).is_none() {
-            anyhow::bail!(
-                "--default-function-profile {}: use XS, S, M, L or XL",
-                self.default_function_profile
-            );
-        }
-        if build_profile(&self.default_build_profile).is_none() {
-            anyhow::bail!(
-                "--default-build-profile {}: use local-dev, slow, normal or fast",
-                self.default_build_profile
-            );
-        }
-        if self.max_concurrent_builds == 0 {
-            anyhow::bail!("--max-concurrent-builds must be at least 1");
-        }
-        Ok(fnbuild::controller::settings::Settings {
-            builder_image: self.builder_image,
-            builder_command: self.builder_command,
-            registry_push_address: self.registry_push_address,
-            registry_pull_address: self.registry_pull_address,
-            insecure_registry: self.insecure_registry,
-            registry_secret: self.registry_secret,
-            package_registry_secret: self.package_registry_secret,
-            cache_key_secret: self.cache_key_secret,
-            base_images: self.base_image.into_iter().collect(),
-            build_deadline_seconds: self.build_deadline,
-            max_concurrent_builds: self.max_concurrent_builds,
-            build_retry_seconds: self.build_retry_delay,
-            target_cpu_utilization: self.target_cpu_utilization,
-            build_host_network: self.build_host_network,
-            dependency_cache: !self.no_dependency_cache,
-            defaults: fnbuild::controller::defaults::Defaults {
-                function_profile: self.default_function_profile,
-                build_profile: self.default_build_profile,
-            },
-        })
-    }
-}
-
-#[derive(Args)]
-struct ControllerArgs {
-    #[command(flatten)]
-    settings: ControllerSettingsArgs,
-    /// Where /metrics and /healthz are served (plain HTTP).
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    metrics_addr: std::net::SocketAddr,
-    /// Where the admission webhooks are served (HTTPS).
-    #[arg(long, default_value = "0.0.0.0:8443")]
-    webhook_addr: std::net::SocketAddr,
-    /// The webhook server's certificate chain (PEM); without it the webhooks are off.
-    #[arg(long, value_name = "FILE")]
-    tls_cert: Option<PathBuf>,
-    /// The webhook server's private key (PEM).
-    #[arg(long, value_name = "FILE")]
-    tls_key: Option<PathBuf>,
-    /// Functions reconciled at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: u16,
-    /// Do not ask the push registry whether an image exists before building it, nor whether a
-    /// running build has pushed it yet (then only the Job reports it).
-    #[arg(long)]
-    no_registry_check: bool,
-}
-
-async fn run_controller(args: ControllerArgs) -> Result<()> {
-    fnbuild::controller::run(fnbuild::controller::RunOptions {
-        settings: args.settings.settings()?,
-        metrics_addr: args.metrics_addr,
-        webhook_addr: args.webhook_addr,
-        tls_cert: args.tls_cert,
-        tls_key: args.tls_key,
-        concurrency: args.concurrency,
-        registry_check: !args.no_registry_check,
-    })
-    .await
-}
-
-#[derive(Args)]
-struct ManifestsArgs {
-    #[command(flatten)]
-    settings: ControllerSettingsArgs,
-    /// The controller's namespace.
-    #[arg(long, default_value = "serverless-system")]
-    namespace: String,
-    /// The controller's image (with the fnbuild binary).
-    #[arg(long, default_value = "fnbuild:latest")]
-    image: String,
-    /// The webhook server's certificate (PEM): put into the webhook Secret, and trusted by the
-    /// API server unless --ca-bundle is given.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The webhook server's private key (PEM), put into the webhook Secret.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// The CA certificate(s) (PEM) the API server verifies the webhook server with.
-    #[arg(long, value_name = "FILE")]
-    ca_bundle: Option<PathBuf>,
-    /// Call the webhooks at this base URL (https://HOST:PORT) instead of the controller's
-    /// Service: for a controller running outside the cluster.
-    #[arg(long, value_name = "URL")]
-    webhook_url: Option<String>,
-}
-
-fn run_manifests(args: ManifestsArgs) -> Result<()> {
-    let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
-        p.as_ref()
-            .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
-            .transpose()
-    };
-    let opts = fnbuild::controller::manifests::ManifestOptions {
-        namespace: args.namespace,
-        image: args.image,
-        tls_cert: read(&args.tls_cert)?,
-        tls_key: read(&args.tls_key)?,
-        ca_bundle: read(&args.ca_bundle)?,
-        webhook_url: args.webhook_url,
-        settings: args.settings.settings()?,
-    };
-    print!(
-        "{}",
-        fnbuild::controller::manifests::render(&opts).map_err(anyhow::Error::msg)?
-    );
-    Ok(())
 }

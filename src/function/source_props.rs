@@ -145,3 +145,84 @@ proptest! {
         }
     }
 }
+
+/// One entry of a ConfigMap mount of any shape: the kubelet's (`key -> ..data/key`, `..data ->
+/// ..<timestamp>`), and what a hostile or broken mount might hold instead.
+fn mount_entry() -> impl Strategy<Value = (String, Kind)> {
+    let name = prop::sample::select(vec![
+        "..data",
+        "..2026_12_03",
+        "..2026_12_03/source",
+        "..2026_12_03/dependencies",
+        "source",
+        "dependencies",
+        "handler.js",
+        "package.json",
+        "..data/source",
+        "x/..data",
+    ]);
+    let target = prop::sample::select(vec![
+        "..2026_12_03",
+        "..data/source",
+        "..data/dependencies",
+        "..2026_12_03/source",
+        "../outside",
+        "../outside/secret",
+        "/etc",
+        "..data",
+        "source",
+        ".",
+        "..",
+        "..data/../../outside/secret",
+    ]);
+    let kind = prop_oneof![
+        Just(Kind::File),
+        Just(Kind::Dir),
+        target.prop_map(|t| Kind::Link(t.to_string()))
+    ];
+    (name.prop_map(str::to_string), kind)
+}
+
+/// Lays a mount out below `root` (no handler of its own: the keys bring it, or not).
+fn lay_out_mount(root: &Path, tree: &[(String, Kind)]) {
+    for (path, kind) in tree {
+        let at = root.join(path);
+        let Some(parent) = at.parent() else { continue };
+        if std::fs::create_dir_all(parent).is_err() || std::fs::symlink_metadata(&at).is_ok() {
+            continue; // below a file or link, or taken
+        }
+        let _ = match kind {
+            Kind::File => std::fs::write(&at, "inside"),
+            Kind::Dir => std::fs::create_dir(&at),
+            Kind::Link(target) => symlink(target, &at),
+        };
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever a mount holds, loading it gives an answer (no panic), and what it accepts holds
+    /// nothing from outside the mount.
+    #[test]
+    fn configmap_mounts_of_any_shape_give_an_answer_and_nothing_from_outside(
+        tree in prop::collection::vec(mount_entry(), 1..10)
+    ) {
+        let outer = tempfile::tempdir().unwrap();
+        let base = outer.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("outside")).unwrap();
+        std::fs::write(base.join("outside/secret"), "OUTSIDE").unwrap();
+        let root = base.join("mount");
+        std::fs::create_dir(&root).unwrap();
+        lay_out_mount(&root, &tree);
+        let runtime = Runtimes::Embedded.load("nodejs20").unwrap();
+        if let Ok(source) = FunctionSource::load(&root, &runtime) {
+            for e in &source.entries {
+                if let EntryKind::File { content: Content::Path(p), .. } = &e.kind {
+                    let real = p.canonicalize().unwrap();
+                    prop_assert!(real.starts_with(&root), "{} is read from {}", e.path, real.display());
+                }
+            }
+        }
+    }
+}

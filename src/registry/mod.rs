@@ -27,14 +27,8 @@ pub use transport::{is_loopback, resolve_location, RetryPolicy};
 
 use crate::reference::Reference;
 
-/// OCI image manifest media type.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// OCI image index media type.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// Docker image manifest v2 schema 2 media type.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// Docker manifest list media type.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// The manifest media types the registry client reads (defined once, in the image model).
+pub use crate::image::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 
 /// How to reach registries.
 #[derive(Debug, Clone)]
@@ -317,7 +311,7 @@ pub fn sniff_media_type(bytes: &[u8]) -> Option<String> {
 }
 
 pub(crate) fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_MANIFEST_LIST
+    media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
 #[cfg(test)]

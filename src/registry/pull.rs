@@ -14,19 +14,20 @@ use super::error::RegistryError;
 use super::platform::{self, Platform};
 use super::transport::{Backoff, Conn, Counter, Inner, Kind, Req, Stats};
 use super::{digest_like, is_index, sniff_media_type, Hasher, PulledManifest, RATE_WINDOW};
-use super::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
+use super::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::{validate_digest, Reference};
 
 /// Small blobs fetched into memory are capped (configs are kilobytes).
 const MAX_SMALL_BLOB: u64 = 64 << 20;
 const MAX_MANIFEST: usize = 4 << 20;
 
-pub(crate) const ACCEPT_MANIFESTS: &str = concat!(
-    "application/vnd.oci.image.manifest.v1+json, ",
-    "application/vnd.oci.image.index.v1+json, ",
-    "application/vnd.docker.distribution.manifest.v2+json, ",
-    "application/vnd.docker.distribution.manifest.list.v2+json"
-);
+/// The manifests fnbuild reads, in the order of preference of its Accept header.
+const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+
+/// The Accept header of a manifest request.
+pub(crate) fn accept_manifests() -> String {
+    MANIFEST_TYPES.join(", ")
+}
 
 fn check_digest(registry: &str, digest: &str) -> Result<(), RegistryError> {
     validate_digest(digest).map_err(|why| RegistryError::InvalidPush(format!("digest {digest:?} for {registry} {why}")))
@@ -161,7 +162,7 @@ async fn get_manifest(
         .join(&format!("v2/{}/manifests/{}", r.repository, reference))
         .map_err(|e| RegistryError::InvalidPush(format!("bad manifest URL for {r}: {e}")))?;
     let what = format!("GET manifest {reference}");
-    let req = Req::new(Method::GET, url, what.clone()).header(ACCEPT, ACCEPT_MANIFESTS);
+    let req = Req::new(Method::GET, url, what.clone()).header(ACCEPT, &accept_manifests());
     let scopes = pull_scopes(&r.repository);
     let (resp, _) = inner.send(conn, &scopes, &r.repository, req, c).await?;
     if !resp.status().is_success() {
@@ -224,7 +225,7 @@ async fn get_manifest(
     // The body's own mediaType wins over a generic Content-Type.
     let media_type = match (sniff_media_type(&bytes), header_type) {
         (Some(m), _) => m,
-        (None, Some(h)) if [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST].contains(&h.as_str()) => h,
+        (None, Some(h)) if MANIFEST_TYPES.contains(&h.as_str()) => h,
         (None, Some(h)) => h,
         (None, None) => String::new(),
     };

@@ -312,7 +312,8 @@ fn referenced(bytes: &[u8]) -> Vec<(String, bool)> {
 async fn manifest_exists(ctx: &Ctx<'_>, base: &Url, digest: &str) -> Result<bool, RegistryError> {
     let url = ctx.url(base, &format!("manifests/{digest}"))?;
     let what = format!("HEAD manifest {digest}");
-    let req = Req::new(Method::HEAD, url, what.clone()).header(reqwest::header::ACCEPT, super::pull::ACCEPT_MANIFESTS);
+    let req =
+        Req::new(Method::HEAD, url, what.clone()).header(reqwest::header::ACCEPT, &super::pull::accept_manifests());
     let (resp, _) = ctx.inner.send(&ctx.conn, &ctx.scopes, &ctx.repo, req, &ctx.c).await?;
     match resp.status() {
         s if s.is_success() => Ok(true),

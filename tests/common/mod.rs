@@ -24,9 +24,15 @@ use tempfile::TempDir;
 // ---------------------------------------------------------------------------------------------
 // Paths and the binary
 
-/// The repository root (where Cargo.toml is).
+/// The repository root (the workspace's Cargo.toml; the controller's tests include this module
+/// from controller/tests).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file() && d.join("runtimes").is_dir())
+        .unwrap_or(manifest_dir)
+        .to_path_buf()
 }
 
 /// Cargo's target directory (the parent of `CARGO_TARGET_TMPDIR`, else `<repo>/target`).
@@ -69,10 +75,42 @@ pub fn temp_dir(prefix: &str) -> TempDir {
         .unwrap_or_else(|e| panic!("creating a temp dir: {e}"))
 }
 
+/// A binary of the workspace under test: Cargo names its own package's binaries; the other
+/// package's are beside the test's directory (target/PROFILE/deps/..), built by the same
+/// `cargo test` (both packages are default members).
+fn workspace_bin(own: Option<&'static str>, name: &str) -> PathBuf {
+    if let Some(path) = own {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/PROFILE/deps")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is not built: run `cargo build` (both packages) or `cargo test` in the workspace root",
+        bin.display()
+    );
+    bin
+}
+
+/// The fnbuild binary (the builder).
+pub fn fnbuild_bin() -> PathBuf {
+    workspace_bin(option_env!("CARGO_BIN_EXE_fnbuild"), "fnbuild")
+}
+
+/// The fnbuild-controller binary.
+#[allow(dead_code)] // used by the controller's tests
+pub fn fnbuild_controller_bin() -> PathBuf {
+    workspace_bin(option_env!("CARGO_BIN_EXE_fnbuild-controller"), "fnbuild-controller")
+}
+
 /// A `Command` for the fnbuild binary under test, with the shared store of runtime library
 /// layers ([`runtime_libraries`]).
 pub fn fnbuild() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fnbuild"));
+    let mut cmd = Command::new(fnbuild_bin());
     cmd.env("FNBUILD_RUNTIME_LIBRARIES", runtime_libraries());
     cmd
 }
@@ -86,7 +124,7 @@ pub fn runtime_libraries() -> &'static str {
     STORE.get_or_init(|| {
         let dir = concat!(env!("CARGO_TARGET_TMPDIR"), "/runtime-libraries");
         run_ok(
-            Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+            Command::new(fnbuild_bin())
                 .args(["runtime-libraries", "--quiet", "--output", dir])
                 .stdout(Stdio::null()),
         );
@@ -874,80 +912,4 @@ pub fn kubectl_ok(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> Str
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The controller's desired objects
-
-/// Every kind of object the controller creates for a Function, for schema checks: a Node
-/// Function with every optional part switched on (Secret mounts, Pod labels and annotations,
-/// `.npmrc`, a HorizontalPodAutoscaler) and a Python one with explicit resources, a `pip.conf`
-/// and fixed replicas.
-pub fn desired_objects() -> Vec<serde_json::Value> {
-    use fnbuild::controller::defaults::apply_defaults;
-    use fnbuild::controller::desired;
-    use fnbuild::controller::settings::Settings;
-    use fnbuild::controller::types::Function;
-    use serde_json::json;
-
-    let node = json!({
-        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
-        "metadata": {"name": "dry", "namespace": "default", "uid": "6b3f0e39-1111-2222-3333-444455556666"},
-        "spec": {
-            "runtime": "nodejs20",
-            "source": {"inline": {
-                "source": "module.exports = { main: (event, context) => 'hello' }",
-                "dependencies": "{\"name\": \"hello\", \"version\": \"1.0.0\", \"dependencies\": {}}"
-            }},
-            "env": [{"name": "GREETING", "value": "hi"},
-                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
-            "scaleConfig": {"minReplicas": 1, "maxReplicas": 3},
-            "secretMounts": [{"secretName": "creds", "mountPath": "/etc/creds"}],
-            "labels": {"team": "a"},
-            "annotations": {"example.com/a": "b"}
-        }
-    });
-    let python = json!({
-        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
-        "metadata": {"name": "py", "namespace": "default", "uid": "0d6e1c7a-5555-6666-7777-888899990000"},
-        "spec": {
-            "runtime": "python312",
-            "source": {"inline": {"source": "def main(event, context):\n    return 'hi'\n", "dependencies": "six==1.16.0\n"}},
-            "replicas": 2,
-            "resourceConfiguration": {
-                "build": {"profile": "fast"},
-                "function": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                                           "limits": {"cpu": "100m", "memory": "128Mi"}}}
-            }
-        }
-    });
-    let s = Settings {
-        insecure_registry: true,
-        base_images: [("nodejs20".to_string(), "reg:5000/node:20".to_string())].into(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    for (value, npmrc, pip_conf) in [(node, true, false), (python, false, true)] {
-        let mut f: Function = serde_json::from_value(value).expect("a valid Function");
-        apply_defaults(&mut f.spec, &Default::default());
-        let (base, base_flag) = desired::base_image(&f, &s);
-        let b = desired::BuildInputs {
-            tag: desired::image_tag(&f, &base),
-            attempt: 1,
-            base: base_flag,
-            npmrc,
-            pip_conf,
-            cache_key: true,
-        };
-        let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
-        let mut objects = vec![
-            serde_json::to_value(desired::config_map(&f)).unwrap(),
-            serde_json::to_value(desired::build_job(&f, &s, &b)).unwrap(),
-            serde_json::to_value(desired::deployment(&f, &s, &image)).unwrap(),
-            serde_json::to_value(desired::service(&f)).unwrap(),
-        ];
-        objects.extend(desired::hpa(&f, &s).map(|h| serde_json::to_value(h).unwrap()));
-        out.extend(objects);
-    }
-    out
 }

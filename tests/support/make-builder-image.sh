@@ -21,7 +21,8 @@
 # Cached: KEY hashes this script, Dockerfile.builder, the binary and every host input; when the
 # daemon has fnbuild-local/builder:KEY nothing is built. Concurrent runs are serialised by a flock.
 #
-# Environment: FNBUILD_BUILDER_BIN (default: --binary, else <target>/release/fnbuild), NODE_BIN
+# Environment: FNBUILD_BUILDER_BIN (default: --binary, else <target>/release/fnbuild),
+# FNBUILD_CONTROLLER_BIN (default: --controller-binary, else fnbuild-controller beside it), NODE_BIN
 # (/usr/bin/node), PYTHON_PREFIX (pyenv's newest 3.12.x), FNBUILD_TEST_BASES (<target>/test-bases).
 set -euo pipefail
 
@@ -31,6 +32,7 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BASES=${FNBUILD_TEST_BASES:-$TARGET/test-bases}
 OUT=$TARGET/builder-image
 BIN=${FNBUILD_BUILDER_BIN:-$TARGET/release/fnbuild}
+CONTROLLER_BIN=${FNBUILD_CONTROLLER_BIN:-}
 PUSH=
 NODE_BIN=${NODE_BIN:-/usr/bin/node}
 PYTHON_VERSION=3.12
@@ -45,6 +47,7 @@ log() { echo "make-builder-image: $*" >&2; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --binary) BIN=$2; shift 2 ;;
+        --controller-binary) CONTROLLER_BIN=$2; shift 2 ;;
         --push) PUSH=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown argument: $1 (see --help)" ;;
@@ -52,6 +55,8 @@ while [ $# -gt 0 ]; do
 done
 
 [ -x "$BIN" ] || die "no fnbuild binary at $BIN (cargo build --release, or give --binary)"
+CONTROLLER_BIN=${CONTROLLER_BIN:-$(dirname "$BIN")/fnbuild-controller}
+[ -x "$CONTROLLER_BIN" ] || die "no fnbuild-controller binary at $CONTROLLER_BIN (cargo build --release, or give --controller-binary)"
 [ -x "$NODE_BIN" ] || die "no node at $NODE_BIN"
 NPM_DIR=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
 [ -f "$NPM_DIR/bin/npm-cli.js" ] || die "cannot find npm's tree (got $NPM_DIR)"
@@ -70,7 +75,7 @@ mkdir -p "$OUT"
 key() {
     {
         sha256sum "${BASH_SOURCE[0]}" "$HERE/rootfs.sh" "$REPO/Dockerfile.builder" | cut -d' ' -f1
-        sha256sum "$BIN" | cut -d' ' -f1
+        sha256sum "$BIN" "$CONTROLLER_BIN" | cut -d' ' -f1
         cat "$BASES/.stamp"
         stat -Lc '%n %s %Y' "$NODE_BIN" "$NPM_DIR/package.json" "$PY_SITE/pip/__init__.py" "$CA_BUNDLE"
     } | sha256sum | cut -c1-16
@@ -123,7 +128,7 @@ else
     # fnbuild's own shared libraries (glibc's, mostly there already), and the CA bundle.
     while read -r lib; do
         [ -n "$lib" ] && add_file "$ROOT" "$lib"
-    done < <(ldd "$BIN" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
+    done < <(ldd "$BIN" "$CONTROLLER_BIN" | awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }')
     mkdir -p "$ROOT/etc/ssl/certs"
     cp -L "$CA_BUNDLE" "$ROOT/etc/ssl/certs/ca-certificates.crt"
     chmod 644 "$ROOT/etc/ssl/certs/ca-certificates.crt"
@@ -135,7 +140,8 @@ else
 
     mkdir -p "$WORK/context"
     cp "$BIN" "$WORK/context/fnbuild"
-    strip "$WORK/context/fnbuild" 2>/dev/null || true
+    cp "$CONTROLLER_BIN" "$WORK/context/fnbuild-controller"
+    strip "$WORK/context/fnbuild" "$WORK/context/fnbuild-controller" 2>/dev/null || true
     # The runtimes' library layers, so that build Jobs never download them (the store tests
     # share, when it is there: made from the same lock files, it is the same bytes).
     log "runtime libraries → $WORK/context/runtime-libraries"

@@ -6,8 +6,8 @@
 //! by a Deployment from `image@digest`, and answers HTTP through `kubectl port-forward` on
 //! 127.0.0.1.
 //!
-//! The controller runs first as a process (`fnbuild controller`, acting as its ServiceAccount),
-//! then as the Deployment of `fnbuild manifests`, in the builder image.
+//! The controller runs first as a process (`fnbuild-controller run`, acting as its ServiceAccount),
+//! then as the Deployment of `fnbuild-controller manifests`, in the builder image.
 //!
 //! The test cluster has no kube-proxy and its API server listens on 127.0.0.1 only, so Pods
 //! that talk to the API server or the registry (build Jobs, the controller) use the node's
@@ -24,6 +24,7 @@
 //! cgroups while they run. FNBUILD_E2E_BUILDER_BIN: the fnbuild binary put into the builder
 //! image (default: this test build's).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -126,7 +127,7 @@ impl Cluster {
         common::kubectl_ok(&self.dir, args, stdin)
     }
 
-    /// Scales the controller Deployment from `fnbuild manifests`.
+    /// Scales the controller Deployment from `fnbuild-controller manifests`.
     fn scale_controller_deployment(&self, replicas: u32) {
         let replicas = format!("--replicas={replicas}");
         self.kubectl_ok(
@@ -642,11 +643,19 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     let bases = base_images();
     let node_base = registry.push_oci_layout(&bases.node, "20", "bases/node:20");
     let python_base = registry.push_oci_layout(&bases.python, "3.12", "bases/python:3.12");
-    let builder_bin =
-        std::env::var("FNBUILD_E2E_BUILDER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild").to_string());
+    let builder_bin = std::env::var("FNBUILD_E2E_BUILDER_BIN").unwrap_or_else(|_| fnbuild_bin().display().to_string());
+    let controller_bin = std::env::var("FNBUILD_E2E_CONTROLLER_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild-controller").to_string());
     let t = Instant::now();
     let out = Command::new(repo().join("tests/support/make-builder-image.sh"))
-        .args(["--binary", &builder_bin, "--push", &format!("{reg}/fnbuild/builder")])
+        .args([
+            "--binary",
+            &builder_bin,
+            "--controller-binary",
+            &controller_bin,
+            "--push",
+            &format!("{reg}/fnbuild/builder"),
+        ])
         .env("FNBUILD_PUSH_CREDS", format!("{REGISTRY_USER}:{REGISTRY_PASSWORD}"))
         .env("FNBUILD_RUNTIME_LIBRARIES", common::runtime_libraries())
         .stderr(Stdio::inherit())
@@ -671,7 +680,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         })
     };
 
-    // `fnbuild manifests | kubectl apply -f -`, the webhooks calling the controller on 127.0.0.1.
+    // `fnbuild-controller manifests | kubectl apply -f -`, the webhooks calling the controller on 127.0.0.1.
     let tls = tls_pair(work.path());
     let webhook_port = free_port();
     let metrics_port = free_port();
@@ -687,7 +696,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         "--build-retry-delay=30".to_string(),
     ];
     let manifests = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+        Command::new(&controller_bin)
             .arg("manifests")
             .arg(format!("--image={builder}"))
             .arg(format!("--webhook-url=https://127.0.0.1:{webhook_port}"))
@@ -706,7 +715,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     }
     let applied = c.kubectl_ok(&["apply", "-f", "-"], Some(&manifests));
     log(format!(
-        "fnbuild manifests | kubectl apply -f -:\n{}",
+        "fnbuild-controller manifests | kubectl apply -f -:\n{}",
         applied.trim_end()
     ));
     // The in-cluster controller waits (second part); the process controller goes first.
@@ -750,11 +759,11 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     std::fs::write(&controller_kc, format!("{before}  user:\n{sa}{after}")).unwrap();
     let controller_log = work.path().join("controller.log");
     let controller = Proc(
-        Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+        Command::new(&controller_bin)
             .env("KUBECONFIG", &controller_kc)
             .env("DOCKER_CONFIG", &docker_config)
-            .env("RUST_LOG", "fnbuild=info,warn")
-            .arg("controller")
+            .env("RUST_LOG", "fnbuild=info,fnbuild_controller=info,warn")
+            .arg("run")
             .args(&settings_args)
             .arg(format!("--webhook-addr=127.0.0.1:{webhook_port}"))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
@@ -763,7 +772,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&controller_log).unwrap())
             .spawn()
-            .expect("start fnbuild controller"),
+            .expect("start fnbuild-controller"),
     );
     let _dump = DumpOnPanic {
         cluster: c,

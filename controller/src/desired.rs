@@ -139,7 +139,7 @@ pub fn default_base_image(runtime: &str) -> String {
     if let Some(b) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(runtime) {
         return b.clone();
     }
-    let base = crate::function::runtime::Runtimes::Embedded
+    let base = fnbuild::function::runtime::Runtimes::Embedded
         .load(runtime)
         .map(|r| r.spec.base_image)
         .unwrap_or_default();
@@ -441,8 +441,8 @@ pub fn hpa(f: &Function, s: &Settings) -> Option<HorizontalPodAutoscaler> {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::controller::defaults::apply_defaults;
-    use crate::controller::types::*;
+    use crate::defaults::apply_defaults;
+    use crate::types::*;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
@@ -569,7 +569,7 @@ pub(super) mod tests {
         };
         assert_eq!(named("team-a", "api"), "team-a.api");
         assert_ne!(named("team-a", "api"), named("team", "a-api"));
-        assert!(named("team-a", "api").parse::<crate::reference::Reference>().is_ok());
+        assert!(named("team-a", "api").parse::<fnbuild::reference::Reference>().is_ok());
     }
 
     #[test]

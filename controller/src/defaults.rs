@@ -60,7 +60,7 @@ fn default_profile(r: &mut Option<ResourceRequirements>, profile: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::types::ScaleConfig;
+    use crate::types::ScaleConfig;
 
     fn spec() -> FunctionSpec {
         FunctionSpec {

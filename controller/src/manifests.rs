@@ -1,4 +1,4 @@
-//! `fnbuild manifests`: everything the controller needs on a cluster, as one YAML stream for
+//! `fnbuild-controller manifests`: everything the controller needs on a cluster, as one YAML stream for
 //! `kubectl apply -f -`: Namespace, the Function CRD, least-privilege RBAC, the webhook's TLS
 //! Secret (when a certificate is given), Service, the controller's Deployment, and the mutating
 //! and validating webhook configurations. Only APIs Kubernetes 1.20 serves are used.
@@ -194,7 +194,7 @@ pub fn validating_webhook(o: &ManifestOptions) -> ValidatingWebhookConfiguration
 
 fn deployment(o: &ManifestOptions) -> Deployment {
     let mut args = vec![
-        "controller".to_string(),
+        "run".to_string(),
         "--log-format".into(),
         "json".into(),
         format!("--webhook-addr=0.0.0.0:{WEBHOOK_PORT}"),
@@ -221,7 +221,7 @@ fn deployment(o: &ManifestOptions) -> Deployment {
     let container = Container {
         name: "controller".into(),
         image: Some(o.image.clone()),
-        command: Some(vec!["fnbuild".into()]),
+        command: Some(vec!["fnbuild-controller".into()]),
         args: Some(args),
         env: Some(vec![EnvVar {
             name: "DOCKER_CONFIG".into(),

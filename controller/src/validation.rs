@@ -93,7 +93,7 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             );
         } else if let Err(err) = img
             .trim_start_matches("docker://")
-            .parse::<crate::reference::Reference>()
+            .parse::<fnbuild::reference::Reference>()
         {
             e.add(
                 "spec.runtimeImageOverride",
@@ -504,7 +504,7 @@ pub fn label_value(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::types::*;
+    use crate::types::*;
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ResourceRequirements as K8sRes, SecretKeySelector};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use std::collections::BTreeMap;
@@ -540,7 +540,7 @@ mod tests {
     fn a_valid_function_passes() {
         assert_eq!(errors("hello", &valid()), Vec::<String>::new());
         let mut s = valid();
-        crate::controller::defaults::apply_defaults(&mut s, &Default::default());
+        crate::defaults::apply_defaults(&mut s, &Default::default());
         assert_eq!(errors("hello", &s), Vec::<String>::new());
     }
 
@@ -589,7 +589,7 @@ mod tests {
             source: "x".into(),
             dependencies: Some(dependencies.into()),
         };
-        let builder = crate::controller::build_job::inline_plan(runtime, &inline).unwrap_err();
+        let builder = crate::build_job::inline_plan(runtime, &inline).unwrap_err();
         assert_eq!(message, builder.to_string(), "the builder's words");
     }
 

@@ -67,7 +67,7 @@ pub struct Context {
     pub settings: Settings,
     /// Asks the push registry whether it has an image: before a build (which it then skips) and
     /// while one runs (which it then takes as done); `None` never asks.
-    pub registry: Option<crate::registry::Client>,
+    pub registry: Option<fnbuild::registry::Client>,
     pub stores: Stores,
     pub recorder: Option<Recorder>,
     pub metrics: Arc<Metrics>,
@@ -89,7 +89,7 @@ impl Context {
     pub fn new(
         client: Client,
         settings: Settings,
-        registry: Option<crate::registry::Client>,
+        registry: Option<fnbuild::registry::Client>,
         stores: Stores,
         recorder: Option<Recorder>,
         metrics: Arc<Metrics>,
@@ -747,13 +747,16 @@ async fn failed(
 
 /// The digest the push registry has for `reference`: `Ok(None)` when it has none (or no
 /// registry is asked), `Err` when it cannot be asked.
-async fn registry_digest(ctx: &Context, reference: &str) -> Result<Option<String>, crate::registry::RegistryError> {
-    let (Some(client), Ok(r)) = (ctx.registry.as_ref(), reference.parse::<crate::reference::Reference>()) else {
+async fn registry_digest(ctx: &Context, reference: &str) -> Result<Option<String>, fnbuild::registry::RegistryError> {
+    let (Some(client), Ok(r)) = (
+        ctx.registry.as_ref(),
+        reference.parse::<fnbuild::reference::Reference>(),
+    ) else {
         return Ok(None);
     };
     match client.pull_manifest(&r).await {
         Ok(m) => Ok(Some(m.index_digest.unwrap_or(m.digest))),
-        Err(crate::registry::RegistryError::ManifestUnknown { .. }) => Ok(None),
+        Err(fnbuild::registry::RegistryError::ManifestUnknown { .. }) => Ok(None),
         Err(e) => Err(e),
     }
 }

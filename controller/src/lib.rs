@@ -1,7 +1,7 @@
 //! The Function controller: the `Function` resource, its defaults and validation, the objects
 //! it owns, the reconcile loop, the admission webhooks and the controller's metrics.
 //!
-//! `fnbuild controller` runs [`run`]; `fnbuild manifests` prints [`manifests::render`].
+//! `fnbuild-controller run` runs [`run`]; `fnbuild-controller manifests` prints [`manifests::render`].
 
 pub mod build_job;
 pub mod cache_key;
@@ -41,7 +41,7 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// How `fnbuild controller` runs.
+/// How `fnbuild-controller run` runs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub settings: settings::Settings,
@@ -102,13 +102,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("cannot connect to the Kubernetes API (KUBECONFIG or the in-cluster service account)")?;
     let registry = if opts.registry_check {
         let s = &opts.settings;
-        let ro = crate::registry::RegistryOptions {
+        let ro = fnbuild::registry::RegistryOptions {
             insecure_registries: if s.insecure_registry {
                 vec![s.push_registry_host().to_string()]
             } else {
                 Vec::new()
             },
-            retry: crate::registry::RetryPolicy {
+            retry: fnbuild::registry::RetryPolicy {
                 max_attempts: 2,
                 max_elapsed: Duration::from_secs(10),
                 base_delay: Duration::from_millis(200),
@@ -118,7 +118,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             connect_timeout: Duration::from_secs(3),
             ..Default::default()
         };
-        Some(crate::registry::Client::new(ro).context("cannot set up the registry client")?)
+        Some(fnbuild::registry::Client::new(ro).context("cannot set up the registry client")?)
     } else {
         None
     };

@@ -1,16 +1,17 @@
-//! `fnbuild manifests` and `fnbuild controller` from the outside, and the admission webhooks
+//! `fnbuild-controller manifests` and `fnbuild-controller run` from the outside, and the admission webhooks
 //! over real HTTPS (rustls, certificate from files), without a cluster.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::tls_pair;
 
-use fnbuild::controller::manifests::{MUTATE_PATH, VALIDATE_PATH};
+use fnbuild_controller::manifests::{MUTATE_PATH, VALIDATE_PATH};
 use serde_json::{json, Value};
 use std::process::Command;
 
-fn fnbuild() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+fn controller() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fnbuild-controller"))
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -23,7 +24,7 @@ fn documents(yaml: &str) -> Vec<Value> {
 
 #[test]
 fn manifests_are_a_yaml_stream_the_controller_accepts() {
-    let out = fnbuild()
+    let out = controller()
         .args([
             "manifests",
             "--namespace=fn-system",
@@ -87,7 +88,7 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
         .iter()
         .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr"))
         .collect();
-    let out = fnbuild()
+    let out = controller()
         .args(&args)
         .args(["--metrics-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0"])
         .env("KUBECONFIG", dir.path().join("none"))
@@ -100,20 +101,59 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
 
 #[test]
 fn controller_flags_are_checked() {
-    let out = fnbuild()
-        .args(["controller", "--default-function-profile=XXL"])
+    let out = controller()
+        .args(["run", "--default-function-profile=XXL"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--default-function-profile XXL: use XS, S, M, L or XL"));
-    let out = fnbuild()
-        .args(["controller", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"])
+    let out = controller()
+        .args(["run", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("give both --tls-cert and --tls-key"));
-    let out = fnbuild().args(["manifests", "--tls-cert=/x"]).output().unwrap();
+    let out = controller().args(["manifests", "--tls-cert=/x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--tls-cert needs --tls-key");
+}
+
+/// The spellings of the days when builder and controller were one program still work:
+/// `fnbuild manifests` and `fnbuild controller` run fnbuild-controller (beside fnbuild).
+#[test]
+fn the_old_spellings_run_the_controller_program() {
+    let args = ["--image=reg:5000/fnbuild:2", "--builder-image=reg:5000/fnbuild:2"];
+    let new = controller().arg("manifests").args(args).output().unwrap();
+    let old = Command::new(common::fnbuild_bin())
+        .arg("manifests")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        new.status.success() && old.status.success(),
+        "{}",
+        String::from_utf8_lossy(&old.stderr)
+    );
+    assert!(!new.stdout.is_empty());
+    assert_eq!(
+        old.stdout, new.stdout,
+        "fnbuild manifests prints what fnbuild-controller manifests does"
+    );
+
+    let old = Command::new(common::fnbuild_bin())
+        .args(["controller", "--default-function-profile=XXL"])
+        .output()
+        .unwrap();
+    assert_eq!(old.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&old.stderr).contains("--default-function-profile XXL: use XS, S, M, L or XL"));
+    let help = Command::new(common::fnbuild_bin())
+        .args(["controller", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("Usage: fnbuild-controller run"),
+        "the controller's own help: {}",
+        String::from_utf8_lossy(&help.stdout)
+    );
 }
 
 fn review(object: Value) -> Value {
@@ -131,14 +171,14 @@ fn review(object: Value) -> Value {
 
 #[tokio::test]
 async fn webhooks_over_https() {
-    fnbuild::controller::install_crypto_provider();
+    fnbuild_controller::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = tls_pair(dir.path());
-    let tls = fnbuild::controller::http::tls_acceptor(&cert, &key).unwrap();
+    let tls = fnbuild_controller::http::tls_acceptor(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let metrics = std::sync::Arc::new(fnbuild::controller::metrics::Metrics::default());
-    tokio::spawn(fnbuild::controller::webhook::serve(
+    let metrics = std::sync::Arc::new(fnbuild_controller::metrics::Metrics::default());
+    tokio::spawn(fnbuild_controller::webhook::serve(
         listener,
         tls,
         Default::default(),
@@ -228,11 +268,11 @@ async fn webhooks_over_https() {
         .is_err());
     let m = metrics.render();
     assert_eq!(
-        fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"denied\"}"),
+        fnbuild_controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"denied\"}"),
         Some(1.0)
     );
     assert_eq!(
-        fnbuild::controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"allowed\"}"),
+        fnbuild_controller::metrics::sample(&m, "fnbuild_webhook_requests_total{result=\"allowed\"}"),
         Some(3.0)
     );
 }
@@ -256,9 +296,9 @@ fn sigterm_stops_the_controller_while_the_api_server_is_unreachable() {
     )
     .unwrap();
     let log = dir.path().join("log");
-    let mut child = fnbuild()
+    let mut child = controller()
         .args([
-            "controller",
+            "run",
             "--builder-image=x",
             "--registry-push-address=127.0.0.1:5000",
             "--registry-pull-address=127.0.0.1:5000",

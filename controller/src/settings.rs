@@ -93,7 +93,7 @@ impl Settings {
 }
 
 impl Settings {
-    /// The `fnbuild controller` flags that give these settings (for the controller's Deployment).
+    /// The `fnbuild-controller run` flags that give these settings (for the controller's Deployment).
     pub fn to_args(&self) -> Vec<String> {
         let mut a = vec![
             format!("--builder-image={}", self.builder_image),

@@ -31,10 +31,10 @@ use super::desired::{
 };
 use super::settings::{Settings, CACHE_KEY_SECRET_KEY};
 use super::types::{Function, InlineSource};
-use crate::function::dependencies::{self, DependencyError, Plan};
-use crate::function::runtime::Runtimes;
-use crate::function::source::{FunctionSource, SourceEntry};
-use crate::image::layer::{Content, EntryKind};
+use fnbuild::function::dependencies::{self, DependencyError, Plan};
+use fnbuild::function::runtime::Runtimes;
+use fnbuild::function::source::{FunctionSource, SourceEntry};
+use fnbuild::image::layer::{Content, EntryKind};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference, PodSpec,
@@ -393,8 +393,8 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::desired::tests::{function, owned_by_function, settings};
-    use crate::controller::desired::{image_tag, LABEL_FUNCTION_NAME};
+    use crate::desired::tests::{function, owned_by_function, settings};
+    use crate::desired::{image_tag, LABEL_FUNCTION_NAME};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 

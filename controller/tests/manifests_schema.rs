@@ -4,17 +4,19 @@
 //! oldest, a middle and the newest Kubernetes version it carries. kube-apiserver 1.20 checks
 //! the same objects by server-side dry run in tests/controller_cluster.rs.
 //!
-//! Objects: `fnbuild manifests` (CRD, RBAC, the controller's Deployment and Service, webhook
+//! Objects: `fnbuild-controller manifests` (CRD, RBAC, the controller's Deployment and Service, webhook
 //! configurations; with and without a TLS Secret and an external webhook URL) and every object
-//! the controller creates for a Function (common::desired_objects).
+//! the controller creates for a Function (objects::desired_objects).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
+mod objects;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{assert_success, fnbuild, repo_root, target_dir, tls_pair};
+use common::{assert_success, fnbuild_controller_bin, repo_root, target_dir, tls_pair};
 
 const VERSIONS: [&str; 3] = ["1.25.0", "1.30.0", "1.37.0"];
 
@@ -88,7 +90,7 @@ fn write_json(dir: &Path, name: &str, value: &serde_json::Value) -> PathBuf {
 #[test]
 fn controller_objects_match_the_kubernetes_schemas() {
     let dir = tempfile::tempdir().unwrap();
-    let objects = common::desired_objects();
+    let objects = objects::desired_objects();
     let kinds: std::collections::BTreeSet<&str> = objects.iter().map(|o| o["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
@@ -150,7 +152,7 @@ fn fnbuild_manifests_match_the_kubernetes_schemas() {
         ),
     ];
     for (name, args) in variants {
-        let mut cmd = fnbuild();
+        let mut cmd = std::process::Command::new(fnbuild_controller_bin());
         cmd.arg("manifests").args(&args);
         let out = cmd.output().unwrap();
         assert_success(&cmd, &out);

@@ -1,21 +1,23 @@
 //! The Function controller against a real Kubernetes 1.20 API server and etcd
 //! (`tests/cluster/up --apiserver-only`), envtest-style: there is no kubelet and no
 //! kube-controller-manager, so this test plays their part by writing Job, Pod and Deployment
-//! status. The controller runs as the real binary (`fnbuild controller`), its webhooks are called
-//! by the API server over HTTPS, and `fnbuild manifests` is applied with kubectl.
+//! status. The controller runs as the real binary (`fnbuild-controller run`), its webhooks are called
+//! by the API server over HTTPS, and `fnbuild-controller manifests` is applied with kubectl.
 //!
 //! Environment: FNBUILD_CTL_CLUSTER_DIR (default /tmp/fnbuild-ctl-cluster) and
 //! FNBUILD_CTL_APISERVER_PORT / FNBUILD_CTL_ETCD_PORT (27443 / 24379) choose the test cluster; a
 //! cluster this test started is stopped at the end unless FNBUILD_KEEP_CLUSTER=1.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
+mod objects;
 
 use common::{assert_service_range_refused, free_port, tls_pair};
 
-use fnbuild::controller::desired::{self, LABEL_IMAGE_TAG};
-use fnbuild::controller::metrics::sample;
-use fnbuild::controller::settings::Settings;
-use fnbuild::controller::types::Function;
+use fnbuild_controller::desired::{self, LABEL_IMAGE_TAG};
+use fnbuild_controller::metrics::sample;
+use fnbuild_controller::settings::Settings;
+use fnbuild_controller::types::Function;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
@@ -139,14 +141,15 @@ impl Controller {
         let (before, after) = kc.split_once("  user:\n").expect("a user in the kubeconfig");
         let sa = "    as: system:serviceaccount:serverless-system:fnbuild-controller\n    as-groups:\n    - system:serviceaccounts\n    - system:serviceaccounts:serverless-system\n    - system:authenticated\n";
         std::fs::write(&kubeconfig, format!("{before}  user:\n{sa}{after}")).unwrap();
-        // FNBUILD_CONTROLLER_BIN: another build of fnbuild to run as the controller (e.g. the
+        // FNBUILD_CONTROLLER_BIN: another build of fnbuild-controller to run (e.g. the
         // release build, for the CPU figure).
-        let bin = std::env::var("FNBUILD_CONTROLLER_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild").to_string());
+        let bin = std::env::var("FNBUILD_CONTROLLER_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_fnbuild-controller").to_string());
         let child = Command::new(bin)
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "fnbuild=info,warn")
+            .env("RUST_LOG", "fnbuild=info,fnbuild_controller=info,warn")
             .args([
-                "controller",
+                "run",
                 "--builder-image=fnbuild-test/builder:1",
                 &format!("--registry-push-address={registry}"),
                 "--registry-pull-address=localhost:5000",
@@ -160,7 +163,7 @@ impl Controller {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("start fnbuild controller");
+            .expect("start fnbuild-controller");
         Controller {
             child,
             kubeconfig,
@@ -244,8 +247,8 @@ static PUSHED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new())
 async fn fake_registry() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(fnbuild::controller::http::serve(listener, None, |req| async move {
-        use fnbuild::controller::http::Resp;
+    tokio::spawn(fnbuild_controller::http::serve(listener, None, |req| async move {
+        use fnbuild_controller::http::Resp;
         let p = req.path.as_str();
         if p == "/v2/" {
             return Resp::json(b"{}".to_vec());
@@ -272,7 +275,7 @@ async fn fake_registry() -> String {
 }
 
 fn now() -> String {
-    fnbuild::controller::types::now_rfc3339()
+    fnbuild_controller::types::now_rfc3339()
 }
 
 /// Play the Job controller and kubelet: a finished Pod with `message` as its termination
@@ -416,7 +419,7 @@ fn rv<K: kube::Resource>(o: &K) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_against_a_real_api_server() {
-    fnbuild::controller::install_crypto_provider();
+    fnbuild_controller::install_crypto_provider();
     let cluster = Cluster::up();
     let client = cluster.client().await;
     let work = tempfile::tempdir().unwrap();
@@ -424,8 +427,8 @@ async fn controller_against_a_real_api_server() {
     let registry = fake_registry().await;
     let webhook_port = free_port();
 
-    // `fnbuild manifests | kubectl apply -f -`: the webhooks call the controller started below.
-    let manifests = Command::new(env!("CARGO_BIN_EXE_fnbuild"))
+    // `fnbuild-controller manifests | kubectl apply -f -`: the webhooks call the controller started below.
+    let manifests = Command::new(env!("CARGO_BIN_EXE_fnbuild-controller"))
         .args([
             "manifests",
             &format!("--webhook-url=https://127.0.0.1:{webhook_port}"),
@@ -442,7 +445,7 @@ async fn controller_against_a_real_api_server() {
     );
     let manifests = String::from_utf8(manifests.stdout).unwrap();
     let applied = cluster.kubectl_ok(&["apply", "-f", "-"], Some(&manifests));
-    eprintln!("fnbuild manifests | kubectl apply -f -:\n{applied}");
+    eprintln!("fnbuild-controller manifests | kubectl apply -f -:\n{applied}");
     for what in [
         "customresourcedefinition",
         "clusterrole",
@@ -1089,12 +1092,12 @@ async fn image_already_in_registry(client: &Client) {
     .await;
 }
 
-/// Every desired object (common::desired_objects: every optional part switched on) passes
+/// Every desired object (objects::desired_objects: every optional part switched on) passes
 /// kubectl's validation against the 1.20 API server's OpenAPI schema and the API server's own
 /// (dry run).
 fn desired_objects_pass_server_validation(cluster: &Cluster) {
     // Owner references need the owner to exist only at garbage-collection time; a dry run is fine.
-    for o in common::desired_objects() {
+    for o in objects::desired_objects() {
         let kind = format!("{} {}", o["kind"], o["metadata"]["name"]);
         let out = cluster.kubectl(
             &["apply", "--dry-run=server", "--validate=true", "-f", "-"],

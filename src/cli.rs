@@ -1,0 +1,135 @@
+//! What the two programs' command lines share (`fnbuild` and `fnbuild-controller`): the log on
+//! stderr without secrets or control characters, and an error as one line with its exit code.
+
+use std::io::{IsTerminal, Write};
+
+/// An error that exits with 2 (bad usage) rather than 1.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A bad-usage error (exit code 2).
+pub fn usage(message: &str) -> anyhow::Error {
+    anyhow::Error::new(UsageError(message.to_string()))
+}
+
+/// How the log is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStyle {
+    Human,
+    Json,
+}
+
+/// Starts the log on stderr: `verbose` 0, 1, 2 for info, debug, trace (`quiet`: warnings only)
+/// for fnbuild's own crates, warnings for everything else; RUST_LOG overrides.
+pub fn init_logging(style: LogStyle, verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = if quiet {
+        "warn"
+    } else {
+        ["info", "debug", "trace"][verbose.min(2) as usize]
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("fnbuild={level},fnbuild_controller={level},warn")));
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || ScrubbedStderr { ansi });
+    match style {
+        LogStyle::Json => builder.json().init(),
+        LogStyle::Human => builder.with_ansi(ansi).with_target(false).init(),
+    }
+}
+
+/// stderr for the log: each event (written whole) without the build's secrets, and, unless
+/// colours are on, without control characters other than its final newline.
+struct ScrubbedStderr {
+    ansi: bool,
+}
+
+impl Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let mut line = crate::secrets::redact(body);
+        if !self.ansi {
+            line = crate::text::escape_control(&line);
+        }
+        if text.ends_with('\n') {
+            line.push('\n');
+        }
+        std::io::stderr().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Writes a command's failure as one `error:` line (what failed, then why, as the chain of
+/// contexts; no secret and no control character from a file name or a registry's message) and
+/// returns the exit code: 0, 1, or 2 for bad usage.
+pub fn report(result: anyhow::Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let line = crate::secrets::redact(&dedup_chain(chain).join(": "));
+            eprintln!("error: {}", crate::text::escape_control(&line));
+            if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// Flushes stdout and stderr and exits at once: everything a command wrote is closed by then,
+/// and the async runtime's idle blocking threads need not be woken and joined one by one
+/// (milliseconds that a build taking a few more would notice).
+pub fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}
+
+/// Drops messages already contained in the one before (thiserror sources are often repeated).
+fn dedup_chain(chain: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for msg in chain {
+        if !out.last().is_some_and(|prev| prev.contains(&msg)) {
+            out.push(msg);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_repeated_in_its_context_is_written_once() {
+        let chain = vec![
+            "cannot push: 401 unauthorized".to_string(),
+            "401 unauthorized".to_string(),
+            "token".into(),
+        ];
+        assert_eq!(dedup_chain(chain), ["cannot push: 401 unauthorized", "token"]);
+    }
+
+    #[test]
+    fn usage_errors_exit_2_others_1() {
+        assert_eq!(report(Err(usage("--json with stdout"))), 2);
+        assert_eq!(report(Err(anyhow::anyhow!("no such file"))), 1);
+        assert_eq!(report(Ok(())), 0);
+    }
+}
