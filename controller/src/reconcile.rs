@@ -501,7 +501,29 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
     }
 
     // 2. The source ConfigMap.
-    let (outcome, _) = ensure(ctx, f, &ctx.stores.config_maps, &desired::config_map(f)).await?;
+    let (outcome, _) = match ensure(ctx, f, &ctx.stores.config_maps, &desired::config_map(f)).await {
+        Ok(done) => done,
+        Err(e) => {
+            // Admission refuses what cannot fit; what the API server refuses besides (a quota, a
+            // policy) goes into the status and an event too, not only the log.
+            let msg = format!("ConfigMap {name}: {e}");
+            let changed = status
+                .condition(condition::CONFIGURATION_READY)
+                .and_then(|c| c.message.as_deref())
+                != Some(&msg);
+            status.set_condition(
+                condition::CONFIGURATION_READY,
+                "False",
+                reason::CONFIGMAP_ERROR,
+                msg.clone(),
+                now,
+            );
+            if changed {
+                ctx.event(f, EventType::Warning, reason::CONFIGMAP_ERROR, msg).await;
+            }
+            return Err(e);
+        }
+    };
     let cm_reason = match outcome {
         Outcome::Created => Some(reason::CONFIGMAP_CREATED),
         Outcome::Updated => Some(reason::CONFIGMAP_UPDATED),

@@ -277,6 +277,8 @@ pub mod reason {
     pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
     pub const CONFIGMAP_CREATED: &str = "ConfigMapCreated";
     pub const CONFIGMAP_UPDATED: &str = "ConfigMapUpdated";
+    /// The API server refused the source ConfigMap (a quota, a policy): Kyma's reason.
+    pub const CONFIGMAP_ERROR: &str = "ConfigMapError";
     pub const JOB_CREATED: &str = "JobCreated";
     pub const JOB_QUEUED: &str = "JobQueued";
     pub const JOB_RUNNING: &str = "JobRunning";

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::repo_root()
 }
 
 /// The apiserver-only test cluster: started by `tests/cluster/up` unless it already runs.
@@ -502,6 +502,7 @@ async fn controller_against_a_real_api_server() {
     happy_path(&cluster, &client, &controller, &registry).await;
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     image_already_in_registry(&client).await;
+    configmap_refused(&cluster, &client).await;
     push_seen_before_the_job_finishes(&client).await;
     desired_objects_pass_server_validation(&cluster);
     eprintln!("metrics at the end:\n{}", controller.scrape().await);
@@ -1065,6 +1066,46 @@ async fn hello_in_new_namespace(client: &Client, prefix: &str) -> String {
         .await
         .unwrap();
     ns
+}
+
+/// A ConfigMap the API server refuses (here a quota of none) is reported in the status and an
+/// event, not only in the controller's log.
+async fn configmap_refused(cluster: &Cluster, client: &Client) {
+    let ns = run_ns("ctl-quota");
+    namespace(client, &ns).await;
+    let quota = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+        "metadata": {"name": "no-configmaps", "namespace": ns}, "spec": {"hard": {"configmaps": "0"}}});
+    cluster.kubectl_ok(&["create", "-f", "-"], Some(&quota.to_string()));
+    // Play kube-controller-manager's quota controller: admission enforces a quota once its
+    // status is there.
+    let mut quota: serde_json::Value = serde_json::from_str(&cluster.kubectl_ok(
+        &["get", "resourcequota", "no-configmaps", "-n", &ns, "-o", "json"],
+        None,
+    ))
+    .unwrap();
+    quota["status"] = json!({"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}});
+    let status_path = format!("/api/v1/namespaces/{ns}/resourcequotas/no-configmaps/status");
+    let file = std::env::temp_dir().join(format!("{ns}-quota.json"));
+    std::fs::write(&file, quota.to_string()).unwrap();
+    cluster.kubectl_ok(&["replace", "--raw", &status_path, "-f", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&file);
+    let f: Function = serde_json::from_value(hello(&ns, "fn")).unwrap();
+    Api::<Function>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &f)
+        .await
+        .unwrap();
+    let (_, _, message) = wait_for("ConfigurationReady=False/ConfigMapError", || async {
+        let f = function(client, &ns, "fn").await;
+        condition(&f, "ConfigurationReady").filter(|c| c.0 == "False" && c.1 == "ConfigMapError")
+    })
+    .await;
+    assert!(
+        message.starts_with("ConfigMap fn: ") && message.contains("forbidden"),
+        "{message}"
+    );
+    let events = cluster.kubectl_ok(&["get", "events", "-n", &ns, "-o", "jsonpath={.items[*].reason}"], None);
+    assert!(events.contains("ConfigMapError"), "a Warning event: {events}");
+    assert!(jobs_of(client, &ns).await.is_empty(), "no build without its ConfigMap");
 }
 
 async fn image_already_in_registry(client: &Client) {

@@ -41,7 +41,7 @@ const BUILD_TIMEOUT: Duration = Duration::from_secs(180);
 const FN_LABEL: &str = "serverless.kyma-project.io/function-name";
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    common::repo_root()
 }
 
 fn log(msg: impl AsRef<str>) {
