@@ -11,7 +11,7 @@ use super::defaults::apply_defaults;
 use super::desired::{self, BuildInputs, LABEL_BUILD_ATTEMPT, LABEL_IMAGE_TAG, LABEL_UUID};
 use super::metrics::Metrics;
 use super::settings::Settings;
-use super::types::{condition, now_rfc3339, reason, Function, FunctionStatus};
+use super::types::{condition, now_rfc3339, reason, Function, FunctionStatus, Status};
 use super::validation::validate;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
@@ -259,7 +259,7 @@ pub fn job_outcome(job: &Job) -> Option<bool> {
         st.conditions
             .iter()
             .flatten()
-            .any(|c| c.type_ == t && c.status == "True")
+            .any(|c| c.type_ == t && c.status == Status::True.as_str())
     };
     if st.succeeded.unwrap_or(0) > 0 || cond("Complete") {
         Some(true)
@@ -284,7 +284,7 @@ fn seconds_since_failure(job: &Job) -> Option<i64> {
         .conditions
         .iter()
         .flatten()
-        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+        .find(|c| c.type_ == "Failed" && c.status == Status::True.as_str())?;
     let t = c.last_transition_time.as_ref().or(c.last_probe_time.as_ref())?;
     Some(k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second())
 }
@@ -478,7 +478,7 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
             != Some(&msg);
         status.set_condition(
             condition::CONFIGURATION_READY,
-            "False",
+            Status::False,
             reason::INVALID_FUNCTION_SPEC,
             msg.clone(),
             now,
@@ -492,7 +492,7 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
     if f.spec.source.inline.is_none() {
         status.set_condition(
             condition::CONFIGURATION_READY,
-            "False",
+            Status::False,
             reason::SOURCE_NOT_SUPPORTED,
             "gitRepository sources are not supported by this controller yet; use an inline source",
             now,
@@ -513,7 +513,7 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
                 != Some(&msg);
             status.set_condition(
                 condition::CONFIGURATION_READY,
-                "False",
+                Status::False,
                 reason::CONFIGMAP_ERROR,
                 msg.clone(),
                 now,
@@ -531,11 +531,11 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
     };
     let cfg_true = status
         .condition(condition::CONFIGURATION_READY)
-        .is_some_and(|c| c.status == "True");
+        .is_some_and(|c| c.status == Status::True.as_str());
     if let Some(r) = cm_reason {
         status.set_condition(
             condition::CONFIGURATION_READY,
-            "True",
+            Status::True,
             r,
             format!("ConfigMap {name} holds the source"),
             now,
@@ -547,7 +547,7 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
         // reconcile that created the ConfigMap wrote, so no flapping.)
         status.set_condition(
             condition::CONFIGURATION_READY,
-            "True",
+            Status::True,
             reason::CONFIGMAP_CREATED,
             format!("ConfigMap {name} holds the source"),
             now,
@@ -604,17 +604,17 @@ async fn build(
         if let Some((image, r, msg)) = ctx.known_image(f, tag) {
             status.runtime_image = Some(image);
             status.image_tag = Some(tag.to_string());
-            status.set_condition(condition::BUILD_READY, "True", r, msg, now);
+            status.set_condition(condition::BUILD_READY, Status::True, r, msg, now);
         }
     }
     if status.image_tag.as_deref() == Some(tag) && status.runtime_image.is_some() {
         if !status
             .condition(condition::BUILD_READY)
-            .is_some_and(|c| c.status == "True")
+            .is_some_and(|c| c.status == Status::True.as_str())
         {
             status.set_condition(
                 condition::BUILD_READY,
-                "True",
+                Status::True,
                 reason::JOB_FINISHED,
                 format!("image {tag} is built"),
                 now,
@@ -664,7 +664,7 @@ async fn build(
             }
             status.set_condition(
                 condition::BUILD_READY,
-                "Unknown",
+                Status::Unknown,
                 reason::JOB_RUNNING,
                 format!("Job {job_name} is building image {tag}"),
                 now,
@@ -738,7 +738,7 @@ async fn failed(
     }
     status.set_condition(
         condition::BUILD_READY,
-        "False",
+        Status::False,
         reason::JOB_FAILED,
         truncate(&msg, 2000),
         now,
@@ -799,7 +799,7 @@ async fn image_ready(
     status.runtime_image = Some(image.clone());
     status.image_tag = Some(tag.to_string());
     ctx.remember_image(f, tag, &image, reason, &msg);
-    status.set_condition(condition::BUILD_READY, "True", reason, msg.clone(), now);
+    status.set_condition(condition::BUILD_READY, Status::True, reason, msg.clone(), now);
     ctx.event(f, EventType::Normal, reason, msg).await;
     BuildStep { requeue: None }
 }
@@ -865,7 +865,7 @@ async fn start_build(
     if busy >= s.max_concurrent_builds {
         status.set_condition(
             condition::BUILD_READY,
-            "Unknown",
+            Status::Unknown,
             reason::JOB_QUEUED,
             format!(
                 "waiting for a build slot ({busy} of {} builds running)",
@@ -945,7 +945,13 @@ async fn start_build(
     drop(recent);
     Metrics::inc(&ctx.metrics.builds_started);
     let msg = format!("Job {job_name} builds image {tag} (attempt {attempt})");
-    status.set_condition(condition::BUILD_READY, "Unknown", reason::JOB_CREATED, msg.clone(), now);
+    status.set_condition(
+        condition::BUILD_READY,
+        Status::Unknown,
+        reason::JOB_CREATED,
+        msg.clone(),
+        now,
+    );
     ctx.event(f, EventType::Normal, reason::JOB_CREATED, msg).await;
     tracing::info!(function = %f.name_any(), namespace = %ns, job = %job_name, %tag, attempt, "build Job created");
     Ok(BuildStep { requeue: None })
@@ -1020,28 +1026,28 @@ async fn run(f: &Function, ctx: &Context, status: &mut FunctionStatus, image: &s
 }
 
 /// Running's status, reason and message from a Deployment.
-pub fn deployment_state(d: &Deployment) -> (&'static str, &'static str, String) {
+pub fn deployment_state(d: &Deployment) -> (Status, &'static str, String) {
     let name = d.name_any();
     let Some(st) = &d.status else {
         return (
-            "Unknown",
+            Status::Unknown,
             reason::DEPLOYMENT_WAITING,
             format!("Deployment {name} has no status yet"),
         );
     };
     if st.observed_generation.unwrap_or(0) < d.metadata.generation.unwrap_or(0) {
         return (
-            "Unknown",
+            Status::Unknown,
             reason::DEPLOYMENT_WAITING,
             format!("Deployment {name}: waiting for the rollout to start"),
         );
     }
     let cond = |t: &str| st.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some(t));
     if let Some(p) = cond("Progressing") {
-        if p.status.as_deref() == Some("False") {
+        if p.status.as_deref() == Some(Status::False.as_str()) {
             let why = p.message.clone().unwrap_or_default();
             return (
-                "False",
+                Status::False,
                 reason::DEPLOYMENT_FAILED,
                 format!("Deployment {name} is not progressing: {why}"),
             );
@@ -1050,15 +1056,18 @@ pub fn deployment_state(d: &Deployment) -> (&'static str, &'static str, String) 
     let want = d.spec.replicas.unwrap_or(1);
     let available = st.available_replicas.unwrap_or(0);
     let updated = st.updated_replicas.unwrap_or(0);
-    if cond("Available").is_some_and(|c| c.status.as_deref() == Some("True")) && updated >= want && available >= want {
+    if cond("Available").is_some_and(|c| c.status.as_deref() == Some(Status::True.as_str()))
+        && updated >= want
+        && available >= want
+    {
         return (
-            "True",
+            Status::True,
             reason::DEPLOYMENT_READY,
             format!("Deployment {name} is ready ({available} of {want} replicas available)"),
         );
     }
     (
-        "Unknown",
+        Status::Unknown,
         reason::DEPLOYMENT_WAITING,
         format!("Deployment {name}: {available} of {want} replicas available, {updated} updated"),
     )
@@ -1234,7 +1243,7 @@ mod tests {
         };
         d.metadata.name = Some("f".into());
         d.metadata.generation = Some(2);
-        assert_eq!(deployment_state(&d).0, "Unknown");
+        assert_eq!(deployment_state(&d).0, Status::Unknown);
         let avail = DeploymentCondition {
             type_: Some("Available".into()),
             status: Some("True".into()),
@@ -1250,10 +1259,10 @@ mod tests {
         assert_eq!(deployment_state(&d).1, reason::DEPLOYMENT_WAITING, "old generation");
         d.status.as_mut().unwrap().observed_generation = Some(2);
         let (st, r, msg) = deployment_state(&d);
-        assert_eq!((st, r), ("True", reason::DEPLOYMENT_READY));
+        assert_eq!((st, r), (Status::True, reason::DEPLOYMENT_READY));
         assert_eq!(msg, "Deployment f is ready (2 of 2 replicas available)");
         d.status.as_mut().unwrap().available_replicas = Some(1);
-        assert_eq!(deployment_state(&d).0, "Unknown");
+        assert_eq!(deployment_state(&d).0, Status::Unknown);
         d.status.as_mut().unwrap().conditions = Some(vec![
             avail,
             DeploymentCondition {
@@ -1267,7 +1276,7 @@ mod tests {
         assert_eq!(
             deployment_state(&d),
             (
-                "False",
+                Status::False,
                 reason::DEPLOYMENT_FAILED,
                 "Deployment f is not progressing: too slow".into()
             )

@@ -265,6 +265,24 @@ pub struct Condition {
 }
 
 /// Condition types.
+/// A condition's status, as Kubernetes spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
 pub mod condition {
     pub const CONFIGURATION_READY: &str = "ConfigurationReady";
     pub const BUILD_READY: &str = "BuildReady";
@@ -301,7 +319,8 @@ impl FunctionStatus {
     }
 
     /// Set a condition; `lastTransitionTime` changes only when the status does.
-    pub fn set_condition(&mut self, type_: &str, status: &str, reason: &str, message: impl Into<String>, now: &str) {
+    pub fn set_condition(&mut self, type_: &str, status: Status, reason: &str, message: impl Into<String>, now: &str) {
+        let status = status.as_str();
         let message = message.into();
         let message = if message.is_empty() { None } else { Some(message) };
         match self.conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -406,15 +425,15 @@ mod tests {
     #[test]
     fn conditions_keep_transition_time_when_status_stays() {
         let mut s = FunctionStatus::default();
-        s.set_condition(condition::RUNNING, "False", "DeploymentWaiting", "", "t1");
-        s.set_condition(condition::BUILD_READY, "True", "JobFinished", "done", "t1");
+        s.set_condition(condition::RUNNING, Status::False, "DeploymentWaiting", "", "t1");
+        s.set_condition(condition::BUILD_READY, Status::True, "JobFinished", "done", "t1");
         assert_eq!(s.conditions[0].type_, condition::BUILD_READY);
-        s.set_condition(condition::RUNNING, "False", "DeploymentFailed", "x", "t2");
+        s.set_condition(condition::RUNNING, Status::False, "DeploymentFailed", "x", "t2");
         assert_eq!(
             s.condition(condition::RUNNING).unwrap().last_transition_time.as_deref(),
             Some("t1")
         );
-        s.set_condition(condition::RUNNING, "True", "DeploymentReady", "", "t3");
+        s.set_condition(condition::RUNNING, Status::True, "DeploymentReady", "", "t3");
         let c = s.condition(condition::RUNNING).unwrap();
         assert_eq!(c.last_transition_time.as_deref(), Some("t3"));
         assert_eq!(c.message, None);
