@@ -21,15 +21,37 @@ pub fn usage(message: &str) -> anyhow::Error {
 }
 
 /// How the log is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogStyle {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
     Human,
     Json,
 }
 
+/// The log options every command of both programs takes.
+#[derive(clap::Args)]
+pub struct LogArgs {
+    /// Log format on stderr: human-readable, or one JSON object per line (`fnbuild-controller
+    /// run` logs JSON whenever stderr is not a terminal, as in a Pod).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More detail in the log (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors in the log.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl LogArgs {
+    /// Starts the log on stderr as these options say (`format` instead of theirs when given).
+    pub fn init(&self, format: Option<LogFormat>) {
+        init_logging(format.unwrap_or(self.log_format), self.verbose, self.quiet)
+    }
+}
+
 /// Starts the log on stderr: `verbose` 0, 1, 2 for info, debug, trace (`quiet`: warnings only)
 /// for fnbuild's own crates, warnings for everything else; RUST_LOG overrides.
-pub fn init_logging(style: LogStyle, verbose: u8, quiet: bool) {
+fn init_logging(style: LogFormat, verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let level = if quiet {
         "warn"
@@ -43,8 +65,8 @@ pub fn init_logging(style: LogStyle, verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(move || ScrubbedStderr { ansi });
     match style {
-        LogStyle::Json => builder.json().init(),
-        LogStyle::Human => builder.with_ansi(ansi).with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.with_ansi(ansi).with_target(false).init(),
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
-use fnbuild::cli::{init_logging, usage, LogStyle};
+use fnbuild::cli::{usage, LogArgs};
 use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
@@ -27,21 +27,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format on stderr: human-readable, or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-    /// More detail in the log (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Only warnings and errors in the log.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -314,11 +301,7 @@ fn main() -> ExitCode {
         Command::Manifests(args) => return forward_to_controller("manifests", args),
         other => other,
     };
-    let style = match cli.log_format {
-        LogFormat::Human => LogStyle::Human,
-        LogFormat::Json => LogStyle::Json,
-    };
-    init_logging(style, cli.verbose, cli.quiet);
+    cli.log.init(None);
     // A build is mostly waiting on the registry and the disk, its CPU work runs on blocking
     // threads: one thread drives it, so there are no worker threads to start and stop.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

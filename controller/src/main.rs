@@ -1,8 +1,8 @@
 //! The `fnbuild-controller` command line: `run` (the controller) and `manifests`.
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use fnbuild::cli::{init_logging, LogStyle};
+use clap::{Args, Parser, Subcommand};
+use fnbuild::cli::{LogArgs, LogFormat};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -16,22 +16,8 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format on stderr: human-readable, or one JSON object per line (`run` logs JSON
-    /// whenever stderr is not a terminal, as in a Pod).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-    /// More detail in the log (-v: debug, -vv: trace). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
-    /// Only warnings and errors in the log.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -56,12 +42,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let in_pod = matches!(cli.command, Command::Run(_)) && !std::io::stderr().is_terminal();
-    let style = match cli.log_format {
-        _ if in_pod => LogStyle::Json,
-        LogFormat::Json => LogStyle::Json,
-        LogFormat::Human => LogStyle::Human,
-    };
-    init_logging(style, cli.verbose, cli.quiet);
+    cli.log.init(in_pod.then_some(LogFormat::Json));
     let result = match cli.command {
         // Many reconciles and requests at once.
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
