@@ -27,6 +27,9 @@ def bottle():
             if _bottle is None:
                 import bottle as module
 
+                # Kyma's FUNC_MEMFILE_MAX: bodies Bottle parses (JSON, forms) up to it, 413 above
+                module.BaseRequest.MEMFILE_MAX = int(float(os.environ.get("FUNC_MEMFILE_MAX") or 100 * 1024 * 1024))
+
                 class FunctionRequest(module.BaseRequest):
                     """A request whose body is always in memory, as Kyma's (it reads it whole)."""
 

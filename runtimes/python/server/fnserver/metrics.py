@@ -15,6 +15,7 @@ _N = len(BUCKETS)
 _lock = threading.Lock()
 _by_method = {}  # method → [calls, failures, duration sum, counts per bucket (not cumulative; +Inf last), created]
 _registry = None
+_register_lock = threading.Lock()
 
 
 def _entry(method):
@@ -71,7 +72,7 @@ def render():
     global _registry
     import prometheus_client as prom
 
-    with _lock:
+    with _register_lock:  # not _lock: register() collects once, and collect() takes _lock
         if _registry is None:
             prom.REGISTRY.register(_Collector())
             _registry = prom.REGISTRY

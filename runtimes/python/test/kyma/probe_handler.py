@@ -120,7 +120,7 @@ def main(event, context):
             "missing_key": attempt(lambda: event["nope"]),
             "set_item": attempt(lambda: (event.__setitem__("mine", 1), event["mine"])[1]),
             "context_keys": sorted(context.keys()),
-            "env": {k: os.environ.get(k) for k in ("PUBLISHER_PROXY_ADDRESS", "FUNC_TIMEOUT")},
+            "env_set": {k: bool(os.environ.get(k)) for k in ("PUBLISHER_PROXY_ADDRESS", "FUNC_TIMEOUT", "TRACE_COLLECTOR_ENDPOINT")},
         }
     if m == "tracer":
         with event.tracer.start_as_current_span("custom-span") as span:
