@@ -23,6 +23,9 @@ DEVIATIONS = {
                           lambda a: a["status"] == 200 and a["json"]["data"] == {"c": 1}),
     "return exit": ("a handler raising SystemExit kills Kyma's call thread: no answer until FUNC_TIMEOUT's 408; ours: 500 at once",
                     lambda a: a["status"] == 500 and a["body"] == "Internal server error"),
+    "return keyboard": ("the same for KeyboardInterrupt", lambda a: a["status"] == 500 and a["body"] == "Internal server error"),
+    "return coroutine": ("a coroutine (an async handler's result) is awaited; Kyma's Bottle cannot send it: 500",
+                         lambda a: a["status"] == 200 and a["body"] == "later"),
 }
 # Fields of the `req` answers that cannot be equal: the request class's name (Kyma's
 # PicklableBottleRequest, ours FunctionRequest; both are Bottle BaseRequests).

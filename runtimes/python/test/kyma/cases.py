@@ -29,7 +29,7 @@ RETURNS = ["string", "html", "empty", "dict", "dict-empty", "list-str", "list-di
            "bytearray", "none", "int", "zero", "float", "true", "false", "set", "generator", "unicode",
            "response-dict", "response-dict-notype", "response-str", "response-status", "response-status-str",
            "response-bad-status", "response-set", "response-cookie", "response-redirect", "raise-response",
-           "raise-error", "return-error", "redirect", "abort", "throw", "exit", "return-exception", "default"]
+           "raise-error", "return-error", "redirect", "abort", "throw", "exit", "keyboard", "coroutine", "file", "return-exception", "default"]
 
 CASES = {
     **{f"return {m}": {"path": f"/?m={m}"} for m in RETURNS},

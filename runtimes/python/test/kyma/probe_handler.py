@@ -25,6 +25,10 @@ def describe(v):
     return {"type": type(v).__name__}
 
 
+async def later():
+    return "later"
+
+
 def attempt(fn):
     try:
         return describe(fn())
@@ -76,6 +80,7 @@ def main(event, context):
     if m == "abort": bottle.abort(401, "go away")
     if m == "throw": raise ValueError("secret-detail")
     if m == "exit": raise SystemExit(3)
+    if m == "coroutine": return later()
     if m == "keyboard": raise KeyboardInterrupt()
     if m == "return-exception": return ValueError("returned")
     if m == "sleep":
