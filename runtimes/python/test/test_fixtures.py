@@ -176,7 +176,7 @@ class KymaFixtures(unittest.TestCase):
             self.assertEqual(json.loads(body), e["json"], what)
         for k, want in e.get("json_fields", {}).items():
             got = json.loads(body).get(k)
-            if want in FORMATS:
+            if isinstance(want, str) and want in FORMATS:
                 self.assertRegex(str(got), FORMATS[want], f"{k}: {what}")
             else:
                 self.assertEqual(got, want, f"{k}: {what}")
@@ -186,7 +186,7 @@ class KymaFixtures(unittest.TestCase):
 
 for _name in sorted(os.listdir(ROOT)) if os.path.isdir(ROOT) else []:
     if os.path.exists(os.path.join(ROOT, _name, "expect.json")):
-        setattr(KymaFixtures, f"test_{_name.replace('-', '_')}", lambda self, n=_name: self.run_fixture(n))
+        setattr(KymaFixtures, f"test_{_name.replace('-', '_')}", lambda self, n=_name: [self.run_fixture(n)] and None)
 
 if __name__ == "__main__":
     unittest.main()
