@@ -154,6 +154,20 @@ class Event:
     def __setitem__(self, name, value):
         self.ceHeaders[name] = value
 
+    # A superset of Kyma's Event (it has none of these: a call fails there, so no Kyma handler
+    # depends on them): the read side of a dict, as fnbuild's earlier event was one.
+    def get(self, name, default=None):
+        return self.ceHeaders.get(name, default)
+
+    def __contains__(self, name):
+        return name in self.ceHeaders
+
+    def keys(self):
+        return self.ceHeaders.keys()
+
+    def items(self):
+        return self.ceHeaders.items()
+
     def emitCloudEvent(self, type, source, data, optionalCloudEventAttributes=None):
         """Sends a CloudEvent (structured mode) to the publisher proxy; as Kyma's, returns None
         and carries on whatever the proxy answers."""
