@@ -57,17 +57,21 @@ def _instrument_urllib():
     import urllib.request
     from opentelemetry import propagate
 
-    original = urllib.request.AbstractHTTPHandler.do_request_
+    def with_context(original):
+        def prepare(self, request):
+            carrier = {}
+            propagate.inject(carrier)
+            for name, value in carrier.items():
+                if not request.has_header(name.capitalize()):
+                    request.add_unredirected_header(name.capitalize(), value)
+            return original(self, request)
 
-    def do_request_(self, request):
-        carrier = {}
-        propagate.inject(carrier)
-        for name, value in carrier.items():
-            if not request.has_header(name.capitalize()):
-                request.add_unredirected_header(name.capitalize(), value)
-        return original(self, request)
+        return prepare
 
-    urllib.request.AbstractHTTPHandler.do_request_ = do_request_
+    # HTTPHandler.http_request is do_request_ bound at class creation: patch the handlers themselves
+    urllib.request.HTTPHandler.http_request = with_context(urllib.request.HTTPHandler.http_request)
+    if hasattr(urllib.request, "HTTPSHandler"):
+        urllib.request.HTTPSHandler.https_request = with_context(urllib.request.HTTPSHandler.https_request)
 
 
 def _extract(headers):
