@@ -8,7 +8,6 @@ read-only runtime layer: importing Bottle compiles 4700 lines, ~100 ms).
 """
 import io
 import json
-import logging
 import os
 import sys
 import threading
@@ -182,6 +181,7 @@ class Event:
         requests.post(publisher_proxy(), data=body, headers=headers)
 
     def publishCloudEvent(self, data):
+        import logging
         import requests
 
         logging.warning('"publishCloudEvent" is deprecated. Use "emitCloudEvent"')
@@ -189,6 +189,8 @@ class Event:
                              headers={"Content-Type": "application/cloudevents+json"})
 
     def buildResponseCloudEvent(self, event_id, event_type, event_data):
+        import logging
+
         logging.warning('"buildResponseCloudEvent" is deprecated. Use "emitCloudEvent"')
         return {
             "type": event_type,
