@@ -366,6 +366,20 @@ class KymaExamplesAndLoadingTest(unittest.TestCase):
             self.start({"handler.py": "def not_main(event, context):\n    pass\n"})
 
 
+class ThreadPoolTest(unittest.TestCase):
+    def test_cherrypy_numthreads_bounds_the_calls_at_once(self):  # Kyma's cheroot pool size
+        srv = Server({"handler.py": KITCHEN_SINK}, CHERRYPY_NUMTHREADS="1")
+        self.addCleanup(srv.stop)
+        start = time.monotonic()
+        calls = [threading.Thread(target=srv.request, args=("GET", "/?mode=sleep&s=0.5")) for _ in range(2)]
+        for t in calls:
+            t.start()
+        for t in calls:
+            t.join(10)
+        self.assertGreaterEqual(time.monotonic() - start, 1.0, "one after the other")
+        self.assertEqual(srv.request("GET", "/healthz")[0], 200)
+
+
 class ShutdownTest(unittest.TestCase):
     def test_sigterm_does_not_wait_for_a_handler_past_its_timeout(self):
         srv = Server({"handler.py": KITCHEN_SINK}, FUNC_TIMEOUT="1")
