@@ -52,7 +52,7 @@ def environ_of(method, target, version, headers, body, client_address, server_po
     environ = {
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),  # PEP 3333: bytes as latin-1
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1") if "%" in path else path,  # PEP 3333: bytes as latin-1
         "QUERY_STRING": query,
         "SERVER_PROTOCOL": version,
         "SERVER_NAME": "0.0.0.0",
