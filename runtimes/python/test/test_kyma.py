@@ -84,6 +84,10 @@ class KymaAnswers(unittest.TestCase):
               file=sys.stderr)
         self.assertEqual(differ, [], "\n".join(differ))
 
+    def test_streamed_bodies_get_a_content_length(self):  # deliberate: Kyma's cheroot streams them
+        self.assertNotIn("content-length", KYMA["return generator"]["headers"])
+        self.assertEqual(self.answers["return generator"]["headers"].get("content-length"), "4")
+
     def test_metrics_families(self):
         status, _, body, _ = self.server.request("GET", "/metrics")
         self.assertEqual(status, 200)

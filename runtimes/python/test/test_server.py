@@ -61,6 +61,8 @@ def main(event, context):
         }
     if mode == "text":
         return "plain text"
+    if mode == "superset":  # deliberate: Kyma's Event has item access only
+        return {"get": event.get("data", "none"), "in": "extensions" in event, "keys": sorted(event.keys())}
     if mode == "bytes":
         return b"\\x00\\x01\\x02"
     if mode == "none":
@@ -191,6 +193,9 @@ class KitchenSinkTest(unittest.TestCase):
         out = self.srv.json("POST", "/?mode=echo", "héllo".encode(), {"Content-Type": "text/plain"})
         self.assertIsNone(out["data"])
         self.assertIsNone(self.srv.json("GET", "/?mode=echo")["data"])
+
+    def test_event_also_reads_like_a_dict(self):
+        self.assertEqual(self.srv.json("GET", "/?mode=superset"), {"get": "none", "in": True, "keys": ["extensions"]})
 
     def test_malformed_json_is_400(self):
         status, _, _, _ = self.srv.request("POST", "/?mode=echo", "{nope", {"Content-Type": "application/json"})
