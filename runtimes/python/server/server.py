@@ -42,6 +42,7 @@ HOST = os.environ.get("FUNC_HOST", "0.0.0.0")
 PORT = int(_num("FUNC_PORT", 8080))
 TIMEOUT = _num("FUNC_TIMEOUT", 180.0)
 MEMFILE_MAX = int(_num("FUNC_MEMFILE_MAX", 100 * 1024 * 1024))  # Bottle's: JSON bodies above → 413
+events.memfile_max = MEMFILE_MAX
 NUMTHREADS = max(1, int(_num("CHERRYPY_NUMTHREADS", 50)))  # Kyma's pool: requests served at once
 REQUEST_LOG = bool(os.environ.get("KYMA_INTERNAL_LOGGER_ENABLED"))  # Apache lines, as Kyma's; none by default
 TRACE_ENDPOINT = os.environ.get("TRACE_COLLECTOR_ENDPOINT")

@@ -14,6 +14,7 @@ import threading
 from urllib.parse import unquote_to_bytes
 
 _lock = threading.Lock()
+memfile_max = 100 * 1024 * 1024  # server.py sets FUNC_MEMFILE_MAX's
 _bottle = None
 _request_class = None
 
@@ -27,7 +28,7 @@ def bottle():
                 import bottle as module
 
                 # Kyma's FUNC_MEMFILE_MAX: bodies Bottle parses (JSON, forms) up to it, 413 above
-                module.BaseRequest.MEMFILE_MAX = int(float(os.environ.get("FUNC_MEMFILE_MAX") or 100 * 1024 * 1024))
+                module.BaseRequest.MEMFILE_MAX = memfile_max
 
                 class FunctionRequest(module.BaseRequest):
                     """A request whose body is always in memory, as Kyma's (it reads it whole)."""
