@@ -3,6 +3,8 @@ W3C and B3 contexts are continued, each function request is one server span, out
 urllib calls carry traceparent and x-b3-* headers, event.tracer spans are real and everything goes by
 OTLP/HTTP to the endpoint; without it, nothing of OpenTelemetry (nor Bottle) is loaded at start-up."""
 import json
+import os
+import sys
 import unittest
 
 from test_fixtures import StandIn, spans_of
@@ -79,6 +81,39 @@ class WithCollector(unittest.TestCase):
         got = self.spans(trace)
         self.assertEqual([s for s in got if s[2] == SERVER_KIND], [(trace, "GET", SERVER_KIND)], got)
         self.assertIn("custom", [s[1] for s in got])
+
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class SpansAsKyma(unittest.TestCase):
+    """Kyma's exported spans (kyma/kyma-spans.json) against ours for the same requests: the same,
+    but for the deliberate server span, under which the others then hang."""
+
+    def test_spans_are_kymas_plus_one_server_span(self):
+        sys.path.insert(0, os.path.join(HERE, "kyma"))
+        import spans
+        from client import Proxy
+
+        with open(os.path.join(HERE, "kyma", "kyma-spans.json")) as f:
+            kyma = json.load(f)
+        with open(os.path.join(HERE, "kyma", "probe_handler.py")) as f:
+            handler = f.read()
+        otlp, proxy = spans.Otlp(), Proxy()
+        self.addCleanup(otlp.server.shutdown)
+        self.addCleanup(proxy.server.shutdown)
+        srv = Server({"handler.py": handler}, TRACE_COLLECTOR_ENDPOINT=f"http://127.0.0.1:{otlp.port}/v1/traces",
+                     PUBLISHER_PROXY_ADDRESS=f"http://127.0.0.1:{proxy.port}/publish",
+                     OTEL_PROPAGATORS="tracecontext,baggage,b3multi",
+                     OTEL_PYTHON_REQUESTS_EXCLUDED_URLS="healthz,favicon.ico,metrics")
+        self.addCleanup(srv.stop)
+        ours = spans.run_all(f"http://127.0.0.1:{srv.port}", otlp)
+        for case, want in kyma.items():
+            if case == "healthz":  # probes: no spans, as Kyma
+                self.assertEqual(ours[case], want, case)
+                continue
+            expected = sorted([w.replace(" incoming", " in-trace") for w in want] + ["GET server incoming"])
+            self.assertEqual(ours[case], expected, case)
 
 
 if __name__ == "__main__":
