@@ -496,8 +496,8 @@ def where(err):
 
 
 def warm_up():
-    """Bottle (for requests) and prometheus_client (for /metrics), imported after the first probe
-    answered: the server is up at once, and the first function request finds them loaded."""
+    """Bottle and our app on it, imported after the first probe answered: the server is up at once,
+    and the first function request finds them loaded (prometheus_client waits for the first scrape)."""
     try:
         respond.app()
     except Exception as err:
