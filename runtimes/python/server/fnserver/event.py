@@ -20,7 +20,7 @@ _request_class = None
 
 
 def bottle():
-    """The real Bottle module (the runtime layer's, else the compat stand-in's fallback)."""
+    """The real Bottle module (the runtime layer's), imported at the first function request."""
     global _bottle, _request_class
     if _bottle is None:
         with _lock:
