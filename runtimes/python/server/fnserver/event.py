@@ -70,7 +70,7 @@ def environ_of(method, target, version, headers, body, client_address, server_po
         "wsgi.input": io.BytesIO(body),
         "bottle.request.body": io.BytesIO(body),  # Kyma's request keeps the whole body in memory
     }
-    for name, value in headers.items():
+    for name, value in headers.raw_items():  # http.client's parse: values as sent (latin-1), no policy pass
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
             environ[key] = value
