@@ -1,7 +1,11 @@
-"""Kyma-compatible function server for the python312 runtime (standard library only).
+"""Kyma-compatible function server for the python312 runtime.
 
-Loads `<FUNC_DIR>/<MOD_NAME>.py` and calls its `FUNC_HANDLER(event, context)` for every request.
-Contract: /work/shared/design.md §3; event and context follow Kyma Serverless's Python runtime.
+Loads `<FUNC_DIR>/<MOD_NAME>.py` and calls its `FUNC_HANDLER(event, context)` for every request,
+answering as Kyma's python312 server (Bottle under cheroot) does: the ground truth is
+kyma-project/serverless components/runtimes/python312, and test/kyma/ holds its recorded answers.
+The HTTP side is the standard library's (http.server, a thread per connection, the handler in it);
+Bottle, prometheus_client, the CloudEvents SDK and OpenTelemetry are the runtime layer's and are
+imported when first needed (fnserver/), none at start-up unless TRACE_COLLECTOR_ENDPOINT is set.
 """
 import sys
 
@@ -9,17 +13,16 @@ sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycac
 
 import collections
 import email.utils
-import functools
 import importlib
-import io
-import json
 import os
 import signal
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
+
+from fnserver import event as events
+from fnserver import metrics, respond, tracing
 
 
 def _num(name, default):
@@ -30,18 +33,20 @@ def _num(name, default):
         return default
 
 
-FUNC_DIR = os.environ.get("FUNC_DIR", "/kubeless")
+# The function's directory: ours, else Kyma's FUNCTION_PATH, else its deprecated KUBELESS_INSTALL_VOLUME.
+FUNC_DIR = (os.environ.get("FUNC_DIR") or os.environ.get("FUNCTION_PATH")
+            or os.environ.get("KUBELESS_INSTALL_VOLUME") or "/kubeless")
 MOD_NAME = os.environ.get("MOD_NAME", "handler")
 FUNC_HANDLER = os.environ.get("FUNC_HANDLER", "main")
 HOST = os.environ.get("FUNC_HOST", "0.0.0.0")
 PORT = int(_num("FUNC_PORT", 8080))
 TIMEOUT = _num("FUNC_TIMEOUT", 180.0)
-BODY_LIMIT_MB = _num("REQ_MB_LIMIT", 1)
-BODY_LIMIT = int(BODY_LIMIT_MB * 1024 * 1024)
-
-CE_ATTRS = ("ce-type", "ce-source", "ce-eventtypeversion", "ce-specversion", "ce-id", "ce-time")
-TEXT = "text/plain; charset=utf-8"
-JSON = "application/json"
+MEMFILE_MAX = int(_num("FUNC_MEMFILE_MAX", 100 * 1024 * 1024))  # Bottle's: JSON bodies above → 413
+events.memfile_max = MEMFILE_MAX
+NUMTHREADS = max(1, int(_num("CHERRYPY_NUMTHREADS", 50)))  # Kyma's pool: requests served at once
+REQUEST_LOG = bool(os.environ.get("KYMA_INTERNAL_LOGGER_ENABLED"))  # Apache lines, as Kyma's; none by default
+TRACE_ENDPOINT = os.environ.get("TRACE_COLLECTOR_ENDPOINT")
+HTML = respond.HTML
 
 func = None  # the user's handler, set at start-up
 draining = False  # set on SIGTERM / SIGINT
@@ -108,231 +113,22 @@ def once_a_second(format_time):
     return get
 
 
-timestamp = once_a_second(lambda s: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s)))  # log lines
 http_date = once_a_second(lambda s: email.utils.formatdate(s, usegmt=True))  # the Date header
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+apache_time = once_a_second(lambda s: time.strftime(f"%d/{MONTHS[time.localtime(s).tm_mon - 1]}/%Y:%H:%M:%S %z", time.localtime(s)))
 
 
-def media_type(content_type):
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def is_json_type(mtype):
-    return mtype == JSON or (mtype.startswith("application/") and mtype.endswith("+json"))
-
-
-class HttpError(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
-
-
-# --------------------------------------------------------------------------------------------
-# The event object (Kyma's shape) and its parts.
-
-
-class Query(dict):
-    """Query parameters (last value wins), like Bottle's FormsDict: `query.id` is '' when missing."""
-
-    def __init__(self, query_string):
-        self._pairs = parse_qsl(query_string, keep_blank_values=True) if query_string else []
-        super().__init__(self._pairs)
-
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return self.get(name, "")
-
-    def getall(self, name):
-        return [v for k, v in self._pairs if k == name]
-
-
-class Request:
-    """event['extensions']['request']: the parts of Bottle's request that Kyma handlers use."""
-
-    def __init__(self, method, path, query_string, headers, data, remote_addr):
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.headers = headers  # case-insensitive: headers.get('Content-Type')
-        self.data = data  # the raw body (bytes)
-        self.remote_addr = remote_addr
-
-    @functools.cached_property
-    def query(self):  # parsed on first use
-        return Query(self.query_string)
-
-    @property
-    def body(self):
-        return io.BytesIO(self.data)
-
-    @property
-    def content_type(self):
-        return self.headers.get("Content-Type", "")
-
-    @property
-    def content_length(self):
-        return len(self.data)
-
-    @property
-    def json(self):
-        if is_json_type(media_type(self.content_type)) and self.data:
-            return json.loads(self.data)
-        return None
-
-    @property
-    def url(self):
-        host = self.headers.get("Host", "localhost")
-        return f"http://{host}{self.path}" + (f"?{self.query_string}" if self.query_string else "")
-
-    def get_header(self, name, default=None):
-        return self.headers.get(name, default)
-
-
-class Span:
-    """Kyma passes an OpenTelemetry tracer; this stand-in keeps handlers that create spans working."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def __getattr__(self, name):  # set_attribute, add_event, set_status, record_exception, end, ...
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return lambda *args, **kwargs: None
-
-    def is_recording(self):
-        return False
-
-
-class Tracer:
-    def start_as_current_span(self, *args, **kwargs):
-        return Span()
-
-    def start_span(self, *args, **kwargs):
-        return Span()
-
-
-TRACER = Tracer()
-
-
-def _decode(data):
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
-
-
-def _post_cloud_event(body):
-    import urllib.request  # only when a handler publishes events
-
-    url = os.environ.get("PUBLISHER_PROXY_ADDRESS")
-    if not url:
-        raise RuntimeError("PUBLISHER_PROXY_ADDRESS is not set: cannot publish CloudEvents")
-    req = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/cloudevents+json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status
-
-
-def _data_content_type(data):
-    if isinstance(data, str):
-        return "text/plain"
-    if isinstance(data, (bytes, bytearray)):
-        return "application/octet-stream"
-    return JSON
-
-
-class Event(dict):
-    """The handler's `event`: a dict (data, extensions, ce-*) with Kyma's helper methods."""
-
-    tracer = TRACER
-
-    def __init__(self, request, names=None):
-        """`names`: the request's header names in lower case, when the caller has them."""
-        super().__init__(data=None, extensions={"request": request})
-        headers = request.headers
-        if names is None:
-            names = {name.lower() for name in headers.keys()}
-        mtype = media_type(request.content_type) if "content-type" in names else ""
-        raw = request.data
-        if mtype == "application/cloudevents+json" and raw:  # structured mode
-            try:
-                ce = json.loads(raw)
-            except ValueError as err:
-                raise HttpError(400, f"Invalid JSON CloudEvent: {err}")
-            if not isinstance(ce, dict):
-                raise HttpError(400, "CloudEvent must be a JSON object")
-            self.update(dict.fromkeys(CE_ATTRS))
-            self.update((f"ce-{k}", v) for k, v in ce.items() if k not in ("data", "data_base64"))
-            if "data_base64" in ce:
-                import base64
-
-                self["data"] = base64.b64decode(ce["data_base64"])
-            else:
-                self["data"] = ce.get("data")
-            return
-        if "ce-specversion" in names or ("ce-type" in names and "ce-source" in names):  # binary mode
-            self.update(dict.fromkeys(CE_ATTRS))
-            self.update((k.lower(), v) for k, v in headers.items() if k.lower().startswith("ce-"))
-            self["ce-datacontenttype"] = headers.get("Content-Type")
-        if raw:
-            if is_json_type(mtype):
-                try:
-                    self["data"] = json.loads(raw)
-                except ValueError as err:
-                    raise HttpError(400, f"Invalid JSON body: {err}")
-            else:
-                self["data"] = _decode(raw)
-
-    def emitCloudEvent(self, type, source, data, optionalCloudEventAttributes=None):
-        """Builds a CloudEvent and sends it (structured mode) to the eventing publisher proxy."""
-        import uuid
-        from datetime import datetime, timezone
-
-        ce = {
-            "specversion": "1.0",
-            "id": str(uuid.uuid4()),
-            "time": datetime.now(timezone.utc).isoformat(),
-            "type": type,
-            "source": source,
-            "datacontenttype": _data_content_type(data),
-        }
-        ce.update(optionalCloudEventAttributes or {})
-        if isinstance(data, (bytes, bytearray)):
-            import base64
-
-            ce["data_base64"] = base64.b64encode(data).decode()
-        else:
-            ce["data"] = data
-        return _post_cloud_event(json.dumps(ce, default=str).encode())
-
-    def publishCloudEvent(self, data):
-        log('"publishCloudEvent" is deprecated: use "emitCloudEvent"')
-        return _post_cloud_event(json.dumps(data, default=str).encode())
-
-    def buildResponseCloudEvent(self, event_id, event_type, event_data):
-        log('"buildResponseCloudEvent" is deprecated: use "emitCloudEvent"')
-        return {
-            "type": event_type,
-            "source": self.get("ce-source"),
-            "eventtypeversion": self.get("ce-eventtypeversion"),
-            "specversion": self.get("ce-specversion"),
-            "id": event_id,
-            "data": event_data,
-            "datacontenttype": _data_content_type(event_data),
-        }
+class BadRequest(Exception):
+    """A request that cannot be read (a broken chunked body, an invalid Content-Length)."""
 
 
 CONTEXT = {  # the environment does not change: read once
     "function-name": os.environ.get("FUNC_NAME"),
-    "runtime": os.environ.get("FUNC_RUNTIME"),
     "namespace": os.environ.get("SERVICE_NAMESPACE"),
     "timeout": TIMEOUT,
+    "runtime": os.environ.get("FUNC_RUNTIME"),
     "memory-limit": os.environ.get("FUNC_MEMORY_LIMIT"),
-    "body-size-limit": BODY_LIMIT_MB,
+    "body-size-limit": MEMFILE_MAX,  # bytes (Kyma's Python runtime; the Node one says MB)
 }
 
 
@@ -418,86 +214,6 @@ def watchdog():
                 conn.answered_408.set()
 
 
-def is_response(value):
-    """A Bottle HTTPResponse (the real one or server/compat/bottle.py's stand-in)."""
-    return hasattr(value, "status_code") and hasattr(value, "body") and hasattr(value, "headers")
-
-
-def render(value):
-    """A handler's return value as (status, content type, body bytes, extra headers)."""
-    if type(value) is str:  # the common case first
-        return 200, TEXT, value.encode("utf-8"), {}
-    if is_response(value):
-        _, ctype, body, _ = render(value.body if value.body not in ("", b"") else None)
-        headers = {k: v for k, v in value.headers.items()}
-        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), ctype)
-        headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
-        return int(value.status_code), ctype, body, headers
-    if value is None:
-        return 200, None, b"", {}
-    if isinstance(value, str):
-        return 200, TEXT, value.encode("utf-8"), {}
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return 200, "application/octet-stream", bytes(value), {}
-    return 200, f"{JSON}; charset=utf-8", json.dumps(value).encode("utf-8"), {}
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics (Prometheus text format).
-
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-metrics_lock = threading.Lock()
-by_code = {}  # status code → [count, sum, counts per bucket (not cumulative; +Inf last)]
-failures = 0
-_NO_BUCKETS = len(BUCKETS)
-
-
-def observe(code, seconds):
-    i = 0
-    while i < _NO_BUCKETS and seconds > BUCKETS[i]:
-        i += 1
-    with metrics_lock:
-        m = by_code.get(code)
-        if m is None:
-            m = by_code[code] = [0, 0.0, [0] * (_NO_BUCKETS + 1)]
-        m[0] += 1
-        m[1] += seconds
-        m[2][i] += 1
-
-
-def count_failure():
-    global failures
-    with metrics_lock:
-        failures += 1
-
-
-def render_metrics():
-    with metrics_lock:
-        codes = sorted(by_code)
-        lines = [
-            "# HELP function_calls_total Number of requests to the function, by HTTP status code.",
-            "# TYPE function_calls_total counter",
-            *(f'function_calls_total{{code="{c}"}} {by_code[c][0]}' for c in codes),
-            "# HELP function_failures_total Number of handler invocations that raised or timed out.",
-            "# TYPE function_failures_total counter",
-            f"function_failures_total {failures}",
-            "# HELP function_duration_seconds Duration of requests to the function, by HTTP status code.",
-            "# TYPE function_duration_seconds histogram",
-        ]
-        for c in codes:
-            count, total, buckets = by_code[c]
-            cumulative = 0
-            for le, n in zip(BUCKETS, buckets):
-                cumulative += n
-                lines.append(f'function_duration_seconds_bucket{{code="{c}",le="{le}"}} {cumulative}')
-            lines += [
-                f'function_duration_seconds_bucket{{code="{c}",le="+Inf"}} {count}',
-                f'function_duration_seconds_sum{{code="{c}"}} {total}',
-                f'function_duration_seconds_count{{code="{c}"}} {count}',
-            ]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------------------------
 # The server.
 
@@ -508,6 +224,7 @@ class Handler(BaseHTTPRequestHandler):
 
     future = None  # an async handler's, while it runs
     answered_408 = None  # set by the watchdog when it answers 408
+    environ = None  # the current function request's WSGI environ
 
     def version_string(self):
         return "fnbuild"
@@ -535,161 +252,187 @@ class Handler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def log_request(self, code="-", size="-"):
-        pass  # handle_request() logs requests itself, with their duration
+        pass  # answer() logs requests itself (KYMA_INTERNAL_LOGGER_ENABLED)
 
     def log_error(self, format, *args):
         log(f"{self.address_string()} {format % args}")
 
-    def head(self, status, ctype, length, headers=None):
+    def head(self, status, headers, length):
         """A response's status line and headers (the Date to the second, formatted once a second)."""
         lines = [f"{self.protocol_version} {status} {self.responses.get(status, ('',))[0]}\r\n"
                  f"Server: fnbuild\r\nDate: {http_date()}\r\n"]
-        if ctype:
-            lines.append(f"Content-Type: {ctype}\r\n")
-        for name, value in (headers or {}).items():
-            if name.lower() == "connection" and str(value).lower() == "close":
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "content-length" or lower == "transfer-encoding":
+                continue  # framed here
+            if lower == "connection" and str(value).lower() == "close":
                 self.close_connection = True  # a handler's own `Connection: close` (as send_header())
                 continue
             lines.append(f"{name}: {value}\r\n")
-        lines.append(f"Content-Length: {length}\r\n")
+        if status != 204 and status != 304 and status >= 200:
+            lines.append(f"Content-Length: {length}\r\n")
         if draining or self.close_connection:
             lines.append("Connection: close\r\n")
             self.close_connection = True
         lines.append("\r\n")
         return "".join(lines).encode("latin-1")
 
-    def send(self, status, ctype=None, body=b"", headers=None):
-        """The whole response in one write (BaseHTTPRequestHandler sends the head and the body
-        in two, a system call more per request)."""
-        head = self.head(status, ctype, len(body), headers)
-        self.wfile.write(head if self.command == "HEAD" else head + body)
+    def answer(self, status, headers, body):
+        """The whole response in one write (BaseHTTPRequestHandler sends the head and the body in
+        two, a system call more per request). HEAD: Bottle's Content-Length, no body."""
+        length = len(body)
+        if self.command == "HEAD":
+            length = next((int(v) for k, v in headers if k.lower() == "content-length"), length)
+            body = b""
+        self.wfile.write(self.head(status, headers, length) + body)
+        if REQUEST_LOG:
+            self.log_apache(status, length)
+
+    def log_apache(self, status, size):
+        """wsgi-request-logger's ApacheFormatter() line, Kyma's request log."""
+        us = int((time.perf_counter() - self.start) * 1e6)
+        path = (self.environ or {}).get("PATH_INFO") or self.path.partition("?")[0]
+        log_batched(f'{self.client_address[0]} - - [{apache_time()}] "{self.command} {path} {self.request_version}" '
+                    f'{status} {size} "{self.headers.get("Referer", "")}" "{self.headers.get("User-Agent", "")}" '
+                    f"{us // 1000000}/{us % 1000000}")
 
     def handle_request(self):
-        path, _, query = self.path.partition("?")
-        if self.command in ("GET", "HEAD"):  # probes: neither logged nor counted
-            if path == "/healthz":
-                return self.send(200, TEXT, b"OK")
-            if path == "/metrics":
-                return self.send(200, "text/plain; version=0.0.4; charset=utf-8", render_metrics().encode())
-            if path == "/favicon.ico":
-                return self.send(204)
         self.start = time.perf_counter()
-        self.log_path = path
+        self.environ = None
+        if self.command in ("GET", "HEAD"):  # Kyma's own routes
+            path = self.path.partition("?")[0]
+            if path == "/healthz":
+                self.answer(200, PROBE_HEADERS, b"OK")
+                global warming
+                if warming is None:
+                    warming = threading.Thread(target=warm_up, name="warm-up", daemon=True)
+                    warming.start()
+                return
+            if path == "/metrics":
+                ctype, body = metrics.render()
+                return self.answer(200, [("Content-Type", ctype)], body)
+            if path == "/favicon.ico":
+                return self.answer(204, (), b"")
         try:
-            status, ctype, body, headers = self.call(path, query)
+            status, headers, body = self.call()
         except TimedOut:  # the watchdog has answered and closes the connection
             self.close_connection = True
             return
+        except BadRequest as err:
+            self.close_connection = True
+            status, headers, body = 400, [("Content-Type", HTML)], str(err).encode()
         except Exception as err:  # a fault of the server, not of the handler
-            log(f"internal error: {self.command} {path}: {err!r}")
-            status, ctype, body, headers = 500, TEXT, b"Internal server error", {}
-        self.count(status)  # before sending: whoever has the response finds it counted
-        self.send(status, ctype, body, headers)
-        if status == 413:
-            self.linger()
+            log(f"internal error: {self.command} {self.path}: {err!r}")
+            status, headers, body = respond.INTERNAL_ERROR
+        self.answer(status, headers, body)
 
-    def count(self, status):
-        """The request in /metrics and its line in the log."""
-        seconds = time.perf_counter() - self.start
-        observe(status, seconds)
-        log_batched(f"{timestamp()} {self.command} {self.log_path} {status} {seconds * 1000:.1f}ms")
+    def call(self):
+        """Runs the handler for this request; returns (status, headers, body)."""
+        body = self.read_body()
+        environ = self.environ = events.environ_of(self.command, self.path, self.request_version, self.headers, body,
+                                                   self.client_address, self.server.server_port)
+        if self.command not in respond.ROUTED:
+            return respond.through_bottle(environ, None)  # Bottle's 405, as Kyma's route has no other methods
+        bottle = events.bottle()
+        try:
+            event = events.Event(events.request_class()(environ), tracing._tracer if tracing.exporting else None)
+        except bottle.HTTPResponse as err:  # Bottle's 400 (invalid JSON) or 413 (JSON over FUNC_MEMFILE_MAX)
+            return respond.through_bottle(environ, err)
+        except Exception as err:  # e.g. a CloudEvent the SDK refuses
+            return self.failed(err, "cannot build the event")
+        method = self.command
+        metrics.called(method)
+        span = tracing.ServerSpan(method, environ["PATH_INFO"], self.headers) if tracing.exporting else None
+        self.span = span
+        start = time.perf_counter()
+        with slots:  # CHERRYPY_NUMTHREADS calls at once, as Kyma's thread pool
+            try:
+                result = call_function(self, event, function_context())
+            except TimedOut:
+                raise
+            except BaseException as err:  # SystemExit and KeyboardInterrupt included: they are the handler's
+                result = err
+            finally:
+                if tracing._local.__dict__.get("token") is not None:
+                    tracing.detach_request()
+        metrics.finished(method, time.perf_counter() - start, isinstance(result, Exception))
+        if isinstance(result, BaseException) and not isinstance(result, bottle.HTTPResponse):
+            out = self.failed(result, "function failed")
+        else:
+            try:
+                out = respond.render(environ, result, log)
+            except Exception as err:
+                out = self.failed(err, "function result cannot be sent")
+        if span is not None:
+            span.end(out[0])
+        return out
+
+    def failed(self, err, what):
+        import traceback
+
+        log(f"{what}: {self.command} {self.path}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
+        return respond.INTERNAL_ERROR
 
     def time_out(self):
-        """Answers 408 and closes the connection while the handler runs on (on the watchdog's thread;
-        this connection's own thread is in the handler and leaves the connection alone)."""
+        """Answers 408 (Bottle's page, as Kyma) and closes the connection while the handler runs on
+        (on the watchdog's thread; this connection's own thread is in the handler and leaves the
+        connection alone)."""
         if self.future is not None:
             self.future.cancel()
-        count_failure()
-        log(f"function did not finish within {TIMEOUT:g}s: {self.command} {self.log_path}")
-        self.count(408)
-        body = f"Function did not finish within {TIMEOUT:g}s".encode()
+        log(f"function did not finish within {TIMEOUT:g}s: {self.command} {self.path}")
+        metrics.finished(self.command, time.perf_counter() - self.start, False)
+        bottle = events.bottle()
+        status, headers, body = respond.through_bottle(self.environ, bottle.HTTPError(408, "Timeout while processing the function"))
+        if getattr(self, "span", None) is not None:
+            self.span.span.set_attribute("http.response.status_code", 408)
+            self.span.span.end()
         self.close_connection = True
-        head = self.head(408, TEXT, len(body))
-        try:  # never blocks the watchdog: the few bytes fit in an idle connection's send buffer
+        head = self.head(status, headers, len(body))
+        try:  # never blocks the watchdog: the few kB fit in an idle connection's send buffer
             self.connection.send(head if self.command == "HEAD" else head + body, socket.MSG_DONTWAIT)
             self.connection.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+        if REQUEST_LOG:
+            self.log_apache(status, len(body))
 
-    def call(self, path, query):
-        """Runs the handler for this request; returns (status, content type, body, headers)."""
-        try:
-            names = {name.lower() for name in self.headers.keys()}  # one pass, for cheap tests
-            body = self.read_body(names)
-            request = Request(self.command, path, query, self.headers, body, self.client_address[0])
-            event = Event(request, names)
-        except HttpError as err:
-            if err.status == 413:
-                self.close_connection = True  # the rest of the body is not read
-            return err.status, TEXT, str(err).encode(), {}
-        try:
-            result = call_function(self, event, function_context())
-        except TimedOut:
-            raise
-        except BaseException as err:
-            if not is_response(err):  # Bottle lets handlers `raise HTTPResponse(...)` too
-                import traceback
-
-                count_failure()
-                log(f"function failed: {self.command} {path}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
-                return 500, TEXT, b"Internal server error", {}
-            result = err
-        try:
-            return render(result)
-        except Exception as err:
-            count_failure()
-            log(f"function result cannot be sent: {self.command} {path}: {err!r}")
-            return 500, TEXT, b"Internal server error", {}
-
-    def handle_expect_100(self):  # refuse too large bodies before they are sent
-        try:
-            if int(self.headers.get("Content-Length") or 0) > BODY_LIMIT:
-                return True  # no "100 Continue": call() answers 413
-        except ValueError:
-            pass
-        return super().handle_expect_100()
-
-    def linger(self):
-        """Lingering close: after answering without reading the whole body, discard what the client
-        still sends (for a while) so that closing does not reset the connection under the response."""
-        try:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and self.connection.recv(1 << 16):
-                pass
-        except OSError:
-            pass
-
-    def read_body(self, names):
-        if "transfer-encoding" in names and "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, size = [], 0
+    def read_body(self):
+        """The whole body (Kyma's server reads it whole too; there is no size limit on Kyma's
+        Python runtime: FUNC_MEMFILE_MAX only bounds what Bottle parses as JSON or forms)."""
+        headers = self.headers
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
             while True:
                 try:
                     n = int(self.rfile.readline(1024).split(b";")[0], 16)
                 except ValueError:
-                    raise HttpError(400, "Invalid chunked body")
+                    raise BadRequest("Invalid chunked body")
                 if n == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(chunks)
-                size += n
-                if size > BODY_LIMIT:
-                    raise HttpError(413, f"Request body larger than {BODY_LIMIT_MB:g} MB")
                 chunks.append(self.rfile.read(n))
                 self.rfile.readline(3)
-        if "content-length" not in names:
+        length = headers.get("Content-Length")
+        if not length:
             return b""
         try:
-            length = int(self.headers.get("Content-Length") or 0)
+            length = int(length)
         except ValueError:
-            raise HttpError(400, "Invalid Content-Length")
-        if length > BODY_LIMIT:
-            raise HttpError(413, f"Request body larger than {BODY_LIMIT_MB:g} MB")
+            raise BadRequest("Invalid Content-Length")
         return self.rfile.read(length) if length > 0 else b""
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = handle_request
+
+    def __getattr__(self, name):  # any other method: Bottle's 405 as well
+        if name.startswith("do_"):
+            return self.handle_request
+        raise AttributeError(name)
+
+
+PROBE_HEADERS = [("Content-Type", HTML)]
+warming = None  # the warm-up thread, once started
+slots = threading.BoundedSemaphore(NUMTHREADS)
 
 
 class Server(ThreadingHTTPServer):
@@ -735,8 +478,6 @@ class Server(ThreadingHTTPServer):
 
 def load_function():
     sys.path.insert(0, FUNC_DIR)
-    # Kyma handlers may `from bottle import HTTPResponse`: a stand-in, after any installed Bottle.
-    sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "compat"))
     module = importlib.import_module(MOD_NAME)
     fn = getattr(module, FUNC_HANDLER, None)
     if not callable(fn):
@@ -744,15 +485,34 @@ def load_function():
     return fn
 
 
+def where(err):
+    """`file:line: ` of a load error: the syntax error's, else the innermost frame in the function's files."""
+    if isinstance(err, SyntaxError) and err.filename:
+        return f"{err.filename}:{err.lineno}: "
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.startswith(FUNC_DIR)]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+
+
+def warm_up():
+    """Bottle and our app on it, imported after the first probe answered: the server is up at once,
+    and the first function request finds them loaded (prometheus_client waits for the first scrape)."""
+    try:
+        respond.app()
+    except Exception as err:
+        log(f"cannot load Bottle: {err!r}")
+
+
 def main():
     global func
     start = time.perf_counter()
+    if TRACE_ENDPOINT:
+        tracing.setup(TRACE_ENDPOINT)  # before the function: its `requests` is instrumented
     try:
         func = load_function()
     except BaseException as err:
-        import traceback
-
-        log(f"cannot load the function from {FUNC_DIR}: {err!r}\n{''.join(traceback.format_exception(err)).rstrip()}")
+        log(f"cannot load the function {MOD_NAME}.{FUNC_HANDLER} from {FUNC_DIR}: {where(err)}{type(err).__name__}: {err.msg if isinstance(err, SyntaxError) else err}")
         sys.exit(1)
 
     server = Server((HOST, PORT), Handler)
