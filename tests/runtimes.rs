@@ -246,7 +246,11 @@ fn each_runtime_serves_the_function_contract() {
         let big = vec![b'x'; 1_100_000];
         if case.handler_file == "handler.py" {
             // As Kyma's Python runtime: any body is taken; Bottle parses JSON up to FUNC_MEMFILE_MAX.
-            assert_eq!(http_post(&format!("{url}/"), "text/plain", &big).0, 200, "{rt}: no body limit");
+            assert_eq!(
+                http_post(&format!("{url}/"), "text/plain", &big).0,
+                200,
+                "{rt}: no body limit"
+            );
             let big_json = format!("\"{}\"", "x".repeat(1_100_000));
             assert_eq!(
                 http_post(&format!("{url}/echo"), "application/json", big_json.as_bytes()).0,
