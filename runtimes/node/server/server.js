@@ -32,7 +32,7 @@ if (tracing === null) tracing = require('./lib/tracing');
 const http = require('node:http');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
-const { Request, Response, load: loadExpress } = require('./lib/express');
+const { Request, Response, load: loadExpress, preload: preloadExpress } = require('./lib/express');
 const { hasBody, parseBody } = require('./lib/body');
 const { buildEvent } = require('./lib/event');
 const metrics = require('./lib/metrics');
@@ -231,7 +231,7 @@ process.on('unhandledRejection', (err) => console.error(`unhandled rejection: ${
 const PRELOAD_DELAY_MS = 300;
 function preload() {
   try {
-    loadExpress();
+    preloadExpress();
     require('body-parser');
   } catch (err) {
     console.error(`cannot load Express: ${(err && err.stack) || err}`);
