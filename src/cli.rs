@@ -43,6 +43,21 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
+    /// These options as command-line arguments (for a program run in this one's place).
+    pub fn as_args(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.log_format == LogFormat::Json {
+            out.push("--log-format=json".to_string());
+        }
+        if self.verbose > 0 {
+            out.push(format!("-{}", "v".repeat(self.verbose as usize)));
+        }
+        if self.quiet {
+            out.push("--quiet".to_string());
+        }
+        out
+    }
+
     /// Starts the log on stderr as these options say (`format` instead of theirs when given).
     pub fn init(&self, format: Option<LogFormat>) {
         init_logging(format.unwrap_or(self.log_format), self.verbose, self.quiet)

@@ -297,8 +297,8 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = match cli.command {
-        Command::Controller(args) => return forward_to_controller("run", args),
-        Command::Manifests(args) => return forward_to_controller("manifests", args),
+        Command::Controller(args) => return forward_to_controller("run", &cli.log, args),
+        Command::Manifests(args) => return forward_to_controller("manifests", &cli.log, args),
         other => other,
     };
     cli.log.init(None);
@@ -337,14 +337,17 @@ struct ForwardArgs {
 
 /// `fnbuild controller|manifests ...`: the spelling of the days when both were one program,
 /// kept working by running `fnbuild-controller` (beside this binary, else on PATH) in its place.
-fn forward_to_controller(verb: &str, args: ForwardArgs) -> ExitCode {
+/// The log options given before the verb go along.
+fn forward_to_controller(verb: &str, log: &LogArgs, args: ForwardArgs) -> ExitCode {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("fnbuild-controller")))
         .filter(|p| p.is_file());
     let program = beside.unwrap_or_else(|| PathBuf::from("fnbuild-controller"));
-    let err = std::process::Command::new(&program).arg(verb).args(args.args).exec();
+    let mut cmd = std::process::Command::new(&program);
+    cmd.arg(verb).args(log.as_args()).args(args.args);
+    let err = cmd.exec();
     eprintln!(
         "error: `fnbuild {}` is `fnbuild-controller {verb}` now, and {} cannot be run: {err}",
         if verb == "run" { "controller" } else { verb },
