@@ -73,6 +73,8 @@ pub enum RegistryError {
         what: String,
         /// `CODE: message (HTTP status)` from the registry's JSON error body.
         detail: String,
+        /// The codes of that body, for decisions (the detail is for people).
+        codes: Vec<ErrorCode>,
     },
 
     #[error("registry {registry} returned content for {what} whose digest is {actual}, not {expected}; the registry or a proxy in between is corrupting data")]
@@ -132,6 +134,52 @@ impl RegistryError {
     }
 }
 
+/// An error code of the OCI distribution spec (and Docker's additions), as registries send them
+/// in `{"errors": [{"code": ...}]}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    ManifestUnverified,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    /// A code this client does not know (kept as sent).
+    Other(String),
+}
+
+impl ErrorCode {
+    pub fn parse(code: &str) -> ErrorCode {
+        match code {
+            "BLOB_UNKNOWN" => ErrorCode::BlobUnknown,
+            "BLOB_UPLOAD_INVALID" => ErrorCode::BlobUploadInvalid,
+            "BLOB_UPLOAD_UNKNOWN" => ErrorCode::BlobUploadUnknown,
+            "DIGEST_INVALID" => ErrorCode::DigestInvalid,
+            "MANIFEST_BLOB_UNKNOWN" => ErrorCode::ManifestBlobUnknown,
+            "MANIFEST_INVALID" => ErrorCode::ManifestInvalid,
+            "MANIFEST_UNKNOWN" => ErrorCode::ManifestUnknown,
+            "MANIFEST_UNVERIFIED" => ErrorCode::ManifestUnverified,
+            "NAME_INVALID" => ErrorCode::NameInvalid,
+            "NAME_UNKNOWN" => ErrorCode::NameUnknown,
+            "SIZE_INVALID" => ErrorCode::SizeInvalid,
+            "UNAUTHORIZED" => ErrorCode::Unauthorized,
+            "DENIED" => ErrorCode::Denied,
+            "UNSUPPORTED" => ErrorCode::Unsupported,
+            "TOOMANYREQUESTS" => ErrorCode::TooManyRequests,
+            other => ErrorCode::Other(other.to_string()),
+        }
+    }
+}
+
 /// A registry's JSON error body: `{"errors": [{"code": ..., "message": ...}]}`.
 #[derive(serde::Deserialize)]
 struct ErrorBody {
@@ -180,27 +228,28 @@ pub(crate) fn describe_error_body(status: u16, body: &[u8]) -> String {
 }
 
 /// What to do about a registry's error codes (appended to refusals).
-pub(crate) fn hint_for_codes(codes: &[String]) -> Option<&'static str> {
-    codes.iter().find_map(|c| match c.as_str() {
-        "DIGEST_INVALID" | "SIZE_INVALID" => {
+pub(crate) fn hint_for_codes(codes: &[ErrorCode]) -> Option<&'static str> {
+    use ErrorCode::*;
+    codes.iter().find_map(|c| match c {
+        DigestInvalid | SizeInvalid => {
             Some("the bytes sent do not match the digest or size given; the file changed or is corrupt, build again")
         }
-        "MANIFEST_BLOB_UNKNOWN" | "BLOB_UNKNOWN" => Some("a blob the manifest needs is missing from the repository"),
-        "MANIFEST_INVALID" | "MANIFEST_UNVERIFIED" => {
+        ManifestBlobUnknown | BlobUnknown => Some("a blob the manifest needs is missing from the repository"),
+        ManifestInvalid | ManifestUnverified => {
             Some("the registry does not accept this manifest; check that it supports its media type")
         }
-        "NAME_INVALID" => Some("the registry does not accept this repository name"),
-        "DENIED" | "UNAUTHORIZED" => Some("check that the account may push to this repository"),
-        "TOOMANYREQUESTS" => Some("the registry is rate limiting; wait, or log in for a higher limit"),
-        "UNSUPPORTED" => Some("the registry does not support this operation"),
+        NameInvalid => Some("the registry does not accept this repository name"),
+        Denied | Unauthorized => Some("check that the account may push to this repository"),
+        TooManyRequests => Some("the registry is rate limiting; wait, or log in for a higher limit"),
+        Unsupported => Some("the registry does not support this operation"),
         _ => None,
     })
 }
 
 /// The first codes of a registry JSON error body (e.g. `MANIFEST_UNKNOWN`).
-pub(crate) fn error_codes(body: &[u8]) -> Vec<String> {
+pub(crate) fn error_codes(body: &[u8]) -> Vec<ErrorCode> {
     serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.errors.into_iter().map(|e| e.code).collect())
+        .map(|b| b.errors.iter().map(|e| ErrorCode::parse(&e.code)).collect())
         .unwrap_or_default()
 }
 
@@ -274,7 +323,11 @@ mod tests {
             describe_error_body(400, body),
             "BLOB_UPLOAD_INVALID: blob upload invalid (HTTP 400 Bad Request)"
         );
-        assert_eq!(error_codes(body), vec!["BLOB_UPLOAD_INVALID"]);
+        assert_eq!(error_codes(body), vec![ErrorCode::BlobUploadInvalid]);
+        assert_eq!(
+            error_codes(br#"{"errors":[{"code":"X_NEW"}]}"#),
+            vec![ErrorCode::Other("X_NEW".into())]
+        );
         assert_eq!(describe_error_body(503, b""), "HTTP 503 Service Unavailable");
         assert_eq!(
             describe_error_body(502, b"<html>bad\n gateway</html>"),

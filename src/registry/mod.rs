@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::RegistryError;
+pub use error::{ErrorCode, RegistryError};
 pub use platform::{Platform, PlatformError};
 pub use sessions::PushForecast;
 pub use transport::{is_loopback, resolve_location, RetryPolicy};

@@ -11,7 +11,7 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{pull_scopes, push_scopes};
-use super::error::{describe_transport, is_tls_error, RegistryError};
+use super::error::{describe_transport, is_tls_error, ErrorCode, RegistryError};
 use super::known::{KnownBlobs, SMALL_BLOB};
 use super::pull::head_blob;
 use super::sessions::{self, start_upload, OpenedSessions};
@@ -82,7 +82,11 @@ pub(crate) async fn push(
     )
     .await
     {
-        Err(RegistryError::Refused { detail, .. }) if detail.contains("BLOB_UNKNOWN") => {
+        Err(RegistryError::Refused { codes, .. })
+            if codes
+                .iter()
+                .any(|c| matches!(c, ErrorCode::BlobUnknown | ErrorCode::ManifestBlobUnknown)) =>
+        {
             tracing::info!(repository = %first.repository, "the registry lacks blobs it had before; pushing again, checking each blob");
             known.forget();
             push_once(inner, targets, blobs, manifest, progress, &known, None).await
@@ -607,8 +611,7 @@ async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result
     let codes = super::error::error_codes(&body);
     let detail = super::error::describe_error_body(status.as_u16(), &body);
     // A lost upload session (expired, or served by another replica) is worth a fresh POST.
-    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.iter().any(|c| c == "BLOB_UPLOAD_UNKNOWN"))
-    {
+    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.contains(&ErrorCode::BlobUploadUnknown)) {
         return Err(AttemptError::Retry {
             why: detail,
             retry_after: ra,

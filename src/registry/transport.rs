@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFT
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::{self, AuthScheme, Credential, CredentialSource};
-use super::error::{describe_error_body, describe_transport, is_tls_error, one_line, RegistryError};
+use super::error::{describe_error_body, describe_transport, is_tls_error, one_line, ErrorCode, RegistryError};
 use super::sessions::PreparedPush;
 use super::{known, RegistryOptions};
 use crate::reference::Reference;
@@ -894,6 +894,7 @@ impl Inner {
                     repository: repository.to_string(),
                     what: "an access token".into(),
                     detail: conn.redact(&describe_error_body(status.as_u16(), &body)),
+                    codes: super::error::error_codes(&body),
                 });
             }
             let parsed: auth::TokenResponse = serde_json::from_slice(&body).map_err(|_| RegistryError::Protocol {
@@ -1152,7 +1153,10 @@ impl Inner {
             },
             404 => match kind {
                 Kind::Manifest(r)
-                    if codes.is_empty() || codes.iter().any(|c| c == "MANIFEST_UNKNOWN" || c == "NAME_UNKNOWN") =>
+                    if codes.is_empty()
+                        || codes
+                            .iter()
+                            .any(|c| matches!(c, ErrorCode::ManifestUnknown | ErrorCode::NameUnknown)) =>
                 {
                     RegistryError::ManifestUnknown {
                         reference: format!("{}/{}:{}", conn.registry, repository, r).replace(":sha256:", "@sha256:"),
@@ -1170,6 +1174,7 @@ impl Inner {
                     repository: repository.to_string(),
                     what: what.to_string(),
                     detail,
+                    codes,
                 },
             },
             _ => RegistryError::Refused {
@@ -1180,6 +1185,7 @@ impl Inner {
                     Some(h) => format!("{detail}; {h}"),
                     None => detail,
                 },
+                codes,
             },
         }
     }
