@@ -11,7 +11,8 @@
 #   docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CONTEXT
 # where CONTEXT holds the `fnbuild` and `fnbuild-controller` binaries (release builds, stripped)
 # and runtime-libraries/, the runtimes' library layers (`fnbuild runtime-libraries --output
-# CONTEXT/runtime-libraries`), which fnbuild finds beside itself (<prefix>/share/fnbuild/runtime-libraries): build Jobs never download them.
+# CONTEXT/runtime-libraries`), which fnbuild finds beside itself
+# (<prefix>/share/fnbuild/runtime-libraries): build Jobs never download them.
 #
 # It runs as uid 1000 with every writable path under /tmp, so a read-only root filesystem with an
 # emptyDir at /tmp works, as the controller's build Jobs have it.
