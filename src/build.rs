@@ -1,4 +1,6 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
+//! (Over 600 lines while writing the outputs lives here: the house issue's formats split, one
+//! module per format behind one interface, moves it out.)
 
 use crate::function::dependencies::{
     self,

@@ -9,18 +9,14 @@
 mod common;
 
 use common::*;
+use fnbuild::image::digest::sha256_digest as sha256;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
 const GOLDEN: &str = "tests/fixtures/golden-digests.json";
 const EPOCH: &str = "1700000000";
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
 
 /// An OCI layout with one small layer (an os-release and a /tmp), every byte fixed: tar headers
 /// with mtime 0 and root ownership, gzip without a timestamp, canonical JSON.

@@ -464,6 +464,26 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
     result
 }
 
+/// ConfigurationReady=False with `reason` and `msg`, and a Warning event when the message is new
+/// (a retry of the same failure writes no event).
+async fn configuration_failed(
+    ctx: &Context,
+    f: &Function,
+    status: &mut FunctionStatus,
+    reason: &str,
+    msg: String,
+    now: &str,
+) {
+    let changed = status
+        .condition(condition::CONFIGURATION_READY)
+        .and_then(|c| c.message.as_deref())
+        != Some(msg.as_str());
+    status.set_condition(condition::CONFIGURATION_READY, Status::False, reason, msg.clone(), now);
+    if changed {
+        ctx.event(f, EventType::Warning, reason, msg).await;
+    }
+}
+
 async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus, now: &str) -> Result<Action, Error> {
     let name = f.name_any();
     let ns = f.namespace().unwrap_or_default();
@@ -471,22 +491,7 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
 
     // 1. The spec: the same validation as the webhook's, for Functions that bypassed it.
     if let Err(e) = validate(Some(&name), &f.spec) {
-        let msg = e.to_string();
-        let changed = status
-            .condition(condition::CONFIGURATION_READY)
-            .and_then(|c| c.message.as_deref())
-            != Some(&msg);
-        status.set_condition(
-            condition::CONFIGURATION_READY,
-            Status::False,
-            reason::INVALID_FUNCTION_SPEC,
-            msg.clone(),
-            now,
-        );
-        if changed {
-            ctx.event(f, EventType::Warning, reason::INVALID_FUNCTION_SPEC, msg)
-                .await;
-        }
+        configuration_failed(ctx, f, status, reason::INVALID_FUNCTION_SPEC, e.to_string(), now).await;
         return Ok(Action::await_change());
     }
     if f.spec.source.inline.is_none() {
@@ -506,21 +511,15 @@ async fn reconcile_spec(f: &Function, ctx: &Context, status: &mut FunctionStatus
         Err(e) => {
             // Admission refuses what cannot fit; what the API server refuses besides (a quota, a
             // policy) goes into the status and an event too, not only the log.
-            let msg = format!("ConfigMap {name}: {e}");
-            let changed = status
-                .condition(condition::CONFIGURATION_READY)
-                .and_then(|c| c.message.as_deref())
-                != Some(&msg);
-            status.set_condition(
-                condition::CONFIGURATION_READY,
-                Status::False,
+            configuration_failed(
+                ctx,
+                f,
+                status,
                 reason::CONFIGMAP_ERROR,
-                msg.clone(),
+                format!("ConfigMap {name}: {e}"),
                 now,
-            );
-            if changed {
-                ctx.event(f, EventType::Warning, reason::CONFIGMAP_ERROR, msg).await;
-            }
+            )
+            .await;
             return Err(e);
         }
     };

@@ -1085,10 +1085,7 @@ async fn configmap_refused(cluster: &Cluster, client: &Client) {
     .unwrap();
     quota["status"] = json!({"hard": {"configmaps": "0"}, "used": {"configmaps": "0"}});
     let status_path = format!("/api/v1/namespaces/{ns}/resourcequotas/no-configmaps/status");
-    let file = std::env::temp_dir().join(format!("{ns}-quota.json"));
-    std::fs::write(&file, quota.to_string()).unwrap();
-    cluster.kubectl_ok(&["replace", "--raw", &status_path, "-f", file.to_str().unwrap()], None);
-    let _ = std::fs::remove_file(&file);
+    cluster.kubectl_ok(&["replace", "--raw", &status_path, "-f", "-"], Some(&quota.to_string()));
     let f: Function = serde_json::from_value(hello(&ns, "fn")).unwrap();
     Api::<Function>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &f)

@@ -24,9 +24,10 @@ const MAX_MANIFEST: usize = 4 << 20;
 /// The manifests fnbuild reads, in the order of preference of its Accept header.
 const MANIFEST_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
 
-/// The Accept header of a manifest request.
-pub(crate) fn accept_manifests() -> String {
-    MANIFEST_TYPES.join(", ")
+/// The Accept header of a manifest request (joined once).
+pub(crate) fn accept_manifests() -> &'static str {
+    static ACCEPT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| MANIFEST_TYPES.join(", "));
+    &ACCEPT
 }
 
 fn check_digest(registry: &str, digest: &str) -> Result<(), RegistryError> {
@@ -162,7 +163,7 @@ async fn get_manifest(
         .join(&format!("v2/{}/manifests/{}", r.repository, reference))
         .map_err(|e| RegistryError::InvalidPush(format!("bad manifest URL for {r}: {e}")))?;
     let what = format!("GET manifest {reference}");
-    let req = Req::new(Method::GET, url, what.clone()).header(ACCEPT, &accept_manifests());
+    let req = Req::new(Method::GET, url, what.clone()).header(ACCEPT, accept_manifests());
     let scopes = pull_scopes(&r.repository);
     let (resp, _) = inner.send(conn, &scopes, &r.repository, req, c).await?;
     if !resp.status().is_success() {

@@ -1,8 +1,9 @@
 //! Running the ecosystem's own installer (the host's `npm` or `pip`) in a staging directory,
-//!
-//! (Over 600 lines with its tests, from line ~960; the probe and the commands belong together: both decide what the cache key says about the installer.)
 //! its output going to the log line by line as it comes, and its last lines into the error
 //! when it fails. Credentials files are handed over by environment variable only.
+//! (Over 600 lines with its tests, from line ~960; the probe and the commands belong together:
+//! both decide what the cache key says about the installer. The house issue puts npm and pip
+//! behind one installer interface, which splits it.)
 
 use super::plan::{Ecosystem, Plan};
 use super::sandbox::Sandbox;

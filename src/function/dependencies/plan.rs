@@ -1,8 +1,7 @@
 //! What a function's dependency file asks for, read before anything runs: whether there is
-//!
-//! (Over 600 lines because of its tests, from line ~690: one attack or malformed file per case.)
 //! anything to install, the files the installer gets (the dependency file, its lock file, and
 //! local packages and included files it names), and clear errors for files no installer would take.
+//! (Over 600 lines because of its tests, from line ~690: one attack or malformed file per case.)
 //!
 //! The installer runs in a staging directory holding exactly these files, so the cache key,
 //! which hashes them all, covers everything the installer can see of the function.
