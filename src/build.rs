@@ -9,10 +9,10 @@ use crate::function::dependencies::{
 };
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
-use crate::image::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
-use crate::image::layer_cache::LayerCache;
-use crate::image::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
-use crate::reference::Reference;
+use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::oci::layer_cache::LayerCache;
+use crate::oci::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
+use crate::oci::reference::Reference;
 use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushForecast, PushManifest, RegistryOptions};
 use crate::sinks::{self, Output};
 use crate::sources::{load_base, ImageLocation};

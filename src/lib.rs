@@ -4,15 +4,19 @@ pub mod build;
 pub mod cli;
 pub mod daemon;
 pub mod function;
-pub mod image;
 pub mod init;
-pub mod reference;
+pub mod oci;
 pub mod registry;
 pub mod scratch;
 pub mod secrets;
 pub mod sinks;
 pub mod sources;
 pub mod text;
+
+// Until the registry, reconcile and installer branches are merged: their files still say
+// `crate::image` and `crate::reference`.
+pub use oci as image;
+pub use oci::reference;
 
 #[cfg(test)]
 mod parser_props;

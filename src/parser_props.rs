@@ -88,7 +88,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 fn sha256(bytes: &[u8]) -> String {
-    crate::image::digest::sha256_digest(bytes)
+    crate::oci::digest::sha256_digest(bytes)
 }
 
 /// A layout whose index points at `manifest`, which points at `config` (each of any shape).

@@ -3,9 +3,9 @@
 //! first and the file that names the image last, so a failed build never leaves an existing
 //! layout or archive referring to something missing.
 
-use crate::image::digest::digest_hex;
-use crate::image::{canonical_json, BlobLocation, BuiltImage};
-use crate::reference::Reference;
+use crate::oci::digest::digest_hex;
+use crate::oci::{canonical_json, BlobLocation, BuiltImage};
+use crate::oci::reference::Reference;
 use crate::sources::{daemon_message, layout_blob_path, REF_NAME};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -287,7 +287,7 @@ fn blob_path(dir: &Path, digest: &str, output: &str) -> Result<PathBuf, SinkErro
 fn copy_verified(source: &Path, target: &Path, digest: &str) -> std::io::Result<()> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let tmp = readable_temp_file(dir)?;
-    let (got, _) = crate::image::digest::copy_hashed(source, tmp.path())?;
+    let (got, _) = crate::oci::digest::copy_hashed(source, tmp.path())?;
     if got != digest {
         return Err(std::io::Error::other(format!(
             "{} should hold {digest} but holds {got}: it is damaged or was altered (a cache entry: build again with --no-cache)",
@@ -475,7 +475,7 @@ fn write_archive<W: Write>(
         index_entry["annotations"] = json!({"io.containerd.image.name": n});
     }
     let index =
-        canonical_json(&json!({"schemaVersion": 2, "mediaType": crate::image::OCI_INDEX, "manifests": [index_entry]}));
+        canonical_json(&json!({"schemaVersion": 2, "mediaType": crate::oci::OCI_INDEX, "manifests": [index_entry]}));
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append(&mut tar, "index.json", index.len() as u64, &mut &index[..]).map_err(write_err)?;
     append(

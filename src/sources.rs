@@ -2,10 +2,10 @@
 //! `oci:DIR[:TAG]`, `docker-archive:FILE`, `docker-daemon:NAME:TAG`, and `docker://REF` or a bare
 //! reference for a registry.
 
-use crate::image::digest::{digest_hex, sha256_digest};
-use crate::image::layer::{compress_tar, LayerError};
-use crate::image::{BaseImage, BlobLocation, Family, ImageLayer, DOCKER_LAYER_GZIP, DOCKER_LIST, OCI_INDEX};
-use crate::reference::Reference;
+use crate::oci::digest::{digest_hex, sha256_digest};
+use crate::oci::layer::{compress_tar, LayerError};
+use crate::oci::{BaseImage, BlobLocation, Family, ImageLayer, DOCKER_LAYER_GZIP, DOCKER_LIST, OCI_INDEX};
+use crate::oci::reference::Reference;
 use crate::registry::Client;
 use oci_spec::image::{Descriptor, DescriptorBuilder, ImageIndex, ImageManifest, MediaType};
 use serde_json::Value;
@@ -237,7 +237,7 @@ fn select_tagged<'a>(name: &str, index: &'a ImageIndex, tag: Option<&str>) -> Re
 }
 
 fn select_platform<'a>(name: &str, index: &'a ImageIndex) -> Result<&'a Descriptor, SourceImageError> {
-    let arch = crate::registry::Platform::default();
+    let arch = crate::oci::platform::Platform::default();
     index
         .manifests()
         .iter()
@@ -383,7 +383,7 @@ fn read_docker_archive(name: &str, file: &Path, work: &Path) -> Result<BaseImage
         }
         let descriptor = DescriptorBuilder::default()
             .media_type(MediaType::Other(DOCKER_LAYER_GZIP.into()))
-            .digest(crate::image::parse_digest(&layer.digest).map_err(|e| invalid(name, e.to_string()))?)
+            .digest(crate::oci::parse_digest(&layer.digest).map_err(|e| invalid(name, e.to_string()))?)
             .size(layer.size)
             .build()
             .map_err(|e| invalid(name, e.to_string()))?;

@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use fnbuild::image::digest::sha256_digest as sha256;
+use fnbuild::oci::digest::sha256_digest as sha256;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use fnbuild::reference::Reference;
+use fnbuild::oci::reference::Reference;
 use fnbuild::registry::{
     sha256_digest, BlobOutcome, BlobSource, Client, Platform, PushBlob, PushManifest, PushReport, RegistryError,
     RegistryOptions, RetryPolicy, OCI_INDEX, OCI_MANIFEST,

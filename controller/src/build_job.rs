@@ -34,7 +34,7 @@ use super::types::{Function, InlineSource};
 use fnbuild::function::dependencies::{self, DependencyError, Plan};
 use fnbuild::function::runtime::Runtimes;
 use fnbuild::function::source::{FunctionSource, SourceEntry};
-use fnbuild::image::layer::{Content, EntryKind};
+use fnbuild::oci::layer::{Content, EntryKind};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference, PodSpec,

@@ -93,7 +93,7 @@ pub fn validate(name: Option<&str>, spec: &FunctionSpec) -> Result<(), Validatio
             );
         } else if let Err(err) = img
             .trim_start_matches("docker://")
-            .parse::<fnbuild::reference::Reference>()
+            .parse::<fnbuild::oci::reference::Reference>()
         {
             e.add(
                 "spec.runtimeImageOverride",

@@ -10,7 +10,7 @@
 //! may add) is taken as a plain directory and the walk goes on, so that a dangling link is kept
 //! only if it can never lead outside, whatever is created there later.
 
-use crate::image::layer::EntryKind;
+use crate::oci::layer::EntryKind;
 use crate::text::escape_control;
 use std::collections::HashMap;
 
@@ -140,7 +140,7 @@ mod tests {
                 let kind = match *what {
                     "/" => EntryKind::Dir,
                     "" => EntryKind::File {
-                        content: crate::image::layer::Content::Bytes(b"".as_slice().into()),
+                        content: crate::oci::layer::Content::Bytes(b"".as_slice().into()),
                         executable: false,
                     },
                     target => EntryKind::Symlink { target: target.into() },

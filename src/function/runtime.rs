@@ -2,7 +2,7 @@
 //! image and how the image runs; `runtimes/<server>/server/` holds the server's files.
 //! The tree is compiled into the binary; `--runtimes-dir` reads another one from disk.
 
-use crate::image::layer::{Content, EntryKind};
+use crate::oci::layer::{Content, EntryKind};
 use include_dir::{include_dir, Dir};
 use serde::Deserialize;
 use std::borrow::Cow;

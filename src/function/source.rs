@@ -8,7 +8,7 @@
 use super::ignore::{Ignore, IGNORE_FILE};
 use super::links::{LinkError, LinkProblem, Node, Tree};
 use super::runtime::Runtime;
-use crate::image::layer::{Content, EntryKind};
+use crate::oci::layer::{Content, EntryKind};
 use crate::text::{escape_control, escape_path};
 use std::path::{Component, Path, PathBuf};
 

@@ -10,7 +10,7 @@
 pub(crate) mod auth;
 pub(crate) mod error;
 mod known;
-mod platform;
+use crate::oci::platform;
 mod pull;
 mod push;
 mod sessions;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ErrorCode, RegistryError};
-pub use platform::{Platform, PlatformError};
+pub use crate::oci::platform::{Platform, PlatformError};
 pub use sessions::PushForecast;
 pub use transport::{is_loopback, resolve_location, RetryPolicy};
 

@@ -10,9 +10,9 @@
 //! failed build. Nothing secret is in an entry: the key hashes no credentials file.
 
 use super::install::TargetPlatform;
-use crate::image::layer::WrittenLayer;
-use crate::image::{canonical_json, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
-use crate::reference::Reference;
+use crate::oci::layer::WrittenLayer;
+use crate::oci::{canonical_json, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
+use crate::oci::reference::Reference;
 use crate::registry::{sha256_digest, BlobSource, Client, PushBlob, PushManifest, RegistryError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ struct Record {
     size: u64,
     runtime: String,
     installer: String,
-    /// The blob's identity when it was last verified ([`crate::image::digest::file_identity`]).
+    /// The blob's identity when it was last verified ([`crate::oci::digest::file_identity`]).
     #[serde(default)]
     file: Option<String>,
 }
@@ -93,7 +93,7 @@ impl LocalCache {
         let file = self.blob_path(&record.digest)?;
         let size = std::fs::metadata(&file).ok()?.len();
         let (holds, identity) = if size == record.size && record.key == key {
-            crate::image::digest::still_holds(&file, &record.digest, record.file.as_deref())
+            crate::oci::digest::still_holds(&file, &record.digest, record.file.as_deref())
         } else {
             (false, None)
         };
@@ -168,7 +168,7 @@ impl LocalCache {
             size: layer.size,
             runtime: runtime.into(),
             installer: installer.into(),
-            file: crate::image::digest::file_identity(&blob),
+            file: crate::oci::digest::file_identity(&blob),
         };
         self.write_record(key, &record)?;
         Ok(WrittenLayer {
@@ -338,7 +338,7 @@ pub async fn registry_put(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::layer::{write_layer, Content, EntryKind, LayerEntry};
+    use crate::oci::layer::{write_layer, Content, EntryKind, LayerEntry};
     use std::borrow::Cow;
 
     #[test]

@@ -7,7 +7,7 @@
 use super::install::TargetPlatform;
 use super::{install_layer, mode_and_key, DependencyError, DependencyOptions, Installer, Phase, Plan};
 use crate::function::runtime::Runtime;
-use crate::image::layer::{LayerError, WrittenLayer};
+use crate::oci::layer::{LayerError, WrittenLayer};
 use crate::secrets::Scanner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -198,7 +198,7 @@ pub(super) fn take_installed(dir: &Path, key: &str, spool: &Path) -> Result<(Wri
             record.key
         )));
     }
-    let (digest, size) = crate::image::digest::copy_hashed(&dir.join(INSTALLED_BLOB), spool)
+    let (digest, size) = crate::oci::digest::copy_hashed(&dir.join(INSTALLED_BLOB), spool)
         .map_err(|e| handoff(format!("cannot read the installed layer: {e}")))?;
     if digest != record.digest || size != record.size {
         return Err(handoff(format!(
@@ -207,7 +207,7 @@ pub(super) fn take_installed(dir: &Path, key: &str, spool: &Path) -> Result<(Wri
         )));
     }
     // The diffID is the install step's word: check it by decompressing.
-    let diff_id = crate::image::digest::gunzip_digest(spool)
+    let diff_id = crate::oci::digest::gunzip_digest(spool)
         .map_err(|e| handoff(format!("the installed layer is not gzip: {e}")))?;
     if diff_id != record.diff_id {
         return Err(handoff("the installed layer's diffID does not match its record".into()));

@@ -17,8 +17,8 @@ use super::redact::Redactor;
 use super::sandbox::Sandbox;
 use super::DependencyError;
 use crate::function::runtime::Runtime;
-use crate::image::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, WrittenLayer, COMPRESSION_LEVEL};
-use crate::image::layer_cache::LayerCache;
+use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, WrittenLayer, COMPRESSION_LEVEL};
+use crate::oci::layer_cache::LayerCache;
 use crate::secrets::Scanner;
 use sha2::{Digest, Sha256};
 use std::ffi::OsString;
@@ -174,15 +174,15 @@ pub async fn provide(
 /// there, if it has it.
 pub async fn keep_in_cache_repo(
     client: &crate::registry::Client,
-    repo: &crate::reference::Reference,
+    repo: &crate::oci::reference::Reference,
     runtime: &Runtime,
     layer: &WrittenLayer,
     target: &super::TargetPlatform,
     signing_key: &[u8],
-) -> Option<crate::reference::Reference> {
+) -> Option<crate::oci::reference::Reference> {
     let key = key(runtime)?;
     let tag = super::cache_tag(&format!("{}-libraries", runtime.spec.server), &key);
-    let created = crate::image::rfc3339(EPOCH);
+    let created = crate::oci::rfc3339(EPOCH);
     let name = format!("{} libraries", runtime.spec.server);
     super::ensure_in_registry(client, repo, &tag, &key, layer, target, &name, &created, signing_key).await
 }

@@ -37,9 +37,9 @@ pub use sandbox::protect_this_process;
 
 use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
-use crate::image::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
-use crate::image::{rfc3339, BlobLocation};
-use crate::reference::Reference;
+use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::oci::{rfc3339, BlobLocation};
+use crate::oci::reference::Reference;
 use crate::registry::{BlobSource, Client};
 use crate::secrets::Scanner;
 use sandbox::Sandbox;

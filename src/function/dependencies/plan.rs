@@ -9,7 +9,7 @@
 use super::DependencyError;
 use crate::function::runtime::Runtime;
 use crate::function::source::{FunctionSource, SourceEntry};
-use crate::image::layer::{Content, EntryKind};
+use crate::oci::layer::{Content, EntryKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 

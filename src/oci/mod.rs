@@ -5,8 +5,10 @@ pub mod digest;
 pub mod gzip;
 pub mod layer;
 pub mod layer_cache;
+pub mod platform;
+pub mod reference;
 
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 use digest::sha256_digest;
 use layer::WrittenLayer;
 use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifestBuilder, MediaType};

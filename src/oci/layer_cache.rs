@@ -142,7 +142,7 @@ fn write_record(dir: &Path, path: &Path, record: &Record) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::layer::write_layer;
+    use crate::oci::layer::write_layer;
     use std::borrow::Cow;
 
     fn entries(dir: &Path, content: &str) -> Vec<LayerEntry> {
@@ -200,7 +200,7 @@ mod tests {
             (layer.digest, layer.diff_id, layer.size)
         );
         assert_eq!(
-            crate::image::digest::sha256_digest(&std::fs::read(&hit.file).unwrap()),
+            crate::oci::digest::sha256_digest(&std::fs::read(&hit.file).unwrap()),
             hit.digest
         );
     }
