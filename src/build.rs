@@ -1,7 +1,7 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
-//! (Over 600 lines while writing the outputs lives here: the house issue's formats split, one
-//! module per format behind one interface, moves it out.)
+//! Orchestration only: images are read and written by `formats`, layers by `oci::layer`.
 
+use crate::formats::{self, Location, OutputSummary, WriteContext};
 use crate::function::dependencies::{
     self,
     libraries::{self, LibraryStores},
@@ -9,13 +9,12 @@ use crate::function::dependencies::{
 };
 use crate::function::runtime::{Runtime, Runtimes};
 use crate::function::source::FunctionSource;
+use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
 use crate::oci::layer_cache::LayerCache;
-use crate::oci::{rfc3339, BaseImage, BlobLocation, BuiltImage, Image};
 use crate::oci::reference::Reference;
-use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushForecast, PushManifest, RegistryOptions};
-use crate::sinks::{self, Output};
-use crate::sources::{load_base, ImageLocation};
+use crate::oci::{rfc3339, BaseImage, BuiltImage, Image};
+use crate::registry::{Client, PushForecast, RegistryOptions};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
@@ -33,8 +32,8 @@ pub struct BuildOptions {
     pub source_dir: PathBuf,
     pub runtime: String,
     pub runtimes: Runtimes,
-    pub base: Option<ImageLocation>,
-    pub outputs: Vec<Output>,
+    pub base: Option<Location>,
+    pub outputs: Vec<Location>,
     pub source_date_epoch: Option<u64>,
     pub labels: Vec<(String, String)>,
     pub annotations: Vec<(String, String)>,
@@ -81,27 +80,6 @@ pub struct LayerSummary {
     pub role: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-pub struct OutputSummary {
-    pub output: String,
-    /// `registry/repository@digest` for pushes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub http_requests: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes_uploaded: Option<u64>,
-    /// For pushes: what happened to each blob (`existed`, `mounted`, `uploaded`, `copied`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub blobs: Vec<BlobSummary>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BlobSummary {
-    pub digest: String,
-    pub outcome: &'static str,
-}
-
 #[derive(Debug, Default, Serialize)]
 pub struct Timings {
     pub base: u64,
@@ -143,7 +121,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     }
     // Every target is checked before any work: nothing is written when one of them cannot be.
     for output in &opts.outputs {
-        sinks::check_target(output)?;
+        formats::check(output)?;
     }
     if let Some(file) = &opts.digest_file {
         check_writable(file).with_context(|| format!("cannot write the digest to {}", file.display()))?;
@@ -157,8 +135,8 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             .map_err(anyhow::Error::msg)
             .context("runtime's default base image")?,
     };
-    let needs_registry = matches!(base_location, ImageLocation::Registry(_))
-        || opts.outputs.iter().any(|o| matches!(o, Output::Registry(_)))
+    let needs_registry = base_location.is_registry()
+        || opts.outputs.iter().any(Location::is_registry)
         || (deps_plan.is_some() && opts.dependencies.cache_repo.is_some());
     // Setting up TLS reads the system's CA store: only pay for it when a registry is involved.
     let client = if needs_registry {
@@ -185,12 +163,12 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     .await
     .with_context(|| format!("the {} runtime's libraries", runtime.name))?;
     let libraries_time = t.elapsed();
-    let libraries_digest = libraries_layer.as_ref().map(|l| l.digest.clone());
+    let libraries_digest = libraries_layer.as_ref().map(|l| l.digest.to_string());
 
     // The base image loads while our layers are written.
     let base_future = async {
         let t = Instant::now();
-        let base = load_base(&base_location, work.path(), client.as_ref()).await;
+        let base = formats::read(&base_location, &opts.registry.platform, work.path(), client.as_ref()).await;
         (base, t.elapsed())
     };
     let (forecast_tx, forecast_rx) = tokio::sync::oneshot::channel();
@@ -219,10 +197,10 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         if preparing {
             return; // nothing is pushed in this step
         }
-        for target in push_groups(&opts.outputs).iter().map(|g| g[0]) {
+        for target in formats::registry::push_groups(&opts.outputs).iter().map(|g| g[0]) {
             let same_registry = |r: &Reference| (r.registry == target.registry).then(|| r.repository.clone());
             let base = match &base_location {
-                ImageLocation::Registry(r) => same_registry(r),
+                Location::Registry(r) => same_registry(r),
                 _ => None,
             };
             let cache = opts.dependencies.cache_repo.as_ref().and_then(same_registry);
@@ -314,7 +292,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     tracing::info!(digest = %image.manifest_digest, "image");
 
     let t = Instant::now();
-    let mut mount_from: Vec<(String, Reference)> = deps_layer
+    let mut mount_from: Vec<(Digest, Reference)> = deps_layer
         .iter()
         .filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?)))
         .collect();
@@ -323,7 +301,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         let pushes_there = opts
             .outputs
             .iter()
-            .any(|o| matches!(o, Output::Registry(r) if r.registry == repo.registry));
+            .any(|o| matches!(o, Location::Registry(r) if r.registry == repo.registry));
         if pushes_there {
             let target = dependencies::TargetPlatform::of_config(&base.config);
             if let Some(copy) = libraries::keep_in_cache_repo(client, repo, &runtime, layer, &target, signing_key).await
@@ -332,11 +310,17 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             }
         }
     }
-    let outputs = write_outputs(opts, &image, client.as_ref(), epoch, work.path(), &mount_from).await?;
+    let ctx = WriteContext {
+        client: client.as_ref(),
+        epoch,
+        work: work.path(),
+        mount_from: &mount_from,
+    };
+    let outputs = formats::write(&opts.outputs, &image, &ctx).await?;
     let outputs_time = t.elapsed();
 
     if let Some(file) = &opts.digest_file {
-        std::fs::write(file, &image.manifest_digest)
+        std::fs::write(file, image.manifest_digest.as_str())
             .with_context(|| format!("cannot write the digest to {}", file.display()))?;
     }
 
@@ -351,21 +335,21 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         .iter()
         .zip(roles)
         .map(|(l, role)| LayerSummary {
-            digest: l.digest(),
-            diff_id: l.diff_id.clone(),
+            digest: l.digest.to_string(),
+            diff_id: l.diff_id.to_string(),
             size: l.descriptor.size(),
             media_type: l.descriptor.media_type().to_string(),
             role,
         })
         .collect();
     Ok(BuildOutcome::Built(Box::new(BuildResult {
-        digest: image.manifest_digest.clone(),
-        config_digest: image.config_digest.clone(),
+        digest: image.manifest_digest.to_string(),
+        config_digest: image.config_digest.to_string(),
         media_type: image.manifest_media_type.clone(),
         runtime: runtime.name.clone(),
         base: BaseSummary {
             name: base.name.clone(),
-            digest: base.manifest_digest.clone(),
+            digest: base.manifest_digest.to_string(),
         },
         layers,
         outputs,
@@ -464,7 +448,7 @@ fn write_function_layers(
     let function = Cached::look_up(function, epoch, cache);
     let known: Vec<String> = [&server, &function]
         .into_iter()
-        .filter_map(|c| c.hit.as_ref().map(|l| l.digest.clone()))
+        .filter_map(|c| c.hit.as_ref().map(|l| l.digest.to_string()))
         .collect();
     let new = 2 - known.len();
     forecast(known, new);
@@ -519,7 +503,7 @@ impl Cached {
 fn assemble(
     opts: &BuildOptions,
     runtime: &Runtime,
-    base_location: &ImageLocation,
+    base_location: &Location,
     base: &BaseImage,
     libraries_layer: Option<&WrittenLayer>,
     runtime_layer: &WrittenLayer,
@@ -551,12 +535,12 @@ fn assemble(
         image.set_label(k, v);
     }
     let mut annotations = vec![("org.opencontainers.image.created".to_string(), created.clone())];
-    if let ImageLocation::Registry(_) = base_location {
+    if base_location.is_registry() {
         annotations.push(("org.opencontainers.image.base.name".into(), base.name.clone()));
     }
     annotations.push((
         "org.opencontainers.image.base.digest".into(),
-        base.manifest_digest.clone(),
+        base.manifest_digest.to_string(),
     ));
     for (key, value) in [
         ("org.opencontainers.image.source", &opts.source_url),
@@ -599,145 +583,4 @@ fn assemble(
         &format!("fnbuild: function source at {}", spec.function_dir),
     )?;
     Ok(image.finish()?)
-}
-
-async fn write_outputs(
-    opts: &BuildOptions,
-    image: &BuiltImage,
-    client: Option<&Client>,
-    epoch: u64,
-    work: &Path,
-    mount_from: &[(String, Reference)],
-) -> Result<Vec<OutputSummary>> {
-    let mut summaries = Vec::new();
-    // Outputs other than registries need every blob on disk.
-    let local = opts.outputs.iter().any(|o| !matches!(o, Output::Registry(_)));
-    let image = if local {
-        download_base_layers(image, client, work).await?
-    } else {
-        image.clone()
-    };
-    for output in &opts.outputs {
-        let name = output.to_string();
-        match output {
-            Output::OciLayout { dir, tag } => sinks::write_oci_layout(dir, tag.as_deref(), &image, &name)?,
-            Output::DockerArchive { file, name: image_name } => {
-                sinks::write_docker_archive(file, image_name.as_deref(), &image, epoch, &name)?
-            }
-            Output::DockerDaemon { name: image_name } => {
-                sinks::load_into_daemon(image_name, &image, epoch, work, &name).await?
-            }
-            Output::Registry(_) => continue,
-        }
-        tracing::info!(output = %name, "written");
-        summaries.push(OutputSummary {
-            output: name,
-            image: None,
-            http_requests: None,
-            bytes_uploaded: None,
-            blobs: vec![],
-        });
-    }
-    for targets in push_groups(&opts.outputs) {
-        let targets: Vec<Reference> = targets.into_iter().cloned().collect();
-        let client = client.expect("a client exists whenever there is a registry output");
-        let blobs = push_blobs(&image, &targets[0], mount_from);
-        let manifest = PushManifest {
-            bytes: image.manifest.clone(),
-            media_type: image.manifest_media_type.clone(),
-        };
-        let report = client.push(&targets, blobs, manifest, None).await?;
-        if report.digest != image.manifest_digest {
-            bail!(
-                "registry {} stored the manifest as {} instead of {}",
-                targets[0].registry,
-                report.digest,
-                image.manifest_digest
-            );
-        }
-        for target in &targets {
-            tracing::info!(output = %target, requests = report.requests, bytes = report.bytes_uploaded, "pushed");
-            summaries.push(OutputSummary {
-                output: format!("docker://{target}"),
-                image: Some(target.with_digest(&report.digest).to_string()),
-                http_requests: Some(report.requests),
-                bytes_uploaded: Some(report.bytes_uploaded),
-                blobs: report
-                    .blobs
-                    .iter()
-                    .map(|(digest, outcome)| BlobSummary {
-                        digest: digest.clone(),
-                        outcome: match outcome {
-                            BlobOutcome::Existed => "existed",
-                            BlobOutcome::Mounted => "mounted",
-                            BlobOutcome::Uploaded => "uploaded",
-                            BlobOutcome::Copied => "copied",
-                        },
-                    })
-                    .collect(),
-            });
-        }
-    }
-    Ok(summaries)
-}
-
-/// The registry outputs, a group per repository: tags of one repository go in one push.
-fn push_groups(outputs: &[Output]) -> Vec<Vec<&Reference>> {
-    let mut groups: Vec<Vec<&Reference>> = Vec::new();
-    for output in outputs {
-        if let Output::Registry(r) = output {
-            match groups.iter_mut().find(|g| g[0].same_repository(r)) {
-                Some(group) => group.push(r),
-                None => groups.push(vec![r]),
-            }
-        }
-    }
-    groups
-}
-
-/// The image's blobs for a push to `target`; a blob that `mount_from` says another repository of
-/// the same registry has (the dependency cache) is mounted from there rather than uploaded.
-fn push_blobs(image: &BuiltImage, target: &Reference, mount_from: &[(String, Reference)]) -> Vec<PushBlob> {
-    let mut blobs: Vec<PushBlob> = Vec::new();
-    for layer in &image.layers {
-        let digest = layer.digest();
-        if blobs.iter().any(|b| b.digest == digest) {
-            continue;
-        }
-        let elsewhere = mount_from
-            .iter()
-            .find(|(d, r)| *d == digest && r.registry == target.registry && !r.same_repository(target));
-        let source = match (&layer.location, elsewhere) {
-            (_, Some((_, r))) => BlobSource::Registry(r.clone()),
-            (BlobLocation::File(path), None) => BlobSource::File(path.clone()),
-            (BlobLocation::Registry(r), None) => BlobSource::Registry(r.clone()),
-        };
-        blobs.push(PushBlob {
-            digest,
-            size: layer.descriptor.size(),
-            source,
-        });
-    }
-    blobs.push(PushBlob {
-        digest: image.config_digest.clone(),
-        size: image.config.len() as u64,
-        source: BlobSource::Bytes(image.config.clone()),
-    });
-    blobs
-}
-
-/// A copy of the image whose base layers (if they live in a registry) are downloaded to `work`.
-async fn download_base_layers(image: &BuiltImage, client: Option<&Client>, work: &Path) -> Result<BuiltImage> {
-    let mut image = image.clone();
-    for (i, layer) in image.layers.iter_mut().enumerate() {
-        if let BlobLocation::Registry(r) = &layer.location {
-            let client = client.expect("a client exists whenever a base lives in a registry");
-            let path = work.join(format!("downloaded-layer-{i}"));
-            client
-                .download_blob(r, &layer.digest(), layer.descriptor.size(), &path)
-                .await?;
-            layer.location = BlobLocation::File(path);
-        }
-    }
-    Ok(image)
 }

@@ -2,15 +2,13 @@
 
 pub mod build;
 pub mod cli;
-pub mod daemon;
+pub mod formats;
 pub mod function;
 pub mod init;
 pub mod oci;
 pub mod registry;
 pub mod scratch;
 pub mod secrets;
-pub mod sinks;
-pub mod sources;
 pub mod text;
 
 // Until the registry, reconcile and installer branches are merged: their files still say

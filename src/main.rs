@@ -5,14 +5,13 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
 use fnbuild::cli::{usage, LogArgs};
+use fnbuild::formats::Location;
 use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
-use fnbuild::oci::reference::Reference;
 use fnbuild::oci::platform::Platform;
+use fnbuild::oci::reference::Reference;
 use fnbuild::registry::RegistryOptions;
-use fnbuild::sinks::Output;
-use fnbuild::sources::ImageLocation;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -153,12 +152,13 @@ struct BuildArgs {
     runtimes_dir: Option<PathBuf>,
     /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE,
     /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF).
-    #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = parse_location)]
-    base: Option<ImageLocation>,
-    /// Write the image to oci:DIR[:TAG] (an OCI image layout; other tags in it are kept) or
-    /// docker-archive:FILE[:NAME:TAG] (for `docker load`). Repeatable.
-    #[arg(help_heading = "Outputs", short, long, value_name = "OUTPUT", value_parser = parse_output)]
-    output: Vec<Output>,
+    #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = Location::base)]
+    base: Option<Location>,
+    /// Write the image to oci:DIR[:TAG] (an OCI image layout; other tags in it are kept),
+    /// docker-archive:FILE[:NAME:TAG] (for `docker load`), docker-daemon:NAME:TAG (as --load) or
+    /// docker://REF (as --push). Repeatable.
+    #[arg(help_heading = "Outputs", short, long, value_name = "OUTPUT", value_parser = Location::output)]
+    output: Vec<Location>,
     /// Load the image into the local Docker daemon as NAME:TAG. Repeatable.
     #[arg(help_heading = "Outputs", long, value_name = "NAME:TAG", value_parser = parse_reference)]
     load: Vec<Reference>,
@@ -258,12 +258,6 @@ struct BuildArgs {
     pip_conf: Option<PathBuf>,
 }
 
-fn parse_location(s: &str) -> Result<ImageLocation, String> {
-    s.parse()
-}
-fn parse_output(s: &str) -> Result<Output, String> {
-    s.parse()
-}
 fn parse_reference(s: &str) -> Result<Reference, String> {
     s.parse::<Reference>().map_err(|e| e.to_string())
 }
@@ -363,9 +357,9 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     outputs.extend(
         args.load
             .into_iter()
-            .map(|r| Output::DockerDaemon { name: r.to_string() }),
+            .map(|r| Location::DockerDaemon { name: r.to_string() }),
     );
-    outputs.extend(args.push.into_iter().map(Output::Registry));
+    outputs.extend(args.push.into_iter().map(Location::Registry));
     if outputs.is_empty() && args.prepare_dependencies.is_none() {
         tracing::warn!("no --output, --load or --push: the image is built and then discarded");
     }
@@ -431,7 +425,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     let to_stdout = opts
         .outputs
         .iter()
-        .any(|o| matches!(o, Output::DockerArchive { file, .. } if is_stdout(file)));
+        .any(|o| matches!(o, Location::DockerArchive { file, .. } if is_stdout(file)));
     if to_stdout && args.json {
         return Err(usage(
             "--json and an output to stdout both want stdout: write the archive to a file, or leave out --json",

@@ -221,12 +221,12 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let layout = dir.path().join("base");
         write_layout(&layout, &index, &manifest, &config, raw.as_deref());
-        let location: crate::sources::ImageLocation = format!("oci:{}:t", layout.display()).parse().unwrap();
+        let location = crate::formats::Location::base(&format!("oci:{}:t", layout.display())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let _ = rt.block_on(crate::sources::load_base(&location, dir.path(), None));
+        let _ = rt.block_on(crate::formats::read(&location, &crate::oci::platform::Platform::host(), dir.path(), None));
         // An output into that layout reads the same index.json.
-        let output = crate::sinks::Output::OciLayout { dir: layout, tag: Some("x".into()) };
-        let _ = crate::sinks::check_target(&output);
+        let output = crate::formats::Location::OciLayout { dir: layout, tag: Some("x".into()) };
+        let _ = crate::formats::check(&output);
     }
 
     #[test]

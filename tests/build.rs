@@ -545,7 +545,11 @@ fn bad_input_gets_one_clear_line_and_a_non_zero_exit() {
     let err = build_err(&mut build(src.path(), "nodejs20").args(["--output", "docker-archive:/nonexistent/dir/x.tar"]));
     assert!(err.contains("/nonexistent/dir"), "{err}");
     let err = build_err(&mut build(src.path(), "nodejs20").args(["--output", "tarball:/tmp/x"]));
-    assert!(err.contains("oci:DIR[:TAG] or docker-archive:FILE"), "{err}");
+    // The message lists every form --output takes (all four transports since the formats split).
+    assert!(
+        err.contains("oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG], docker-daemon:NAME:TAG or docker://REF"),
+        "{err}"
+    );
 }
 
 #[test]

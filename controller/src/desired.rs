@@ -569,7 +569,9 @@ pub(super) mod tests {
         };
         assert_eq!(named("team-a", "api"), "team-a.api");
         assert_ne!(named("team-a", "api"), named("team", "a-api"));
-        assert!(named("team-a", "api").parse::<fnbuild::oci::reference::Reference>().is_ok());
+        assert!(named("team-a", "api")
+            .parse::<fnbuild::oci::reference::Reference>()
+            .is_ok());
     }
 
     #[test]

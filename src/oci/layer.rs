@@ -5,7 +5,7 @@
 //! and the timestamp: entries sorted by path, every header field set, no user or group names,
 //! gzip blocks of a fixed size whatever the number of cores.
 
-use super::digest::HashingWriter;
+use super::digest::{Digest, HashingWriter};
 use super::gzip::ParallelGzip;
 use crate::secrets::{ScanStream, Scanner};
 use std::borrow::Cow;
@@ -45,9 +45,9 @@ pub struct LayerEntry {
 pub struct WrittenLayer {
     pub file: PathBuf,
     /// sha256 of the compressed blob.
-    pub digest: String,
+    pub digest: Digest,
     /// sha256 of the uncompressed tar.
-    pub diff_id: String,
+    pub diff_id: Digest,
     /// Size of the compressed blob.
     pub size: u64,
 }
@@ -397,10 +397,10 @@ mod tests {
         let layer = write_layer(vec![file("a", b"hello")], 1, &dir.path().join("l")).unwrap();
         let blob = std::fs::read(&layer.file).unwrap();
         assert_eq!(layer.size, blob.len() as u64);
-        assert_eq!(layer.digest, super::super::digest::sha256_digest(&blob));
+        assert_eq!(layer.digest, Digest::of(&blob));
         let mut tar = Vec::new();
         MultiGzDecoder::new(&blob[..]).read_to_end(&mut tar).unwrap();
-        assert_eq!(layer.diff_id, super::super::digest::sha256_digest(&tar));
+        assert_eq!(layer.diff_id, Digest::of(&tar));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! re-tarred nor re-compressed: the key hashes everything that decides the layer's bytes, and
 //! the entry keeps the blob (hard-linked from the spool file where possible) with its digests.
 
+use super::digest::Digest;
 use super::layer::{Content, EntryKind, LayerEntry, WrittenLayer, COMPRESSION_LEVEL};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -17,8 +18,8 @@ pub struct LayerCache {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Record {
-    digest: String,
-    diff_id: String,
+    digest: Digest,
+    diff_id: Digest,
     size: u64,
     /// The blob's identity when it was last verified ([`super::digest::file_identity`]).
     #[serde(default)]

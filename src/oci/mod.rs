@@ -9,7 +9,7 @@ pub mod platform;
 pub mod reference;
 
 use crate::oci::reference::Reference;
-use digest::sha256_digest;
+use digest::{Digest, DigestError};
 use layer::WrittenLayer;
 use oci_spec::image::{Descriptor, DescriptorBuilder, ImageManifestBuilder, MediaType};
 use serde_json::{json, Map, Value};
@@ -75,13 +75,20 @@ pub enum BlobLocation {
 pub struct ImageLayer {
     /// The manifest's descriptor for the layer (media type, digest, size, annotations, urls).
     pub descriptor: Descriptor,
-    pub diff_id: String,
+    /// The descriptor's digest, checked to be sha256.
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub location: BlobLocation,
 }
 
 impl ImageLayer {
-    pub fn digest(&self) -> String {
-        self.descriptor.digest().to_string()
+    pub fn new(descriptor: Descriptor, diff_id: Digest, location: BlobLocation) -> Result<ImageLayer, DigestError> {
+        Ok(ImageLayer {
+            digest: descriptor.digest().to_string().parse()?,
+            descriptor,
+            diff_id,
+            location,
+        })
     }
 }
 
@@ -90,7 +97,7 @@ impl ImageLayer {
 pub struct BaseImage {
     /// How the user named it (for the base-name annotation).
     pub name: String,
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     pub family: Family,
     pub config: Value,
     pub layers: Vec<ImageLayer>,
@@ -110,10 +117,10 @@ pub struct Image {
 #[derive(Debug, Clone)]
 pub struct BuiltImage {
     pub manifest: Vec<u8>,
-    pub manifest_digest: String,
+    pub manifest_digest: Digest,
     pub manifest_media_type: String,
     pub config: Vec<u8>,
-    pub config_digest: String,
+    pub config_digest: Digest,
     pub layers: Vec<ImageLayer>,
 }
 
@@ -182,13 +189,14 @@ impl Image {
             .and_then(|r| r.get_mut("diff_ids"))
             .and_then(Value::as_array_mut)
             .ok_or(ImageError::BadConfig)?;
-        diff_ids.push(Value::String(layer.diff_id.clone()));
+        diff_ids.push(Value::String(layer.diff_id.to_string()));
         let history = root.entry("history").or_insert_with(|| json!([]));
         if let Some(h) = history.as_array_mut() {
             h.push(json!({ "created": created, "created_by": created_by }));
         }
         self.layers.push(ImageLayer {
             descriptor,
+            digest: layer.digest.clone(),
             diff_id: layer.diff_id.clone(),
             location: BlobLocation::File(layer.file.clone()),
         });
@@ -198,7 +206,7 @@ impl Image {
     /// Serialises config and manifest canonically and computes their digests.
     pub fn finish(self) -> Result<BuiltImage, ImageError> {
         let config = canonical_json(&self.config);
-        let config_digest = sha256_digest(&config);
+        let config_digest = Digest::of(&config);
         let config_descriptor = DescriptorBuilder::default()
             .media_type(MediaType::Other(self.family.config_media_type().into()))
             .digest(parse_digest(&config_digest)?)
@@ -223,7 +231,7 @@ impl Image {
         let manifest = serde_json::to_value(&manifest).map_err(|e| ImageError::Manifest(e.to_string()))?;
         let manifest = canonical_json(&manifest);
         Ok(BuiltImage {
-            manifest_digest: sha256_digest(&manifest),
+            manifest_digest: Digest::of(&manifest),
             manifest,
             manifest_media_type: manifest_media_type.into(),
             config,
@@ -233,8 +241,9 @@ impl Image {
     }
 }
 
-pub fn parse_digest(digest: &str) -> Result<oci_spec::image::Digest, ImageError> {
+pub fn parse_digest(digest: &Digest) -> Result<oci_spec::image::Digest, ImageError> {
     digest
+        .as_str()
         .parse()
         .map_err(|e| ImageError::Manifest(format!("bad digest {digest}: {e}")))
 }
@@ -283,7 +292,7 @@ mod tests {
     fn base() -> BaseImage {
         BaseImage {
             name: "test".into(),
-            manifest_digest: sha256_digest(b"m"),
+            manifest_digest: Digest::of(b"m"),
             family: Family::Oci,
             config: json!({"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin","A=1"]},"rootfs":{"type":"layers","diff_ids":[]}}),
             layers: vec![],
@@ -303,8 +312,8 @@ mod tests {
         let mut image = Image::from_base(&base());
         let layer = WrittenLayer {
             file: "/x".into(),
-            digest: sha256_digest(b"blob"),
-            diff_id: sha256_digest(b"tar"),
+            digest: Digest::of(b"blob"),
+            diff_id: Digest::of(b"tar"),
             size: 4,
         };
         image
@@ -315,13 +324,16 @@ mod tests {
             .insert("org.opencontainers.image.created".into(), "1970-01-01T00:00:01Z".into());
         let built = image.finish().unwrap();
         let config: Value = serde_json::from_slice(&built.config).unwrap();
-        assert_eq!(config["rootfs"]["diff_ids"], json!([sha256_digest(b"tar")]));
+        assert_eq!(config["rootfs"]["diff_ids"], json!([Digest::of(b"tar").to_string()]));
         assert_eq!(config["history"][0]["created_by"], "fnbuild: test");
         let manifest: Value = serde_json::from_slice(&built.manifest).unwrap();
         assert_eq!(manifest["mediaType"], OCI_MANIFEST);
-        assert_eq!(manifest["config"]["digest"], Value::String(built.config_digest.clone()));
-        assert_eq!(manifest["layers"][0]["digest"], Value::String(layer.digest.clone()));
+        assert_eq!(
+            manifest["config"]["digest"],
+            Value::String(built.config_digest.to_string())
+        );
+        assert_eq!(manifest["layers"][0]["digest"], Value::String(layer.digest.to_string()));
         assert_eq!(manifest["layers"][0]["mediaType"], OCI_LAYER_GZIP);
-        assert_eq!(built.manifest_digest, sha256_digest(&built.manifest));
+        assert_eq!(built.manifest_digest, Digest::of(&built.manifest));
     }
 }

@@ -102,6 +102,8 @@ impl FromStr for Platform {
 #[derive(Debug, Clone, serde::Deserialize)]
 pub(crate) struct IndexEntry {
     pub digest: String,
+    #[serde(default, rename = "mediaType")]
+    pub media_type: Option<String>,
     #[serde(default)]
     pub platform: Option<IndexPlatform>,
 }

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{ErrorCode, RegistryError};
 pub use crate::oci::platform::{Platform, PlatformError};
+pub use error::{ErrorCode, RegistryError};
 pub use sessions::PushForecast;
 pub use transport::{is_loopback, resolve_location, RetryPolicy};
 

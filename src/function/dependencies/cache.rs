@@ -10,9 +10,10 @@
 //! failed build. Nothing secret is in an entry: the key hashes no credentials file.
 
 use super::install::TargetPlatform;
+use crate::oci::digest::Digest;
 use crate::oci::layer::WrittenLayer;
-use crate::oci::{canonical_json, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::oci::reference::Reference;
+use crate::oci::{canonical_json, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::registry::{sha256_digest, BlobSource, Client, PushBlob, PushManifest, RegistryError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -50,8 +51,8 @@ const STALE_SPOOL: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     key: String,
-    digest: String,
-    diff_id: String,
+    digest: Digest,
+    diff_id: Digest,
     size: u64,
     runtime: String,
     installer: String,
@@ -82,9 +83,8 @@ impl LocalCache {
         self.dir.join("keys").join(format!("{key}.json"))
     }
 
-    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
-        let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.dir.join("blobs/sha256").join(hex))
+    fn blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+        Some(self.dir.join("blobs/sha256").join(digest.hex()))
     }
 
     /// The layer recorded for `key`, if its record and blob are both there and agree in size.
@@ -212,8 +212,8 @@ pub fn tag(runtime: &str, key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct RegistryLayer {
     pub reference: Reference,
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
 }
 
@@ -248,6 +248,10 @@ pub async fn registry_get(
     let (Some(digest), Some(size)) = (layer["digest"].as_str(), layer["size"].as_u64()) else {
         return Ok(None);
     };
+    let (Ok(digest_checked), Ok(diff_id_checked)) = (digest.parse::<Digest>(), diff_id.parse::<Digest>()) else {
+        tracing::warn!(reference = %reference, "dependency cache entry names digests that are not sha256; ignoring it");
+        return Ok(None);
+    };
     if found_key != key {
         return Ok(None);
     }
@@ -260,8 +264,8 @@ pub async fn registry_get(
     }
     Ok(Some(RegistryLayer {
         reference,
-        digest: digest.into(),
-        diff_id: diff_id.into(),
+        digest: digest_checked,
+        diff_id: diff_id_checked,
         size,
     }))
 }
@@ -273,8 +277,8 @@ pub async fn registry_put(
     repo: &Reference,
     tag: &str,
     key: &str,
-    digest: &str,
-    diff_id: &str,
+    digest: &Digest,
+    diff_id: &Digest,
     size: u64,
     source: BlobSource,
     platform: &TargetPlatform,
@@ -303,13 +307,13 @@ pub async fn registry_put(
         "annotations": {
             KEY_ANNOTATION: key,
             DIFF_ID_ANNOTATION: diff_id,
-            SIGNATURE_ANNOTATION: sign(signing_key, key, digest, diff_id, size),
+            SIGNATURE_ANNOTATION: sign(signing_key, key, digest.as_str(), diff_id.as_str(), size),
             "org.opencontainers.image.created": created,
         },
     }));
     let blobs = vec![
         PushBlob {
-            digest: digest.into(),
+            digest: digest.to_string(),
             size,
             source,
         },

@@ -7,6 +7,7 @@
 use super::install::TargetPlatform;
 use super::{install_layer, mode_and_key, DependencyError, DependencyOptions, Installer, Phase, Plan};
 use crate::function::runtime::Runtime;
+use crate::oci::digest::Digest;
 use crate::oci::layer::{LayerError, WrittenLayer};
 use crate::secrets::Scanner;
 use serde::Serialize;
@@ -29,7 +30,7 @@ pub enum Handoff {
 pub struct InstallRequest {
     pub key: String,
     pub runtime: String,
-    pub base_digest: String,
+    pub base_digest: Digest,
     pub platform: PlatformRecord,
     pub epoch: u64,
 }
@@ -46,8 +47,8 @@ pub struct PlatformRecord {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct InstalledRecord {
     key: String,
-    digest: String,
-    diff_id: String,
+    digest: Digest,
+    diff_id: Digest,
     size: u64,
     install_ms: u64,
     layer_ms: u64,
@@ -242,14 +243,14 @@ pub(super) fn write_request(
     dir: &Path,
     key: &str,
     runtime: &str,
-    base_digest: &str,
+    base_digest: &Digest,
     target: &TargetPlatform,
     epoch: u64,
 ) -> Result<(), DependencyError> {
     let request = InstallRequest {
         key: key.into(),
         runtime: runtime.into(),
-        base_digest: base_digest.into(),
+        base_digest: base_digest.clone(),
         platform: PlatformRecord {
             os: target.os.clone(),
             architecture: target.architecture.clone(),

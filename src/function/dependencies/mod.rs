@@ -37,14 +37,15 @@ pub use sandbox::protect_this_process;
 
 use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
+use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
-use crate::oci::{rfc3339, BlobLocation};
 use crate::oci::reference::Reference;
+use crate::oci::{rfc3339, BlobLocation};
 use crate::registry::{BlobSource, Client};
 use crate::secrets::Scanner;
 use sandbox::Sandbox;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -177,8 +178,8 @@ impl DependencySummary {
 /// The dependency layer, ready to be appended to the image.
 #[derive(Debug, Clone)]
 pub struct ProvidedLayer {
-    pub digest: String,
-    pub diff_id: String,
+    pub digest: Digest,
+    pub diff_id: Digest,
     pub size: u64,
     pub location: BlobLocation,
     /// The cache repository's copy (a push to that registry mounts it from there).
@@ -206,7 +207,7 @@ impl ProvidedLayer {
 pub struct Context<'a> {
     pub runtime: &'a Runtime,
     /// The base image's manifest digest and config.
-    pub base_digest: &'a str,
+    pub base_digest: &'a Digest,
     pub base_config: &'a serde_json::Value,
     pub epoch: u64,
     pub options: &'a DependencyOptions,
@@ -516,7 +517,7 @@ fn mode_and_key(
     plan: &Plan,
     runtime: &Runtime,
     installer: &Installer,
-    base_digest: &str,
+    base_digest: &Digest,
     target: &TargetPlatform,
     epoch: u64,
 ) -> Result<(Option<PipMode>, String), DependencyError> {
@@ -535,7 +536,7 @@ fn cache_key(
     runtime: &Runtime,
     installer: &Installer,
     pip_mode: Option<&PipMode>,
-    base_digest: &str,
+    base_digest: &Digest,
     target: &TargetPlatform,
     epoch: u64,
 ) -> Result<String, DependencyError> {
@@ -555,7 +556,7 @@ fn cache_key(
         "python_version",
         runtime.spec.python_version.as_deref().unwrap_or("").as_bytes(),
     );
-    field("base", base_digest.as_bytes());
+    field("base", base_digest.as_str().as_bytes());
     field("platform", target.to_string().as_bytes());
     field("installer", installer.identity.as_bytes());
     let mode = match pip_mode {
@@ -709,7 +710,7 @@ mod tests {
         let pkg = r#"{"dependencies":{"left-pad":"1.3.0"}}"#;
         let (_a, plan) = plan_for(&[("handler.js", "one"), ("package.json", pkg)], &rt);
         let key = |plan: &Plan, installer: &Installer, base: &str, target: &TargetPlatform, epoch: u64| {
-            cache_key(plan, &rt, installer, None, base, target, epoch).unwrap()
+            cache_key(plan, &rt, installer, None, &Digest::of(base.as_bytes()), target, epoch).unwrap()
         };
         let k = key(&plan, &npm, "sha256:b", &amd64, 1);
         assert_eq!(k.len(), 64);

@@ -1,9 +1,13 @@
-//! The Docker daemon the user means, found as the docker CLI finds it: `DOCKER_HOST`
-//! (`unix://` or `tcp://`), else the Docker context named by `DOCKER_CONTEXT` or the CLI config's
-//! `currentContext`, else the local socket. `--load` and `docker-daemon:` bases go there.
+//! A Docker engine (`docker-daemon:NAME:TAG`, `--load`): images exported from it as a base and
+//! loaded into it as an output, through a `docker save` archive. The daemon is the one the user
+//! means, found as the docker CLI finds it: `DOCKER_HOST` (`unix://` or `tcp://`), else the
+//! Docker context named by `DOCKER_CONTEXT` or the CLI config's `currentContext`, else the local
+//! socket.
 
+use super::{ReadError, WriteError};
+use crate::oci::BuiltImage;
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A daemon connection and where it goes, for messages (`unix:///var/run/docker.sock (the
 /// local socket)`).
@@ -82,6 +86,77 @@ fn endpoint(var: &dyn Fn(&str) -> Option<String>) -> Result<(String, String), St
             Ok((host.to_string(), format!("Docker context '{name}'")))
         }
         _ => Ok(("unix:///var/run/docker.sock".into(), "the local socket".into())),
+    }
+}
+
+/// Exports `image` from the daemon into the archive `file` (what `docker save` does).
+pub async fn export(name: &str, image: &str, file: &Path) -> Result<(), ReadError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let docker_err = |message: String| ReadError::Docker {
+        name: name.into(),
+        message,
+    };
+    let read_err = |source| ReadError::Read {
+        name: name.into(),
+        path: file.into(),
+        source,
+    };
+    let daemon = connect().map_err(docker_err)?;
+    let at = |e| format!("{}: {}", daemon.endpoint, message(e));
+    let docker = &daemon.docker;
+    docker.inspect_image(image).await.map_err(|e| docker_err(at(e)))?;
+    let mut out = tokio::fs::File::create(file).await.map_err(read_err)?;
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| docker_err(at(e)))?;
+        out.write_all(&chunk).await.map_err(read_err)?;
+    }
+    out.flush().await.map_err(read_err)?;
+    Ok(())
+}
+
+/// Loads the image into the daemon as `name` (what `docker load` does), through an archive in `work`.
+pub async fn load(name: &str, image: &BuiltImage, mtime: u64, work: &Path, output: &str) -> Result<(), WriteError> {
+    use futures_util::StreamExt;
+    let docker_err = |message: String| WriteError::Docker {
+        output: output.into(),
+        message,
+    };
+    let archive = work.join("docker-load.tar");
+    super::archive::write(&archive, Some(name), image, mtime, output)?;
+    let daemon = connect().map_err(docker_err)?;
+    let at = |e| format!("{}: {}", daemon.endpoint, message(e));
+    let docker = &daemon.docker;
+    docker.ping().await.map_err(|e| docker_err(at(e)))?;
+    let file = tokio::fs::File::open(&archive)
+        .await
+        .map_err(|source| WriteError::Write {
+            output: output.into(),
+            path: archive.clone(),
+            source,
+        })?;
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let options = bollard::query_parameters::ImportImageOptionsBuilder::default()
+        .quiet(true)
+        .build();
+    let mut replies = docker.import_image_stream(options, body, None);
+    while let Some(reply) = replies.next().await {
+        reply.map_err(|e| docker_err(at(e)))?;
+    }
+    Ok(())
+}
+
+/// bollard's errors, as one line a person can act on.
+fn message(e: bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            format!("{message} (HTTP {status_code})")
+        }
+        bollard::errors::Error::HyperLegacyError { .. } | bollard::errors::Error::IOError { .. } => {
+            format!("cannot reach it ({e}); is dockerd running and DOCKER_HOST right?")
+        }
+        other => other.to_string(),
     }
 }
 

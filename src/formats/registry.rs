@@ -1,0 +1,173 @@
+//! Registries (`docker://REF`, `--push`): a base pulled as its manifest and config, its layers
+//! left in the registry (mounted or copied there by a push, downloaded only for local outputs),
+//! and images pushed through [`crate::registry::Client`], which owns the HTTP side.
+
+use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, BlobSummary, Location, OutputSummary};
+use super::{ReadError, WriteContext, WriteError};
+use crate::oci::digest::Digest;
+use crate::oci::reference::Reference;
+use crate::oci::{BaseImage, BlobLocation, BuiltImage, ImageLayer};
+use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushManifest, RegistryError};
+use std::path::Path;
+
+/// Reads the manifest (for the client's platform) and config that `reference` names.
+pub async fn read(name: &str, reference: &Reference, client: &Client) -> Result<BaseImage, ReadError> {
+    let registry_err = |source| ReadError::Registry {
+        name: name.into(),
+        source,
+    };
+    let pulled = client.pull_manifest(reference).await.map_err(registry_err)?;
+    let (manifest, family) = parse_manifest(name, &pulled.bytes, &pulled.media_type)?;
+    let config_bytes = client
+        .fetch_blob(
+            reference,
+            &manifest.config().digest().to_string(),
+            manifest.config().size(),
+        )
+        .await
+        .map_err(registry_err)?;
+    let config = parse_config(name, &config_bytes)?;
+    let ids = diff_ids(name, &config, manifest.layers().len())?;
+    let manifest_digest: Digest = pulled
+        .digest
+        .parse()
+        .map_err(|e| invalid(name, format!("the registry's manifest digest: {e}")))?;
+    let repository = reference.with_digest(manifest_digest.as_str());
+    let mut layers = Vec::new();
+    for (descriptor, diff_id) in manifest.layers().iter().zip(ids) {
+        layers.push(ImageLayer {
+            digest: checked_digest(name, descriptor.digest())?,
+            descriptor: descriptor.clone(),
+            diff_id,
+            location: BlobLocation::Registry(repository.clone()),
+        });
+    }
+    Ok(BaseImage {
+        name: reference.to_string(),
+        manifest_digest,
+        family,
+        config,
+        layers,
+    })
+}
+
+/// The registry outputs, a group per repository: tags of one repository go in one push.
+pub fn push_groups(outputs: &[Location]) -> Vec<Vec<&Reference>> {
+    let mut groups: Vec<Vec<&Reference>> = Vec::new();
+    for output in outputs {
+        if let Location::Registry(r) = output {
+            match groups.iter_mut().find(|g| g[0].same_repository(r)) {
+                Some(group) => group.push(r),
+                None => groups.push(vec![r]),
+            }
+        }
+    }
+    groups
+}
+
+/// Pushes `image` under every tag in `targets` (one repository), blobs first, manifest last.
+pub async fn push(
+    targets: &[&Reference],
+    image: &BuiltImage,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<OutputSummary>, WriteError> {
+    let targets: Vec<Reference> = targets.iter().map(|r| (*r).clone()).collect();
+    let client = ctx.client.ok_or_else(|| WriteError::Invalid {
+        output: format!("docker://{}", targets[0]),
+        message: "no registry client was set up".into(),
+    })?;
+    let blobs = push_blobs(image, &targets[0], ctx.mount_from);
+    let manifest = PushManifest {
+        bytes: image.manifest.clone(),
+        media_type: image.manifest_media_type.clone(),
+    };
+    let report = client.push(&targets, blobs, manifest, None).await?;
+    if report.digest != image.manifest_digest {
+        return Err(WriteError::Invalid {
+            output: format!("docker://{}", targets[0]),
+            message: format!(
+                "registry {} stored the manifest as {} instead of {}",
+                targets[0].registry, report.digest, image.manifest_digest
+            ),
+        });
+    }
+    let mut summaries = Vec::new();
+    for target in &targets {
+        tracing::info!(output = %target, requests = report.requests, bytes = report.bytes_uploaded, "pushed");
+        summaries.push(OutputSummary {
+            output: format!("docker://{target}"),
+            image: Some(target.with_digest(&report.digest).to_string()),
+            http_requests: Some(report.requests),
+            bytes_uploaded: Some(report.bytes_uploaded),
+            blobs: report
+                .blobs
+                .iter()
+                .map(|(digest, outcome)| BlobSummary {
+                    digest: digest.clone(),
+                    outcome: match outcome {
+                        BlobOutcome::Existed => "existed",
+                        BlobOutcome::Mounted => "mounted",
+                        BlobOutcome::Uploaded => "uploaded",
+                        BlobOutcome::Copied => "copied",
+                    },
+                })
+                .collect(),
+        });
+    }
+    Ok(summaries)
+}
+
+/// The image's blobs for a push to `target`; a blob that `mount_from` says another repository of
+/// the same registry has (the dependency cache) is mounted from there rather than uploaded.
+fn push_blobs(image: &BuiltImage, target: &Reference, mount_from: &[(Digest, Reference)]) -> Vec<PushBlob> {
+    let mut blobs: Vec<PushBlob> = Vec::new();
+    for layer in &image.layers {
+        let digest = &layer.digest;
+        if blobs.iter().any(|b| b.digest == *digest) {
+            continue;
+        }
+        let elsewhere = mount_from
+            .iter()
+            .find(|(d, r)| d == digest && r.registry == target.registry && !r.same_repository(target));
+        let source = match (&layer.location, elsewhere) {
+            (_, Some((_, r))) => BlobSource::Registry(r.clone()),
+            (BlobLocation::File(path), None) => BlobSource::File(path.clone()),
+            (BlobLocation::Registry(r), None) => BlobSource::Registry(r.clone()),
+        };
+        blobs.push(PushBlob {
+            digest: digest.to_string(),
+            size: layer.descriptor.size(),
+            source,
+        });
+    }
+    blobs.push(PushBlob {
+        digest: image.config_digest.to_string(),
+        size: image.config.len() as u64,
+        source: BlobSource::Bytes(image.config.clone()),
+    });
+    blobs
+}
+
+/// A copy of the image whose base layers (if they live in a registry) are downloaded to `work`.
+pub async fn download_base_layers(
+    image: &BuiltImage,
+    client: Option<&Client>,
+    work: &Path,
+) -> Result<BuiltImage, RegistryError> {
+    let mut image = image.clone();
+    for (i, layer) in image.layers.iter_mut().enumerate() {
+        if let BlobLocation::Registry(r) = &layer.location {
+            let client = client.ok_or_else(|| {
+                RegistryError::InvalidOptions(
+                    "a base layer lives in a registry but no registry client was set up".into(),
+                )
+            })?;
+            let path = work.join(format!("downloaded-layer-{i}"));
+            client
+                .download_blob(r, layer.digest.as_str(), layer.descriptor.size(), &path)
+                .await?;
+            layer.location = BlobLocation::File(path);
+        }
+    }
+    Ok(image)
+}
