@@ -321,3 +321,48 @@ fn a_repeat_push_skips_blobs_it_left_there_and_recovers_when_the_registry_lost_t
         recovered["digest"]
     );
 }
+
+#[test]
+fn every_transport_is_an_output_and_each_holds_the_same_image() {
+    let registry = Registry::start();
+    let base = registry.push_oci_layout(&base_images().node, "20", "base/node:20");
+    let src = function("every output");
+    let layout = temp_dir("out-");
+    let pushed = registry.image("team/outputs:v1");
+    let loaded = "fnbuild-test/outputs-daemon:t";
+    let mut cmd = fnbuild();
+    cmd.arg("build")
+        .arg(src.path())
+        .args(["--runtime", "nodejs20", "--base", &base, "--json"]);
+    for output in [
+        format!("oci:{}:v1", layout.path().display()),
+        format!("docker://{pushed}"),
+        format!("docker-daemon:{loaded}"),
+    ] {
+        cmd.args(["--output", &output]);
+    }
+    let result: Value = serde_json::from_str(&run_ok(&mut cmd)).unwrap();
+    let digest = result["digest"].as_str().unwrap();
+    let outputs: Vec<&str> = result["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["output"].as_str().unwrap())
+        .collect();
+    // Files and the daemon first, the push last.
+    assert_eq!(
+        outputs,
+        [
+            format!("oci:{}:v1", layout.path().display()),
+            format!("docker-daemon:docker.io/{loaded}"),
+            format!("docker://{pushed}"),
+        ]
+    );
+    // skopeo, the registry and the daemon each see the image fnbuild reported.
+    assert_eq!(skopeo_inspect(&format!("docker://{pushed}"))["Digest"], digest);
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest);
+    let config = result["config_digest"].as_str().unwrap();
+    let id = run_ok(docker().args(["image", "inspect", "--format", "{{.Id}}", loaded]));
+    assert_eq!(id.trim(), config, "the daemon's image id is the config digest");
+}
