@@ -150,7 +150,7 @@ struct BuildArgs {
     /// Read runtime definitions from this directory instead of the ones compiled in.
     #[arg(help_heading = "Source", long, value_name = "DIR")]
     runtimes_dir: Option<PathBuf>,
-    /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE,
+    /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
     /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF).
     #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = Location::base)]
     base: Option<Location>,
