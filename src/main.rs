@@ -195,8 +195,8 @@ struct BuildArgs {
     /// A docker config.json to take registry credentials from.
     #[arg(help_heading = "Registry", long, value_name = "FILE")]
     registry_config: Option<PathBuf>,
-    /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]); loopback registries need no flag. Repeatable.
-    #[arg(help_heading = "Registry", long, value_name = "HOST[:PORT]")]
+    /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]); loopback registries need no flag. Repeatable, or HOST,HOST.
+    #[arg(help_heading = "Registry", long, value_name = "HOST[:PORT]", value_delimiter = ',')]
     insecure_registry: Vec<String>,
     /// The slowest a blob may come from or go to a registry, in KiB/s, judged over 20 s: a
     /// download below it is abandoned (a stalled or trickling registry), an upload's deadline

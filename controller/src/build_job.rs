@@ -172,8 +172,11 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     if let Some(base) = &b.base {
         options.extend(["--base".into(), base.clone()]);
     }
-    if s.insecure_registry {
-        options.extend(["--insecure-registry".into(), s.push_registry_host().to_string()]);
+    // Every listed host: besides the push registry (and the cache repository there) and the
+    // base image's registry, a build follows token realms and blob redirects the controller
+    // cannot foresee.
+    for host in &s.insecure_registries {
+        options.extend(["--insecure-registry".into(), host.clone()]);
     }
     // The registry cache only with the key that signs its entries.
     let cache = s.dependency_cache && b.cache_key;
@@ -561,7 +564,7 @@ mod tests {
 
         // Without a base override, an insecure registry or the cache: none of their flags.
         let s2 = Settings {
-            insecure_registry: false,
+            insecure_registries: Vec::new(),
             dependency_cache: false,
             ..settings()
         };

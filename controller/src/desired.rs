@@ -479,7 +479,7 @@ pub(super) mod tests {
             builder_image: "reg.local/fnbuild:1".into(),
             registry_push_address: "registry.push:5000".into(),
             registry_pull_address: "localhost:5000".into(),
-            insecure_registry: true,
+            insecure_registries: vec!["registry.push:5000".into()],
             ..Default::default()
         }
     }

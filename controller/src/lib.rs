@@ -103,11 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let registry = if opts.registry_check {
         let s = &opts.settings;
         let ro = fnbuild::registry::RegistryOptions {
-            insecure_registries: if s.insecure_registry {
-                vec![s.push_registry_host().to_string()]
-            } else {
-                Vec::new()
-            },
+            insecure_registries: s.insecure_registries.clone(),
             retry: fnbuild::registry::RetryPolicy {
                 max_attempts: 2,
                 max_elapsed: Duration::from_secs(10),

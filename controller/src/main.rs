@@ -76,9 +76,18 @@ struct ControllerSettingsArgs {
     /// The same registry as the nodes pull from it: HOST[:PORT][/PATH].
     #[arg(long, env = "FNBUILD_REGISTRY_PULL_ADDRESS", default_value = "127.0.0.1:5000")]
     registry_pull_address: String,
-    /// Build Jobs may push to the registry over plain HTTP or unverified TLS.
-    #[arg(long)]
-    insecure_registry: bool,
+    /// Allow plain HTTP (and unverified TLS) for this registry (HOST[:PORT]), as the builder's
+    /// flag: every build Job gets it, and the controller's registry checks use it; loopback
+    /// registries need no flag. Repeatable, or HOST,HOST. Without HOST (the old spelling): the
+    /// push registry.
+    #[arg(
+        long,
+        value_name = "HOST[:PORT]",
+        value_delimiter = ',',
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    insecure_registry: Vec<String>,
     /// The kubernetes.io/dockerconfigjson Secret in each Function's namespace: the build's
     /// registry credentials and the function's image pull Secret.
     #[arg(long, default_value = fnbuild_controller::settings::DEFAULT_REGISTRY_SECRET)]
@@ -143,12 +152,12 @@ impl ControllerSettingsArgs {
         if self.max_concurrent_builds == 0 {
             anyhow::bail!("--max-concurrent-builds must be at least 1");
         }
-        Ok(fnbuild_controller::settings::Settings {
+        let mut settings = fnbuild_controller::settings::Settings {
             builder_image: self.builder_image,
             builder_command: self.builder_command,
             registry_push_address: self.registry_push_address,
             registry_pull_address: self.registry_pull_address,
-            insecure_registry: self.insecure_registry,
+            insecure_registries: Vec::new(),
             registry_secret: self.registry_secret,
             package_registry_secret: self.package_registry_secret,
             cache_key_secret: self.cache_key_secret,
@@ -163,7 +172,19 @@ impl ControllerSettingsArgs {
                 function_profile: self.default_function_profile,
                 build_profile: self.default_build_profile,
             },
-        })
+        };
+        for host in &self.insecure_registry {
+            // A bare flag: the push registry.
+            let host = match host.trim() {
+                "" => settings.push_registry_host(),
+                h => h,
+            }
+            .to_string();
+            if !settings.insecure_registries.contains(&host) {
+                settings.insecure_registries.push(host);
+            }
+        }
+        Ok(settings)
     }
 }
 

@@ -25,8 +25,10 @@ pub struct Settings {
     pub registry_push_address: String,
     /// Where the kubelet pulls from: `HOST[:PORT][/PATH]` (the same registry, as the nodes reach it).
     pub registry_pull_address: String,
-    /// Build Jobs may reach the push registry over plain HTTP / unverified TLS.
-    pub insecure_registry: bool,
+    /// Registries (`HOST[:PORT]`) reached over plain HTTP or with unverified TLS, as the
+    /// builder's `--insecure-registry`: every build Job gets each of them, and the controller's
+    /// own registry checks use them.
+    pub insecure_registries: Vec<String>,
     /// The dockerconfigjson Secret in the Function's namespace: DOCKER_CONFIG of the build
     /// Job (optional volume) and the Deployment's image pull Secret.
     pub registry_secret: String,
@@ -61,7 +63,7 @@ impl Default for Settings {
             builder_command: "fnbuild".into(),
             registry_push_address: "127.0.0.1:5000".into(),
             registry_pull_address: "127.0.0.1:5000".into(),
-            insecure_registry: false,
+            insecure_registries: Vec::new(),
             registry_secret: DEFAULT_REGISTRY_SECRET.into(),
             package_registry_secret: DEFAULT_PACKAGE_REGISTRY_SECRET.into(),
             cache_key_secret: DEFAULT_CACHE_KEY_SECRET.into(),
@@ -86,7 +88,7 @@ impl Settings {
         )
     }
 
-    /// The push registry's `HOST[:PORT]` (for `--insecure-registry`).
+    /// The push registry's `HOST[:PORT]` (what a bare `--insecure-registry` names).
     pub fn push_registry_host(&self) -> &str {
         self.registry_push_address.split('/').next().unwrap_or_default()
     }
@@ -110,8 +112,8 @@ impl Settings {
             format!("--default-function-profile={}", self.defaults.function_profile),
             format!("--default-build-profile={}", self.defaults.build_profile),
         ];
-        if self.insecure_registry {
-            a.push("--insecure-registry".into());
+        for host in &self.insecure_registries {
+            a.push(format!("--insecure-registry={host}"));
         }
         if self.build_host_network {
             a.push("--build-host-network".into());

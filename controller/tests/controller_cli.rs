@@ -34,7 +34,9 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
         .args([
             "--registry-push-address=reg:5000",
             "--registry-pull-address=localhost:5000",
+            // Bare (the push registry), then a list that names it again.
             "--insecure-registry",
+            "--insecure-registry=mirror.local:5000,reg:5000",
         ])
         .args(["--base-image=nodejs20=reg:5000/node:20", "--max-concurrent-builds=5"])
         .output()
@@ -70,7 +72,8 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
         "--builder-image=reg:5000/fnbuild:2",
         "--registry-push-address=reg:5000",
         "--registry-pull-address=localhost:5000",
-        "--insecure-registry",
+        "--insecure-registry=reg:5000",
+        "--insecure-registry=mirror.local:5000",
         "--base-image=nodejs20=reg:5000/node:20",
         "--max-concurrent-builds=5",
     ] {

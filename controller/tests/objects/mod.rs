@@ -45,7 +45,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
         }
     });
     let s = Settings {
-        insecure_registry: true,
+        insecure_registries: vec![Settings::default().push_registry_host().to_string()],
         base_images: [("nodejs20".to_string(), "reg:5000/node:20".to_string())].into(),
         ..Default::default()
     };
