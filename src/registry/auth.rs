@@ -24,6 +24,16 @@ impl Challenge {
     }
 }
 
+/// The challenges of every `WWW-Authenticate` header of an answer.
+pub(crate) fn challenges(headers: &reqwest::header::HeaderMap) -> Vec<Challenge> {
+    headers
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_www_authenticate)
+        .collect()
+}
+
 /// Parse a `WWW-Authenticate` header value into its challenges (RFC 7235: a header may
 /// carry several, each `scheme param=value, param="quoted, value"`).
 pub(crate) fn parse_www_authenticate(header: &str) -> Vec<Challenge> {

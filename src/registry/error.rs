@@ -1,5 +1,6 @@
 //! Registry errors: every message is one line that names the registry (and repository) and
-//! says what to do. None of them ever carries a credential or token.
+//! says what to do. None of them ever carries a credential or token. Also here: the error a
+//! non-success status means, decided on the OCI error codes of its body, never on their text.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -251,6 +252,105 @@ pub(crate) fn error_codes(body: &[u8]) -> Vec<ErrorCode> {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.errors.iter().map(|e| ErrorCode::parse(&e.code)).collect())
         .unwrap_or_default()
+}
+
+/// Where a response's status leads when it is not a success.
+pub(crate) enum Kind<'a> {
+    Manifest(&'a str),
+    Blob(&'a str),
+    Other,
+}
+
+/// Who asked a registry for what, for the error a refusal means.
+pub(crate) struct Asked<'a> {
+    pub registry: &'a str,
+    pub repository: &'a str,
+    /// The request ("GET manifest v1", "blob sha256:…").
+    pub what: &'a str,
+}
+
+/// A 401, from a registry or its token service: the credentials sent (from `source`) were
+/// refused, or there were none (looked for where `searched` says).
+pub(crate) fn auth_error(
+    asked: &Asked,
+    source: Option<&str>,
+    detail: String,
+    searched: impl FnOnce() -> String,
+) -> RegistryError {
+    match source {
+        Some(source_desc) => RegistryError::AuthFailed {
+            registry: asked.registry.to_string(),
+            repository: asked.repository.to_string(),
+            source_desc: source_desc.to_string(),
+            detail,
+        },
+        None => RegistryError::AuthRequired {
+            registry: asked.registry.to_string(),
+            repository: asked.repository.to_string(),
+            searched: searched(),
+        },
+    }
+}
+
+/// The error that says what to do about a non-success `status` with `body` (described, and
+/// redacted, in `detail`); `source` and `searched` as for [`auth_error`].
+pub(crate) fn status_error(
+    asked: &Asked,
+    kind: Kind<'_>,
+    status: u16,
+    body: &[u8],
+    detail: String,
+    source: Option<&str>,
+    searched: impl FnOnce() -> String,
+) -> RegistryError {
+    let codes = error_codes(body);
+    let refused = |detail: String, codes: Vec<ErrorCode>| RegistryError::Refused {
+        registry: asked.registry.to_string(),
+        repository: asked.repository.to_string(),
+        what: asked.what.to_string(),
+        detail,
+        codes,
+    };
+    match status {
+        401 => auth_error(asked, source, detail, searched),
+        403 => RegistryError::Denied {
+            registry: asked.registry.to_string(),
+            repository: asked.repository.to_string(),
+            action: if asked.what.starts_with("GET") || asked.what.starts_with("HEAD") {
+                "pull".into()
+            } else {
+                "push".into()
+            },
+            detail,
+        },
+        404 => match kind {
+            Kind::Manifest(r)
+                if codes.is_empty()
+                    || codes
+                        .iter()
+                        .any(|c| matches!(c, ErrorCode::ManifestUnknown | ErrorCode::NameUnknown)) =>
+            {
+                RegistryError::ManifestUnknown {
+                    reference: format!("{}/{}:{}", asked.registry, asked.repository, r).replace(":sha256:", "@sha256:"),
+                    detail,
+                }
+            }
+            Kind::Blob(d) => RegistryError::BlobUnknown {
+                registry: asked.registry.to_string(),
+                repository: asked.repository.to_string(),
+                digest: d.to_string(),
+                detail,
+            },
+            _ => refused(detail, codes),
+        },
+        _ => {
+            let detail = match hint_for_codes(&codes) {
+                Some(h) => format!("{detail}; {h}"),
+                None => detail,
+            };
+            refused(detail, codes)
+        }
+    }
 }
 
 /// Collapse whitespace to single spaces and cut at `max` characters.

@@ -1,4 +1,4 @@
-//! OCI distribution client: auth, blobs, manifests, retries.
+//! OCI distribution client: auth, blobs, manifests, retries (decided in `retry.rs`).
 //!
 //! One [`Client`] serves any number of registries; it keeps one connection pool, the detected
 //! scheme and the credentials/tokens per registry, and is cheap to clone.
@@ -7,23 +7,33 @@
 //! confirmed present (HEAD), mounted (201) or uploaded (201 with the registry checking the
 //! digest) before the manifest is put by digest, and tags come after the manifest.
 
+// From the bottom up: stats, error, auth and known use none of the others; connection (which
+// client, which host) comes next, then retry (the one retry policy), ping and token, send, then
+// pull, sessions, upload and push, and this module's Client on top.
 pub(crate) mod auth;
+mod connection;
 pub(crate) mod error;
 mod known;
+mod ping;
 use crate::oci::platform;
 mod pull;
 mod push;
+mod retry;
+mod send;
 mod sessions;
-mod transport;
+mod stats;
+mod token;
+mod upload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::oci::platform::{Platform, PlatformError};
+pub use connection::{is_loopback, resolve_location};
 pub use error::{ErrorCode, RegistryError};
+pub use retry::RetryPolicy;
 pub use sessions::PushForecast;
-pub use transport::{is_loopback, resolve_location, RetryPolicy};
 
 use crate::reference::Reference;
 
@@ -166,7 +176,8 @@ pub type ProgressFn = Arc<dyn Fn(&PushEvent) + Send + Sync>;
 /// An OCI distribution client. Clones share connection pools, credentials and tokens.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<transport::Inner>,
+    inner: Arc<connection::Inner>,
+    prepared: Arc<sessions::PreparedPushes>,
 }
 
 impl std::fmt::Debug for Client {
@@ -182,7 +193,8 @@ impl Client {
             return Err(RegistryError::InvalidOptions("parallelism must be at least 1".into()));
         }
         Ok(Client {
-            inner: Arc::new(transport::Inner::new(opts)?),
+            inner: Arc::new(connection::Inner::new(opts)?),
+            prepared: Arc::default(),
         })
     }
 
@@ -236,7 +248,7 @@ impl Client {
     /// Tokio runtime.
     pub fn prepare_push(&self, target: &Reference, forecast: PushForecast) {
         let prepared = sessions::PreparedPush::new(&self.inner, target, forecast);
-        self.inner.keep_prepared(target, prepared);
+        self.prepared.keep(target, prepared);
     }
 
     /// Push blobs (existence check, then mount-or-upload; a few at once), then the manifest
@@ -248,7 +260,7 @@ impl Client {
         manifest: PushManifest,
         progress: Option<ProgressFn>,
     ) -> Result<PushReport, RegistryError> {
-        push::push(&self.inner, targets, blobs, manifest, progress).await
+        push::push(&self.inner, &self.prepared, targets, blobs, manifest, progress).await
     }
 }
 

@@ -10,9 +10,13 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::auth::pull_scopes;
+use super::connection::{Conn, Inner};
+use super::error::Kind;
 use super::error::RegistryError;
 use super::platform::{self, Platform};
-use super::transport::{Backoff, Conn, Counter, Inner, Kind, Req, Stats};
+use super::retry::{unreachable, Attempt, Backoff, Failure, Retries};
+use super::send::Req;
+use super::stats::{Counter, Stats};
 use super::{digest_like, is_index, sniff_media_type, Hasher, PulledManifest, RATE_WINDOW};
 use super::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::reference::{validate_digest, Reference};
@@ -196,7 +200,7 @@ async fn get_manifest(
         let chunk = chunk.map_err(|e| {
             let mut one = Backoff::new(&inner.opts.retry);
             one.attempt();
-            inner.unreachable(conn, &base, &e, &one)
+            unreachable(conn, &base, &e, &one)
         })?;
         if bytes.len() + chunk.len() > MAX_MANIFEST {
             return Err(too_large());
@@ -318,9 +322,9 @@ where
         detail,
     };
     let min_rate = inner.opts.min_rate;
-    let mut backoff = Backoff::new(&inner.opts.retry);
+    let mut retries = Retries::new(&inner.opts.retry, &conn, &what);
     loop {
-        backoff.attempt();
+        let attempt: Result<Attempt<_>, RegistryError> = async {
         // The whole transfer may take as long as the blob needs at the minimum rate.
         let deadline = inner.opts.request_timeout + Duration::from_secs(size / min_rate.max(1024));
         let req = Req::new(Method::GET, url.clone(), what.clone()).timeout(deadline);
@@ -391,14 +395,8 @@ where
                 }
             }
         }
-        if let Some(e) = failed {
-            match backoff.next_delay(None) {
-                Some(d) => {
-                    tokio::time::sleep(d).await;
-                    continue;
-                }
-                None => return Err(inner.unreachable(&conn, &url, &e, &backoff)),
-            }
+        if let Some(error) = failed {
+            return Ok(Attempt::Retry(Failure::Body { error, url: url.clone() }));
         }
         if got != size {
             return Err(protocol(format!(
@@ -417,7 +415,12 @@ where
                 actual,
             });
         }
-        return Ok((sink, extra, got));
+        Ok(Attempt::Done((sink, extra, got)))
+        }
+        .await;
+        if let Some(done) = retries.after(attempt).await? {
+            break Ok(done);
+        }
     }
 }
 

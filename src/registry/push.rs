@@ -1,60 +1,29 @@
-//! Pushing: blobs (HEAD, cross-repository mount, streamed upload or copy), then the
-//! manifest under its first tag (or by digest), then the other tags. (Over 600 lines: the
-//! steps share one push state; the house issue's registry split moves uploads and sessions into
-//! a module of their own.)
+//! Pushing: blobs (HEAD, cross-repository mount, else an upload: `upload.rs`), then the
+//! manifest under its first tag (or by digest), then the other tags, and the record of what the
+//! repository holds.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 
-use super::auth::{pull_scopes, push_scopes};
-use super::error::{describe_transport, is_tls_error, ErrorCode, RegistryError};
+use super::auth::push_scopes;
+use super::connection::{resolve_location, Inner};
+use super::error::{ErrorCode, Kind, RegistryError};
 use super::known::{KnownBlobs, SMALL_BLOB};
 use super::pull::head_blob;
-use super::sessions::{self, start_upload, OpenedSessions};
-use super::transport::{
-    resolve_location, retry_after, retryable_status, Backoff, Conn, Counter, Inner, Kind, Req, Stats,
-};
+use super::send::Req;
+use super::sessions::{self, OpenedSessions, PreparedPushes};
+use super::stats::Stats;
+use super::upload::{upload, Ctx};
 use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
 use crate::reference::{validate_digest, Reference};
 
-/// Uploads get the request timeout plus the time the blob takes at the minimum rate.
-fn upload_timeout(inner: &Inner, size: u64) -> Duration {
-    inner.opts.request_timeout + Duration::from_secs(size / inner.opts.min_rate.max(1024))
-}
-
-struct Ctx<'a> {
-    inner: &'a Inner,
-    conn: Arc<Conn>,
-    repo: String,
-    scopes: Vec<String>,
-    c: Counter,
-    progress: Option<ProgressFn>,
-    known: &'a KnownBlobs,
-    /// Upload sessions opened while the image was being built.
-    opened: Option<OpenedSessions>,
-}
-
-impl Ctx<'_> {
-    fn emit(&self, e: PushEvent) {
-        if let Some(p) = &self.progress {
-            p(&e);
-        }
-    }
-
-    fn url(&self, base: &Url, path: &str) -> Result<Url, RegistryError> {
-        base.join(&format!("v2/{}/{path}", self.repo))
-            .map_err(|e| RegistryError::InvalidPush(format!("bad URL for {}: {e}", self.repo)))
-    }
-}
-
 pub(crate) async fn push(
     inner: &Inner,
+    prepared: &PreparedPushes,
     targets: &[Reference],
     blobs: Vec<PushBlob>,
     manifest: PushManifest,
@@ -63,7 +32,7 @@ pub(crate) async fn push(
     let Some(first) = targets.first() else {
         return Err(RegistryError::InvalidPush("no target image reference given".into()));
     };
-    let (mut known, opened) = match inner.take_prepared(first) {
+    let (mut known, opened) = match prepared.take(first) {
         Some(p) => (p.known, p.sessions),
         None => (
             KnownBlobs::load(inner.opts.cache_dir.as_deref(), &first.registry, &first.repository),
@@ -455,265 +424,5 @@ async fn mount(ctx: &Ctx<'_>, base: &Url, blob: &PushBlob, from: &str) -> Result
             _ => Ok(Mount::Failed("202 without a usable Location".into())),
         },
         s => Ok(Mount::Failed(format!("HTTP {s}"))),
-    }
-}
-
-/// Why one upload attempt failed.
-enum AttemptError {
-    /// Worth a fresh attempt (from a fresh POST).
-    Retry {
-        why: String,
-        retry_after: Option<Duration>,
-    },
-    /// 401 on the PUT: renew the token once.
-    Unauthorized(reqwest::header::HeaderMap, Option<String>),
-    Fatal(RegistryError),
-}
-
-/// Upload one blob: POST, then one streamed PUT with `?digest=`; the whole step is retried
-/// from a fresh POST (and, for a registry source, a fresh GET).
-async fn upload(ctx: &Ctx<'_>, blob: &PushBlob, mut session: Option<Url>) -> Result<(), RegistryError> {
-    let inner = ctx.inner;
-    let mut backoff = Backoff::new(&inner.opts.retry);
-    let mut renewed = false;
-    if session.is_none() {
-        if let Some(opened) = &ctx.opened {
-            session = opened.take().await;
-        }
-    }
-    loop {
-        backoff.attempt();
-        let location = match session.take() {
-            Some(u) => u,
-            None => {
-                start_upload(
-                    inner,
-                    &ctx.conn,
-                    &ctx.scopes,
-                    &ctx.repo,
-                    &format!("blob {}", blob.digest),
-                    &ctx.c,
-                )
-                .await?
-            }
-        };
-        match upload_attempt(ctx, blob, location).await {
-            Ok(()) => return Ok(()),
-            Err(AttemptError::Fatal(e)) => return Err(e),
-            Err(AttemptError::Unauthorized(headers, sent)) => {
-                if !renewed && inner.renew(&ctx.conn, sent.as_deref(), &headers).await {
-                    renewed = true;
-                    continue;
-                }
-                return Err(inner
-                    .status_error_parts(
-                        &ctx.conn,
-                        &ctx.repo,
-                        &format!("blob {}", blob.digest),
-                        Kind::Other,
-                        401,
-                        &[],
-                    )
-                    .await);
-            }
-            Err(AttemptError::Retry { why, retry_after }) => match backoff.next_delay(retry_after) {
-                Some(d) => {
-                    tracing::debug!(digest = %blob.digest, why = %why, delay_ms = d.as_millis() as u64, "upload failed; retrying from a fresh POST");
-                    tokio::time::sleep(d).await;
-                }
-                None => {
-                    return Err(RegistryError::RetriesExhausted {
-                        registry: ctx.conn.registry.clone(),
-                        what: format!("uploading blob {} to {}", blob.digest, ctx.repo),
-                        attempts: backoff.attempts(),
-                        elapsed: backoff.elapsed(),
-                        last: ctx.conn.redact(&why),
-                    })
-                }
-            },
-        }
-    }
-}
-
-async fn upload_attempt(ctx: &Ctx<'_>, blob: &PushBlob, location: Url) -> Result<(), AttemptError> {
-    let inner = ctx.inner;
-    let mut put_url = location;
-    put_url.query_pairs_mut().append_pair("digest", &blob.digest);
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let body = body_for(ctx, blob, sent.clone()).await?;
-    let auth = inner
-        .authorization(&ctx.conn, &ctx.scopes, &ctx.repo, &ctx.c)
-        .await
-        .map_err(AttemptError::Fatal)?;
-    let headers = [
-        (
-            CONTENT_TYPE,
-            reqwest::header::HeaderValue::from_static("application/octet-stream"),
-        ),
-        (CONTENT_LENGTH, reqwest::header::HeaderValue::from(blob.size)),
-    ];
-    let res = inner
-        .send_once(
-            &ctx.conn,
-            Method::PUT,
-            put_url.clone(),
-            &headers,
-            auth.as_deref(),
-            Some(body),
-            Some(upload_timeout(inner, blob.size)),
-            &ctx.c,
-        )
-        .await;
-    let resp = match res {
-        Ok((r, _)) => r,
-        Err(e) if is_tls_error(&e) => {
-            return Err(AttemptError::Fatal(inner.unreachable(
-                &ctx.conn,
-                &put_url,
-                &e,
-                &Backoff::new(&inner.opts.retry),
-            )))
-        }
-        Err(e) => {
-            return Err(AttemptError::Retry {
-                why: format!(
-                    "{} after {} of {} bytes",
-                    describe_transport(&e),
-                    sent.load(Ordering::Relaxed),
-                    blob.size
-                ),
-                retry_after: None,
-            })
-        }
-    };
-    let status = resp.status();
-    if status == StatusCode::CREATED || status == StatusCode::ACCEPTED || status == StatusCode::NO_CONTENT {
-        if let Some(got) = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-        {
-            if got != blob.digest {
-                return Err(AttemptError::Fatal(RegistryError::DigestMismatch {
-                    registry: ctx.conn.registry.clone(),
-                    what: format!("blob uploaded to {}", ctx.repo),
-                    expected: blob.digest.clone(),
-                    actual: got.to_string(),
-                }));
-            }
-        }
-        return Ok(());
-    }
-    if status == StatusCode::UNAUTHORIZED {
-        return Err(AttemptError::Unauthorized(resp.headers().clone(), auth));
-    }
-    let ra = retry_after(resp.headers());
-    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-    let codes = super::error::error_codes(&body);
-    let detail = super::error::describe_error_body(status.as_u16(), &body);
-    // A lost upload session (expired, or served by another replica) is worth a fresh POST.
-    if retryable_status(status) || (status == StatusCode::NOT_FOUND && codes.contains(&ErrorCode::BlobUploadUnknown)) {
-        return Err(AttemptError::Retry {
-            why: detail,
-            retry_after: ra,
-        });
-    }
-    Err(AttemptError::Fatal(
-        inner
-            .status_error_parts(
-                &ctx.conn,
-                &ctx.repo,
-                &format!("blob {}", blob.digest),
-                Kind::Other,
-                status.as_u16(),
-                &body,
-            )
-            .await,
-    ))
-}
-
-/// The PUT body for a blob, counting bytes as they go out.
-async fn body_for(ctx: &Ctx<'_>, blob: &PushBlob, sent: Arc<AtomicU64>) -> Result<reqwest::Body, AttemptError> {
-    let counter = ctx.c.clone();
-    let progress = ctx.progress.clone();
-    let digest = blob.digest.clone();
-    let size = blob.size;
-    let count = move |n: usize| {
-        let total = sent.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        counter.uploaded(n as u64);
-        if let Some(p) = &progress {
-            p(&PushEvent::BlobProgress {
-                digest: digest.clone(),
-                sent: total,
-                size,
-            });
-        }
-    };
-    match &blob.source {
-        BlobSource::Bytes(bytes) => {
-            if bytes.len() as u64 != blob.size {
-                return Err(AttemptError::Fatal(RegistryError::InvalidPush(format!(
-                    "blob {} is {} bytes in memory but its size is given as {}",
-                    blob.digest,
-                    bytes.len(),
-                    blob.size
-                ))));
-            }
-            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-                bytes.chunks(256 * 1024).map(|c| Ok(c.to_vec())).collect();
-            let stream = futures_util::stream::iter(chunks).inspect_ok(move |c| count(c.len()));
-            Ok(reqwest::Body::wrap_stream(stream))
-        }
-        BlobSource::File(path) => {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| AttemptError::Fatal(RegistryError::io("cannot open blob file", path, e)))?;
-            let len = file
-                .metadata()
-                .await
-                .map_err(|e| AttemptError::Fatal(RegistryError::io("cannot read blob file", path, e)))?
-                .len();
-            if len != blob.size {
-                return Err(AttemptError::Fatal(RegistryError::InvalidPush(format!(
-                    "blob {} is {len} bytes in {} but its size is given as {}",
-                    blob.digest,
-                    path.display(),
-                    blob.size
-                ))));
-            }
-            let stream =
-                tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).inspect_ok(move |c| count(c.len()));
-            Ok(reqwest::Body::wrap_stream(stream))
-        }
-        BlobSource::Registry(src) => {
-            let inner = ctx.inner;
-            let sconn = inner.conn(&src.registry, src.api_host());
-            let sbase = inner.base(&sconn, &ctx.c).await.map_err(AttemptError::Fatal)?;
-            let url = sbase
-                .join(&format!("v2/{}/blobs/{}", src.repository, blob.digest))
-                .map_err(|e| AttemptError::Fatal(RegistryError::InvalidPush(format!("bad blob URL for {src}: {e}"))))?;
-            let what = format!("GET blob {}", blob.digest);
-            // Same registry: the push token also carries pull for the source repository.
-            let scopes = if sconn.registry == ctx.conn.registry {
-                ctx.scopes.clone()
-            } else {
-                pull_scopes(&src.repository)
-            };
-            let req = Req::new(Method::GET, url, what.clone()).timeout(upload_timeout(inner, blob.size));
-            let (resp, _) = inner
-                .send(&sconn, &scopes, &src.repository, req, &ctx.c)
-                .await
-                .map_err(AttemptError::Fatal)?;
-            if resp.status() != StatusCode::OK {
-                return Err(AttemptError::Fatal(
-                    inner
-                        .status_error(&sconn, &src.repository, &what, Kind::Blob(&blob.digest), resp)
-                        .await,
-                ));
-            }
-            let stream = resp.bytes_stream().inspect_ok(move |c| count(c.len()));
-            Ok(reqwest::Body::wrap_stream(stream))
-        }
     }
 }

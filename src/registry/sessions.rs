@@ -6,15 +6,18 @@
 //! their PUT: one round trip less on the way to the manifest. Sessions the push does not use are
 //! cancelled (DELETE) alongside the manifest.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use reqwest::header::CONTENT_LENGTH;
 use reqwest::{Method, StatusCode, Url};
 
 use super::auth::push_scopes;
-use super::error::RegistryError;
+use super::connection::{resolve_location, Conn, Inner};
+use super::error::{Kind, RegistryError};
 use super::known::KnownBlobs;
-use super::transport::{resolve_location, Conn, Counter, Inner, Kind, Req, Stats};
+use super::send::Req;
+use super::stats::{Counter, Stats};
 use crate::reference::Reference;
 
 /// What a build knows of its push before the image is finished.
@@ -45,6 +48,24 @@ impl PreparedPush {
             OpenedSessions::open(inner.clone(), target, count, forecast.mount_from)
         });
         PreparedPush { known, sessions }
+    }
+}
+
+/// What builds prepared for their pushes, by `registry/repository`, until each push takes its own.
+#[derive(Default)]
+pub(crate) struct PreparedPushes(Mutex<HashMap<String, PreparedPush>>);
+
+impl PreparedPushes {
+    /// Keeps what a build prepared for its push to `target`'s repository, for that push.
+    pub fn keep(&self, target: &Reference, prepared: PreparedPush) {
+        let key = format!("{}/{}", target.registry, target.repository);
+        self.0.lock().unwrap().insert(key, prepared);
+    }
+
+    /// What a build prepared for this push to `target`'s repository, if anything (once).
+    pub fn take(&self, target: &Reference) -> Option<PreparedPush> {
+        let key = format!("{}/{}", target.registry, target.repository);
+        self.0.lock().unwrap().remove(&key)
     }
 }
 
