@@ -8,6 +8,7 @@
 use super::plan::{Ecosystem, Plan};
 use super::sandbox::Sandbox;
 use super::{DependencyError, Redactor};
+use crate::function::fs::is_program;
 use crate::function::runtime::Runtime;
 use crate::function::source::SourceEntry;
 use crate::image::layer::{Content, EntryKind};
@@ -435,7 +436,7 @@ impl Pyenv {
                 return which_in(name, &dirs);
             }
             let p = self.root.join("versions").join(v).join("bin").join(name);
-            is_executable(&p).then_some(p)
+            is_program(&p).then_some(p)
         }))
     }
 }
@@ -486,12 +487,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn which_in(name: &str, dirs: &[PathBuf]) -> Option<PathBuf> {
-    dirs.iter().map(|dir| dir.join(name)).find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    dirs.iter().map(|dir| dir.join(name)).find(|p| is_program(p))
 }
 
 async fn version_of(program: &Path, args: &[&str]) -> Result<String, String> {

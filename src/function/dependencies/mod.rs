@@ -634,11 +634,10 @@ fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<Lay
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             let meta = item.metadata().map_err(|e| walk_err(item.path(), e.to_string()))?;
             EntryKind::File {
                 content: Content::Path(item.path().to_path_buf()),
-                executable: meta.permissions().mode() & 0o111 != 0,
+                executable: crate::function::fs::has_execute_bit(&meta),
             }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(item.path()).map_err(|e| walk_err(item.path(), e.to_string()))?;
