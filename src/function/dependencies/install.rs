@@ -11,7 +11,8 @@ use super::{DependencyError, Redactor};
 use crate::function::fs::is_program;
 use crate::function::runtime::Runtime;
 use crate::function::source::SourceEntry;
-use crate::image::layer::{Content, EntryKind};
+use crate::oci::layer::{Content, EntryKind};
+use crate::oci::platform::Platform;
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -35,53 +36,6 @@ pub struct Installer {
     pub identity: String,
     /// pip's own Python version (`3.11`).
     pub python: Option<String>,
-}
-
-/// The platform the image runs on (from the base image's config).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetPlatform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl TargetPlatform {
-    pub fn of_config(config: &serde_json::Value) -> TargetPlatform {
-        let field = |k: &str| {
-            config
-                .get(k)
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-        };
-        TargetPlatform {
-            os: field("os").unwrap_or_else(|| "linux".into()),
-            architecture: field("architecture").unwrap_or_else(|| "amd64".into()),
-            variant: field("variant"),
-        }
-    }
-
-    /// The machine name wheels use (`x86_64`, `aarch64`, ...).
-    pub fn wheel_arch(&self) -> String {
-        match (self.architecture.as_str(), self.variant.as_deref()) {
-            ("amd64", _) => "x86_64".into(),
-            ("arm64", _) => "aarch64".into(),
-            ("386", _) => "i686".into(),
-            ("arm", Some("v6")) => "armv6l".into(),
-            ("arm", _) => "armv7l".into(),
-            (other, _) => other.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for TargetPlatform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
 }
 
 /// How pip picks distributions.
@@ -516,9 +470,9 @@ async fn version_of(program: &Path, args: &[&str]) -> Result<String, String> {
 }
 
 /// How pip should pick distributions for `runtime` on `target`.
-pub fn pip_mode(installer: &Installer, runtime: &Runtime, target: &TargetPlatform) -> PipMode {
+pub fn pip_mode(installer: &Installer, runtime: &Runtime, target: &Platform) -> PipMode {
     let python_version = runtime.spec.python_version.clone().unwrap_or_default();
-    let arch = target.wheel_arch();
+    let arch = wheel_arch(target);
     let host_matches = target.os == "linux" && cfg!(target_os = "linux") && std::env::consts::ARCH == arch;
     if host_matches && installer.python.as_deref() == Some(python_version.as_str()) {
         return PipMode::Native;
@@ -539,6 +493,18 @@ pub fn pip_mode(installer: &Installer, runtime: &Runtime, target: &TargetPlatfor
     PipMode::Cross {
         python_version,
         platforms,
+    }
+}
+
+/// The machine name wheels use for `platform`'s architecture (`x86_64`, `aarch64`, ...).
+fn wheel_arch(platform: &Platform) -> String {
+    match (platform.architecture.as_str(), platform.variant.as_deref()) {
+        ("amd64", _) => "x86_64".into(),
+        ("arm64", _) => "aarch64".into(),
+        ("386", _) => "i686".into(),
+        ("arm", Some("v6")) => "armv6l".into(),
+        ("arm", _) => "armv7l".into(),
+        (other, _) => other.into(),
     }
 }
 
@@ -1108,7 +1074,7 @@ mod tests {
     #[test]
     fn cross_pip_takes_manylinux_wheels_up_to_the_base_glibc() {
         let runtime = crate::function::runtime::Runtimes::Embedded.load("python312").unwrap();
-        let target = TargetPlatform {
+        let target = Platform {
             os: "linux".into(),
             architecture: "amd64".into(),
             variant: None,
@@ -1130,7 +1096,7 @@ mod tests {
         assert_eq!(platforms.first().unwrap(), "manylinux_2_36_x86_64");
         assert_eq!(platforms.last().unwrap(), "manylinux2014_x86_64");
         assert_eq!(platforms.len(), 20);
-        let arm = TargetPlatform {
+        let arm = Platform {
             os: "linux".into(),
             architecture: "arm64".into(),
             variant: Some("v8".into()),

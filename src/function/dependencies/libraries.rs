@@ -177,7 +177,7 @@ pub async fn keep_in_cache_repo(
     repo: &crate::oci::reference::Reference,
     runtime: &Runtime,
     layer: &WrittenLayer,
-    target: &super::TargetPlatform,
+    target: &crate::oci::platform::Platform,
     signing_key: &[u8],
 ) -> Option<crate::oci::reference::Reference> {
     let key = key(runtime)?;

@@ -30,7 +30,7 @@ pub use cache::{
     sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 pub use handoff::{install_requested, Handoff, InstallRequest, InstallStep};
-pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
+pub use install::{probe, probe_cached, which, Installer, PipMode};
 pub use plan::{plan, Ecosystem, Plan};
 pub use redact::Redactor;
 pub use sandbox::protect_this_process;
@@ -39,6 +39,7 @@ use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{rfc3339, BlobLocation};
 use crate::registry::{BlobSource, Client};
@@ -230,7 +231,7 @@ pub enum Provided {
 /// handoff, requested from / taken from the install step).
 pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<Provided, DependencyError> {
     let runtime = ctx.runtime;
-    let target = TargetPlatform::of_config(ctx.base_config);
+    let target = Platform::of_config(ctx.base_config);
     let (pip_mode, key) = mode_and_key(plan, runtime, installer, ctx.base_digest, &target, ctx.epoch)?;
     let tag = cache::tag(&runtime.name, &key);
     let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
@@ -479,7 +480,7 @@ pub(super) async fn ensure_in_registry(
     tag: &str,
     key: &str,
     layer: &WrittenLayer,
-    target: &TargetPlatform,
+    target: &Platform,
     runtime: &str,
     created: &str,
     signing_key: &[u8],
@@ -518,7 +519,7 @@ fn mode_and_key(
     runtime: &Runtime,
     installer: &Installer,
     base_digest: &Digest,
-    target: &TargetPlatform,
+    target: &Platform,
     epoch: u64,
 ) -> Result<(Option<PipMode>, String), DependencyError> {
     let pip_mode = match plan.ecosystem {
@@ -537,7 +538,7 @@ fn cache_key(
     installer: &Installer,
     pip_mode: Option<&PipMode>,
     base_digest: &Digest,
-    target: &TargetPlatform,
+    target: &Platform,
     epoch: u64,
 ) -> Result<String, DependencyError> {
     let mut h = Sha256::new();
@@ -701,14 +702,14 @@ mod tests {
             identity: "npm 11 node v20".into(),
             python: None,
         };
-        let amd64 = TargetPlatform {
+        let amd64 = Platform {
             os: "linux".into(),
             architecture: "amd64".into(),
             variant: None,
         };
         let pkg = r#"{"dependencies":{"left-pad":"1.3.0"}}"#;
         let (_a, plan) = plan_for(&[("handler.js", "one"), ("package.json", pkg)], &rt);
-        let key = |plan: &Plan, installer: &Installer, base: &str, target: &TargetPlatform, epoch: u64| {
+        let key = |plan: &Plan, installer: &Installer, base: &str, target: &Platform, epoch: u64| {
             cache_key(plan, &rt, installer, None, &Digest::of(base.as_bytes()), target, epoch).unwrap()
         };
         let k = key(&plan, &npm, "sha256:b", &amd64, 1);
@@ -739,7 +740,7 @@ mod tests {
                 &plan,
                 &npm,
                 "sha256:b",
-                &TargetPlatform {
+                &Platform {
                     architecture: "arm64".into(),
                     ..amd64.clone()
                 },
