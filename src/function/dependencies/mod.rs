@@ -389,17 +389,15 @@ async fn install_layer(
         ("--npmrc", options.npmrc.as_deref()),
         ("--pip-conf", options.pip_conf.as_deref()),
     ])?;
-    let (invocations, result_dir) = match (plan.ecosystem, pip_mode) {
-        (Ecosystem::Pip, Some(mode)) => {
-            let target_dir = staging.join("target");
-            let inv = install::pip_invocations(installer, plan, &staged, &target_dir, mode, pip_conf.as_deref(), epoch);
-            (inv, target_dir)
-        }
-        _ => (
-            install::npm_invocations(installer, plan, &staged, options.npmrc.as_deref()),
-            staged.join("node_modules"),
-        ),
-    };
+    let (invocations, result_dir) = installer.invocations(&install::Job {
+        plan,
+        staged: &staged,
+        target: &staging.join("target"),
+        mode: pip_mode,
+        npmrc: options.npmrc.as_deref(),
+        pip_conf: pip_conf.as_deref(),
+        epoch,
+    });
     // The credentials files are visible to the downloading phase only; the build's other
     // secrets (registry configs, cache key, the caches) never.
     let credential_files: Vec<PathBuf> = [&options.npmrc, &options.pip_conf]
@@ -410,10 +408,6 @@ async fn install_layer(
     let t = Instant::now();
     let home = staging.join("home");
     let hidden = options.hide.clone();
-    let scripts_needed = {
-        let staged = staged.clone();
-        move || install::npm_scripts_needed(&staged)
-    };
     tokio::task::spawn_blocking(move || -> Result<(), DependencyError> {
         for inv in &invocations {
             let wanted = match phase {
@@ -424,8 +418,8 @@ async fn install_layer(
             if !wanted {
                 continue;
             }
-            if inv.label == "npm rebuild" && !scripts_needed() {
-                tracing::debug!("no install scripts: npm rebuild skipped");
+            if inv.scripts.is_some_and(|any| !any(&inv.cwd)) {
+                tracing::debug!("no install scripts: {} skipped", inv.label);
                 continue;
             }
             let mut hide = hidden.clone();
@@ -435,7 +429,7 @@ async fn install_layer(
             let sandbox = Sandbox {
                 hide,
                 home: home.clone(),
-                network_env: inv.credentials || inv.label != "npm rebuild",
+                network_env: inv.credentials || inv.scripts.is_none(),
             };
             install::run(inv, &redactor, &sandbox)?;
         }
@@ -522,10 +516,7 @@ fn mode_and_key(
     target: &Platform,
     epoch: u64,
 ) -> Result<(Option<PipMode>, String), DependencyError> {
-    let pip_mode = match plan.ecosystem {
-        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, target)),
-        Ecosystem::Npm => None,
-    };
+    let pip_mode = installer.mode(runtime, target);
     let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), base_digest, target, epoch)?;
     Ok((pip_mode, key))
 }
