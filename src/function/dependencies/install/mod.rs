@@ -53,20 +53,20 @@ pub struct Installer {
 
 impl Installer {
     /// How it picks distributions for `runtime` on `target`, when that is its own choice
-    /// (pip's [`PipMode`]; npm: none). Part of the cache key, and of the [`Job`].
+    /// (pip's [`PipMode`]; npm: none). Part of the cache key, and of the install's `Job`.
     pub fn mode(&self, runtime: &Runtime, target: &Platform) -> Option<PipMode> {
         tool(self.ecosystem).mode(self, runtime, target)
     }
 
     /// The commands that install `job`, in order, and the directory the packages land in.
-    pub fn invocations(&self, job: &Job) -> (Vec<Invocation>, PathBuf) {
+    pub(super) fn invocations(&self, job: &Job) -> (Vec<Invocation>, PathBuf) {
         tool(self.ecosystem).invocations(self, job)
     }
 
     /// The command that installs the runtime libraries' lock files staged in `staged`, and the
     /// directory it fills. Scripts never run (the libraries need none), so only the lock files'
     /// packages, checked against their hashes, reach the layer.
-    pub fn library_invocation(
+    pub(super) fn library_invocation(
         &self,
         runtime: &Runtime,
         staged: &Path,
