@@ -12,6 +12,7 @@ use crate::function::source::FunctionSource;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
 use crate::oci::layer_cache::LayerCache;
+use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{rfc3339, BaseImage, BuiltImage, Image};
 use crate::registry::{Client, PushForecast, RegistryOptions};
@@ -303,7 +304,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             .iter()
             .any(|o| matches!(o, Location::Registry(r) if r.registry == repo.registry));
         if pushes_there {
-            let target = dependencies::TargetPlatform::of_config(&base.config);
+            let target = Platform::of_config(&base.config);
             if let Some(copy) = libraries::keep_in_cache_repo(client, repo, &runtime, layer, &target, signing_key).await
             {
                 mount_from.push((layer.digest.clone(), copy));

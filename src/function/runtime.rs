@@ -297,7 +297,7 @@ impl Runtimes {
                     } else {
                         EntryKind::File {
                             content: Content::Path(entry.path().to_path_buf()),
-                            executable: is_executable(entry.path()),
+                            executable: super::fs::is_executable(entry.path()).unwrap_or(false),
                         }
                     };
                     files.push(ServerFile { path, kind });
@@ -329,11 +329,6 @@ fn collect_embedded(dir: &'static Dir<'static>, root: &Path, out: &mut Vec<Serve
         }
         collect_embedded(sub, root, out);
     }
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
 }
 
 /// `3.12`, `2.36`: two dot-separated numbers.

@@ -469,12 +469,10 @@ pub(crate) fn stays_inside(link: &Path, target: &Path) -> bool {
 }
 
 fn is_executable(path: &Path) -> Result<bool, SourceError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| SourceError::Read {
+    super::fs::is_executable(path).map_err(|source| SourceError::Read {
         path: path.into(),
         source,
-    })?;
-    Ok(meta.permissions().mode() & 0o111 != 0)
+    })
 }
 
 #[cfg(test)]

@@ -38,6 +38,17 @@ impl Platform {
         Platform::new("linux", arch, variant)
     }
 
+    /// The platform an image config names (`os`, `architecture`, `variant`); linux/amd64 for
+    /// the fields it leaves out or empty.
+    pub fn of_config(config: &serde_json::Value) -> Self {
+        let field = |k: &str| config.get(k).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+        Platform::new(
+            field("os").unwrap_or("linux"),
+            field("architecture").unwrap_or("amd64"),
+            field("variant"),
+        )
+    }
+
     /// Whether an index entry with this os/architecture/variant serves this platform.
     /// A platform without a variant accepts any variant of its architecture; `arm64` with
     /// no variant and `arm64/v8` are the same thing.
@@ -188,6 +199,14 @@ mod tests {
             .to_string()
             .contains("os/architecture"));
         assert_eq!(Platform::default().os, "linux");
+    }
+
+    #[test]
+    fn a_config_names_its_platform_or_is_linux_amd64() {
+        let config = serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v6"});
+        assert_eq!(Platform::of_config(&config), Platform::new("linux", "arm", Some("v6")));
+        let config = serde_json::json!({"architecture": "", "variant": ""});
+        assert_eq!(Platform::of_config(&config), Platform::new("linux", "amd64", None));
     }
 
     #[test]

@@ -9,9 +9,9 @@
 //! The caches are an optimisation: a cache that cannot be read or written is a warning, never a
 //! failed build. Nothing secret is in an entry: the key hashes no credentials file.
 
-use super::install::TargetPlatform;
 use crate::oci::digest::Digest;
 use crate::oci::layer::WrittenLayer;
+use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{canonical_json, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use crate::registry::{sha256_digest, BlobSource, Client, PushBlob, PushManifest, RegistryError};
@@ -281,7 +281,7 @@ pub async fn registry_put(
     diff_id: &Digest,
     size: u64,
     source: BlobSource,
-    platform: &TargetPlatform,
+    platform: &Platform,
     runtime: &str,
     created: &str,
     signing_key: &[u8],

@@ -4,11 +4,11 @@
 //! the last step takes that layer only after checking everything it can about it, since the
 //! install step ran the function author's code.
 
-use super::install::TargetPlatform;
 use super::{install_layer, mode_and_key, DependencyError, DependencyOptions, Installer, Phase, Plan};
 use crate::function::runtime::Runtime;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{LayerError, WrittenLayer};
+use crate::oci::platform::Platform;
 use crate::secrets::Scanner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -107,7 +107,7 @@ pub async fn install_requested(
             message: "an install was requested, but the function names no packages".into(),
         });
     };
-    let target = TargetPlatform {
+    let target = Platform {
         os: request.platform.os.clone(),
         architecture: request.platform.architecture.clone(),
         variant: request.platform.variant.clone(),
@@ -244,7 +244,7 @@ pub(super) fn write_request(
     key: &str,
     runtime: &str,
     base_digest: &Digest,
-    target: &TargetPlatform,
+    target: &Platform,
     epoch: u64,
 ) -> Result<(), DependencyError> {
     let request = InstallRequest {

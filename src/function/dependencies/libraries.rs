@@ -11,7 +11,7 @@
 //! air-gapped cluster never downloads. Stores are layer caches ([`LayerCache`]): blobs are
 //! verified against their digest before use.
 
-use super::install::{self, Invocation};
+use super::install;
 use super::plan::Ecosystem;
 use super::redact::Redactor;
 use super::sandbox::Sandbox;
@@ -21,7 +21,6 @@ use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, Wri
 use crate::oci::layer_cache::LayerCache;
 use crate::secrets::Scanner;
 use sha2::{Digest, Sha256};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Part of every key: bump it when the install commands or the layer's layout change.
@@ -133,7 +132,7 @@ pub async fn provide(
         let path = staged.join(&file.name);
         std::fs::write(&path, &file.bytes).map_err(|source| DependencyError::Stage { path, source })?;
     }
-    let (invocation, result) = invocation(ecosystem, &installer, runtime, &staged, npmrc, pip_conf);
+    let (invocation, result) = installer.library_invocation(runtime, &staged, npmrc, pip_conf);
     let redactor = Redactor::from_files(&[("--npmrc", npmrc), ("--pip-conf", pip_conf)])?;
     let sandbox = Sandbox {
         hide: hide.to_vec(),
@@ -177,7 +176,7 @@ pub async fn keep_in_cache_repo(
     repo: &crate::oci::reference::Reference,
     runtime: &Runtime,
     layer: &WrittenLayer,
-    target: &super::TargetPlatform,
+    target: &crate::oci::platform::Platform,
     signing_key: &[u8],
 ) -> Option<crate::oci::reference::Reference> {
     let key = key(runtime)?;
@@ -241,89 +240,6 @@ pub async fn make_store(
     Ok(made)
 }
 
-/// The installer's command for the lock files in `staged`, and the directory it fills.
-/// Scripts never run (the libraries need none), so only the lock files' packages, checked
-/// against their hashes, reach the layer.
-fn invocation(
-    ecosystem: Ecosystem,
-    installer: &install::Installer,
-    runtime: &Runtime,
-    staged: &Path,
-    npmrc: Option<&Path>,
-    pip_conf: Option<&Path>,
-) -> (Invocation, PathBuf) {
-    let strs = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
-    match ecosystem {
-        Ecosystem::Npm => {
-            let mut env = Vec::new();
-            if let Some(rc) = npmrc {
-                env.push(("NPM_CONFIG_USERCONFIG".into(), rc.into()));
-            }
-            let args = strs(&[
-                "ci",
-                "--omit=dev",
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                "--no-progress",
-                "--no-update-notifier",
-            ]);
-            let inv = Invocation {
-                program: installer.program.clone(),
-                args,
-                env,
-                cwd: staged.into(),
-                label: "npm ci (runtime libraries)".into(),
-                hint: None,
-                credentials: true,
-            };
-            (inv, staged.join("node_modules"))
-        }
-        Ecosystem::Pip => {
-            let target = staged.join("target");
-            let mut env: Vec<(OsString, OsString)> = vec![
-                ("PIP_DISABLE_PIP_VERSION_CHECK".into(), "1".into()),
-                ("PIP_ROOT_USER_ACTION".into(), "ignore".into()),
-            ];
-            if let Some(conf) = pip_conf {
-                env.push(("PIP_CONFIG_FILE".into(), conf.into()));
-            }
-            // Pure-Python wheels only, chosen for the runtime's Python: the same files whatever
-            // Python and machine make them.
-            let mut args = strs(&[
-                "install",
-                "--no-deps",
-                "--require-hashes",
-                "--only-binary=:all:",
-                "--no-compile",
-                "--no-warn-script-location",
-                "--quiet",
-                "--implementation",
-                "py",
-                "--abi",
-                "none",
-                "--platform",
-                "any",
-                "--python-version",
-            ]);
-            args.push(runtime.spec.python_version.clone().unwrap_or_else(|| "3".into()).into());
-            args.extend(strs(&["--target"]));
-            args.push(target.clone().into());
-            args.extend(strs(&["-r", "requirements.txt"]));
-            let inv = Invocation {
-                program: installer.program.clone(),
-                args,
-                env,
-                cwd: staged.into(),
-                label: "pip install (runtime libraries)".into(),
-                hint: None,
-                credentials: true,
-            };
-            (inv, target)
-        }
-    }
-}
-
 /// The layer's entries: `dir` and the directories above it, then the installed tree, without
 /// the installers' own files and console scripts (their `#!` names the builder's interpreter).
 fn entries(result: &Path, dir: &str) -> Result<Vec<LayerEntry>, DependencyError> {
@@ -367,11 +283,10 @@ fn entries(result: &Path, dir: &str) -> Result<Vec<LayerEntry>, DependencyError>
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             let meta = item.metadata().map_err(|e| walk_err(item.path(), e.to_string()))?;
             EntryKind::File {
                 content: Content::Path(item.path().to_path_buf()),
-                executable: meta.permissions().mode() & 0o111 != 0,
+                executable: crate::function::fs::has_execute_bit(&meta),
             }
         } else if ft.is_symlink() {
             // npm's `.bin` links point at the packages' own files.

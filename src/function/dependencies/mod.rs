@@ -30,7 +30,7 @@ pub use cache::{
     sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
 };
 pub use handoff::{install_requested, Handoff, InstallRequest, InstallStep};
-pub use install::{probe, probe_cached, which, Installer, PipMode, TargetPlatform};
+pub use install::{probe, probe_cached, which, Installer, PipMode};
 pub use plan::{plan, Ecosystem, Plan};
 pub use redact::Redactor;
 pub use sandbox::protect_this_process;
@@ -39,6 +39,7 @@ use crate::function::runtime::Runtime;
 use crate::function::source::stays_inside;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer_scanned, Content, EntryKind, LayerEntry, LayerError, WrittenLayer};
+use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{rfc3339, BlobLocation};
 use crate::registry::{BlobSource, Client};
@@ -230,7 +231,7 @@ pub enum Provided {
 /// handoff, requested from / taken from the install step).
 pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> Result<Provided, DependencyError> {
     let runtime = ctx.runtime;
-    let target = TargetPlatform::of_config(ctx.base_config);
+    let target = Platform::of_config(ctx.base_config);
     let (pip_mode, key) = mode_and_key(plan, runtime, installer, ctx.base_digest, &target, ctx.epoch)?;
     let tag = cache::tag(&runtime.name, &key);
     let local = ctx.options.cache_dir.as_deref().map(LocalCache::new);
@@ -388,17 +389,15 @@ async fn install_layer(
         ("--npmrc", options.npmrc.as_deref()),
         ("--pip-conf", options.pip_conf.as_deref()),
     ])?;
-    let (invocations, result_dir) = match (plan.ecosystem, pip_mode) {
-        (Ecosystem::Pip, Some(mode)) => {
-            let target_dir = staging.join("target");
-            let inv = install::pip_invocations(installer, plan, &staged, &target_dir, mode, pip_conf.as_deref(), epoch);
-            (inv, target_dir)
-        }
-        _ => (
-            install::npm_invocations(installer, plan, &staged, options.npmrc.as_deref()),
-            staged.join("node_modules"),
-        ),
-    };
+    let (invocations, result_dir) = installer.invocations(&install::Job {
+        plan,
+        staged: &staged,
+        target: &staging.join("target"),
+        mode: pip_mode,
+        npmrc: options.npmrc.as_deref(),
+        pip_conf: pip_conf.as_deref(),
+        epoch,
+    });
     // The credentials files are visible to the downloading phase only; the build's other
     // secrets (registry configs, cache key, the caches) never.
     let credential_files: Vec<PathBuf> = [&options.npmrc, &options.pip_conf]
@@ -409,10 +408,6 @@ async fn install_layer(
     let t = Instant::now();
     let home = staging.join("home");
     let hidden = options.hide.clone();
-    let scripts_needed = {
-        let staged = staged.clone();
-        move || install::npm_scripts_needed(&staged)
-    };
     tokio::task::spawn_blocking(move || -> Result<(), DependencyError> {
         for inv in &invocations {
             let wanted = match phase {
@@ -423,8 +418,8 @@ async fn install_layer(
             if !wanted {
                 continue;
             }
-            if inv.label == "npm rebuild" && !scripts_needed() {
-                tracing::debug!("no install scripts: npm rebuild skipped");
+            if inv.scripts.is_some_and(|any| !any(&inv.cwd)) {
+                tracing::debug!("no install scripts: {} skipped", inv.label);
                 continue;
             }
             let mut hide = hidden.clone();
@@ -434,7 +429,7 @@ async fn install_layer(
             let sandbox = Sandbox {
                 hide,
                 home: home.clone(),
-                network_env: inv.credentials || inv.label != "npm rebuild",
+                network_env: inv.credentials || inv.scripts.is_none(),
             };
             install::run(inv, &redactor, &sandbox)?;
         }
@@ -479,7 +474,7 @@ pub(super) async fn ensure_in_registry(
     tag: &str,
     key: &str,
     layer: &WrittenLayer,
-    target: &TargetPlatform,
+    target: &Platform,
     runtime: &str,
     created: &str,
     signing_key: &[u8],
@@ -518,13 +513,10 @@ fn mode_and_key(
     runtime: &Runtime,
     installer: &Installer,
     base_digest: &Digest,
-    target: &TargetPlatform,
+    target: &Platform,
     epoch: u64,
 ) -> Result<(Option<PipMode>, String), DependencyError> {
-    let pip_mode = match plan.ecosystem {
-        Ecosystem::Pip => Some(install::pip_mode(installer, runtime, target)),
-        Ecosystem::Npm => None,
-    };
+    let pip_mode = installer.mode(runtime, target);
     let key = cache_key(plan, runtime, installer, pip_mode.as_ref(), base_digest, target, epoch)?;
     Ok((pip_mode, key))
 }
@@ -537,7 +529,7 @@ fn cache_key(
     installer: &Installer,
     pip_mode: Option<&PipMode>,
     base_digest: &Digest,
-    target: &TargetPlatform,
+    target: &Platform,
     epoch: u64,
 ) -> Result<String, DependencyError> {
     let mut h = Sha256::new();
@@ -634,11 +626,10 @@ fn layer_entries(result: &Path, runtime: &Runtime, tool: &str) -> Result<Vec<Lay
         let kind = if ft.is_dir() {
             EntryKind::Dir
         } else if ft.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             let meta = item.metadata().map_err(|e| walk_err(item.path(), e.to_string()))?;
             EntryKind::File {
                 content: Content::Path(item.path().to_path_buf()),
-                executable: meta.permissions().mode() & 0o111 != 0,
+                executable: crate::function::fs::has_execute_bit(&meta),
             }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(item.path()).map_err(|e| walk_err(item.path(), e.to_string()))?;
@@ -702,14 +693,14 @@ mod tests {
             identity: "npm 11 node v20".into(),
             python: None,
         };
-        let amd64 = TargetPlatform {
+        let amd64 = Platform {
             os: "linux".into(),
             architecture: "amd64".into(),
             variant: None,
         };
         let pkg = r#"{"dependencies":{"left-pad":"1.3.0"}}"#;
         let (_a, plan) = plan_for(&[("handler.js", "one"), ("package.json", pkg)], &rt);
-        let key = |plan: &Plan, installer: &Installer, base: &str, target: &TargetPlatform, epoch: u64| {
+        let key = |plan: &Plan, installer: &Installer, base: &str, target: &Platform, epoch: u64| {
             cache_key(plan, &rt, installer, None, &Digest::of(base.as_bytes()), target, epoch).unwrap()
         };
         let k = key(&plan, &npm, "sha256:b", &amd64, 1);
@@ -740,7 +731,7 @@ mod tests {
                 &plan,
                 &npm,
                 "sha256:b",
-                &TargetPlatform {
+                &Platform {
                     architecture: "arm64".into(),
                     ..amd64.clone()
                 },
