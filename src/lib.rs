@@ -11,10 +11,5 @@ pub mod scratch;
 pub mod secrets;
 pub mod text;
 
-// Until the registry, reconcile and installer branches are merged: their files still say
-// `crate::image` and `crate::reference`.
-pub use oci as image;
-pub use oci::reference;
-
 #[cfg(test)]
 mod parser_props;

@@ -15,10 +15,11 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use fnbuild::oci::platform::Platform;
 use fnbuild::oci::reference::Reference;
 use fnbuild::registry::{
-    sha256_digest, BlobOutcome, BlobSource, Client, Platform, PushBlob, PushManifest, PushReport, RegistryError,
-    RegistryOptions, RetryPolicy, OCI_INDEX, OCI_MANIFEST,
+    sha256_digest, BlobOutcome, BlobSource, Client, PushBlob, PushManifest, PushReport, RegistryError, RegistryOptions,
+    RetryPolicy, OCI_INDEX, OCI_MANIFEST,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};

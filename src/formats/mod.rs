@@ -153,7 +153,8 @@ pub enum ReadError {
     #[error("base image {name}: {source}")]
     Registry {
         name: String,
-        source: crate::registry::RegistryError,
+        // Boxed: a registry error is large, and every read returns a ReadError.
+        source: Box<crate::registry::RegistryError>,
     },
     #[error("base image {name}: the Docker daemon at {message}")]
     Docker { name: String, message: String },

@@ -14,14 +14,14 @@ use std::path::Path;
 pub async fn read(name: &str, reference: &Reference, client: &Client) -> Result<BaseImage, ReadError> {
     let registry_err = |source| ReadError::Registry {
         name: name.into(),
-        source,
+        source: Box::new(source),
     };
     let pulled = client.pull_manifest(reference).await.map_err(registry_err)?;
     let (manifest, family) = parse_manifest(name, &pulled.bytes, &pulled.media_type)?;
     let config_bytes = client
         .fetch_blob(
             reference,
-            &manifest.config().digest().to_string(),
+            manifest.config().digest().as_ref(),
             manifest.config().size(),
         )
         .await

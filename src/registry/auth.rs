@@ -1,5 +1,6 @@
 //! Authentication: `WWW-Authenticate` challenges, docker config.json credentials and bearer
 //! token scopes. Nothing here logs or formats a secret.
+//! (Just over 600 lines because of its tests, from line ~385: one per challenge and config shape.)
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -248,7 +249,7 @@ impl CredentialSource {
                 })
             }
         };
-        let keys: Vec<&str> = if registry == crate::reference::DOCKER_HUB {
+        let keys: Vec<&str> = if registry == crate::oci::reference::DOCKER_HUB {
             vec!["https://index.docker.io/v1/", "docker.io"]
         } else {
             vec![registry]

@@ -15,7 +15,6 @@ mod connection;
 pub(crate) mod error;
 mod known;
 mod ping;
-use crate::oci::platform;
 mod pull;
 mod push;
 mod retry;
@@ -29,16 +28,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use crate::oci::platform::{Platform, PlatformError};
+use crate::oci::platform::Platform;
 pub use connection::{is_loopback, resolve_location};
 pub use error::{ErrorCode, RegistryError};
 pub use retry::RetryPolicy;
 pub use sessions::PushForecast;
 
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 
 /// The manifest media types the registry client reads (defined once, in the image model).
-pub use crate::image::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use crate::oci::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 
 /// How to reach registries.
 #[derive(Debug, Clone)]
@@ -264,7 +263,7 @@ impl Client {
     }
 }
 
-pub use crate::image::digest::sha256_digest;
+pub use crate::oci::digest::sha256_digest;
 
 /// The digest of `bytes` with the algorithm of `like` (sha256 or sha512).
 pub(crate) fn digest_like(like: &str, bytes: &[u8]) -> String {

@@ -13,13 +13,13 @@ use super::auth::pull_scopes;
 use super::connection::{Conn, Inner};
 use super::error::Kind;
 use super::error::RegistryError;
-use super::platform::{self, Platform};
 use super::retry::{unreachable, Attempt, Backoff, Failure, Retries};
 use super::send::Req;
 use super::stats::{Counter, Stats};
 use super::{digest_like, is_index, sniff_media_type, Hasher, PulledManifest, RATE_WINDOW};
 use super::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
-use crate::reference::{validate_digest, Reference};
+use crate::oci::platform::{self, Platform};
+use crate::oci::reference::{validate_digest, Reference};
 
 /// Small blobs fetched into memory are capped (configs are kilobytes).
 const MAX_SMALL_BLOB: u64 = 64 << 20;

@@ -19,7 +19,7 @@ use super::sessions::{self, OpenedSessions, PreparedPushes};
 use super::stats::Stats;
 use super::upload::{upload, Ctx};
 use super::{BlobOutcome, BlobSource, ProgressFn, PushBlob, PushEvent, PushManifest, PushReport};
-use crate::reference::{validate_digest, Reference};
+use crate::oci::reference::{validate_digest, Reference};
 
 pub(crate) async fn push(
     inner: &Inner,

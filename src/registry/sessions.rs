@@ -18,7 +18,7 @@ use super::error::{Kind, RegistryError};
 use super::known::KnownBlobs;
 use super::send::Req;
 use super::stats::{Counter, Stats};
-use crate::reference::Reference;
+use crate::oci::reference::Reference;
 
 /// What a build knows of its push before the image is finished.
 #[derive(Debug, Clone, Default)]

@@ -362,7 +362,7 @@ fn has_key(secret: &Secret, key: &str) -> bool {
 async fn registry_digest(ctx: &Context, reference: &str) -> Result<Option<String>, fnbuild::registry::RegistryError> {
     let (Some(client), Ok(r)) = (
         ctx.registry.as_ref(),
-        reference.parse::<fnbuild::reference::Reference>(),
+        reference.parse::<fnbuild::oci::reference::Reference>(),
     ) else {
         return Ok(None);
     };

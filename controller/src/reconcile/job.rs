@@ -31,9 +31,8 @@ pub fn log_tail(log: &str, n: usize) -> String {
 
 /// `sha256:<64 hex>` from a termination message, if it is one.
 pub fn parse_digest(message: &str) -> Option<String> {
-    let m = message.trim();
-    let hex = m.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then(|| m.to_string())
+    let digest: fnbuild::oci::digest::Digest = message.trim().parse().ok()?;
+    Some(digest.into())
 }
 
 /// Whether a Job has finished: `Some(true)` succeeded, `Some(false)` failed.
