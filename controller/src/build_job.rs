@@ -368,6 +368,12 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    // No Istio sidecar, as in Kyma: in an injected namespace the sidecar would
+                    // outlive the build container and the Job would never complete.
+                    annotations: Some(BTreeMap::from([(
+                        "sidecar.istio.io/inject".to_string(),
+                        "false".to_string(),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -481,7 +487,10 @@ mod tests {
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(1800));
         let tmpl = spec.template;
-        let pl = tmpl.metadata.unwrap().labels.unwrap();
+        let tm = tmpl.metadata.unwrap();
+        // Else, in an Istio-injected namespace, the sidecar keeps the Job from completing.
+        assert_eq!(tm.annotations.unwrap()["sidecar.istio.io/inject"], "false");
+        let pl = tm.labels.unwrap();
         assert_eq!(pl[LABEL_FUNCTION_NAME], "hello");
         assert_eq!(pl[LABEL_RESOURCE], "build");
         let pod = tmpl.spec.unwrap();

@@ -45,7 +45,15 @@ pub const DOCKER_CONFIG_DIR: &str = "/docker-config";
 /// Where the build Job mounts the package-registry Secret.
 pub const PACKAGE_REGISTRY_DIR: &str = "/package-registry";
 
-/// Labels on everything a Function owns.
+/// The Pod label Kyma's tooling (NetworkPolicies, PodMonitors, Istio rules) selects a
+/// Function's Pods by: `app.kubernetes.io/name: <function>`.
+pub const LABEL_APP_NAME: &str = "app.kubernetes.io/name";
+/// The Function Pods' Istio annotation: the sidecar is up before the function starts (else its
+/// first outgoing calls fail), as Kyma sets it.
+pub const ANNOTATION_ISTIO_PROXY_CONFIG: &str = "proxy.istio.io/config";
+pub const ISTIO_HOLD_UNTIL_PROXY_STARTS: &str = "{ \"holdApplicationUntilProxyStarts\": true }";
+
+/// Labels on everything a Function owns (with its own `metadata.labels`, see [`meta`]).
 pub fn labels(f: &Function) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_FUNCTION_NAME.to_string(), f.name_any()),
@@ -82,11 +90,15 @@ pub fn owner_reference(f: &Function) -> OwnerReference {
     }
 }
 
+/// An owned object's metadata: its `labels` over the Function's own `metadata.labels` (which
+/// reach everything it owns, as in Kyma; ours win a clash), owned by the Function.
 pub(super) fn meta(f: &Function, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    let mut all = f.metadata.labels.clone().unwrap_or_default();
+    all.extend(labels);
     ObjectMeta {
         name: Some(name),
         namespace: f.namespace(),
-        labels: Some(labels),
+        labels: Some(all),
         owner_references: Some(vec![owner_reference(f)]),
         ..Default::default()
     }
@@ -307,6 +319,16 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
         env("MOD_NAME", "handler"),
         env("FUNC_PORT", &FUNCTION_PORT.to_string()),
     ];
+    // The platform's addresses, as Kyma wires them; a Function that names one itself keeps its own.
+    let own = |n: &str| f.spec.env.iter().flatten().any(|e| e.name == n);
+    for (n, v) in [
+        ("TRACE_COLLECTOR_ENDPOINT", &s.trace_collector_endpoint),
+        ("PUBLISHER_PROXY_ADDRESS", &s.publisher_proxy_address),
+    ] {
+        if !own(n) && !v.is_empty() {
+            env_vars.push(env(n, v));
+        }
+    }
     env_vars.extend(f.spec.env.iter().flatten().cloned());
 
     let mut volumes = vec![Volume {
@@ -326,15 +348,15 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
         mounts.push(mount(&vname, &m.mount_path, true));
     }
 
-    let probe = |period: i32| Probe {
+    let probe = |period: i32, failures: i32, timeout: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/healthz".into()),
             port: IntOrString::Int(FUNCTION_PORT),
             ..Default::default()
         }),
         period_seconds: Some(period),
-        failure_threshold: Some(3),
-        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(timeout),
         ..Default::default()
     };
     let (resources, _) = function_resources(f, s);
@@ -348,13 +370,13 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        // Every second: a new Pod takes traffic (and a rollout moves on) as soon as it answers,
-        // not up to 5 s later; /healthz costs the server next to nothing.
-        readiness_probe: Some(probe(1)),
-        liveness_probe: Some(Probe {
-            initial_delay_seconds: Some(10),
-            ..probe(10)
-        }),
+        // Kyma's start-up budget, 150 s: a Function that imports for a minute is not killed. Asked
+        // every second rather than Kyma's 5 s (30 × 5 s), and readiness every second too: a new
+        // Pod takes traffic (and a rollout moves on) as soon as it answers, not up to 5 s later;
+        // /healthz costs the server next to nothing. Liveness as Kyma's: 3 × 5 s, 4 s each.
+        startup_probe: Some(probe(1, 150, 1)),
+        readiness_probe: Some(probe(1, 1, 2)),
+        liveness_probe: Some(probe(5, 3, 4)),
         resources: Some(resources),
         volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security()),
@@ -363,7 +385,12 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
 
     let mut pod_labels: BTreeMap<String, String> = f.spec.labels.clone().unwrap_or_default();
     pod_labels.extend(selector_labels(f));
-    let annotations = f.spec.annotations.clone().filter(|a| !a.is_empty());
+    pod_labels.insert(LABEL_APP_NAME.into(), name.clone());
+    let mut annotations = f.spec.annotations.clone().unwrap_or_default();
+    annotations.insert(
+        ANNOTATION_ISTIO_PROXY_CONFIG.into(),
+        ISTIO_HOLD_UNTIL_PROXY_STARTS.into(),
+    );
     Deployment {
         metadata: meta(f, name, labels(f)),
         spec: DeploymentSpec {
@@ -372,10 +399,12 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
                 match_labels: Some(selector_labels(f)),
                 match_expressions: None,
             },
+            // Old ReplicaSets are not kept, as in Kyma (a rollback is a new build of the old source).
+            revision_history_limit: Some(0),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations,
+                    annotations: Some(annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -395,10 +424,17 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
     }
 }
 
-/// The function's Service: port 80 (`http`) to the Pods' 8080.
+/// The function's Service: port 80 (`http`) to the Pods' 8080, with Kyma's annotations for
+/// Prometheus's annotation-based discovery (the runtimes serve `/metrics` on 8080).
 pub fn service(f: &Function) -> Service {
+    let mut metadata = meta(f, f.name_any(), labels(f));
+    metadata.annotations = Some(BTreeMap::from([
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+        ("prometheus.io/port".to_string(), FUNCTION_PORT.to_string()),
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+    ]));
     Service {
-        metadata: meta(f, f.name_any(), labels(f)),
+        metadata,
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(f)),
             ports: Some(vec![ServicePort {
@@ -619,7 +655,14 @@ pub(super) mod tests {
         for (k, v) in &sel {
             assert_eq!(&tl[k], v);
         }
-        assert_eq!(tm.annotations.unwrap()["example.com/note"], "x");
+        assert_eq!(tl[LABEL_APP_NAME], "hello");
+        let annotations = tm.annotations.unwrap();
+        assert_eq!(annotations["example.com/note"], "x");
+        assert_eq!(
+            annotations["proxy.istio.io/config"],
+            r#"{ "holdApplicationUntilProxyStarts": true }"#
+        );
+        assert_eq!(spec.revision_history_limit, Some(0));
         let pod = spec.template.spec.unwrap();
         assert_eq!(
             pod.image_pull_secrets.unwrap()[0].name,
@@ -643,6 +686,14 @@ pub(super) mod tests {
             ("FUNC_HANDLER", "main"),
             ("MOD_NAME", "handler"),
             ("FUNC_PORT", "8080"),
+            (
+                "TRACE_COLLECTOR_ENDPOINT",
+                "http://telemetry-otlp-traces.kyma-system.svc.cluster.local:4318/v1/traces",
+            ),
+            (
+                "PUBLISHER_PROXY_ADDRESS",
+                "http://eventing-publisher-proxy.kyma-system.svc.cluster.local/publish",
+            ),
             ("GREETING", "hi"),
         ];
         assert_eq!(envs, want.map(|(a, b)| (a.to_string(), b.to_string())));
@@ -651,9 +702,22 @@ pub(super) mod tests {
             (port.name.as_deref(), port.container_port, port.protocol.as_deref()),
             (Some("http"), 8080, Some("TCP"))
         );
-        assert_eq!(c.readiness_probe.as_ref().unwrap().period_seconds, Some(1));
-        assert_eq!(c.liveness_probe.as_ref().unwrap().period_seconds, Some(10));
-        for p in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
+        let (startup, ready, live) = (
+            c.startup_probe.as_ref().unwrap(),
+            c.readiness_probe.as_ref().unwrap(),
+            c.liveness_probe.as_ref().unwrap(),
+        );
+        // Kyma's 150 s start-up budget, and its liveness probe.
+        assert_eq!(
+            startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+            150
+        );
+        assert_eq!(ready.period_seconds, Some(1));
+        assert_eq!(
+            (live.period_seconds, live.failure_threshold, live.timeout_seconds),
+            (Some(5), Some(3), Some(4))
+        );
+        for p in [startup, ready, live] {
             let g = p.http_get.as_ref().unwrap();
             assert_eq!(g.path.as_deref(), Some("/healthz"));
             assert_eq!(g.port, IntOrString::Int(8080));
@@ -704,11 +768,65 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_functions_own_platform_env_wins_and_an_empty_setting_sets_none() {
+        let mut f = function();
+        f.spec.env = Some(vec![env("PUBLISHER_PROXY_ADDRESS", "http://mine/publish")]);
+        let s = Settings {
+            trace_collector_endpoint: String::new(),
+            ..settings()
+        };
+        let d = deployment(&f, &s, "x@sha256:1");
+        let c = &d.spec.template.spec.unwrap().containers[0];
+        let named = |n: &str| -> Vec<String> {
+            c.env
+                .iter()
+                .flatten()
+                .filter(|e| e.name == n)
+                .map(|e| e.value.clone().unwrap())
+                .collect()
+        };
+        assert_eq!(named("PUBLISHER_PROXY_ADDRESS"), ["http://mine/publish"]);
+        assert!(named("TRACE_COLLECTOR_ENDPOINT").is_empty());
+    }
+
+    #[test]
+    fn the_functions_labels_reach_what_it_owns_and_ours_win() {
+        let mut f = function();
+        f.metadata.labels = Some(BTreeMap::from([
+            ("app.example.com/team".to_string(), "payments".to_string()),
+            (LABEL_MANAGED_BY.to_string(), "someone-else".to_string()),
+        ]));
+        let s = settings();
+        let image = "x@sha256:1";
+        for labels in [
+            config_map(&f).metadata.labels,
+            deployment(&f, &s, image).metadata.labels,
+            service(&f).metadata.labels,
+        ] {
+            let l = labels.unwrap();
+            assert_eq!(l["app.example.com/team"], "payments");
+            assert_eq!(l[LABEL_MANAGED_BY], MANAGED_BY);
+        }
+        // Selectors are immutable: the Function's labels never enter them.
+        let d = deployment(&f, &s, image);
+        assert_eq!(d.spec.selector.match_labels.unwrap(), selector_labels(&f));
+    }
+
+    #[test]
     fn service_fields() {
         let f = function();
         let svc = service(&f);
         assert_eq!(svc.metadata.name.as_deref(), Some("hello"));
         owned_by_function(&svc.metadata);
+        let annotations = svc.metadata.annotations.clone().unwrap();
+        assert_eq!(
+            annotations,
+            BTreeMap::from([
+                ("prometheus.io/path".to_string(), "/metrics".to_string()),
+                ("prometheus.io/port".to_string(), "8080".to_string()),
+                ("prometheus.io/scrape".to_string(), "true".to_string()),
+            ])
+        );
         let spec = serde_json::to_value(svc.spec.unwrap()).unwrap();
         assert_eq!(
             spec,

@@ -126,6 +126,14 @@ struct ControllerSettingsArgs {
     /// PUSH/fnbuild-cache/NAMESPACE, so that a source edit installs no dependencies again).
     #[arg(long)]
     no_dependency_cache: bool,
+    /// Every Function's PUBLISHER_PROXY_ADDRESS, where `event.emitCloudEvent` posts (Kyma's
+    /// default; a Function's own spec.env wins; empty: not set).
+    #[arg(long, value_name = "URL", default_value = fnbuild_controller::settings::DEFAULT_PUBLISHER_PROXY_ADDRESS)]
+    publisher_proxy_address: String,
+    /// Every Function's TRACE_COLLECTOR_ENDPOINT, where the runtimes export traces over OTLP/HTTP
+    /// (Kyma's default; a Function's own spec.env wins; empty: not set).
+    #[arg(long, value_name = "URL", default_value = fnbuild_controller::settings::DEFAULT_TRACE_COLLECTOR_ENDPOINT)]
+    trace_collector_endpoint: String,
     /// The function profile when a Function names none: XS, S, M, L or XL.
     #[arg(long, default_value = "L")]
     default_function_profile: String,
@@ -168,6 +176,8 @@ impl ControllerSettingsArgs {
             target_cpu_utilization: self.target_cpu_utilization,
             build_host_network: self.build_host_network,
             dependency_cache: !self.no_dependency_cache,
+            publisher_proxy_address: self.publisher_proxy_address,
+            trace_collector_endpoint: self.trace_collector_endpoint,
             defaults: fnbuild_controller::defaults::Defaults {
                 function_profile: self.default_function_profile,
                 build_profile: self.default_build_profile,

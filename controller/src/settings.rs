@@ -14,6 +14,14 @@ pub const DEFAULT_PACKAGE_REGISTRY_SECRET: &str = "serverless-package-registry-c
 pub const DEFAULT_CACHE_KEY_SECRET: &str = "fnbuild-dependency-cache-key";
 /// The key of that Secret that holds the signing key (16 bytes or more).
 pub const CACHE_KEY_SECRET_KEY: &str = "key";
+/// Kyma's default for `PUBLISHER_PROXY_ADDRESS` (its Serverless CR's `spec.eventing.endpoint`):
+/// where `event.emitCloudEvent` posts.
+pub const DEFAULT_PUBLISHER_PROXY_ADDRESS: &str =
+    "http://eventing-publisher-proxy.kyma-system.svc.cluster.local/publish";
+/// Kyma's default for `TRACE_COLLECTOR_ENDPOINT` (its Serverless CR's `spec.tracing.endpoint`):
+/// where the runtimes export spans (OTLP over HTTP).
+pub const DEFAULT_TRACE_COLLECTOR_ENDPOINT: &str =
+    "http://telemetry-otlp-traces.kyma-system.svc.cluster.local:4318/v1/traces";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -53,6 +61,10 @@ pub struct Settings {
     /// Build Jobs keep dependency layers in the push registry (`--cache-repo
     /// PUSH/fnbuild-cache/NAMESPACE`), so a source edit runs no npm / pip install again.
     pub dependency_cache: bool,
+    /// `PUBLISHER_PROXY_ADDRESS` of every Function (its own `spec.env` wins).
+    pub publisher_proxy_address: String,
+    /// `TRACE_COLLECTOR_ENDPOINT` of every Function (its own `spec.env` wins).
+    pub trace_collector_endpoint: String,
     pub defaults: Defaults,
 }
 
@@ -74,6 +86,8 @@ impl Default for Settings {
             target_cpu_utilization: 50,
             build_host_network: false,
             dependency_cache: true,
+            publisher_proxy_address: DEFAULT_PUBLISHER_PROXY_ADDRESS.into(),
+            trace_collector_endpoint: DEFAULT_TRACE_COLLECTOR_ENDPOINT.into(),
             defaults: Defaults::default(),
         }
     }

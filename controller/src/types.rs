@@ -18,6 +18,17 @@ pub const GROUP: &str = "serverless.kyma-project.io";
 pub const VERSION: &str = "v1alpha2";
 
 /// The runtimes a Function may name (the builder's embedded runtime definitions).
+/// Runtimes Kyma deprecates: still built and run, with a warning at admission and in
+/// ConfigurationReady's message (Kyma's words).
+pub const DEPRECATED_RUNTIMES: &[&str] = &["nodejs20"];
+
+/// The warning for a deprecated runtime, `None` for the others.
+pub fn runtime_deprecation(runtime: &str) -> Option<String> {
+    DEPRECATED_RUNTIMES
+        .contains(&runtime)
+        .then(|| format!("runtime {runtime} is deprecated and will be removed in the future"))
+}
+
 pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "nodejs24", "python312"];
 
 /// A serverless function: its source, runtime and how to run it. The controller builds the
@@ -32,6 +43,7 @@ pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "nodejs24", "python312"]
     status = "FunctionStatus",
     category = "kyma-serverless",
     shortname = "fn",
+    shortname = "fns",
     doc = "A serverless function: its source, runtime and how to run it. The controller builds the source into an image and runs it as a Deployment behind a Service.",
     scale(
         spec_replicas_path = ".spec.replicas",
@@ -54,6 +66,7 @@ pub const RUNTIMES: &[&str] = &["nodejs20", "nodejs22", "nodejs24", "python312"]
         json_path = ".status.conditions[?(@.type=='Running')].status"
     ),
     printcolumn(name = "Runtime", type_ = "string", json_path = ".spec.runtime"),
+    printcolumn(name = "Version", type_ = "integer", json_path = ".metadata.generation"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -404,7 +417,8 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(cols, ["Configured", "Built", "Running", "Runtime", "Age"]);
+        assert_eq!(cols, ["Configured", "Built", "Running", "Runtime", "Version", "Age"]);
+        assert_eq!(v["spec"]["names"]["shortNames"], serde_json::json!(["fn", "fns"]));
         let spec = &ver["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert!(spec["description"].as_str().is_some_and(|d| !d.is_empty()));
         let runtime = &spec["properties"]["runtime"];

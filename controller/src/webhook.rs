@@ -6,7 +6,7 @@ use super::defaults::{apply_defaults, Defaults};
 use super::http::{Req, Resp};
 use super::manifests::{MUTATE_PATH, VALIDATE_PATH};
 use super::metrics::Metrics;
-use super::types::Function;
+use super::types::{runtime_deprecation, Function};
 use super::validation::validate;
 use hyper::StatusCode;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
@@ -61,7 +61,12 @@ pub fn validate_request(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespo
         .filter(|n| !n.is_empty())
         .or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()));
     match validate(name.as_deref(), &f.spec) {
-        Ok(()) => resp,
+        // kubectl prints each warning as `Warning: ...`.
+        Ok(()) => {
+            let mut resp = resp;
+            resp.warnings = runtime_deprecation(&f.spec.runtime).map(|w| vec![w]);
+            resp
+        }
         Err(e) => resp.deny(e.to_string()),
     }
 }
@@ -208,7 +213,19 @@ mod tests {
         let msg = resp["status"]["message"].as_str().unwrap();
         assert!(msg.contains("spec.env[0].name: FUNC_PORT is reserved"), "{msg}");
         let ok = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}}));
-        assert_eq!(call(VALIDATE_PATH, review("CREATE", ok))["response"]["allowed"], true);
+        let resp = &call(VALIDATE_PATH, review("CREATE", ok))["response"];
+        assert_eq!(resp["allowed"], true);
+        // Kyma deprecates nodejs20: admitted, with a warning kubectl prints.
+        assert_eq!(
+            resp["warnings"],
+            json!(["runtime nodejs20 is deprecated and will be removed in the future"])
+        );
+        for runtime in ["nodejs22", "nodejs24", "python312"] {
+            let f = function(json!({"runtime": runtime, "source": {"inline": {"source": "x"}}}));
+            let resp = &call(VALIDATE_PATH, review("CREATE", f))["response"];
+            assert_eq!(resp["allowed"], true, "{runtime}");
+            assert!(resp.get("warnings").is_none_or(|w| w.is_null()), "{runtime}: {resp}");
+        }
     }
 
     #[test]

@@ -559,8 +559,10 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     namespace(client, ns).await;
     let fns: Api<Function> = Api::namespaced(client.clone(), ns);
 
-    // Apply → ConfigMap and Job, timed.
-    let f: Function = serde_json::from_value(hello(ns, "hello")).unwrap();
+    // Apply → ConfigMap and Job, timed. The Function's own labels reach everything it owns.
+    let mut manifest = hello(ns, "hello");
+    manifest["metadata"]["labels"] = json!({"app.example.com/team": "payments"});
+    let f: Function = serde_json::from_value(manifest).unwrap();
     let t0 = Instant::now();
     let created = fns.create(&PostParams::default(), &f).await.unwrap();
     let job = wait_for("the build Job", || async {
@@ -592,6 +594,14 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     assert_eq!(data["source"], "module.exports = { main: (event, context) => 'hello' }");
     assert!(data["dependencies"].contains("\"hello\""));
     assert_eq!(cm.owner_references()[0].uid, created.uid().unwrap());
+    assert_eq!(cm.labels()["app.example.com/team"], "payments");
+    // Build Pods opt out of Istio's sidecar, which would keep the Job from completing.
+    let build_pod = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap();
+    assert_eq!(
+        build_pod.annotations.as_ref().unwrap()["sidecar.istio.io/inject"],
+        "false"
+    );
+    assert_eq!(job.labels()["app.example.com/team"], "payments");
 
     let settings = Settings {
         registry_push_address: registry.to_string(),
@@ -633,7 +643,13 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         (c.0 == "Unknown" && (c.1 == "JobCreated" || c.1 == "JobRunning")).then_some(f)
     })
     .await;
-    assert_eq!(condition(&f, "ConfigurationReady").unwrap().0, "True");
+    let (st, _, msg) = condition(&f, "ConfigurationReady").unwrap();
+    assert_eq!(st, "True");
+    // nodejs20 is deprecated in Kyma: it runs, and the condition says so, in Kyma's words.
+    assert!(
+        msg.contains("runtime nodejs20 is deprecated and will be removed in the future"),
+        "{msg}"
+    );
 
     // The build succeeds → Deployment by digest, Service, HPA; BuildReady=True.
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -660,9 +676,32 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         ("MOD_NAME", "handler"),
         ("FUNC_PORT", "8080"),
         ("GREETING", "hi"),
+        (
+            "PUBLISHER_PROXY_ADDRESS",
+            "http://eventing-publisher-proxy.kyma-system.svc.cluster.local/publish",
+        ),
+        (
+            "TRACE_COLLECTOR_ENDPOINT",
+            "http://telemetry-otlp-traces.kyma-system.svc.cluster.local:4318/v1/traces",
+        ),
     ] {
         assert!(env.contains(&(k.to_string(), v.to_string())), "{k}={v} in {env:?}");
     }
+    // Kyma's platform wiring, as the API server stored it.
+    assert_eq!(dep.labels()["app.example.com/team"], "payments");
+    assert_eq!(dep.spec.revision_history_limit, Some(0));
+    let template = dep.spec.template.metadata.as_ref().unwrap();
+    assert_eq!(template.labels.as_ref().unwrap()["app.kubernetes.io/name"], "hello");
+    assert_eq!(
+        template.annotations.as_ref().unwrap()["proxy.istio.io/config"],
+        r#"{ "holdApplicationUntilProxyStarts": true }"#
+    );
+    let startup = pod.containers[0].startup_probe.as_ref().expect("a startup probe");
+    assert_eq!(
+        startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+        150,
+        "Kyma's start-up budget"
+    );
     let svc = wait_for("the Service", || async {
         Api::<Service>::namespaced(client.clone(), ns)
             .get_opt("hello")
@@ -672,6 +711,18 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     .await;
     let port = &svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
     assert_eq!((port.name.as_deref(), port.port), (Some("http"), 80));
+    let svc_annotations = svc.metadata.annotations.clone().unwrap_or_default();
+    for (k, v) in [
+        ("prometheus.io/scrape", "true"),
+        ("prometheus.io/port", "8080"),
+        ("prometheus.io/path", "/metrics"),
+    ] {
+        assert_eq!(
+            svc_annotations.get(k).map(String::as_str),
+            Some(v),
+            "{k} on the Service"
+        );
+    }
     assert_eq!(
         port.target_port,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))

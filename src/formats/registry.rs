@@ -19,11 +19,7 @@ pub async fn read(name: &str, reference: &Reference, client: &Client) -> Result<
     let pulled = client.pull_manifest(reference).await.map_err(registry_err)?;
     let (manifest, family) = parse_manifest(name, &pulled.bytes, &pulled.media_type)?;
     let config_bytes = client
-        .fetch_blob(
-            reference,
-            manifest.config().digest().as_ref(),
-            manifest.config().size(),
-        )
+        .fetch_blob(reference, manifest.config().digest().as_ref(), manifest.config().size())
         .await
         .map_err(registry_err)?;
     let config = parse_config(name, &config_bytes)?;

@@ -22,7 +22,7 @@ use super::defaults::apply_defaults;
 use super::desired;
 use super::metrics::Metrics;
 use super::settings::Settings;
-use super::types::{condition, now_rfc3339, reason, Function, FunctionStatus, Status};
+use super::types::{condition, now_rfc3339, reason, runtime_deprecation, Function, FunctionStatus, Status};
 use super::validation::validate;
 use job::truncate;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -288,7 +288,10 @@ impl Reconciling<'_> {
                 return Err(e);
             }
         };
-        let holds = format!("ConfigMap {name} holds the source");
+        let mut holds = format!("ConfigMap {name} holds the source");
+        if let Some(w) = runtime_deprecation(&f.spec.runtime) {
+            holds.push_str(&format!(". Warning: {w}"));
+        }
         match outcome {
             Outcome::Created | Outcome::Updated => {
                 let r = if outcome == Outcome::Created {
