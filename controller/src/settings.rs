@@ -125,6 +125,8 @@ impl Settings {
             format!("--target-cpu-utilization={}", self.target_cpu_utilization),
             format!("--default-function-profile={}", self.defaults.function_profile),
             format!("--default-build-profile={}", self.defaults.build_profile),
+            format!("--publisher-proxy-address={}", self.publisher_proxy_address),
+            format!("--trace-collector-endpoint={}", self.trace_collector_endpoint),
         ];
         for host in &self.insecure_registries {
             a.push(format!("--insecure-registry={host}"));
