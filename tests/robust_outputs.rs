@@ -361,9 +361,12 @@ fn the_daemon_named_by_docker_host_or_a_docker_context_is_the_one_used() {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // A label of its own: the other daemon test loads the same function and then removes its
+        // tag, which, on an image of the same ID loading here at that moment, would take it away.
         cmd.arg("build")
             .arg(src.path())
             .args(["--runtime", "nodejs24", "--base", &base(), "--quiet", "--load", name])
+            .args(["--label", "fnbuild.test=docker-context"])
             .output()
             .unwrap()
     };

@@ -135,6 +135,12 @@ pub fn check(dir: &Path, output: &str) -> Result<(), WriteError> {
         }),
         Ok(m) if !m.is_dir() => Err(invalid(format!("{} is not a directory", dir.display()))),
         Ok(_) => {
+            // Under the writers' lock: a build writing into this layout right now has it half made.
+            let _lock = LayoutLock::take(dir).map_err(|source| WriteError::Write {
+                output: output.into(),
+                path: dir.into(),
+                source,
+            })?;
             let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
             if empty || dir.join("oci-layout").is_file() {
                 read_index(&dir.join("index.json"), output).map(|_| ())
@@ -212,12 +218,13 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str
     let index_path = dir.join("index.json");
     // Read the existing index first: a layout we cannot understand is left alone.
     let mut index = read_index(&index_path, output)?;
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
+    // oci-layout first: a directory this writer has begun is a layout from its first entry on.
     let layout_file = dir.join("oci-layout");
     if !layout_file.exists() {
         std::fs::write(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(write_err(&layout_file))?;
     }
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
     for layer in &image.layers {
         let target = blob_path(dir, &layer.digest);
         if target.exists() {
