@@ -1,6 +1,6 @@
 //! The build Job, split by what each step may hold.
 //!
-//! (Over 600 lines because half of it is tests, from line ~390, one per Pod shape.)
+//! (Over 600 lines because half of it is tests, from line ~400, one per Pod shape.)
 //!
 //! A dependency installer (npm, pip) runs the Function author's code: install scripts, setup.py.
 //! So the step that runs it never holds the registry's push credentials, and the steps that

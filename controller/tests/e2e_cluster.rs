@@ -23,6 +23,8 @@
 //! default 5; medians), and the build Pods' CPU time and peak memory, read from their containers'
 //! cgroups while they run. FNBUILD_E2E_BUILDER_BIN: the fnbuild binary put into the builder
 //! image (default: this test build's).
+//! (Over 600 lines: one scenario on one cluster, set up once because that takes minutes; the
+//! helpers that drive kubectl and the cluster come first, the scenario from line ~630.)
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

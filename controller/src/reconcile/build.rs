@@ -44,6 +44,8 @@ impl Reconciling<'_> {
             base,
         };
         let tag = target.tag.as_str();
+        // Where the build pushes (and the registry is asked for) the image of this tag.
+        let push = desired::push_reference(f, s, tag);
         let uid = f.uid().unwrap_or_default();
         let jobs: Vec<Arc<Job>> = ctx
             .stores
@@ -85,7 +87,6 @@ impl Reconciling<'_> {
             .cloned();
         let Some(job) = latest else {
             // No Job yet: the registry may have the image already (same inputs, built before).
-            let push = desired::push_reference(f, s, tag);
             let existing = registry_digest(ctx, &push).await.unwrap_or_else(|e| {
                 tracing::warn!(image = %push, error = %e, "cannot ask the registry for the image; building it");
                 None
@@ -105,7 +106,6 @@ impl Reconciling<'_> {
                 // tag, the image is complete. That shows a second or so before the Job does (the
                 // kubelet notices a container's exit at its next look, up to a second later, and
                 // the Job controller follows), so the registry is asked while the Job runs.
-                let push = desired::push_reference(f, s, tag);
                 // Quietly: the Job's own outcome settles the build when the registry cannot be
                 // asked.
                 let pushed = registry_digest(ctx, &push).await.unwrap_or_else(|e| {
