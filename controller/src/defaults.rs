@@ -1,8 +1,8 @@
-//! Defaulting: what the mutating webhook writes into a Function, and what the controller
-//! assumes for a Function that bypassed the webhook. Pure and idempotent.
+//! Defaulting: the default profiles (the controller's flags), and what the controller assumes
+//! for fields a Function leaves out. Pure and idempotent; never written into the Function.
 
 use super::resources::{DEFAULT_BUILD_PROFILE, DEFAULT_FUNCTION_PROFILE};
-use super::types::{FunctionSpec, ResourceConfiguration, ResourceRequirements};
+use super::types::FunctionSpec;
 
 /// The defaults in force (the controller's flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +20,17 @@ impl Default for Defaults {
     }
 }
 
-/// Fill in what the user left out:
-/// - `replicas`: `scaleConfig.minReplicas`, else 1;
+/// What the controller assumes where the user left a field out, on its own copy of the
+/// Function: nothing here is ever written back into `spec`, so a manifest applied twice (as Argo
+/// CD or Flux do) shows no difference. The CRD schema defaults `replicas` to 1, as Kyma's does.
 /// - `scaleConfig`: a missing bound copies the other one (or `replicas`);
-/// - `resourceConfiguration.function` / `.build`: the default profile when neither a profile
-///   nor resources are given.
+/// - `replicas`: 1 when missing; with `scaleConfig`, kept within its bounds (0 stays 0: a
+///   Function scaled to zero by hand), so `{minReplicas: 3, maxReplicas: 3}` runs 3 Pods.
 ///
-/// Nothing the user set is changed, and applying it twice changes nothing more.
-pub fn apply_defaults(spec: &mut FunctionSpec, d: &Defaults) {
+/// Resource profiles are not filled in: the default profile applies where neither a profile nor
+/// resources are given, and `status.functionResourceProfile` / `buildResourceProfile` say which.
+/// Idempotent.
+pub fn apply_defaults(spec: &mut FunctionSpec) {
     if let Some(sc) = &mut spec.scale_config {
         match (sc.min_replicas, sc.max_replicas) {
             (None, None) => {
@@ -40,45 +43,46 @@ pub fn apply_defaults(spec: &mut FunctionSpec, d: &Defaults) {
             _ => {}
         }
     }
-    if spec.replicas.is_none() {
-        spec.replicas = Some(spec.scale_config.as_ref().and_then(|s| s.min_replicas).unwrap_or(1));
+    let mut replicas = spec.replicas.unwrap_or(1);
+    if let Some((Some(min), Some(max))) = spec.scale_config.as_ref().map(|s| (s.min_replicas, s.max_replicas)) {
+        if replicas > 0 {
+            replicas = replicas.max(min).min(max.max(min));
+        }
     }
-    let rc = spec
-        .resource_configuration
-        .get_or_insert_with(ResourceConfiguration::default);
-    default_profile(&mut rc.function, &d.function_profile);
-    default_profile(&mut rc.build, &d.build_profile);
-}
-
-fn default_profile(r: &mut Option<ResourceRequirements>, profile: &str) {
-    let r = r.get_or_insert_with(ResourceRequirements::default);
-    if r.profile.is_none() && r.resources.is_none() {
-        r.profile = Some(profile.to_string());
-    }
+    spec.replicas = Some(replicas);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::ScaleConfig;
+    use crate::types::{ResourceConfiguration, ScaleConfig};
 
     fn spec() -> FunctionSpec {
         FunctionSpec {
-            runtime: "nodejs20".into(),
+            runtime: "nodejs24".into(),
             ..Default::default()
         }
     }
 
-    #[test]
-    fn fills_replicas_and_profiles() {
+    fn scaled(replicas: Option<i32>, min: Option<i32>, max: Option<i32>) -> FunctionSpec {
         let mut s = spec();
-        apply_defaults(&mut s, &Defaults::default());
+        s.replicas = replicas;
+        s.scale_config = Some(ScaleConfig {
+            min_replicas: min,
+            max_replicas: max,
+        });
+        apply_defaults(&mut s);
+        s
+    }
+
+    #[test]
+    fn fills_replicas_and_leaves_profiles_out() {
+        let mut s = spec();
+        apply_defaults(&mut s);
         assert_eq!(s.replicas, Some(1));
-        let rc = s.resource_configuration.as_ref().unwrap();
-        assert_eq!(rc.function.as_ref().unwrap().profile.as_deref(), Some("L"));
-        assert_eq!(rc.build.as_ref().unwrap().profile.as_deref(), Some("normal"));
+        assert_eq!(s.resource_configuration, None, "the default profile is not written");
         let once = s.clone();
-        apply_defaults(&mut s, &Defaults::default());
+        apply_defaults(&mut s);
         assert_eq!(s, once, "idempotent");
     }
 
@@ -86,59 +90,42 @@ mod tests {
     fn keeps_what_the_user_set() {
         let mut s = spec();
         s.replicas = Some(0);
-        s.resource_configuration = Some(ResourceConfiguration {
-            function: Some(ResourceRequirements {
-                profile: Some("XS".into()),
-                resources: None,
-            }),
-            build: Some(ResourceRequirements {
-                profile: None,
-                resources: Some(Default::default()),
-            }),
-        });
-        let d = Defaults {
-            function_profile: "M".into(),
-            build_profile: "fast".into(),
-        };
-        apply_defaults(&mut s, &d);
-        assert_eq!(s.replicas, Some(0));
-        let rc = s.resource_configuration.unwrap();
-        assert_eq!(rc.function.unwrap().profile.as_deref(), Some("XS"));
-        let b = rc.build.unwrap();
-        assert_eq!(b.profile, None);
-        assert!(b.resources.is_some());
+        s.resource_configuration = Some(ResourceConfiguration::default());
+        let before = s.clone();
+        apply_defaults(&mut s);
+        assert_eq!(s, before);
     }
 
     #[test]
     fn scale_config_bounds() {
-        let mut s = spec();
-        s.scale_config = Some(ScaleConfig {
-            min_replicas: Some(2),
-            max_replicas: None,
-        });
-        apply_defaults(&mut s, &Defaults::default());
+        let s = scaled(None, Some(2), None);
         assert_eq!(s.scale_config.as_ref().unwrap().max_replicas, Some(2));
         assert_eq!(s.replicas, Some(2));
 
-        let mut s = spec();
-        s.replicas = Some(3);
-        s.scale_config = Some(ScaleConfig {
-            min_replicas: None,
-            max_replicas: Some(5),
-        });
-        apply_defaults(&mut s, &Defaults::default());
+        let s = scaled(Some(3), None, Some(5));
         assert_eq!(s.scale_config.as_ref().unwrap().min_replicas, Some(3));
         assert_eq!(s.replicas, Some(3));
 
-        let mut s = spec();
-        s.scale_config = Some(ScaleConfig::default());
-        apply_defaults(&mut s, &Defaults::default());
+        let s = scaled(None, None, None);
         assert_eq!(
             s.scale_config,
             Some(ScaleConfig {
                 min_replicas: Some(1),
                 max_replicas: Some(1)
             })
+        );
+    }
+
+    #[test]
+    fn replicas_stay_within_the_scale_bounds() {
+        // The CRD's default of 1 with {3, 3}: three Pods, as the user asked for.
+        assert_eq!(scaled(Some(1), Some(3), Some(3)).replicas, Some(3));
+        assert_eq!(scaled(Some(9), Some(2), Some(4)).replicas, Some(4));
+        assert_eq!(scaled(Some(3), Some(2), Some(4)).replicas, Some(3));
+        assert_eq!(
+            scaled(Some(0), Some(2), Some(4)).replicas,
+            Some(0),
+            "scaled to zero by hand"
         );
     }
 }

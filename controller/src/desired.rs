@@ -210,7 +210,11 @@ pub fn config_map(f: &Function) -> ConfigMap {
     }
 }
 
-/// Resolve a profile or explicit resources; `None` when neither is given.
+/// The profile name status reports for explicit resources (Kyma's word).
+pub const CUSTOM_PROFILE: &str = "custom";
+
+/// Resolve a profile or explicit resources, and name what is in use as Kyma's status does: the
+/// profile, or `custom` for explicit resources.
 pub fn resolve_resources(
     r: Option<&ProfileOrResources>,
     lookup: fn(&str) -> Option<&'static super::resources::Profile>,
@@ -226,7 +230,7 @@ pub fn resolve_resources(
                 limits: res.limits.clone(),
                 ..Default::default()
             },
-            None,
+            Some(CUSTOM_PROFILE.to_string()),
         ),
         other => {
             let name = other
@@ -507,7 +511,7 @@ pub(super) mod tests {
         );
         f.metadata.namespace = Some("ns1".into());
         f.metadata.uid = Some("1111-2222".into());
-        apply_defaults(&mut f.spec, &Default::default());
+        apply_defaults(&mut f.spec);
         f
     }
 
@@ -751,7 +755,10 @@ pub(super) mod tests {
             limits: Some(BTreeMap::from([("memory".to_string(), Quantity("300Mi".into()))])),
             ..Default::default()
         };
-        f.spec.resource_configuration.as_mut().unwrap().function = Some(ProfileOrResources {
+        f.spec
+            .resource_configuration
+            .get_or_insert_with(Default::default)
+            .function = Some(ProfileOrResources {
             profile: None,
             resources: Some(res.clone()),
         });
@@ -762,7 +769,7 @@ pub(super) mod tests {
             spec.template.spec.unwrap().containers[0].resources.as_ref().unwrap(),
             &res
         );
-        assert_eq!(function_resources(&f, &settings()).1, None);
+        assert_eq!(function_resources(&f, &settings()).1.as_deref(), Some("custom"));
         f.spec.resource_configuration = None;
         assert_eq!(function_resources(&f, &settings()).1.as_deref(), Some("L"));
     }

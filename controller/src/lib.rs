@@ -85,12 +85,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             let tls = http::tls_acceptor(cert, key).map_err(anyhow::Error::msg)?;
             let listener = http::bind(opts.webhook_addr).await?;
             tracing::info!(addr = %listener.local_addr()?, "serving the admission webhooks over HTTPS");
-            tokio::spawn(webhook::serve(
-                listener,
-                tls,
-                opts.settings.defaults.clone(),
-                metrics.clone(),
-            ));
+            tokio::spawn(webhook::serve(listener, tls, metrics.clone()));
         }
         (None, None) => tracing::warn!("no --tls-cert/--tls-key: the admission webhooks are off"),
         _ => anyhow::bail!("give both --tls-cert and --tls-key, or neither"),

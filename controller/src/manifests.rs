@@ -1,13 +1,13 @@
 //! `fnbuild-controller manifests`: everything the controller needs on a cluster, as one YAML stream for
 //! `kubectl apply -f -`: Namespace, the Function CRD, least-privilege RBAC, the webhook's TLS
-//! Secret (when a certificate is given), Service, the controller's Deployment, and the mutating
-//! and validating webhook configurations. Only APIs Kubernetes 1.20 serves are used.
+//! Secret (when a certificate is given), Service, the controller's Deployment, and the validating
+//! webhook configuration (there is no mutating one: defaults are never written into a Function).
+//! Only APIs Kubernetes 1.20 serves are used.
 
 use super::settings::Settings;
 use super::types::{GROUP, VERSION};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    RuleWithOperations, ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -155,24 +155,6 @@ fn function_rules() -> Option<Vec<RuleWithOperations>> {
         resources: strings(&["functions"]),
         scope: Some("Namespaced".into()),
     }])
-}
-
-pub fn mutating_webhook(o: &ManifestOptions) -> MutatingWebhookConfiguration {
-    MutatingWebhookConfiguration {
-        metadata: meta(NAME, None),
-        webhooks: Some(vec![MutatingWebhook {
-            name: "defaulting.functions.serverless.kyma-project.io".into(),
-            admission_review_versions: vec!["v1".into()],
-            client_config: webhook_client(o, MUTATE_PATH),
-            failure_policy: Some("Fail".into()),
-            match_policy: Some("Equivalent".into()),
-            reinvocation_policy: Some("IfNeeded".into()),
-            rules: function_rules(),
-            side_effects: "None".into(),
-            timeout_seconds: Some(10),
-            ..Default::default()
-        }]),
-    }
 }
 
 pub fn validating_webhook(o: &ManifestOptions) -> ValidatingWebhookConfiguration {
@@ -402,7 +384,6 @@ pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
     }
     out.push(v(serde_json::to_value(service(o))));
     out.push(v(serde_json::to_value(deployment(o))));
-    out.push(v(serde_json::to_value(mutating_webhook(o))));
     out.push(v(serde_json::to_value(validating_webhook(o))));
     out
 }
@@ -446,7 +427,6 @@ mod tests {
                 "Secret",
                 "Service",
                 "Deployment",
-                "MutatingWebhookConfiguration",
                 "ValidatingWebhookConfiguration"
             ]
         );
@@ -465,8 +445,13 @@ mod tests {
                 "{a} is not served by Kubernetes 1.20"
             );
         }
+        assert_eq!(
+            all.len(),
+            9,
+            "no MutatingWebhookConfiguration: defaults are not written into Functions"
+        );
         let mwh = &all[8]["webhooks"][0];
-        assert_eq!(mwh["clientConfig"]["service"]["path"], MUTATE_PATH);
+        assert_eq!(mwh["clientConfig"]["service"]["path"], VALIDATE_PATH);
         assert_eq!(mwh["clientConfig"]["caBundle"], "Q0VSVA==");
         assert_eq!(mwh["admissionReviewVersions"], serde_json::json!(["v1"]));
         assert_eq!(mwh["sideEffects"], "None");
@@ -535,7 +520,7 @@ mod tests {
     fn yaml_stream() {
         let y = render(&ManifestOptions::default()).unwrap();
         assert!(y.starts_with("---\n"));
-        assert_eq!(y.matches("\n---\n").count() + 1, 9);
+        assert_eq!(y.matches("\n---\n").count() + 1, 8);
         assert!(y.contains("kind: CustomResourceDefinition"));
         assert!(y.contains("name: functions.serverless.kyma-project.io"));
     }

@@ -98,7 +98,7 @@ pub struct FunctionSpec {
     /// The number of the function's Pods (default 1). When `scaleConfig` is set, a
     /// HorizontalPodAutoscaler sets this field through the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0), extend("default" = 1))]
     pub replicas: Option<i32>,
 
     /// Autoscaling bounds: when minReplicas differs from maxReplicas, a HorizontalPodAutoscaler
@@ -236,10 +236,10 @@ pub struct FunctionStatus {
     /// runtime, base image). A new tag means a new build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
-    /// The function profile in use, if any.
+    /// The function profile in use; `custom` for explicit resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_resource_profile: Option<String>,
-    /// The build profile in use, if any.
+    /// The build profile in use; `custom` for explicit resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_resource_profile: Option<String>,
     /// The number of the function's Pods (the scale subresource reads it).

@@ -541,7 +541,7 @@ mod tests {
     fn a_valid_function_passes() {
         assert_eq!(errors("hello", &valid()), Vec::<String>::new());
         let mut s = valid();
-        crate::defaults::apply_defaults(&mut s, &Default::default());
+        crate::defaults::apply_defaults(&mut s);
         assert_eq!(errors("hello", &s), Vec::<String>::new());
     }
 

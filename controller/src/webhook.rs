@@ -1,8 +1,7 @@
-//! The admission webhooks (AdmissionReview v1): `/mutate-function` applies the defaults as a
-//! JSON patch, `/validate-function` denies invalid Functions with the field paths in the
-//! message. Both are pure functions of the request; `serve` puts them behind HTTPS.
+//! The admission webhook (AdmissionReview v1): `/validate-function` denies invalid Functions
+//! with the field paths in the message; `/mutate-function` only admits (see `mutate`). Pure
+//! functions of the request; `serve` puts them behind HTTPS.
 
-use super::defaults::{apply_defaults, Defaults};
 use super::http::{Req, Resp};
 use super::manifests::{MUTATE_PATH, VALIDATE_PATH};
 use super::metrics::Metrics;
@@ -13,33 +12,12 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::DynamicObject;
 use std::sync::Arc;
 
-/// The defaulting answer: allowed, with a JSON patch when defaults were missing.
-pub fn mutate(req: &AdmissionRequest<DynamicObject>, defaults: &Defaults) -> AdmissionResponse {
-    let resp = AdmissionResponse::from(req);
-    let Some(obj) = &req.object else { return resp };
-    let before = match serde_json::to_value(obj) {
-        Ok(v) => v,
-        Err(e) => return resp.deny(format!("cannot read the Function: {e}")),
-    };
-    let mut f: Function = match serde_json::from_value(before.clone()) {
-        Ok(f) => f,
-        // The validating webhook (and the schema) say what is wrong.
-        Err(_) => return resp,
-    };
-    apply_defaults(&mut f.spec, defaults);
-    let mut after = before.clone();
-    match serde_json::to_value(&f.spec) {
-        Ok(spec) => after["spec"] = spec,
-        Err(e) => return resp.deny(format!("cannot write the Function's defaults: {e}")),
-    }
-    let patch = json_patch::diff(&before, &after);
-    if patch.0.is_empty() {
-        return resp;
-    }
-    match resp.with_patch(patch) {
-        Ok(r) => r,
-        Err(e) => AdmissionResponse::from(req).deny(format!("cannot encode the defaults patch: {e}")),
-    }
+/// The defaulting answer: always allowed, never a patch. Defaults are not written into a
+/// Function (no spec drift, as in Kyma, which has no defaulting webhook); the path still
+/// answers so a cluster that keeps an older fnbuild's MutatingWebhookConfiguration goes on
+/// admitting Functions.
+pub fn mutate(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    AdmissionResponse::from(req)
 }
 
 /// The validation answer: denied with every field error, or allowed.
@@ -72,7 +50,7 @@ pub fn validate_request(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespo
 }
 
 /// Answer one HTTP request.
-pub fn handle(req: &Req, defaults: &Defaults, metrics: &Metrics) -> Resp {
+pub fn handle(req: &Req, metrics: &Metrics) -> Resp {
     if req.method != hyper::Method::POST {
         return Resp::text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview");
     }
@@ -92,7 +70,7 @@ pub fn handle(req: &Req, defaults: &Defaults, metrics: &Metrics) -> Resp {
         }
     };
     let resp = match req.path.as_str() {
-        MUTATE_PATH => mutate(&request, defaults),
+        MUTATE_PATH => mutate(&request),
         VALIDATE_PATH => validate_request(&request),
         other => return Resp::text(StatusCode::NOT_FOUND, format!("no webhook at {other}")),
     };
@@ -108,16 +86,10 @@ pub fn handle(req: &Req, defaults: &Defaults, metrics: &Metrics) -> Resp {
 }
 
 /// Serve the webhooks over HTTPS.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    tls: tokio_rustls::TlsAcceptor,
-    defaults: Defaults,
-    metrics: Arc<Metrics>,
-) {
-    let defaults = Arc::new(defaults);
+pub async fn serve(listener: tokio::net::TcpListener, tls: tokio_rustls::TlsAcceptor, metrics: Arc<Metrics>) {
     super::http::serve(listener, Some(tls), move |req| {
-        let (defaults, metrics) = (defaults.clone(), metrics.clone());
-        async move { handle(&req, &defaults, &metrics) }
+        let metrics = metrics.clone();
+        async move { handle(&req, &metrics) }
     })
     .await
 }
@@ -162,45 +134,22 @@ mod tests {
     fn call(path: &str, mut req: Req) -> serde_json::Value {
         req.path = path.into();
         let m = Metrics::default();
-        let r = handle(&req, &Defaults::default(), &m);
+        let r = handle(&req, &m);
         assert_eq!(r.status, StatusCode::OK);
         serde_json::from_slice(&r.body).unwrap()
     }
 
     #[test]
-    fn mutate_adds_defaults_as_a_json_patch() {
-        let f = function(json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}}));
+    fn mutate_admits_without_a_patch() {
+        // A Function with nothing but the required fields: no default is written into it.
+        let f = function(json!({"runtime": "nodejs24", "source": {"inline": {"source": "x"}}}));
         let out = call(MUTATE_PATH, review("CREATE", f));
         let resp = &out["response"];
         assert_eq!(out["kind"], "AdmissionReview");
         assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
         assert_eq!(resp["allowed"], true);
-        assert_eq!(resp["patchType"], "JSONPatch");
-        // kube-core writes the patch bytes as a JSON array of numbers (Go decodes that into []byte too).
-        let patch: Vec<u8> = serde_json::from_value(resp["patch"].clone()).unwrap();
-        let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
-        let ops = patch.as_array().unwrap();
-        assert!(
-            ops.iter().any(|o| o["path"] == "/spec/replicas" && o["value"] == 1),
-            "{patch}"
-        );
-        assert!(
-            ops.iter().any(|o| o["path"] == "/spec/resourceConfiguration"
-                && o["value"] == json!({"build": {"profile": "normal"}, "function": {"profile": "L"}})),
-            "{patch}"
-        );
-        assert!(ops.iter().all(|o| o["path"].as_str().unwrap().starts_with("/spec/")));
-    }
-
-    #[test]
-    fn mutate_leaves_a_complete_function_alone() {
-        let f = function(
-            json!({"runtime": "nodejs20", "source": {"inline": {"source": "x"}}, "replicas": 2,
-            "resourceConfiguration": {"build": {"profile": "fast"}, "function": {"profile": "S"}}}),
-        );
-        let out = call(MUTATE_PATH, review("UPDATE", f));
-        assert_eq!(out["response"]["allowed"], true);
-        assert!(out["response"].get("patch").is_none());
+        assert!(resp.get("patch").is_none_or(|p| p.is_null()), "{resp}");
+        assert!(resp.get("patchType").is_none_or(|p| p.is_null()), "{resp}");
     }
 
     #[test]
@@ -237,7 +186,6 @@ mod tests {
                 path: VALIDATE_PATH.into(),
                 body: "nope".into(),
             },
-            &Defaults::default(),
             &m,
         );
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -247,13 +195,12 @@ mod tests {
                 path: VALIDATE_PATH.into(),
                 body: "".into(),
             },
-            &Defaults::default(),
             &m,
         );
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
         let f = function(json!({"runtime": "nodejs20", "source": {}}));
         let mut req = review("CREATE", f);
         req.path = "/other".into();
-        assert_eq!(handle(&req, &Defaults::default(), &m).status, StatusCode::NOT_FOUND);
+        assert_eq!(handle(&req, &m).status, StatusCode::NOT_FOUND);
     }
 }

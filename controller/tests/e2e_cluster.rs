@@ -712,7 +712,6 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     );
     for what in [
         ["validatingwebhookconfiguration", "fnbuild-controller"],
-        ["mutatingwebhookconfiguration", "fnbuild-controller"],
         ["clusterrolebinding", "fnbuild-controller"],
         ["clusterrole", "fnbuild-controller"],
         ["namespace", "serverless-system"],

@@ -165,7 +165,6 @@ fn fnbuild_manifests_match_the_kubernetes_schemas() {
             "ClusterRole",
             "ClusterRoleBinding",
             "Deployment",
-            "MutatingWebhookConfiguration",
             "ValidatingWebhookConfiguration",
         ] {
             assert!(kinds.contains(&want), "{name}: no {want} in {kinds:?}");

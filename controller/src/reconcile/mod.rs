@@ -191,7 +191,7 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         return Ok(Action::await_change());
     }
     let mut func = (*f).clone();
-    apply_defaults(&mut func.spec, &ctx.settings.defaults);
+    apply_defaults(&mut func.spec);
     let old = f.status.clone().unwrap_or_default();
     let mut r = Reconciling {
         f: &func,

@@ -52,7 +52,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for (value, npmrc, pip_conf) in [(node, true, false), (python, false, true)] {
         let mut f: Function = serde_json::from_value(value).expect("a valid Function");
-        apply_defaults(&mut f.spec, &Default::default());
+        apply_defaults(&mut f.spec);
         let (base, base_flag) = desired::base_image(&f, &s);
         let b = desired::BuildInputs {
             tag: desired::image_tag(&f, &base),

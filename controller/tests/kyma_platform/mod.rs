@@ -1,0 +1,126 @@
+//! Scenarios of issue 19 (Kyma Functions move over unchanged) against the real API server, run
+//! by `controller_against_a_real_api_server` in controller_cluster.rs: what Kyma users' manifests
+//! and tools (kubectl diff, Argo CD, Flux) see.
+
+use super::*;
+
+/// Kyma's docs sample (docs/user/technical-reference/07-10-sample-functions.md, CommonJS), with
+/// only the namespace added: runtime nodejs24, no replicas, no resources.
+fn kyma_docs_sample(ns: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": "test-function-nodejs-cjs", "namespace": ns},
+        "spec": {
+            "runtime": "nodejs24",
+            "source": {"inline": {
+                "dependencies": "{\n  \"name\": \"test-function-nodejs\",\n  \"version\": \"1.0.0\",\n  \"dependencies\": {\n    \"lodash\":\"^4.17.20\"\n  }\n}\n",
+                "source": "const _ = require('lodash')\nmodule.exports = {\n  main: function(event, context) {\n    return _.kebabCase('Hello World from Node.js Function');\n  }\n}\n"
+            }}
+        }
+    })
+}
+
+/// No spec drift: a manifest applied twice, as Argo CD or Flux do, changes nothing; the
+/// controller never writes into `spec`, and reports the profiles in use in status instead.
+pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
+    let ns = &run_ns("ctl-d");
+    namespace(client, ns).await;
+    let sample = kyma_docs_sample(ns);
+    let name = "test-function-nodejs-cjs";
+    let out = cluster.kubectl_ok(&["apply", "-f", "-"], Some(&sample.to_string()));
+    assert!(out.contains("created"), "{out}");
+
+    // Explicit build resources: status says `custom`, as Kyma's does.
+    let mut custom = hello(ns, "custom");
+    custom["spec"]["resourceConfiguration"] = json!({"build": {"resources": {
+        "requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}});
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&custom.to_string()));
+
+    // The controller has done its part: ConfigMap, Job, status.
+    for (fname, function_profile, build_profile) in [(name, "L", "normal"), ("custom", "L", "custom")] {
+        let f = wait_for(&format!("{fname}: BuildReady and the profiles in status"), || async {
+            let f = function(client, ns, fname).await;
+            (condition(&f, "BuildReady").is_some() && f.status.as_ref()?.build_resource_profile.is_some()).then_some(f)
+        })
+        .await;
+        let st = f.status.as_ref().unwrap();
+        assert_eq!(condition(&f, "ConfigurationReady").unwrap().0, "True", "{fname}");
+        assert_eq!(
+            st.function_resource_profile.as_deref(),
+            Some(function_profile),
+            "{fname}"
+        );
+        assert_eq!(st.build_resource_profile.as_deref(), Some(build_profile), "{fname}");
+        // Nothing but the CRD's default (replicas: 1, as Kyma's) was added to the spec, and
+        // nobody wrote it after the user: the generation is still 1.
+        assert_eq!(
+            f.metadata.generation,
+            Some(1),
+            "{fname}: the spec was written after create"
+        );
+    }
+    let job = wait_for("the docs sample's build Job", || async {
+        jobs_of(client, ns).await.into_iter().find(|j| {
+            j.labels()
+                .get("serverless.kyma-project.io/function-name")
+                .map(String::as_str)
+                == Some(name)
+        })
+    })
+    .await;
+    assert!(
+        job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .args
+            .as_ref()
+            .unwrap()
+            .windows(2)
+            .any(|w| w == ["--runtime", "nodejs24"]),
+        "the nodejs24 sample builds with the nodejs24 runtime"
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&cluster.kubectl_ok(&["get", "function", name, "-n", ns, "-o", "json"], None)).unwrap();
+    let mut want = sample["spec"].clone();
+    want["replicas"] = json!(1);
+    assert_eq!(
+        stored["spec"], want,
+        "the stored spec is the manifest's, plus the CRD's default"
+    );
+
+    // `kubectl diff`: empty, exit 0 (1 would mean a difference).
+    for manifest in [&sample, &custom] {
+        let out = cluster.kubectl(&["diff", "-f", "-"], Some(&manifest.to_string()));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "kubectl diff shows a difference:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    // Applying again: unchanged. A server-side apply dry run changes nothing either.
+    let again = cluster.kubectl_ok(&["apply", "-f", "-"], Some(&sample.to_string()));
+    eprintln!("kubectl apply, the same manifest again: {}", again.trim_end());
+    assert!(again.contains("unchanged"), "{again}");
+    let dry: serde_json::Value = serde_json::from_str(&cluster.kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=argocd-controller",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(&sample.to_string()),
+    ))
+    .unwrap();
+    assert_eq!(dry["spec"], stored["spec"]);
+    assert_eq!(dry["metadata"]["generation"], 1);
+
+    // Free the build slots for the scenarios after this one.
+    for j in jobs_of(client, ns).await {
+        finish_job(client, ns, &j.name_any(), true, &format!("sha256:{}", "cd".repeat(32))).await;
+    }
+}
