@@ -383,7 +383,7 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
         liveness_probe: Some(probe(5, 3, 4)),
         resources: Some(resources),
         volume_mounts: Some(mounts),
-        security_context: Some(restricted_container_security()),
+        security_context: Some(super::security::function_container(f)),
         ..Default::default()
     };
 
@@ -418,7 +418,7 @@ pub fn deployment(f: &Function, s: &Settings, image: &str) -> Deployment {
                         name: s.registry_secret.clone(),
                     }]),
                     automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod_security()),
+                    security_context: Some(super::security::function_pod(f)),
                     ..Default::default()
                 }),
             },

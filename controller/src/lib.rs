@@ -13,6 +13,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
+pub mod security;
 pub mod settings;
 pub mod types;
 pub mod validation;

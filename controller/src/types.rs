@@ -6,7 +6,7 @@
 //! validation rejects (a Function created while the webhook was bypassed must still be read,
 //! and reported in its status, not break the controller's watch).
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements as K8sResources};
+use k8s_openapi::api::core::v1::{EnvVar, PodSecurityContext, ResourceRequirements as K8sResources, SecurityContext};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,18 @@ pub struct FunctionSpec {
 
     /// The function's source: exactly one of `inline` or `gitRepository`.
     pub source: Source,
+
+    /// The security context of the function's Pods. Each field given here replaces the
+    /// controller's default for it (runAsUser, runAsGroup, fsGroup and supplementalGroups 1000,
+    /// runAsNonRoot, the RuntimeDefault seccomp profile); the result is in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+
+    /// The security context of the function's container. Each field given here replaces the
+    /// controller's default for it (privileged false, all capabilities dropped, a read-only root
+    /// filesystem, no privilege escalation, runAsNonRoot); the result is in status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
 
     /// Environment variables for the function's container (static values, or references to
     /// ConfigMaps and Secrets). The names FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT, MOD_NAME,
@@ -229,10 +241,14 @@ pub struct FunctionStatus {
     /// The runtime the function was last built for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// The image the function runs, by digest (REGISTRY/NAMESPACE.NAME@sha256:...).
+    /// The base image the function is built on, as in Kyma: the runtimeImageOverride, or the
+    /// runtime's base image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_image: Option<String>,
-    /// The tag of runtimeImage: a hash of the image's inputs (uid, source, dependencies,
+    /// The image the function runs, by digest (REGISTRY/NAMESPACE.NAME@sha256:...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_image: Option<String>,
+    /// The tag of functionImage: a hash of the image's inputs (uid, source, dependencies,
     /// runtime, base image). A new tag means a new build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
@@ -248,6 +264,14 @@ pub struct FunctionStatus {
     /// The label selector of the function's Pods (the scale subresource reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<String>,
+    /// The security context of the function's Pods: spec.podSecurityContext merged over the
+    /// controller's restricted defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// The security context of the function's container: spec.containerSecurityContext merged
+    /// over the controller's restricted defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_security_context: Option<SecurityContext>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -739,7 +739,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     })
     .await;
     assert_eq!(
-        f.status.as_ref().unwrap().runtime_image.as_deref(),
+        f.status.as_ref().unwrap().function_image.as_deref(),
         Some(image.as_str())
     );
     assert_eq!(condition(&f, "Running").unwrap().0, "Unknown");
@@ -753,6 +753,15 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     .await;
     let st = f.status.clone().unwrap();
     assert_eq!(st.replicas, Some(1));
+    // Kyma's meaning of runtimeImage: the base the function is built on.
+    assert_eq!(st.runtime_image.as_deref(), Some("node:20-slim"));
+    // The security contexts in use, echoed as Kyma's status does.
+    let dep = deployments.get("hello").await.unwrap();
+    let pod = dep.spec.template.spec.unwrap();
+    assert_eq!(st.pod_security_context, pod.security_context);
+    assert_eq!(st.container_security_context, pod.containers[0].security_context);
+    let psc = st.pod_security_context.unwrap();
+    assert_eq!((psc.run_as_user, psc.fs_group), (Some(1000), Some(1000)));
     assert!(st
         .pod_selector
         .unwrap()
@@ -1001,7 +1010,7 @@ async fn push_seen_before_the_job_finishes(client: &Client) {
     assert!(msg.contains(&job.name_any()) && msg.contains("pushed"), "{msg}");
     let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
     let image = format!("localhost:5000/{ns}.fn@{digest}");
-    assert_eq!(f.status.unwrap().runtime_image, Some(image.clone()));
+    assert_eq!(f.status.unwrap().function_image, Some(image.clone()));
     let dep = wait_for("the Deployment", || async {
         Api::<Deployment>::namespaced(client.clone(), ns)
             .get_opt("fn")
@@ -1162,7 +1171,7 @@ async fn image_already_in_registry(client: &Client) {
     .await;
     let digest = fnbuild::registry::sha256_digest(MANIFEST.as_bytes());
     assert_eq!(
-        f.status.unwrap().runtime_image,
+        f.status.unwrap().function_image,
         Some(format!("localhost:5000/{ns}.fn@{digest}"))
     );
     assert!(

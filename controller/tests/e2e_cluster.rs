@@ -386,7 +386,7 @@ fn wait_answer(c: &Cluster, ns: &str, name: &str, want: &str, since: Instant) ->
                 .into_iter()
                 .map(|(t, (s, r, _))| format!("{t}={s}/{r}"))
                 .collect::<Vec<_>>(),
-            f["status"]["runtimeImage"]
+            f["status"]["functionImage"]
                 .as_str()
                 .and_then(|i| i.rsplit('@').next())
                 .map_or("-", |d| &d[..d.len().min(19)]),
@@ -597,12 +597,12 @@ fn function(c: &Cluster, ns: &str, name: &str) -> Value {
     c.get(&["function", "-n", ns, name])
 }
 
-fn runtime_image(f: &Value) -> String {
-    f["status"]["runtimeImage"].as_str().unwrap_or_default().to_string()
+fn function_image(f: &Value) -> String {
+    f["status"]["functionImage"].as_str().unwrap_or_default().to_string()
 }
 
 /// Applies a new Function and waits for its first 200 with `want`; checks the conditions, the
-/// image (by digest, from the registry) and the Deployment. Returns (time, runtimeImage).
+/// image (by digest, from the registry) and the Deployment. Returns (time, functionImage).
 fn deploy_new(c: &Cluster, obj: &Value, want: &str, registry: &str) -> (Duration, String) {
     let ns = obj["metadata"]["namespace"].as_str().unwrap();
     let name = obj["metadata"]["name"].as_str().unwrap();
@@ -617,10 +617,10 @@ fn deploy_new(c: &Cluster, obj: &Value, want: &str, registry: &str) -> (Duration
             all_true(&f).then_some(f)
         },
     );
-    let image = runtime_image(&f);
+    let image = function_image(&f);
     assert!(
         image.starts_with(&format!("{registry}/{ns}.{name}@sha256:")),
-        "runtimeImage {image}"
+        "functionImage {image}"
     );
     let d = c.get(&["deployment", "-n", ns, name]);
     assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], image.as_str());
@@ -826,7 +826,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
 
     let mut edits = Vec::new();
-    let mut image = runtime_image(&function(c, &ns, name));
+    let mut image = function_image(&function(c, &ns, name));
     for i in 2..runs + 2 {
         let v = format!("v{i}");
         let t = Instant::now();
@@ -834,9 +834,9 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         let took = wait_answer(c, &ns, name, &format!("node {v} hi"), t);
         let f = wait_for("the new image in status", Duration::from_secs(30), || {
             let f = function(c, &ns, name);
-            (all_true(&f) && runtime_image(&f) != image).then_some(f)
+            (all_true(&f) && function_image(&f) != image).then_some(f)
         });
-        let new_image = runtime_image(&f);
+        let new_image = function_image(&f);
         assert_ne!(new_image, image, "a new digest");
         image = new_image;
         log(format!("{name}: source edit {v} → new answer in {}", secs(took)));
@@ -860,7 +860,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert_eq!(jobs_of(c, &ns, name), jobs_now, "an env change builds nothing");
     let d = c.get(&["deployment", "-n", &ns, name]);
     assert!(d["metadata"]["generation"].as_i64().unwrap() > generation);
-    assert_eq!(runtime_image(&function(c, &ns, name)), image);
+    assert_eq!(function_image(&function(c, &ns, name)), image);
 
     // 3. Python with a dependency from PyPI.
     let reqs = "six==1.16.0\n";
@@ -877,7 +877,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     ));
     let py_image = wait_for("the new python image in status", Duration::from_secs(30), || {
         let f = function(c, &ns, "py");
-        let image = runtime_image(&f);
+        let image = function_image(&f);
         (all_true(&f) && image != py_image).then_some(image)
     });
     let job = jobs_of(c, &ns, "py").into_iter().next().unwrap();
@@ -900,7 +900,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         "the installer's error is in the message: {message}"
     );
     let f = function(c, &ns, "py");
-    assert_eq!(runtime_image(&f), py_image, "the old image keeps running");
+    assert_eq!(function_image(&f), py_image, "the old image keeps running");
     assert_eq!(conditions(&f)["Running"].0, "True");
     let pods = ready_pods(c, &ns, "py");
     assert!(!pods.is_empty());
@@ -1339,7 +1339,7 @@ fn install_script_attack(
         Ok(f) => {
             let took = wait_answer(c, ns, name, "attack ..x", t);
             log(format!("{ns}/attack: Running, answers in {}", secs(took)));
-            let image = runtime_image(&f);
+            let image = function_image(&f);
             let dir = temp_dir("e2e-attack-");
             let layout = dir.path().join("oci");
             run_ok(Command::new("skopeo").args([

@@ -64,12 +64,12 @@ impl Reconciling<'_> {
         }
         if self.status.image_tag.as_deref() != Some(tag) {
             if let Some((image, r, msg)) = ctx.known_image(f, tag) {
-                self.status.runtime_image = Some(image);
+                self.status.function_image = Some(image);
                 self.status.image_tag = Some(tag.to_string());
                 self.set(condition::BUILD_READY, Status::True, r, msg);
             }
         }
-        if self.status.image_tag.as_deref() == Some(tag) && self.status.runtime_image.is_some() {
+        if self.status.image_tag.as_deref() == Some(tag) && self.status.function_image.is_some() {
             if !self.is_true(condition::BUILD_READY) {
                 self.set(
                     condition::BUILD_READY,
@@ -214,7 +214,7 @@ impl Reconciling<'_> {
     /// The build's image is known: into the status (BuildReady=True, by `reason`), the memory of
     /// recent images and an event.
     async fn image_ready(&mut self, tag: &str, image: String, reason: &'static str, msg: String) -> Requeue {
-        self.status.runtime_image = Some(image.clone());
+        self.status.function_image = Some(image.clone());
         self.status.image_tag = Some(tag.to_string());
         self.ctx.remember_image(self.f, tag, &image, reason, &msg);
         self.set(condition::BUILD_READY, Status::True, reason, msg.clone());

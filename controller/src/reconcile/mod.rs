@@ -239,7 +239,7 @@ impl Reconciling<'_> {
             return Ok(Action::await_change());
         }
         let requeue = self.image().await?;
-        if let Some(image) = self.status.runtime_image.clone() {
+        if let Some(image) = self.status.function_image.clone() {
             self.run(&image).await?;
         }
         Ok(Action::requeue(requeue.unwrap_or(RESYNC)))
@@ -316,8 +316,11 @@ impl Reconciling<'_> {
         }
         let s = &ctx.settings;
         self.status.runtime = Some(f.spec.runtime.clone());
+        self.status.runtime_image = Some(desired::base_image(f, s).0);
         self.status.function_resource_profile = desired::function_resources(f, s).1;
         self.status.build_resource_profile = desired::build_resources(f, s).1;
+        self.status.pod_security_context = Some(super::security::function_pod(f));
+        self.status.container_security_context = Some(super::security::function_container(f));
         Ok(true)
     }
 }

@@ -31,9 +31,12 @@ pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
     assert!(out.contains("created"), "{out}");
 
     // Explicit build resources: status says `custom`, as Kyma's does.
+    // And Kyma's security-context fields (today's Kyma), merged over the defaults.
     let mut custom = hello(ns, "custom");
     custom["spec"]["resourceConfiguration"] = json!({"build": {"resources": {
         "requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}});
+    custom["spec"]["podSecurityContext"] = json!({"runAsUser": 2000, "runAsGroup": 3000});
+    custom["spec"]["containerSecurityContext"] = json!({"readOnlyRootFilesystem": false});
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(&custom.to_string()));
 
     // The controller has done its part: ConfigMap, Job, status.
@@ -123,4 +126,30 @@ pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
     for j in jobs_of(client, ns).await {
         finish_job(client, ns, &j.name_any(), true, &format!("sha256:{}", "cd".repeat(32))).await;
     }
+
+    // The security contexts: the user's fields over the defaults, in the Deployment and in status.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let dep = wait_for("custom's Deployment", || async {
+        deployments.get_opt("custom").await.unwrap()
+    })
+    .await;
+    let pod = dep.spec.template.spec.unwrap();
+    let (psc, csc) = (
+        pod.security_context.unwrap(),
+        pod.containers[0].security_context.clone().unwrap(),
+    );
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group, psc.fs_group),
+        (Some(2000), Some(3000), Some(1000))
+    );
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    assert_eq!(csc.read_only_root_filesystem, Some(false));
+    assert_eq!(csc.allow_privilege_escalation, Some(false));
+    assert_eq!(csc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    let st = function(client, ns, "custom").await.status.unwrap();
+    assert_eq!(st.pod_security_context.unwrap().run_as_user, Some(2000));
+    assert_eq!(
+        st.container_security_context.unwrap().read_only_root_filesystem,
+        Some(false)
+    );
 }
