@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{controller, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
@@ -146,14 +146,28 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             .or_else(|| std::env::var("HOSTNAME").ok()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(reconcile::Context::new(
+    let mut ctx = reconcile::Context::new(
         client.clone(),
         opts.settings.clone(),
         registry,
         stores,
         Some(recorder),
         metrics.clone(),
-    ));
+    );
+    // The registry Secret to copy: one watched object; a change reconciles every Function, so
+    // the copies follow it.
+    let base_ns = &opts.settings.registry_config_namespace;
+    let base_stream = (!base_ns.is_empty()).then(|| {
+        let (reader, writer) = reflector::store::<Secret>();
+        ctx.registry_base = Some(reader);
+        let only = watcher::Config::default().fields(&format!("metadata.name={}", opts.settings.registry_secret));
+        watcher(Api::<Secret>::namespaced(client.clone(), base_ns), only)
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects()
+            .filter_map(|r| async move { r.ok().map(|_| ()) })
+    });
+    let ctx = Arc::new(ctx);
     tracing::info!(
         builder = %opts.settings.builder_image,
         push = %opts.settings.registry_push_address,
@@ -167,6 +181,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
         .owns_stream(hpa_stream)
+        .reconcile_all_on(futures_util::stream::iter(base_stream).flatten())
         .with_config(controller::Config::default().concurrency(opts.concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

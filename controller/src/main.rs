@@ -92,6 +92,14 @@ struct ControllerSettingsArgs {
     /// registry credentials and the function's image pull Secret.
     #[arg(long, default_value = fnbuild_controller::settings::DEFAULT_REGISTRY_SECRET)]
     registry_secret: String,
+    /// The namespace whose registry Secret (--registry-secret) is copied into each namespace
+    /// that has Functions, as Kyma's controller copies its own; the keys of a namespace's copy
+    /// (isInternal, pushRegAddr, pullRegAddr, registryAddress) decide where its builds push and
+    /// its Pods pull, over --registry-push-address / --registry-pull-address. A namespace's own
+    /// Secret of that name is left alone, and used. Empty: no copying. [default: serverless-system;
+    /// for `manifests`, its --namespace]
+    #[arg(long, value_name = "NAMESPACE")]
+    registry_config_namespace: Option<String>,
     /// The Secret in a Function's namespace with .npmrc / pip.conf for the build (used when present).
     #[arg(long, default_value = fnbuild_controller::settings::DEFAULT_PACKAGE_REGISTRY_SECRET)]
     package_registry_secret: String,
@@ -167,6 +175,9 @@ impl ControllerSettingsArgs {
             registry_pull_address: self.registry_pull_address,
             insecure_registries: Vec::new(),
             registry_secret: self.registry_secret,
+            registry_config_namespace: self
+                .registry_config_namespace
+                .unwrap_or_else(|| fnbuild_controller::settings::DEFAULT_NAMESPACE.into()),
             package_registry_secret: self.package_registry_secret,
             cache_key_secret: self.cache_key_secret,
             base_images: self.base_image.into_iter().collect(),
@@ -262,7 +273,12 @@ struct ManifestsArgs {
     webhook_url: Option<String>,
 }
 
-fn run_manifests(args: ManifestsArgs) -> Result<()> {
+fn run_manifests(mut args: ManifestsArgs) -> Result<()> {
+    // The controller's own namespace holds the registry Secret it copies, unless told otherwise.
+    args.settings
+        .registry_config_namespace
+        .get_or_insert_with(|| args.namespace.clone());
+    let settings = args.settings.settings()?;
     let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
         p.as_ref()
             .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
@@ -275,7 +291,7 @@ fn run_manifests(args: ManifestsArgs) -> Result<()> {
         tls_key: read(&args.tls_key)?,
         ca_bundle: read(&args.ca_bundle)?,
         webhook_url: args.webhook_url,
-        settings: args.settings.settings()?,
+        settings,
     };
     print!(
         "{}",

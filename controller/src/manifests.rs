@@ -116,8 +116,15 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
                 resource_names: strings(&[&settings.package_registry_secret, &settings.cache_key_secret]),
                 ..rule(&[""], &["secrets"], &["get"])
             },
-            // The dependency cache's signing key, made once per namespace (create cannot be
-            // limited to a name; the controller never reads or updates other Secrets).
+            // The registry Secret: watched in the controller's namespace (a watch of that one
+            // name), copied into and kept up to date in the namespaces with Functions.
+            PolicyRule {
+                resource_names: strings(&[&settings.registry_secret]),
+                ..rule(&[""], &["secrets"], &["get", "list", "watch", "update"])
+            },
+            // The dependency cache's signing key and the registry Secret's copies, made once per
+            // namespace (create cannot be limited to a name; the controller never reads or
+            // updates other Secrets).
             rule(&[""], &["secrets"], &["create"]),
             rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             rule(&[""], &["events"], &["create", "patch"]),
@@ -498,15 +505,20 @@ mod tests {
                 .map(|v| v.as_str().unwrap())
                 .collect();
             if res.contains(&"secrets") {
-                // Reading only two named Secrets; creating (the cache key), never updating,
-                // listing or deleting any.
+                // Reading only three named Secrets, updating one (the registry Secret's copies);
+                // creating (the cache key, the copies); never deleting any, nor reading others.
                 if verbs == ["create"] {
                     assert!(r["resourceNames"].is_null());
-                } else {
-                    assert_eq!(verbs, ["get"]);
+                } else if verbs == ["get"] {
                     assert_eq!(
                         r["resourceNames"],
                         serde_json::json!(["serverless-package-registry-config", "fnbuild-dependency-cache-key"])
+                    );
+                } else {
+                    assert_eq!(verbs, ["get", "list", "watch", "update"]);
+                    assert_eq!(
+                        r["resourceNames"],
+                        serde_json::json!(["serverless-registry-config-default"])
                     );
                 }
             }

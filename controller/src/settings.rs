@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 /// Kyma's name for the registry Secret (type `kubernetes.io/dockerconfigjson`) in each
 /// Function's namespace.
 pub const DEFAULT_REGISTRY_SECRET: &str = "serverless-registry-config-default";
+/// The controller's namespace, unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "serverless-system";
 /// Kyma's name for the package-registry Secret (`.npmrc`, `pip.conf`) in a Function's namespace.
 pub const DEFAULT_PACKAGE_REGISTRY_SECRET: &str = "serverless-package-registry-config";
 /// The Secret in a Function's namespace whose `key` signs the namespace's dependency cache
@@ -40,6 +42,9 @@ pub struct Settings {
     /// The dockerconfigjson Secret in the Function's namespace: DOCKER_CONFIG of the build
     /// Job (optional volume) and the Deployment's image pull Secret.
     pub registry_secret: String,
+    /// The namespace whose `registry_secret` is copied into each namespace with Functions
+    /// (Kyma's `serverless-registry-config-default` in its own namespace); empty: none is.
+    pub registry_config_namespace: String,
     /// The Secret with `.npmrc` / `pip.conf` for the build, used when present.
     pub package_registry_secret: String,
     /// The Secret with the dependency cache's signing key (`key`), used when present: only
@@ -77,6 +82,7 @@ impl Default for Settings {
             registry_pull_address: "127.0.0.1:5000".into(),
             insecure_registries: Vec::new(),
             registry_secret: DEFAULT_REGISTRY_SECRET.into(),
+            registry_config_namespace: DEFAULT_NAMESPACE.into(),
             package_registry_secret: DEFAULT_PACKAGE_REGISTRY_SECRET.into(),
             cache_key_secret: DEFAULT_CACHE_KEY_SECRET.into(),
             base_images: BTreeMap::new(),
@@ -117,6 +123,7 @@ impl Settings {
             format!("--registry-push-address={}", self.registry_push_address),
             format!("--registry-pull-address={}", self.registry_pull_address),
             format!("--registry-secret={}", self.registry_secret),
+            format!("--registry-config-namespace={}", self.registry_config_namespace),
             format!("--package-registry-secret={}", self.package_registry_secret),
             format!("--cache-key-secret={}", self.cache_key_secret),
             format!("--build-deadline={}", self.build_deadline_seconds),

@@ -493,6 +493,9 @@ async fn controller_against_a_real_api_server() {
         ("list", "secrets", "no"),
         ("get", "secrets/serverless-package-registry-config", "yes"),
         ("get", "secrets/other", "no"),
+        ("update", "secrets/serverless-registry-config-default", "yes"),
+        ("update", "secrets/other", "no"),
+        ("delete", "secrets/serverless-registry-config-default", "no"),
         ("create", "pods", "no"),
         ("delete", "functions.serverless.kyma-project.io", "no"),
     ] {
@@ -506,6 +509,7 @@ async fn controller_against_a_real_api_server() {
     image_already_in_registry(&client).await;
     configmap_refused(&cluster, &client).await;
     push_seen_before_the_job_finishes(&client).await;
+    kyma_platform::registry_config_copied(&client, &registry).await;
     desired_objects_pass_server_validation(&cluster);
     eprintln!("metrics at the end:\n{}", controller.scrape().await);
     drop(controller);

@@ -37,7 +37,7 @@ impl Reconciling<'_> {
     /// The image for the Function's current inputs: into the status once known.
     pub(super) async fn image(&mut self) -> Result<Requeue, Error> {
         let (f, ctx) = (self.f, self.ctx);
-        let s = &ctx.settings;
+        let s = self.settings;
         let (base_for_tag, base) = desired::base_image(f, s);
         let target = Target {
             tag: desired::image_tag(f, &base_for_tag),
@@ -228,7 +228,7 @@ impl Reconciling<'_> {
         let (f, ctx) = (self.f, self.ctx);
         let ns = self.ns.clone();
         let tag = target.tag.as_str();
-        let s = &ctx.settings;
+        let s = self.settings;
         let mut recent = ctx.recent_builds.lock().await;
         let uid = f.uid().unwrap_or_default();
         let busy = busy_builds(ctx, &uid, &mut recent);

@@ -12,6 +12,7 @@
 mod build;
 mod job;
 mod objects;
+mod registry_config;
 mod run;
 
 pub use job::{failure_detail, job_outcome, log_tail, parse_digest, retry_delay, step_messages, StepMessage};
@@ -81,6 +82,9 @@ pub struct Context {
     /// while one runs (which it then takes as done); `None` never asks.
     pub registry: Option<fnbuild::registry::Client>,
     pub stores: Stores,
+    /// The registry Secret in `--registry-config-namespace` (a watch cache of that one Secret),
+    /// copied into each namespace with Functions; `None`: no copying.
+    pub registry_base: Option<Store<k8s_openapi::api::core::v1::Secret>>,
     pub recorder: Option<Recorder>,
     pub metrics: Arc<Metrics>,
     /// Build Jobs created by this process that the Job cache may not show yet (`ns/name` → when,
@@ -111,6 +115,7 @@ impl Context {
             settings,
             registry,
             stores,
+            registry_base: None,
             recorder,
             metrics,
             recent_builds: Default::default(),
@@ -168,6 +173,8 @@ impl Context {
 pub(crate) struct Reconciling<'a> {
     pub f: &'a Function,
     pub ctx: &'a Context,
+    /// The controller's settings, with the registry addresses of the Function's namespace.
+    pub settings: &'a Settings,
     pub status: FunctionStatus,
     pub now: String,
     pub name: String,
@@ -184,6 +191,9 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         let _ = st.deployments.wait_until_ready().await;
         let _ = st.services.wait_until_ready().await;
         let _ = st.hpas.wait_until_ready().await;
+        if let Some(base) = &ctx.registry_base {
+            let _ = base.wait_until_ready().await;
+        }
     })
     .await;
     if f.metadata.deletion_timestamp.is_some() {
@@ -193,13 +203,16 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
     let mut func = (*f).clone();
     apply_defaults(&mut func.spec);
     let old = f.status.clone().unwrap_or_default();
+    let ns = f.namespace().unwrap_or_default();
+    let settings = registry_config::settings_for(&ctx, &ns).await;
     let mut r = Reconciling {
         f: &func,
         ctx: &ctx,
+        settings: &settings,
         status: old.clone(),
         now: now_rfc3339(),
         name: f.name_any(),
-        ns: f.namespace().unwrap_or_default(),
+        ns,
     };
     r.status.observed_generation = f.metadata.generation;
 
@@ -314,7 +327,7 @@ impl Reconciling<'_> {
             }
             Outcome::Unchanged => {}
         }
-        let s = &ctx.settings;
+        let s = self.settings;
         self.status.runtime = Some(f.spec.runtime.clone());
         self.status.runtime_image = Some(desired::base_image(f, s).0);
         self.status.function_resource_profile = desired::function_resources(f, s).1;

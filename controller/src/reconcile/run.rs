@@ -16,7 +16,7 @@ impl Reconciling<'_> {
     pub(super) async fn run(&mut self, image: &str) -> Result<(), Error> {
         let (f, ctx) = (self.f, self.ctx);
         let (name, ns) = (self.name.clone(), self.ns.clone());
-        let s = &ctx.settings;
+        let s = self.settings;
         let (d_outcome, dep) =
             objects::ensure(ctx, f, &ctx.stores.deployments, &desired::deployment(f, s, image)).await?;
         match d_outcome {

@@ -3,6 +3,7 @@
 //! and tools (kubectl diff, Argo CD, Flux) see.
 
 use super::*;
+use k8s_openapi::api::core::v1::Secret;
 
 /// Kyma's docs sample (docs/user/technical-reference/07-10-sample-functions.md, CommonJS), with
 /// only the namespace added: runtime nodejs24, no replicas, no resources.
@@ -152,4 +153,129 @@ pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
         st.container_security_context.unwrap().read_only_root_filesystem,
         Some(false)
     );
+}
+
+/// Kyma's registry configuration: the Secret in the controller's namespace is copied into each
+/// namespace with Functions and follows it there; its keys decide where builds push and Pods
+/// pull. A namespace's own Secret of that name is left alone, and used. Runs last of the
+/// scenarios that build: the copies it spreads stay.
+pub async fn registry_config_copied(client: &Client, registry: &str) {
+    const NAME: &str = "serverless-registry-config-default";
+    let base_ns = "serverless-system";
+    let secret = |ns: &str, labels: serde_json::Value, data: serde_json::Value| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": NAME, "namespace": ns, "labels": labels},
+            "type": "Opaque", "stringData": data}))
+        .unwrap()
+    };
+    let base_api: Api<Secret> = Api::namespaced(client.clone(), base_ns);
+    let _ = base_api.delete(NAME, &Default::default()).await;
+    let kyma_label = json!({"serverless.kyma-project.io/config": "credentials"});
+    let base = secret(
+        base_ns,
+        kyma_label.clone(),
+        json!({"isInternal": "true", "pushRegAddr": format!("{registry}/kyma"), "pullRegAddr": "pull.example:5000/kyma"}),
+    );
+    base_api.create(&PostParams::default(), &base).await.unwrap();
+
+    // A namespace whose own Secret (no labels) names another registry: left alone, and used.
+    let own_ns = &run_ns("ctl-r-own");
+    namespace(client, own_ns).await;
+    let own = secret(
+        own_ns,
+        json!({}),
+        json!({"isInternal": "false", "registryAddress": format!("{registry}/own")}),
+    );
+    Api::<Secret>::namespaced(client.clone(), own_ns)
+        .create(&PostParams::default(), &own)
+        .await
+        .unwrap();
+    let ns = &run_ns("ctl-r");
+    namespace(client, ns).await;
+    for n in [ns, own_ns] {
+        let f: Function = serde_json::from_value(hello(n, "hello")).unwrap();
+        Api::<Function>::namespaced(client.clone(), n)
+            .create(&PostParams::default(), &f)
+            .await
+            .unwrap();
+    }
+    let copies: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let decoded = |s: &Secret, k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    let copy = wait_for("the registry Secret copied into the Function's namespace", || async {
+        copies.get_opt(NAME).await.unwrap()
+    })
+    .await;
+    assert_eq!(decoded(&copy, "pushRegAddr"), Some(format!("{registry}/kyma")));
+    assert_eq!(copy.labels()["serverless.kyma-project.io/config"], "credentials");
+    assert_eq!(
+        copy.labels()["serverless.kyma-project.io/managed-by"],
+        "function-controller"
+    );
+
+    // Where the builds push: the copy's pushRegAddr; the namespace's own registryAddress.
+    for (n, push) in [
+        (ns, format!("{registry}/kyma/{ns}.hello:")),
+        (own_ns, format!("{registry}/own/{own_ns}.hello:")),
+    ] {
+        let job = wait_for(&format!("the build Job in {n}"), || async {
+            jobs_of(client, n).await.into_iter().next()
+        })
+        .await;
+        let args = job.spec.clone().unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(args.iter().any(|a| a.starts_with(&push)), "{push} in {args:?}");
+        if n == ns {
+            // Kyma's in-cluster registry is plain HTTP.
+            assert!(
+                args.windows(2)
+                    .any(|w| w[0] == "--insecure-registry" && w[1] == registry),
+                "{args:?}"
+            );
+        }
+        finish_job(client, n, &job.name_any(), true, &format!("sha256:{}", "ef".repeat(32))).await;
+    }
+    // Where the Pods pull: the copy's pullRegAddr.
+    let dep = wait_for("the Deployment", || async {
+        Api::<Deployment>::namespaced(client.clone(), ns)
+            .get_opt("hello")
+            .await
+            .unwrap()
+    })
+    .await;
+    let image = dep.spec.template.spec.unwrap().containers[0].image.clone().unwrap();
+    assert!(
+        image.starts_with(&format!("pull.example:5000/kyma/{ns}.hello@sha256:")),
+        "{image}"
+    );
+    let own_now = Api::<Secret>::namespaced(client.clone(), own_ns)
+        .get(NAME)
+        .await
+        .unwrap();
+    assert_eq!(decoded(&own_now, "registryAddress"), Some(format!("{registry}/own")));
+    assert_eq!(
+        decoded(&own_now, "pushRegAddr"),
+        None,
+        "the namespace's own Secret is not overwritten"
+    );
+
+    // The copy follows the base.
+    let mut changed = base_api.get(NAME).await.unwrap();
+    changed.string_data = Some(
+        [("pullRegAddr".to_string(), "pull.example:5000/moved".to_string())]
+            .into_iter()
+            .collect(),
+    );
+    base_api.replace(NAME, &PostParams::default(), &changed).await.unwrap();
+    wait_for("the copy to follow the base", || async {
+        let c = copies.get(NAME).await.unwrap();
+        (decoded(&c, "pullRegAddr").as_deref() == Some("pull.example:5000/moved")).then_some(())
+    })
+    .await;
+    base_api.delete(NAME, &Default::default()).await.unwrap();
 }
