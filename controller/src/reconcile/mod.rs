@@ -14,6 +14,7 @@ mod job;
 mod objects;
 mod registry_config;
 mod run;
+mod takeover;
 
 pub use job::{failure_detail, job_outcome, log_tail, parse_digest, retry_delay, step_messages, StepMessage};
 pub use objects::Outcome;
@@ -153,13 +154,26 @@ impl Context {
     }
 
     pub(crate) async fn event(&self, f: &Function, type_: EventType, reason: &str, note: String) {
+        self.event_related(f, type_, reason, note, None).await
+    }
+
+    /// An event about the Function that also names another object (`related`). Events are told
+    /// apart by their reason and objects (a repeat only counts up), so one per related object.
+    pub(crate) async fn event_related(
+        &self,
+        f: &Function,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+    ) {
         let Some(rec) = &self.recorder else { return };
         let ev = Event {
             type_,
             reason: reason.into(),
             note: Some(truncate(&note, 1000)),
             action: "Reconcile".into(),
-            secondary: None,
+            secondary: related,
         };
         self.wrote();
         if let Err(e) = rec.publish(&ev, &f.object_ref(&())).await {

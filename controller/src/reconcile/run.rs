@@ -4,7 +4,7 @@
 use super::super::desired;
 use super::super::types::{condition, reason, Status};
 use super::objects::{self, Outcome};
-use super::{Error, Reconciling};
+use super::{takeover, Error, Reconciling};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use kube::runtime::events::EventType;
@@ -73,7 +73,10 @@ impl Reconciling<'_> {
         self.status.pod_selector = Some(desired::pod_selector(f));
         self.status.replicas = Some(dep.status.as_ref().and_then(|s| s.replicas).unwrap_or(0));
         let (st, r, msg) = deployment_state(&dep);
+        let ready = st == Status::True;
         self.set(condition::RUNNING, st, r, msg);
+        // Kyma's objects for this Function, on a cluster taken over in place.
+        takeover::retire_others(ctx, f, ready).await?;
         Ok(())
     }
 }

@@ -279,3 +279,174 @@ pub async fn registry_config_copied(client: &Client, registry: &str) {
     .await;
     base_api.delete(NAME, &Default::default()).await.unwrap();
 }
+
+/// In-place takeover: a Function as Kyma's controller left it (its generateName'd Deployment,
+/// HPA, ConfigMap and build Job, and its Service `<function>`, all owned by the Function, made
+/// here as Kyma makes them) ends with exactly one Deployment, fnbuild's; Kyma's ConfigMap, HPA
+/// and Job go at once, its Deployment only once fnbuild's is ready (so something serves the
+/// Service throughout) and is never changed meanwhile (its Pods are not restarted: with no
+/// kubelet here, an unchanged Pod template and generation stand for that); the Service is adopted.
+pub async fn takeover_from_kyma(client: &Client) {
+    let ns = &run_ns("ctl-k");
+    namespace(client, ns).await;
+    let fns: Api<Function> = Api::namespaced(client.clone(), ns);
+    let f: Function = serde_json::from_value(hello(ns, "hello")).unwrap();
+    let f = fns.create(&PostParams::default(), &f).await.unwrap();
+    let uid = f.uid().unwrap();
+    let labels = json!({"serverless.kyma-project.io/function-name": "hello",
+        "serverless.kyma-project.io/managed-by": "function-controller", "serverless.kyma-project.io/uuid": uid});
+    let selector = json!({"serverless.kyma-project.io/function-name": "hello",
+        "serverless.kyma-project.io/managed-by": "function-controller", "serverless.kyma-project.io/uuid": uid,
+        "serverless.kyma-project.io/resource": "deployment"});
+    let meta = |generate: &str| {
+        json!({"generateName": generate, "namespace": ns, "labels": labels,
+        "ownerReferences": [{"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+            "name": "hello", "uid": uid, "controller": true, "blockOwnerDeletion": true}]})
+    };
+    let pp = PostParams::default();
+    let kyma_dep: Deployment = serde_json::from_value(json!({"metadata": meta("hello-"), "spec": {
+        "replicas": 1, "selector": {"matchLabels": selector},
+        "template": {"metadata": {"labels": selector}, "spec": {"containers": [{"name": "function",
+            "image": "localhost:5000/kyma-hello:old", "ports": [{"containerPort": 8080}]}]}}}}))
+    .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let kyma_dep = deployments.create(&pp, &kyma_dep).await.unwrap();
+    make_available(client, ns, &kyma_dep.name_any()).await;
+    let kyma_hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({"metadata": meta("hello-"), "spec": {
+        "scaleTargetRef": {"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function", "name": "hello"},
+        "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50}}))
+    .unwrap();
+    let kyma_hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+        .create(&pp, &kyma_hpa)
+        .await
+        .unwrap();
+    let kyma_cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": meta("hello-"), "data": {"source": "old", "dependencies": "{}"}}))
+            .unwrap();
+    let kyma_cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .create(&pp, &kyma_cm)
+        .await
+        .unwrap();
+    let kyma_job: Job = serde_json::from_value(json!({"metadata": meta("hello-build-"), "spec": {"template": {
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "executor", "image": "kaniko"}]}}}}))
+    .unwrap();
+    let kyma_job = Api::<Job>::namespaced(client.clone(), ns)
+        .create(&pp, &kyma_job)
+        .await
+        .unwrap();
+    let kyma_svc: Service = serde_json::from_value(json!({"metadata": {"name": "hello", "namespace": ns,
+        "labels": labels, "ownerReferences": meta("x")["ownerReferences"]},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}], "selector": selector}}))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&pp, &kyma_svc)
+        .await
+        .unwrap();
+
+    // Kyma's ConfigMap, HPA and build Job go once fnbuild's build runs; its Deployment stays.
+    let job = wait_for("fnbuild's build Job", || async {
+        jobs_of(client, ns)
+            .await
+            .into_iter()
+            .find(|j| j.labels().contains_key(LABEL_IMAGE_TAG))
+    })
+    .await;
+    finish_job(
+        client,
+        ns,
+        &job.name_any(),
+        true,
+        &format!("sha256:{}", "12".repeat(32)),
+    )
+    .await;
+    wait_for("fnbuild's Deployment", || async {
+        deployments.get_opt("hello").await.unwrap()
+    })
+    .await;
+    wait_for("Kyma's ConfigMap, HPA and Job gone", || async {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(&kyma_cm.name_any())
+            .await
+            .unwrap();
+        let hpa = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+            .get_opt(&kyma_hpa.name_any())
+            .await
+            .unwrap();
+        let job = Api::<Job>::namespaced(client.clone(), ns)
+            .get_opt(&kyma_job.name_any())
+            .await
+            .unwrap();
+        // (Deleted in the background: gone, or going.)
+        let going = |m: Option<&kube::api::ObjectMeta>| m.is_none_or(|m| m.deletion_timestamp.is_some());
+        (going(cm.as_ref().map(|o| &o.metadata))
+            && going(hpa.as_ref().map(|o| &o.metadata))
+            && going(job.as_ref().map(|o| &o.metadata)))
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still = deployments.get(&kyma_dep.name_any()).await.unwrap();
+    assert!(
+        still.metadata.deletion_timestamp.is_none(),
+        "Kyma's Deployment serves until fnbuild's is ready"
+    );
+    assert_eq!(
+        still.metadata.generation, kyma_dep.metadata.generation,
+        "Kyma's Deployment is not changed"
+    );
+    assert_eq!(still.spec.template, kyma_dep.spec.template);
+
+    // fnbuild's Deployment is ready: Kyma's goes; one Deployment, fnbuild's, serves the Service.
+    make_available(client, ns, "hello").await;
+    wait_for("Kyma's Deployment gone", || async {
+        deployments
+            .get_opt(&kyma_dep.name_any())
+            .await
+            .unwrap()
+            .is_none_or(|d| d.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    let left: Vec<String> = deployments
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .map(|d| d.name_any())
+        .collect();
+    assert_eq!(left, ["hello"]);
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get("hello")
+        .await
+        .unwrap();
+    assert_eq!(svc.owner_references()[0].uid, uid);
+    assert_eq!(
+        svc.annotations().get("prometheus.io/scrape").map(String::as_str),
+        Some("true"),
+        "the Service is adopted (fnbuild's annotations on it)"
+    );
+    let f = function(client, ns, "hello").await;
+    assert_eq!(condition(&f, "Running").unwrap().0, "True");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let wanted = [
+        format!("deleted ConfigMap/{}", kyma_cm.name_any()),
+        format!("deleted HorizontalPodAutoscaler/{}", kyma_hpa.name_any()),
+        format!("deleted Deployment/{}", kyma_dep.name_any()),
+    ];
+    wait_for("events naming each of Kyma's objects deleted", || async {
+        let all: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("PreviousObjectsDeleted"))
+            .filter_map(|e| e.note)
+            .collect();
+        let all = all.join("\n");
+        wanted.iter().all(|w| all.contains(w.as_str())).then_some(())
+    })
+    .await;
+}
