@@ -28,6 +28,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod e2e_kyma;
 
 use common::*;
 use serde_json::{json, Value};
@@ -697,7 +698,8 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         "--build-host-network".to_string(),
         "--build-retry-delay=30".to_string(),
         // Kyma's in-cluster eventing and tracing addresses name hosts this cluster has no DNS
-        // for: a lookup would leave the machine. The Functions here get neither.
+        // for: a lookup would leave the machine. The Functions here get neither, until the
+        // controller's Deployment (7) is given the stand-in's address.
         "--publisher-proxy-address=".to_string(),
         "--trace-collector-endpoint=".to_string(),
     ];
@@ -987,6 +989,8 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         },
     );
     log(format!("{name}: deleted; owned objects gone in {}", secs(t.elapsed())));
+    // The stand-in for Kyma's publisher proxy and trace collector, for the scenarios of 7b.
+    let proxy_ip = e2e_kyma::start_proxy_stand_in(c, &reg);
     drop(controller);
 
     // 7. The controller as the manifests' Deployment, in the builder image. The test cluster has
@@ -1004,6 +1008,10 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             *a = format!("--webhook-addr=127.0.0.1:{webhook_port}");
         } else if a.starts_with("--metrics-addr=") {
             *a = format!("--metrics-addr=127.0.0.1:{metrics_port}");
+        } else if a.starts_with("--publisher-proxy-address=") {
+            *a = format!("--publisher-proxy-address=http://{proxy_ip}:8080/publish");
+        } else if a.starts_with("--trace-collector-endpoint=") {
+            *a = format!("--trace-collector-endpoint=http://{proxy_ip}:8080/v1/traces");
         }
     }
     let json_patch = json!([
@@ -1080,6 +1088,8 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert!(!denied.status.success());
     let err = String::from_utf8_lossy(&denied.stderr);
     assert!(err.contains("spec.env"), "{err}");
+    // 7b. Kyma's e2e scenarios, the controller pointing Functions at the stand-in.
+    e2e_kyma::kyma_scenarios(c, &reg);
     c.scale_controller_deployment(0);
 
     // Figures.

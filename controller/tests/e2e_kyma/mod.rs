@@ -1,0 +1,200 @@
+//! Kyma's e2e scenarios (its `tests/serverless` suite), rewritten for the real cluster of
+//! e2e_cluster.rs: Functions with no env of their own emit CloudEvents to the publisher proxy and
+//! export traces, read env from a ConfigMap and a Secret and a mounted Secret; the Service selects
+//! by exactly Kyma's four labels; a build Pod in an Istio-injected namespace opts out of the
+//! sidecar.
+//!
+//! The publisher proxy and the trace collector are a stand-in: a Function in `kyma-system`
+//! (built and run by fnbuild like any other) that records every request it gets and answers
+//! `GET /seen` with them. Kyma's in-cluster names have no DNS here and there is no kube-proxy, so
+//! the controller is given the stand-in Pod's address (`--publisher-proxy-address`,
+//! `--trace-collector-endpoint`); that traffic goes from Pod to Pod on the node's Docker bridge.
+//! The test itself talks to Pods only through `kubectl port-forward` on 127.0.0.1.
+
+use super::*;
+
+pub const PROXY_NS: &str = "kyma-system";
+const PROXY: &str = "publisher-proxy";
+
+/// The stand-in. Its own (empty) PUBLISHER_PROXY_ADDRESS and TRACE_COLLECTOR_ENDPOINT win over
+/// the controller's: it neither traces its own requests to itself nor rolls when the controller
+/// is given its address.
+fn proxy_fn() -> Value {
+    json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": PROXY, "namespace": PROXY_NS},
+        "spec": {
+            "runtime": "nodejs20",
+            "source": {"inline": {"source": r#"const seen = [];
+module.exports = { main: function (event, context) {
+  const req = event.extensions.request;
+  const path = req.url.split('?')[0];
+  if (path === '/seen') return JSON.stringify(seen);
+  const data = event.data && typeof event.data === 'object' && !Buffer.isBuffer(event.data) ? event.data : null;
+  seen.push({ path, method: req.method, headers: req.headers, ceType: event['ce-type'] || null, data });
+  return 'recorded';
+} };
+"#}},
+            "env": [{"name": "PUBLISHER_PROXY_ADDRESS", "value": ""}, {"name": "TRACE_COLLECTOR_ENDPOINT", "value": ""}]
+        }
+    })
+}
+
+/// Deploys the stand-in (with the process controller still running) and returns its Pod's IP.
+/// The namespace gets no registry Secret of its own: the controller copies serverless-system's.
+pub fn start_proxy_stand_in(c: &Cluster, registry: &str) -> String {
+    c.remove_later(&["namespace", PROXY_NS]);
+    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROXY_NS}}));
+    wait_for("kyma-system's default ServiceAccount", Duration::from_secs(30), || {
+        c.kubectl(&["get", "serviceaccount", "-n", PROXY_NS, "default"], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    let (took, _) = deploy_new(c, &proxy_fn(), "recorded", registry);
+    log(format!(
+        "{PROXY_NS}/{PROXY} (the stand-in): apply → first 200 in {}",
+        secs(took)
+    ));
+    let copy = c.get(&["secret", "-n", PROXY_NS, "serverless-registry-config-default"]);
+    assert_eq!(
+        copy["metadata"]["labels"]["serverless.kyma-project.io/managed-by"], "function-controller",
+        "the registry Secret was copied from serverless-system"
+    );
+    let pods = ready_pods(c, PROXY_NS, PROXY);
+    let pod = c.get(&["pod", "-n", PROXY_NS, &pods[0].0]);
+    pod["status"]["podIP"]
+        .as_str()
+        .expect("the stand-in's Pod IP")
+        .to_string()
+}
+
+/// What the stand-in has recorded.
+fn seen(c: &Cluster) -> Vec<Value> {
+    let pods = ready_pods(c, PROXY_NS, PROXY);
+    let Some((pod, _)) = pods.first() else {
+        return Vec::new();
+    };
+    let Some((_pf, port)) = port_forward(c, PROXY_NS, pod) else {
+        return Vec::new();
+    };
+    let url = format!("http://127.0.0.1:{port}/seen");
+    for _ in 0..40 {
+        if let Ok((200, _, body)) = http_request_once("GET", &url, &[], b"", Duration::from_secs(2)) {
+            return serde_json::from_str(&body).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Vec::new()
+}
+
+/// The scenarios, with the controller given the stand-in's address.
+pub fn kyma_scenarios(c: &Cluster, registry: &str) {
+    let ns = format!("e2e-kyma-{}", std::process::id());
+    c.remove_later(&["namespace", &ns]);
+    // Istio's label: a sidecar (were Istio installed) would keep a build Job from completing.
+    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}}));
+    wait_for(
+        "the namespace's default ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    c.apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "e2e-config", "namespace": ns}, "data": {"greeting": "from a ConfigMap"}}));
+    c.apply(&json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "e2e-secret", "namespace": ns},
+        "stringData": {"token": "from a Secret", "password": "from a mounted Secret"}}));
+
+    // Kyma's e2e "emitter": no PUBLISHER_PROXY_ADDRESS or TRACE_COLLECTOR_ENDPOINT of its own.
+    let name = "kyma-e2e";
+    let f = json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runtime": "nodejs24",
+            "source": {"inline": {"source": r#"const http = require('http');
+const fs = require('fs');
+function get(url) {
+  return new Promise((resolve, reject) => {
+    http.get(url, (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); }).on('error', reject);
+  });
+}
+module.exports = { main: async function (event, context) {
+  const proxy = new URL(process.env.PUBLISHER_PROXY_ADDRESS);
+  await event.emitCloudEvent('sap.kyma.custom.e2e.order.created.v1', 'kyma-e2e', { orderId: 7 });
+  const outgoing = await get(`http://${proxy.host}/outgoing`);
+  return JSON.stringify({ configMap: process.env.FROM_CONFIGMAP, secret: process.env.FROM_SECRET,
+    mounted: fs.readFileSync('/etc/e2e-secret/password', 'utf8'), outgoing });
+} };
+"#}},
+            "env": [
+                {"name": "FROM_CONFIGMAP", "valueFrom": {"configMapKeyRef": {"name": "e2e-config", "key": "greeting"}}},
+                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "e2e-secret", "key": "token"}}}
+            ],
+            "secretMounts": [{"secretName": "e2e-secret", "mountPath": "/etc/e2e-secret"}]
+        }
+    });
+    let (took, _) = deploy_new(c, &f, "from a mounted Secret", registry);
+    log(format!(
+        "{ns}/{name}: apply → first 200 in {} (event, outgoing call, env, mount)",
+        secs(took)
+    ));
+    let pods = ready_pods(c, &ns, name);
+    let (_, body) = http_get_pod(c, &ns, &pods[0].0).expect("an answer");
+    let answer: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(answer["configMap"], "from a ConfigMap");
+    assert_eq!(answer["secret"], "from a Secret");
+    assert_eq!(answer["mounted"], "from a mounted Secret");
+    assert_eq!(answer["outgoing"], 200);
+
+    // The CloudEvent reached the publisher proxy; the outgoing call carried the trace context,
+    // W3C and B3; spans were exported to the collector.
+    let seen = wait_for(
+        "the event, the outgoing call and a span export at the stand-in",
+        Duration::from_secs(30),
+        || {
+            let s = seen(c);
+            let has = |p: &str| s.iter().any(|r| r["path"] == p);
+            (has("/publish") && has("/outgoing") && has("/v1/traces")).then_some(s)
+        },
+    );
+    let event = seen.iter().find(|r| r["path"] == "/publish").unwrap();
+    assert_eq!(event["method"], "POST");
+    assert_eq!(event["ceType"], "sap.kyma.custom.e2e.order.created.v1", "{event}");
+    assert_eq!(event["data"]["orderId"], 7, "{event}");
+    let outgoing = seen.iter().find(|r| r["path"] == "/outgoing").unwrap();
+    let h = &outgoing["headers"];
+    for header in ["traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"] {
+        assert!(h[header].is_string(), "{header} on the outgoing call: {h}");
+    }
+    let traceparent = h["traceparent"].as_str().unwrap();
+    assert!(
+        traceparent.contains(h["x-b3-traceid"].as_str().unwrap()),
+        "one trace, two formats: {traceparent} {h}"
+    );
+
+    // The Service selects the Pods by exactly Kyma's four labels.
+    let svc = c.get(&["service", "-n", &ns, name]);
+    let uid = function(c, &ns, name)["metadata"]["uid"].clone();
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"serverless.kyma-project.io/function-name": name,
+               "serverless.kyma-project.io/managed-by": "function-controller",
+               "serverless.kyma-project.io/resource": "deployment",
+               "serverless.kyma-project.io/uuid": uid})
+    );
+    // The build Pod opted out of Istio's sidecar.
+    let builds = c.get(&["pods", "-n", &ns, "-l", &format!("{FN_LABEL}={name},job-name")]);
+    let build_pod = builds["items"].as_array().unwrap().first().expect("the build Pod");
+    assert_eq!(
+        build_pod["metadata"]["annotations"]["sidecar.istio.io/inject"], "false",
+        "{}",
+        build_pod["metadata"]
+    );
+}
