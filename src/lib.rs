@@ -4,6 +4,7 @@ pub mod build;
 pub mod cli;
 pub mod formats;
 pub mod function;
+pub mod git;
 pub mod init;
 pub mod oci;
 pub mod registry;

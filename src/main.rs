@@ -256,6 +256,8 @@ struct BuildArgs {
     /// into the image, the cache or the log.
     #[arg(help_heading = "Dependencies", long, value_name = "FILE")]
     pip_conf: Option<PathBuf>,
+    #[command(flatten)]
+    git: fnbuild::git::GitArgs,
 }
 
 fn parse_reference(s: &str) -> Result<Reference, String> {
@@ -291,6 +293,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // git or ssh asking for a credential of a --git-auth fetch.
+    if let Some(code) = fnbuild::git::askpass::answer_if_asked() {
+        return code;
+    }
     let cli = Cli::parse();
     let command = match cli.command {
         Command::Controller(args) => return forward_to_controller("run", &cli.log, args),
@@ -393,11 +399,35 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         cache_dir.as_deref(),
         &dependencies,
     )?;
+    // --git-url: one commit fetched into a directory of its own, removed when the build ends.
+    let git_work = tempfile::Builder::new()
+        .prefix("fnbuild-git-")
+        .tempdir()
+        .context("cannot make a directory for the git checkout")?;
+    let (source_dir, source_url, revision) = match args.git.request()? {
+        Some(req) => {
+            if args.source_dir != std::path::Path::new(".") {
+                return Err(usage("give the source as a directory or as --git-url, not both"));
+            }
+            let t = std::time::Instant::now();
+            let work = git_work.path().to_path_buf();
+            let f = tokio::task::spawn_blocking(move || fnbuild::git::fetch(&req, &work))
+                .await
+                .context("the git fetch stopped")??;
+            tracing::info!(url = %f.url, commit = %f.commit, ms = t.elapsed().as_millis() as u64, "fetched");
+            (
+                f.source_dir,
+                args.source_url.or(Some(f.url)),
+                args.revision.or(Some(f.commit)),
+            )
+        }
+        None => (args.source_dir, args.source_url, args.revision),
+    };
     let mut libraries = LibraryStores::standard(args.runtime_libraries, cache_dir.as_deref());
     // The steps of a build Job hold the registry credentials and run no installer.
     libraries.offline = dependencies.handoff.is_some();
     let opts = BuildOptions {
-        source_dir: args.source_dir,
+        source_dir,
         runtime: args.runtime,
         runtimes: args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk),
         base: args.base,
@@ -405,8 +435,8 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         source_date_epoch: args.source_date_epoch,
         labels: args.label,
         annotations: args.annotation,
-        source_url: args.source_url,
-        revision: args.revision,
+        source_url,
+        revision,
         registry: RegistryOptions {
             insecure_registries: args.insecure_registry,
             ca_certs: args.ca_cert,
