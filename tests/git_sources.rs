@@ -339,3 +339,157 @@ fn smart_http_with_basic_auth() {
         url.as_str()
     );
 }
+
+/// OpenSSH's sshd on 127.0.0.1, as this machine's user, with a host key and two authorized keys
+/// (one with a passphrase) made here.
+struct Sshd {
+    _server: Server,
+    url: String,
+    dir: PathBuf,
+}
+
+const KEY_PASSPHRASE: &str = "key-passphrase-7d2q";
+
+fn keygen(path: &Path, passphrase: &str) {
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", "test", "-f"])
+            .arg(path),
+    );
+}
+
+fn sshd(root: &Path) -> Sshd {
+    let dir = root.join("ssh");
+    std::fs::create_dir_all(&dir).unwrap();
+    keygen(&dir.join("host"), "");
+    keygen(&dir.join("client"), "");
+    keygen(&dir.join("client-pass"), KEY_PASSPHRASE);
+    keygen(&dir.join("stranger"), "");
+    let authorized = [
+        std::fs::read_to_string(dir.join("client.pub")).unwrap(),
+        std::fs::read_to_string(dir.join("client-pass.pub")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("authorized_keys"), authorized).unwrap();
+    let port = free_port();
+    let host_pub = std::fs::read_to_string(dir.join("host.pub")).unwrap();
+    std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {host_pub}")).unwrap();
+    std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
+    let config = dir.join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {ak}\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nPermitRootLogin prohibit-password\n\
+             LogLevel ERROR\n",
+            host = dir.join("host").display(),
+            ak = dir.join("authorized_keys").display()
+        ),
+    )
+    .unwrap();
+    // sshd wants its privilege separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd (openssh-server)");
+    wait_listening(port);
+    let user = run_ok(&mut Command::new("id").arg("-un")).trim().to_string();
+    Sshd {
+        _server: Server(child),
+        url: format!("ssh://{user}@127.0.0.1:{port}{}/fn.git", root.display()),
+        dir,
+    }
+}
+
+/// A --git-auth directory with `key` (and `password`, Kyma's name for its passphrase).
+fn key_auth(key: &Path, passphrase: Option<&str>) -> tempfile::TempDir {
+    let d = temp_dir("git-key-");
+    std::fs::copy(key, d.path().join("key")).unwrap();
+    if let Some(p) = passphrase {
+        std::fs::write(d.path().join("password"), p).unwrap();
+    }
+    d
+}
+
+#[test]
+fn ssh_with_keys_and_host_keys() {
+    let r = repo();
+    let s = sshd(r.dir.path());
+    let known = s.dir.join("known_hosts");
+    let known = known.to_str().unwrap();
+    let out = temp_dir("git-out-");
+    let plain = key_auth(&s.dir.join("client"), None);
+    let with_pass = key_auth(&s.dir.join("client-pass"), Some(KEY_PASSPHRASE));
+    for (i, auth) in [&plain, &with_pass].iter().enumerate() {
+        let layout = out.path().join(format!("l{i}"));
+        let args = [
+            "--git-url",
+            &s.url,
+            "--git-dir",
+            "fn",
+            "--git-auth",
+            auth.path().to_str().unwrap(),
+            "--git-known-hosts",
+            known,
+        ];
+        let j = build_ok(&args, &layout);
+        assert!(!j.to_string().contains(KEY_PASSPHRASE));
+        assert_eq!(labels(&layout)["org.opencontainers.image.revision"], r.v2.as_str());
+    }
+    // A host key nobody vouched for is refused, unless told to accept any.
+    let empty = s.dir.join("empty_known_hosts");
+    let plain_dir = plain.path().to_str().unwrap();
+    let e = build_err(&[
+        "--git-url",
+        &s.url,
+        "--git-dir",
+        "fn",
+        "--git-auth",
+        plain_dir,
+        "--git-known-hosts",
+        empty.to_str().unwrap(),
+    ]);
+    assert!(e.contains("SSH host key is not known"), "{e}");
+    build_ok(
+        &[
+            "--git-url",
+            &s.url,
+            "--git-dir",
+            "fn",
+            "--git-auth",
+            plain_dir,
+            "--git-insecure-ignore-host-key",
+        ],
+        &out.path().join("any"),
+    );
+    // A key the server does not know; a passphrase that is wrong.
+    let stranger = key_auth(&s.dir.join("stranger"), None);
+    let e = build_err(&[
+        "--git-url",
+        &s.url,
+        "--git-auth",
+        stranger.path().to_str().unwrap(),
+        "--git-known-hosts",
+        known,
+    ]);
+    assert!(e.contains("the server does not accept the key"), "{e}");
+    let wrong = key_auth(&s.dir.join("client-pass"), Some("not-the-passphrase"));
+    let e = build_err(&[
+        "--git-url",
+        &s.url,
+        "--git-auth",
+        wrong.path().to_str().unwrap(),
+        "--git-known-hosts",
+        known,
+    ]);
+    eprintln!("a wrong passphrase: {e}");
+    assert!(!e.contains("not-the-passphrase"), "{e}");
+    assert!(
+        e.contains("the key's passphrase is wrong, or the server does not accept the key"),
+        "{e}"
+    );
+}

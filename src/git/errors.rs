@@ -43,7 +43,14 @@ pub fn explain(stderr: &str, url: &str, req: &Request) -> anyhow::Error {
         match &req.auth {
             None => "authentication required (give --git-auth DIR)".to_string(),
             Some(Auth::Basic { .. }) => "authentication failed: the username or password is wrong".to_string(),
-            Some(Auth::Key { .. }) => "authentication failed: the server does not accept the key".to_string(),
+            Some(Auth::Key { passphrase: None, .. }) => {
+                "authentication failed: the server does not accept the key".to_string()
+            }
+            // ssh asked for the passphrase and gave up on the key without saying why.
+            Some(Auth::Key {
+                passphrase: Some(_), ..
+            }) => "authentication failed: the key's passphrase is wrong, or the server does not accept the key"
+                .to_string(),
         }
     } else if has(
         stderr,
