@@ -5,6 +5,7 @@
 #   node and npm                     (Node runtimes' package.json)
 #   python3.12 and pip3.12 (or pip3) (python312's requirements.txt; pip of the runtime's own Python
 #                                     version installs exactly what the function's Python loads)
+#   git (with git-remote-https) and ssh  (`fnbuild build --git-url`)
 #   /bin/sh, a CA bundle at /etc/ssl/certs/ca-certificates.crt, a writable /tmp (1777)
 # No public registry is assumed: tests/support/make-builder-image.sh makes such a base from this
 # machine's own node, npm, CPython 3.12 and pip, and builds this file with

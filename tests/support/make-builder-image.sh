@@ -11,7 +11,7 @@
 # 1. The base, fnbuild-local/builder-base:KEY (`docker import` of a rootfs made here): the
 #    test python base (tests/support/make-base-images.sh: CPython 3.12 at /usr/local, glibc, dash,
 #    users root and 1000, /tmp 1777) plus this machine's node and npm (NODE_BIN, npm's tree
-#    next to it), pip for CPython 3.12 (from PYTHON_PREFIX, as make-base-images.sh picks it), the
+#    next to it), Debian's git and ssh (git sources), pip for CPython 3.12 (from PYTHON_PREFIX, as make-base-images.sh picks it), the
 #    shared libraries the fnbuild binary needs, and the system CA bundle.
 # 2. `docker build --build-arg BASE=fnbuild-local/builder-base:KEY -f Dockerfile.builder CTX`
 #    with the fnbuild binary (stripped) and the runtimes' library layers (`fnbuild
@@ -115,6 +115,13 @@ else
             >"$ROOT/usr/local/bin/$tool"
         chmod 755 "$ROOT/usr/local/bin/$tool"
     done
+
+    # git and ssh, for `fnbuild build --git-url` (Debian's, at their own paths: git finds its
+    # helpers in /usr/lib/git-core).
+    add_elf "$ROOT" /usr/bin/git /usr/lib/git-core/git-remote-http /usr/bin/ssh
+    ln -sf git-remote-http "$ROOT/usr/lib/git-core/git-remote-https"
+    [ -d /usr/share/git-core/templates ] && mkdir -p "$ROOT/usr/share/git-core" &&
+        cp -a /usr/share/git-core/templates "$ROOT/usr/share/git-core/"
 
     # pip for CPython 3.12 (the base has an empty site-packages), run as `python3.12 -m pip`.
     sp=$ROOT/usr/local/lib/python$PYTHON_VERSION/site-packages
