@@ -345,8 +345,12 @@ pub mod reason {
     pub const DEPLOYMENT_WAITING: &str = "DeploymentWaiting";
     pub const DEPLOYMENT_FAILED: &str = "DeploymentFailed";
     pub const DEPLOYMENT_READY: &str = "DeploymentReady";
+    /// The Deployment's minimum of available replicas is not met (Kyma's reason; Running=Unknown).
+    pub const MIN_REPLICAS_NOT_AVAILABLE: &str = "MinReplicasNotAvailable";
     pub const SERVICE_CREATED: &str = "ServiceCreated";
+    pub const SERVICE_UPDATED: &str = "ServiceUpdated";
     pub const HPA_CREATED: &str = "HorizontalPodAutoscalerCreated";
+    pub const HPA_UPDATED: &str = "HorizontalPodAutoscalerUpdated";
     pub const NOT_OWNED: &str = "ResourceNotOwned";
 }
 

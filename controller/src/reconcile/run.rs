@@ -39,24 +39,36 @@ impl Reconciling<'_> {
             Outcome::Unchanged => {}
         }
         let (svc_outcome, _) = objects::ensure(ctx, f, &ctx.stores.services, &desired::service(f)).await?;
-        if svc_outcome != Outcome::Unchanged {
-            self.event(
-                EventType::Normal,
-                reason::SERVICE_CREATED,
-                format!("Service {name} serves port 80"),
-            )
-            .await;
+        match svc_outcome {
+            Outcome::Created => {
+                self.event(
+                    EventType::Normal,
+                    reason::SERVICE_CREATED,
+                    format!("Service {name} serves port 80"),
+                )
+                .await
+            }
+            Outcome::Updated => {
+                self.event(
+                    EventType::Normal,
+                    reason::SERVICE_UPDATED,
+                    format!("Service {name} updated"),
+                )
+                .await
+            }
+            Outcome::Unchanged => {}
         }
         match desired::hpa(f, s) {
             Some(h) => {
                 let (o, _) = objects::ensure(ctx, f, &ctx.stores.hpas, &h).await?;
+                let (r, msg) = match o {
+                    Outcome::Created => (reason::HPA_CREATED, "scales the Function"),
+                    Outcome::Updated => (reason::HPA_UPDATED, "updated"),
+                    Outcome::Unchanged => ("", ""),
+                };
                 if o != Outcome::Unchanged {
-                    self.event(
-                        EventType::Normal,
-                        reason::HPA_CREATED,
-                        format!("HorizontalPodAutoscaler {name} scales the Function"),
-                    )
-                    .await;
+                    self.event(EventType::Normal, r, format!("HorizontalPodAutoscaler {name} {msg}"))
+                        .await;
                 }
             }
             None => {
@@ -122,6 +134,16 @@ pub fn deployment_state(d: &Deployment) -> (Status, &'static str, String) {
             format!("Deployment {name} is ready ({available} of {want} replicas available)"),
         );
     }
+    // Kyma's "unhealthy": Pods that ran went away (crashes, evictions), below the minimum.
+    if cond("Available").is_some_and(|c| {
+        c.status.as_deref() == Some(Status::False.as_str()) && c.reason.as_deref() == Some("MinimumReplicasUnavailable")
+    }) {
+        return (
+            Status::Unknown,
+            reason::MIN_REPLICAS_NOT_AVAILABLE,
+            format!("Minimum replicas not available for deployment {name} ({available} of {want} available)"),
+        );
+    }
     (
         Status::Unknown,
         reason::DEPLOYMENT_WAITING,
@@ -165,6 +187,20 @@ mod tests {
         assert_eq!(msg, "Deployment f is ready (2 of 2 replicas available)");
         d.status.as_mut().unwrap().available_replicas = Some(1);
         assert_eq!(deployment_state(&d).0, Status::Unknown);
+        d.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+            type_: Some("Available".into()),
+            status: Some("False".into()),
+            reason: Some("MinimumReplicasUnavailable".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            deployment_state(&d),
+            (
+                Status::Unknown,
+                reason::MIN_REPLICAS_NOT_AVAILABLE,
+                "Minimum replicas not available for deployment f (1 of 2 available)".into()
+            )
+        );
         d.status.as_mut().unwrap().conditions = Some(vec![
             avail,
             DeploymentCondition {
