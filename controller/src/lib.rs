@@ -8,6 +8,7 @@ pub mod cache_key;
 pub mod compare;
 pub mod defaults;
 pub mod desired;
+pub mod events;
 pub mod http;
 pub mod manifests;
 pub mod metrics;
@@ -27,7 +28,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{controller, reflector, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
 use metrics::Metrics;
@@ -139,13 +139,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         hpas,
     };
 
-    let reporter = Reporter {
-        controller: manifests::NAME.into(),
-        instance: std::env::var("POD_NAME")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
+    let instance = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok());
+    let recorder = events::Recorder::new(client.clone(), manifests::NAME, instance);
     let mut ctx = reconcile::Context::new(
         client.clone(),
         opts.settings.clone(),

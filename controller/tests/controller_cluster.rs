@@ -938,6 +938,25 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     })
     .await;
     assert_eq!(retry.labels()[LABEL_IMAGE_TAG], tag2);
+    // Each message is an event of its own, as client-go's recorder (Kyma's) makes them: the
+    // retry's JobCreated does not merely count up the first one's.
+    wait_for("a JobCreated event for each build Job", || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("JobCreated"))
+            .filter_map(|e| e.note)
+            .collect();
+        [job.name_any(), new_job.name_any(), retry.name_any()]
+            .iter()
+            .all(|j| notes.iter().any(|n| n.contains(j.as_str())))
+            .then_some(())
+    })
+    .await;
     wait_for("the failed Job removed", || async {
         (jobs_of(client, ns)
             .await

@@ -22,6 +22,7 @@ pub use run::deployment_state;
 
 use super::defaults::apply_defaults;
 use super::desired;
+use super::events::{Note, Recorder};
 use super::metrics::Metrics;
 use super::settings::Settings;
 use super::types::{condition, now_rfc3339, reason, runtime_deprecation, Function, FunctionStatus, Status};
@@ -33,7 +34,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -157,8 +158,7 @@ impl Context {
         self.event_related(f, type_, reason, note, None).await
     }
 
-    /// An event about the Function that also names another object (`related`). Events are told
-    /// apart by their reason and objects (a repeat only counts up), so one per related object.
+    /// An event about the Function that also names another object (`related`).
     pub(crate) async fn event_related(
         &self,
         f: &Function,
@@ -168,15 +168,15 @@ impl Context {
         related: Option<k8s_openapi::api::core::v1::ObjectReference>,
     ) {
         let Some(rec) = &self.recorder else { return };
-        let ev = Event {
+        let ev = Note {
             type_,
-            reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
-            action: "Reconcile".into(),
-            secondary: related,
+            reason,
+            note: truncate(&note, 1000),
+            regarding: f.object_ref(&()),
+            related,
         };
         self.wrote();
-        if let Err(e) = rec.publish(&ev, &f.object_ref(&())).await {
+        if let Err(e) = rec.publish(ev).await {
             tracing::warn!(function = %f.name_any(), error = %e, "cannot record an event");
         }
     }
