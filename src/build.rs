@@ -7,7 +7,7 @@ use crate::function::dependencies::{
     libraries::{self, LibraryStores},
     DependencyOptions, DependencySummary, Handoff, LocalCache, Provided, ProvidedLayer,
 };
-use crate::function::runtime::{Runtime, Runtimes};
+use crate::function::runtime::{Runtime, RuntimeImageSpec, Runtimes};
 use crate::function::source::FunctionSource;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
@@ -16,6 +16,7 @@ use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
 use crate::oci::{rfc3339, BaseImage, BuiltImage, Image};
 use crate::registry::{Client, PushForecast, RegistryOptions};
+use crate::runtime_image;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
@@ -34,6 +35,9 @@ pub struct BuildOptions {
     pub runtime: String,
     pub runtimes: Runtimes,
     pub base: Option<Location>,
+    /// `base` is a Kyma-style runtime image with its own server (`--runtime-image`): no server,
+    /// libraries or entrypoint of fnbuild's are added ([`crate::runtime_image`]).
+    pub runtime_image: bool,
     pub outputs: Vec<Location>,
     pub source_date_epoch: Option<u64>,
     pub labels: Vec<(String, String)>,
@@ -113,6 +117,12 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     if let Some(note) = &runtime.spec.deprecated {
         tracing::warn!("{note}");
     }
+    let image_mode = match (opts.runtime_image, &opts.base) {
+        (false, _) => None,
+        (true, Some(_)) => Some(runtime_image::spec_for(&runtime)?.clone()),
+        (true, None) => bail!("a build on a runtime image needs the image (--runtime-image IMAGE)"),
+    };
+    let own_server = image_mode.is_none();
     let source = FunctionSource::load(&opts.source_dir, &runtime)?;
     // A malformed dependency file fails the build here, before anything runs or is written.
     let deps_plan = dependencies::plan(&source, &runtime)?;
@@ -125,7 +135,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         formats::check(output)?;
     }
     if let Some(file) = &opts.digest_file {
-        check_writable(file).with_context(|| format!("cannot write the digest to {}", file.display()))?;
+        formats::check_writable_file(file).with_context(|| format!("cannot write the digest to {}", file.display()))?;
     }
     let base_location = match &opts.base {
         Some(b) => b.clone(),
@@ -152,17 +162,21 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let work = crate::scratch::Scratch::new().context("cannot create a scratch directory")?;
 
     // The runtime's libraries: from a store in milliseconds; installed (once) when none has them.
+    // A runtime image brings its own.
     let t = Instant::now();
-    let libraries_layer = libraries::provide(
-        &runtime,
-        &opts.libraries,
-        opts.dependencies.npmrc.as_deref(),
-        opts.dependencies.pip_conf.as_deref(),
-        &opts.dependencies.hide,
-        work.path(),
-    )
-    .await
-    .with_context(|| format!("the {} runtime's libraries", runtime.name))?;
+    let libraries_layer = match own_server {
+        true => libraries::provide(
+            &runtime,
+            &opts.libraries,
+            opts.dependencies.npmrc.as_deref(),
+            opts.dependencies.pip_conf.as_deref(),
+            &opts.dependencies.hide,
+            work.path(),
+        )
+        .await
+        .with_context(|| format!("the {} runtime's libraries", runtime.name))?,
+        false => None,
+    };
     let libraries_time = t.elapsed();
     let libraries_digest = libraries_layer.as_ref().map(|l| l.digest.to_string());
 
@@ -180,10 +194,11 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         async move {
             let cache = cache_dir.map(|d| LayerCache::new(&d));
             let layers = tokio::task::spawn_blocking(move || {
-                write_function_layers(&runtime, &source, epoch, &work, cache.as_ref(), |mut known, new| {
+                let forecast = |mut known: Vec<String>, new| {
                     known.extend(libraries_digest);
                     let _ = forecast_tx.send((known, new));
-                })
+                };
+                write_function_layers(&runtime, own_server, &source, epoch, &work, cache.as_ref(), forecast)
             })
             .await;
             (layers, t.elapsed())
@@ -232,7 +247,13 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let base = base?;
     let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
     tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
-    let ours = 2 + usize::from(libraries_layer.is_some()) + usize::from(deps_plan.is_some());
+    if !own_server {
+        runtime_image::check(&base)?;
+    }
+    let ours = 1
+        + usize::from(runtime_layer.is_some())
+        + usize::from(libraries_layer.is_some())
+        + usize::from(deps_plan.is_some());
     if base.layers.len() + ours > opts.max_layers {
         bail!(
             "the base image {} has {} layers; with fnbuild's {ours} the image would have {}, more than --max-layers {} (container runtimes refuse about 128): flatten the base",
@@ -285,10 +306,11 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         &base_location,
         &base,
         libraries_layer.as_ref(),
-        &runtime_layer,
+        runtime_layer.as_ref(),
         deps_layer.as_ref(),
         &function_layer,
         epoch,
+        image_mode.as_ref(),
     )?;
     tracing::info!(digest = %image.manifest_digest, "image");
 
@@ -328,7 +350,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     // The roles in the order assemble() appends the layers.
     let roles = std::iter::repeat_n("base", base.layers.len())
         .chain(libraries_layer.as_ref().map(|_| "libraries"))
-        .chain(["runtime"])
+        .chain(runtime_layer.as_ref().map(|_| "runtime"))
         .chain(deps_layer.as_ref().map(|_| "dependencies"))
         .chain(["function"]);
     let layers = image
@@ -366,24 +388,6 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     })))
 }
 
-/// Whether `file` can be written: opened for appending when it exists (nothing is changed), else
-/// its directory must exist and be writable.
-fn check_writable(file: &Path) -> std::io::Result<()> {
-    if file.exists() {
-        return std::fs::OpenOptions::new().append(true).open(file).map(|_| ());
-    }
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: a NUL-terminated path; access() only reads it.
-    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// The install step of a build Job (`fnbuild install-dependencies`): installs what the prepare
 /// step requested in `handoff`, if anything, and leaves the layer there. No registry is asked.
 pub async fn install_dependencies(
@@ -416,17 +420,18 @@ pub async fn install_dependencies(
     Ok(key)
 }
 
-/// The runtime's server layer and the function's source layer. Once it is known which of them
-/// the cache has (the files are read and hashed first), `forecast` is told: the digests of
-/// those it has, and how many must be compressed anew.
+/// The runtime's server layer (`with_server`) and the function's source layer. Once it is known
+/// which of them the cache has (the files are read and hashed first), `forecast` is told: the
+/// digests of those it has, and how many must be compressed anew.
 fn write_function_layers(
     runtime: &Runtime,
+    with_server: bool,
     source: &FunctionSource,
     epoch: u64,
     work: &Path,
     cache: Option<&LayerCache>,
     forecast: impl FnOnce(Vec<String>, usize),
-) -> Result<(WrittenLayer, WrittenLayer)> {
+) -> Result<(Option<WrittenLayer>, WrittenLayer)> {
     let spec = &runtime.spec;
     let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
     let root = |dir: &str| LayerEntry {
@@ -445,23 +450,22 @@ fn write_function_layers(
         kind: e.kind.clone(),
     }));
 
-    let server = Cached::look_up(server, epoch, cache);
+    let server = with_server.then(|| Cached::look_up(server, epoch, cache));
     let function = Cached::look_up(function, epoch, cache);
-    let known: Vec<String> = [&server, &function]
-        .into_iter()
+    let known: Vec<String> = (server.iter().chain([&function]))
         .filter_map(|c| c.hit.as_ref().map(|l| l.digest.to_string()))
         .collect();
-    let new = 2 - known.len();
+    let new = 1 + usize::from(server.is_some()) - known.len();
     forecast(known, new);
 
     // The two layers are independent: write them side by side.
     let (server_layer, function_layer) = std::thread::scope(|s| {
-        let server_job = s.spawn(|| server.write(&work.join("runtime-layer"), cache));
+        let server_job = s.spawn(|| server.map(|l| l.write(&work.join("runtime-layer"), cache)));
         let function_layer = function.write(&work.join("function-layer"), cache);
         (server_job.join().expect("layer writer thread"), function_layer)
     });
     Ok((
-        server_layer.context("runtime layer")?,
+        server_layer.transpose().context("runtime layer")?,
         function_layer.with_context(|| format!("function layer from {}", source.root.display()))?,
     ))
 }
@@ -507,30 +511,37 @@ fn assemble(
     base_location: &Location,
     base: &BaseImage,
     libraries_layer: Option<&WrittenLayer>,
-    runtime_layer: &WrittenLayer,
+    runtime_layer: Option<&WrittenLayer>,
     deps_layer: Option<&ProvidedLayer>,
     function_layer: &WrittenLayer,
     epoch: u64,
+    image_mode: Option<&RuntimeImageSpec>,
 ) -> Result<BuiltImage> {
     let spec = &runtime.spec;
     let created = rfc3339(epoch);
     let mut image = Image::from_base(base);
-    for (name, value) in &spec.env {
-        image.set_env(name, value);
-    }
-    let run = image.run_config();
-    run.insert("Entrypoint".into(), json!(spec.entrypoint));
-    // An entrypoint of our own makes the base's Cmd meaningless (Docker resets it the same way).
-    if spec.cmd.is_empty() {
-        run.remove("Cmd");
-    } else {
-        run.insert("Cmd".into(), json!(spec.cmd));
-    }
-    run.insert("User".into(), json!(spec.user));
-    run.insert("WorkingDir".into(), json!(spec.working_dir));
-    let ports = run.entry("ExposedPorts").or_insert_with(|| json!({}));
-    if let Some(ports) = ports.as_object_mut() {
-        ports.insert(format!("{}/tcp", spec.port), json!({}));
+    match image_mode {
+        // The runtime image's own server runs, configured as the image says.
+        Some(mode) => runtime_image::configure(&mut image, mode),
+        None => {
+            for (name, value) in &spec.env {
+                image.set_env(name, value);
+            }
+            let run = image.run_config();
+            run.insert("Entrypoint".into(), json!(spec.entrypoint));
+            // An entrypoint of our own makes the base's Cmd meaningless (Docker resets it the same way).
+            if spec.cmd.is_empty() {
+                run.remove("Cmd");
+            } else {
+                run.insert("Cmd".into(), json!(spec.cmd));
+            }
+            run.insert("User".into(), json!(spec.user));
+            run.insert("WorkingDir".into(), json!(spec.working_dir));
+            let ports = run.entry("ExposedPorts").or_insert_with(|| json!({}));
+            if let Some(ports) = ports.as_object_mut() {
+                ports.insert(format!("{}/tcp", spec.port), json!({}));
+            }
+        }
     }
     for (k, v) in &opts.labels {
         image.set_label(k, v);
@@ -563,11 +574,10 @@ fn assemble(
             &format!("fnbuild: {} runtime libraries at {dir}", runtime.name),
         )?;
     }
-    image.append_layer(
-        runtime_layer,
-        &created,
-        &format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir),
-    )?;
+    if let Some(layer) = runtime_layer {
+        let what = format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir);
+        image.append_layer(layer, &created, &what)?;
+    }
     if let Some(deps) = deps_layer {
         image.append_layer(
             &deps.written(),

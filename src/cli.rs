@@ -149,6 +149,23 @@ fn dedup_chain(chain: Vec<String>) -> Vec<String> {
     out
 }
 
+/// Whether `path` is this process's stdout (the same file, pipe or terminal as descriptor 1).
+pub fn is_stdout(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(target), Ok(out)) = (std::fs::metadata(path), std::fs::metadata("/proc/self/fd/1")) else {
+        return false;
+    };
+    (target.dev(), target.ino()) == (out.dev(), out.ino())
+}
+
+/// `$XDG_CACHE_HOME/fnbuild` or `~/.cache/fnbuild`, for base manifests and configs.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("fnbuild"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

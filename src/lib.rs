@@ -8,6 +8,7 @@ pub mod git;
 pub mod init;
 pub mod oci;
 pub mod registry;
+pub mod runtime_image;
 pub mod scratch;
 pub mod secrets;
 pub mod text;

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
-use fnbuild::cli::{usage, LogArgs};
+use fnbuild::cli::{default_cache_dir, is_stdout, usage, LogArgs};
 use fnbuild::formats::Location;
 use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
@@ -151,9 +151,16 @@ struct BuildArgs {
     #[arg(help_heading = "Source", long, value_name = "DIR")]
     runtimes_dir: Option<PathBuf>,
     /// Base image instead of the runtime's default: oci:DIR[:TAG], docker-archive:FILE[:NAME:TAG],
-    /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF).
+    /// docker-daemon:NAME:TAG, or a registry reference (docker://REF or just REF). fnbuild's
+    /// server and entrypoint are laid over it.
     #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = Location::base)]
     base: Option<Location>,
+    /// Build on a Kyma-style runtime image (Kyma's spec.runtimeImageOverride), named as --base:
+    /// its own server runs (Entrypoint, Cmd, Env, User, WorkingDir kept); fnbuild adds only the
+    /// function and its packages where Kyma's images load them (Node: /usr/src/app/function and
+    /// its node_modules; Python: /kubeless, packages in /kubeless/lib first on PYTHONPATH).
+    #[arg(help_heading = "Base image", long, value_name = "IMAGE", value_parser = Location::base, conflicts_with = "base")]
+    runtime_image: Option<Location>,
     /// Write the image to oci:DIR[:TAG] (an OCI image layout; other tags in it are kept),
     /// docker-archive:FILE[:NAME:TAG] (for `docker load`), docker-daemon:NAME:TAG (as --load) or
     /// docker://REF (as --push). Repeatable.
@@ -430,7 +437,8 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         source_dir,
         runtime: args.runtime,
         runtimes: args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk),
-        base: args.base,
+        runtime_image: args.runtime_image.is_some(),
+        base: args.base.or(args.runtime_image),
         outputs,
         source_date_epoch: args.source_date_epoch,
         labels: args.label,
@@ -613,21 +621,4 @@ fn read_cache_key(path: &std::path::Path) -> Result<Vec<u8>> {
         );
     }
     Ok(key)
-}
-
-/// Whether `path` is this process's stdout (the same file, pipe or terminal as descriptor 1).
-fn is_stdout(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let (Ok(target), Ok(out)) = (std::fs::metadata(path), std::fs::metadata("/proc/self/fd/1")) else {
-        return false;
-    };
-    (target.dev(), target.ino()) == (out.dev(), out.ino())
-}
-
-/// `$XDG_CACHE_HOME/fnbuild` or `~/.cache/fnbuild`, for base manifests and configs.
-fn default_cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("fnbuild"))
 }

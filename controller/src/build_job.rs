@@ -60,13 +60,31 @@ pub const DOWNLOAD_CONTAINER: &str = "download";
 /// Where the steps that push mount the cache key Secret.
 pub const CACHE_KEY_DIR: &str = "/cache-key";
 
+/// The builder's base image option: `--base IMAGE` (fnbuild's server laid over it), or
+/// `--runtime-image IMAGE` for a Function's `runtimeImageOverride` (the image's own server runs,
+/// as in Kyma).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseArg {
+    Base(String),
+    RuntimeImage(String),
+}
+
+impl BaseArg {
+    pub fn args(&self) -> [String; 2] {
+        match self {
+            BaseArg::Base(i) => ["--base".into(), i.clone()],
+            BaseArg::RuntimeImage(i) => ["--runtime-image".into(), i.clone()],
+        }
+    }
+}
+
 /// What a build needs besides the Function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildInputs {
     pub tag: String,
     pub attempt: u32,
-    /// `--base`, when not the runtime's default.
-    pub base: Option<String>,
+    /// The builder's base image option, when not the runtime's default.
+    pub base: Option<BaseArg>,
     /// The package-registry Secret has `.npmrc` / `pip.conf`.
     pub npmrc: bool,
     pub pip_conf: bool,
@@ -170,7 +188,7 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     // What `prepare` and `build` both pass: where from, where to, and the registry's options.
     let mut options: Vec<String> = Vec::new();
     if let Some(base) = &b.base {
-        options.extend(["--base".into(), base.clone()]);
+        options.extend(base.args());
     }
     // Every listed host: besides the push registry (and the cache repository there) and the
     // base image's registry, a build follows token realms and blob redirects the controller
@@ -417,7 +435,7 @@ mod tests {
         BuildInputs {
             tag: image_tag(f, "node:20-slim"),
             attempt: 2,
-            base: Some("reg.local/node:20".into()),
+            base: Some(BaseArg::Base("reg.local/node:20".into())),
             npmrc: true,
             pip_conf: false,
             cache_key: true,
@@ -586,6 +604,16 @@ mod tests {
         let job = build_job(&f, &s2, &b2);
         assert_eq!(pod_of(&job).containers[0].args.as_ref().unwrap().len(), 9);
         assert_eq!(pod_of(&job).volumes.unwrap().len(), 3);
+
+        // A runtimeImageOverride: the image's own server runs (`--runtime-image`, not `--base`).
+        let image = "docker://reg.local/kyma-node:24";
+        let b4 = BuildInputs {
+            base: Some(BaseArg::RuntimeImage(image.into())),
+            ..b2.clone()
+        };
+        let args = pod_of(&build_job(&f, &s2, &b4)).containers[0].args.clone().unwrap();
+        assert!(args.windows(2).any(|w| w == ["--runtime-image", image]), "{args:?}");
+        assert!(!args.iter().any(|a| a == "--base"), "{args:?}");
 
         // A single-node cluster with the registry on the node's loopback: the node's network.
         let s3 = Settings {

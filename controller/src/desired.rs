@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub use super::build_job::{build_job, BuildInputs, BUILD_CONTAINER};
+pub use super::build_job::{build_job, BaseArg, BuildInputs, BUILD_CONTAINER};
 
 pub const LABEL_FUNCTION_NAME: &str = "serverless.kyma-project.io/function-name";
 pub const LABEL_MANAGED_BY: &str = "serverless.kyma-project.io/managed-by";
@@ -129,17 +129,18 @@ pub fn pull_image(f: &Function, s: &Settings, digest: &str) -> String {
     )
 }
 
-/// The base image: what goes into the image tag, and the builder's `--base` (none when the
+/// The base image: what goes into the image tag, and the builder's option for it (none when the
 /// runtime's built-in default is used).
-pub fn base_image(f: &Function, s: &Settings) -> (String, Option<String>) {
+pub fn base_image(f: &Function, s: &Settings) -> (String, Option<BaseArg>) {
     if let Some(o) = f.spec.runtime_image_override.as_deref().filter(|o| !o.is_empty()) {
         // A Function's author names a registry image, never a file or daemon of the builder's:
         // `docker://` keeps the builder from reading `oci:x` or `docker-daemon:y` as such.
         let o = o.trim_start_matches("docker://");
-        return (o.to_string(), Some(format!("docker://{o}")));
+        // Kyma's override is a runtime image: its own server runs the function.
+        return (o.to_string(), Some(BaseArg::RuntimeImage(format!("docker://{o}"))));
     }
     if let Some(b) = s.base_images.get(&f.spec.runtime) {
-        return (b.clone(), Some(b.clone()));
+        return (b.clone(), Some(BaseArg::Base(b.clone())));
     }
     (default_base_image(&f.spec.runtime), None)
 }
@@ -591,12 +592,18 @@ pub(super) mod tests {
         s.base_images.insert("nodejs20".into(), "reg.local/node:20".into());
         assert_eq!(
             base_image(&f, &s),
-            ("reg.local/node:20".into(), Some("reg.local/node:20".into()))
+            (
+                "reg.local/node:20".into(),
+                Some(BaseArg::Base("reg.local/node:20".into()))
+            )
         );
         f.spec.runtime_image_override = Some("reg.local/custom:1".into());
         assert_eq!(
             base_image(&f, &s),
-            ("reg.local/custom:1".into(), Some("docker://reg.local/custom:1".into()))
+            (
+                "reg.local/custom:1".into(),
+                Some(BaseArg::RuntimeImage("docker://reg.local/custom:1".into()))
+            )
         );
     }
 

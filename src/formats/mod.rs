@@ -223,6 +223,24 @@ pub fn check(output: &Location) -> Result<(), WriteError> {
     }
 }
 
+/// Whether `file` can be written: opened for appending when it exists (nothing is changed), else
+/// its directory must exist and be writable.
+pub fn check_writable_file(file: &Path) -> std::io::Result<()> {
+    if file.exists() {
+        return std::fs::OpenOptions::new().append(true).open(file).map(|_| ());
+    }
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a NUL-terminated path; access() only reads it.
+    if unsafe { libc::access(c_dir.as_ptr(), libc::W_OK) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// What writing one output came to (`outputs` in `build --json`).
 #[derive(Debug, Serialize)]
 pub struct OutputSummary {

@@ -54,6 +54,29 @@ pub struct RuntimeSpec {
     /// library layer.
     #[serde(default)]
     pub libraries_dir: Option<String>,
+    /// How a function goes onto a Kyma-style runtime image (`build --runtime-image`). None: the
+    /// runtime has no such mode.
+    #[serde(default)]
+    pub runtime_image: Option<RuntimeImageSpec>,
+}
+
+/// `build --runtime-image IMAGE` (Kyma's `spec.runtimeImageOverride`): IMAGE brings its own
+/// server, which runs; fnbuild adds the function at `function_dir` and its packages at
+/// `dependency_dir`, and keeps the image's Entrypoint, Cmd, Env, User and WorkingDir.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeImageSpec {
+    /// The working directory when the image names none.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// The user when the image names none.
+    pub user: String,
+    /// Set where the image's Env lacks the name (a Pod's own env wins over both).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Put in front of the image's own value, `:`-separated (`PYTHONPATH`).
+    #[serde(default)]
+    pub prepend_env: BTreeMap<String, String>,
 }
 
 impl RuntimeSpec {
@@ -159,6 +182,10 @@ impl Runtimes {
             ("dependency_dir", &spec.dependency_dir),
             ("working_dir", &spec.working_dir),
             ("libraries_dir", spec.libraries_dir.as_ref().unwrap_or(&spec.server_dir)),
+            (
+                "runtime_image.working_dir",
+                (spec.runtime_image.as_ref().and_then(|r| r.working_dir.as_ref())).unwrap_or(&spec.server_dir),
+            ),
         ] {
             if !dir.starts_with('/') || dir.split('/').any(|c| c == ".." || c == ".") {
                 return Err(invalid(

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// the build is told to use (`None`: the runtime's default).
 struct Target {
     tag: String,
-    base: Option<String>,
+    base: Option<desired::BaseArg>,
 }
 
 /// A step that wants the Function reconciled again after this long; `None`: only on a change
