@@ -76,8 +76,8 @@ pub struct FunctionSpec {
     #[schemars(extend("enum" = ["nodejs20", "nodejs22", "nodejs24", "python312"]))]
     pub runtime: String,
 
-    /// A base image to build on instead of the runtime's default one (a registry reference the
-    /// builder can pull).
+    /// A runtime image to build on instead of the runtime's default one (a registry reference the
+    /// builder can pull). As in Kyma, the image is the runtime: its own server runs the function.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_image_override: Option<String>,
 
@@ -97,8 +97,9 @@ pub struct FunctionSpec {
     pub container_security_context: Option<SecurityContext>,
 
     /// Environment variables for the function's container (static values, or references to
-    /// ConfigMaps and Secrets). The names FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT, MOD_NAME,
-    /// NODE_PATH and PYTHONPATH are reserved.
+    /// ConfigMaps and Secrets). The names FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT,
+    /// FUNC_HANDLER_SOURCE, FUNC_HANDLER_DEPENDENCIES, MOD_NAME, NODE_PATH and PYTHONPATH are
+    /// reserved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
 
@@ -127,6 +128,20 @@ pub struct FunctionSpec {
     pub labels: Option<BTreeMap<String, String>>,
 
     /// Annotations for the function's Pods (not under serverless.kyma-project.io/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+
+    /// Deprecated (Kyma): use spec.labels and spec.annotations. A template with labels or
+    /// annotations is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+}
+
+/// Kyma's deprecated `spec.template`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct Template {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }

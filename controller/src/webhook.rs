@@ -38,14 +38,24 @@ pub fn validate_request(req: &AdmissionRequest<DynamicObject>) -> AdmissionRespo
         .clone()
         .filter(|n| !n.is_empty())
         .or_else(|| Some(req.name.clone()).filter(|n| !n.is_empty()));
-    match validate(name.as_deref(), &f.spec) {
-        // kubectl prints each warning as `Warning: ...`.
-        Ok(()) => {
+    let result = validate(name.as_deref(), &f.spec);
+    match result {
+        // Every problem is named when one of them is refused here.
+        Err(e) if e.refused_at_admission() => resp.deny(e.to_string()),
+        // kubectl prints each warning as `Warning: ...`. What Kyma's controller reports in
+        // status is admitted, as there, and the controller reports it; kubectl says so now.
+        result => {
             let mut resp = resp;
-            resp.warnings = runtime_deprecation(&f.spec.runtime).map(|w| vec![w]);
+            let mut warnings: Vec<String> = runtime_deprecation(&f.spec.runtime).into_iter().collect();
+            if let Err(e) = result {
+                warnings
+                    .extend(e.0.iter().map(|p| {
+                        format!("{p} (the Function will not be built: see its ConfigurationReady condition)")
+                    }));
+            }
+            resp.warnings = Some(warnings).filter(|w| !w.is_empty());
             resp
         }
-        Err(e) => resp.deny(e.to_string()),
     }
 }
 
@@ -175,6 +185,15 @@ mod tests {
             assert_eq!(resp["allowed"], true, "{runtime}");
             assert!(resp.get("warnings").is_none_or(|w| w.is_null()), "{runtime}: {resp}");
         }
+        // What Kyma's controller reports in status (not its API server) is admitted, as there,
+        // with a warning naming the field.
+        let f = function(json!({"runtime": "python312", "source": {"inline": {"source": "x"}},
+            "secretMounts": [{"secretName": "s", "mountPath": "/a"}, {"secretName": "s", "mountPath": "/b"}]}));
+        let resp = &call(VALIDATE_PATH, review("CREATE", f))["response"];
+        assert_eq!(resp["allowed"], true, "{resp}");
+        let w = resp["warnings"][0].as_str().unwrap();
+        assert!(w.starts_with("spec.secretMounts[1].secretName: secretNames should be unique"), "{w}");
+        assert!(w.contains("ConfigurationReady"), "{w}");
     }
 
     #[test]

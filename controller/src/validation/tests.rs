@@ -170,9 +170,9 @@ fn sources() {
     s.source.inline.as_mut().unwrap().dependencies = Some("[1]".into());
     assert_eq!(
         one("f", &s),
-        "spec.source.inline.dependencies: must be a JSON object (a package.json)"
+        "spec.source.inline.dependencies: deps should start with '{' and end with '}'"
     );
-    s.source.inline.as_mut().unwrap().dependencies = Some("{oops".into());
+    s.source.inline.as_mut().unwrap().dependencies = Some("{oops}".into());
     assert!(one("f", &s).starts_with("spec.source.inline.dependencies: is not valid JSON"));
     // Python's requirements.txt is not JSON.
     s.runtime = "python312".into();
@@ -219,7 +219,7 @@ fn env() {
     ]);
     assert_eq!(
         one("f", &s),
-        "spec.env[1].name: FUNC_PORT is reserved (reserved: FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT, MOD_NAME, NODE_PATH, PYTHONPATH)"
+        "spec.env[1].name: FUNC_PORT is reserved (reserved: FUNC_RUNTIME, FUNC_HANDLER, FUNC_PORT, FUNC_HANDLER_SOURCE, FUNC_HANDLER_DEPENDENCIES, MOD_NAME, NODE_PATH, PYTHONPATH)"
     );
     s.env = Some(vec![
         EnvVar {
@@ -309,7 +309,7 @@ fn resources() {
         [
             "spec.resourceConfiguration.function: set profile or resources, not both",
             "spec.resourceConfiguration.build.resources.requests.cpu: 'lots' is not a quantity (e.g. 100m, 0.5, 128Mi, 1Gi)",
-            "spec.resourceConfiguration.build.resources.limits.gpu: only cpu, memory and ephemeral-storage may be set",
+            "spec.resourceConfiguration.build.resources.limits.gpu: is not a resource name: cpu, memory, ephemeral-storage, hugepages-<size> or a prefixed name such as nvidia.com/gpu",
         ]
     );
 }
