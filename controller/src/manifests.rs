@@ -171,7 +171,10 @@ pub fn validating_webhook(o: &ManifestOptions) -> ValidatingWebhookConfiguration
             name: "validation.functions.serverless.kyma-project.io".into(),
             admission_review_versions: vec!["v1".into()],
             client_config: webhook_client(o, VALIDATE_PATH),
-            failure_policy: Some("Fail".into()),
+            // Ignore: an outage of the controller does not stop `kubectl apply` or a GitOps sync
+            // (Kyma's rules need no webhook either); the reconciler validates every Function
+            // again before it builds, so one admitted meanwhile is reported, never built.
+            failure_policy: Some("Ignore".into()),
             match_policy: Some("Equivalent".into()),
             rules: function_rules(),
             side_effects: "None".into(),
@@ -462,6 +465,7 @@ mod tests {
         assert_eq!(mwh["clientConfig"]["caBundle"], "Q0VSVA==");
         assert_eq!(mwh["admissionReviewVersions"], serde_json::json!(["v1"]));
         assert_eq!(mwh["sideEffects"], "None");
+        assert_eq!(mwh["failurePolicy"], "Ignore");
         let secret = &all[5];
         assert_eq!(secret["data"]["tls.key"], "S0VZ");
         let pod = &all[7]["spec"]["template"]["spec"];

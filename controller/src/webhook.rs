@@ -192,7 +192,10 @@ mod tests {
         let resp = &call(VALIDATE_PATH, review("CREATE", f))["response"];
         assert_eq!(resp["allowed"], true, "{resp}");
         let w = resp["warnings"][0].as_str().unwrap();
-        assert!(w.starts_with("spec.secretMounts[1].secretName: secretNames should be unique"), "{w}");
+        assert!(
+            w.starts_with("spec.secretMounts[1].secretName: secretNames should be unique"),
+            "{w}"
+        );
         assert!(w.contains("ConfigurationReady"), "{w}");
     }
 

@@ -506,6 +506,7 @@ async fn controller_against_a_real_api_server() {
     happy_path(&cluster, &client, &controller, &registry).await;
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     kyma_platform::no_spec_drift(&cluster, &client).await;
+    kyma_platform::kyma_validation_cases(&cluster, &client).await;
     kyma_platform::takeover_from_kyma(&client).await;
     image_already_in_registry(&client).await;
     configmap_refused(&cluster, &client).await;
