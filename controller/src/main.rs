@@ -271,6 +271,19 @@ struct ManifestsArgs {
     /// Service: for a controller running outside the cluster.
     #[arg(long, value_name = "URL")]
     webhook_url: Option<String>,
+    /// The cluster's Kubernetes version (1.MINOR). From 1.25 the CRD carries Kyma's validation
+    /// rules in CEL, so the API server enforces them even while the webhook is down; give the
+    /// version of an older cluster, whose API server would refuse the CRD with them.
+    #[arg(long, value_name = "1.MINOR", default_value = "1.25", value_parser = kubernetes_minor)]
+    kubernetes_version: u32,
+}
+
+/// `1.MINOR` → MINOR.
+fn kubernetes_minor(v: &str) -> Result<u32, String> {
+    v.strip_prefix("1.")
+        .and_then(|m| m.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("'{v}' is not a Kubernetes version such as 1.30"))
 }
 
 fn run_manifests(mut args: ManifestsArgs) -> Result<()> {
@@ -291,6 +304,7 @@ fn run_manifests(mut args: ManifestsArgs) -> Result<()> {
         tls_key: read(&args.tls_key)?,
         ca_bundle: read(&args.ca_bundle)?,
         webhook_url: args.webhook_url,
+        kubernetes_minor: args.kubernetes_version,
         settings,
     };
     print!(

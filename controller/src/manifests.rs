@@ -48,6 +48,9 @@ pub struct ManifestOptions {
     /// Call the webhooks at this base URL (`https://HOST:PORT`) instead of through the Service
     /// (a controller running outside the cluster, as in tests).
     pub webhook_url: Option<String>,
+    /// The cluster's Kubernetes minor version (1.x): from 1.25 on, the CRD carries Kyma's CEL
+    /// rules, which older API servers do not know.
+    pub kubernetes_minor: u32,
 }
 
 impl Default for ManifestOptions {
@@ -60,6 +63,7 @@ impl Default for ManifestOptions {
             tls_key: None,
             ca_bundle: None,
             webhook_url: None,
+            kubernetes_minor: super::validation::cel::FIRST_MINOR,
         }
     }
 }
@@ -360,7 +364,7 @@ pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
             metadata: meta(&o.namespace, None),
             ..Default::default()
         })),
-        v(serde_json::to_value(super::types::crd())),
+        crd(o),
         v(serde_json::to_value(ServiceAccount {
             metadata: meta(NAME, Some(&o.namespace)),
             ..Default::default()
@@ -396,6 +400,15 @@ pub fn objects(o: &ManifestOptions) -> Vec<serde_json::Value> {
     out.push(v(serde_json::to_value(deployment(o))));
     out.push(v(serde_json::to_value(validating_webhook(o))));
     out
+}
+
+/// The Function CRD, with Kyma's CEL rules where the API server evaluates them.
+fn crd(o: &ManifestOptions) -> serde_json::Value {
+    let mut crd = serde_json::to_value(super::types::crd()).expect("the CRD serialises");
+    if o.kubernetes_minor >= super::validation::cel::FIRST_MINOR {
+        super::validation::cel::add_to_crd(&mut crd);
+    }
+    crd
 }
 
 /// The YAML stream (`---` between documents).
@@ -473,6 +486,25 @@ mod tests {
             pod["imagePullSecrets"],
             serde_json::json!([{"name": "serverless-registry-config-default"}])
         );
+    }
+
+    #[test]
+    fn the_crd_carries_kymas_cel_rules_from_kubernetes_1_25() {
+        let crd_of = |minor| {
+            let all = objects(&ManifestOptions {
+                kubernetes_minor: minor,
+                ..Default::default()
+            });
+            let crd = all
+                .into_iter()
+                .find(|o| o["kind"] == "CustomResourceDefinition")
+                .unwrap();
+            crd.to_string()
+        };
+        assert!(crd_of(25).contains("x-kubernetes-validations"));
+        assert!(crd_of(30).contains("Following envs are reserved"));
+        assert!(!crd_of(24).contains("x-kubernetes-validations"));
+        assert!(!crd_of(20).contains("x-kubernetes-validations"));
     }
 
     #[test]

@@ -432,6 +432,8 @@ async fn controller_against_a_real_api_server() {
     let manifests = Command::new(env!("CARGO_BIN_EXE_fnbuild-controller"))
         .args([
             "manifests",
+            // This cluster's API server predates CEL rules in CRDs.
+            "--kubernetes-version=1.20",
             &format!("--webhook-url=https://127.0.0.1:{webhook_port}"),
             "--builder-image=fnbuild-test/builder:1",
         ])

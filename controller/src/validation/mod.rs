@@ -452,7 +452,8 @@ fn validate_resources(
             return;
         }
         (None, Some(res)) => res,
-        (None, None) => return,
+        // Kyma's rule: exactly one of them (an empty `function: {}` is refused).
+        (None, None) => return e.add(path, "set profile or resources"),
     };
     type Quantities =
         Option<std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>;
@@ -522,6 +523,7 @@ fn resource_name(k: &str) -> bool {
     }
 }
 
+pub mod cel;
 #[cfg(test)]
 mod kyma_cases;
 #[cfg(test)]
