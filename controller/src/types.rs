@@ -287,6 +287,11 @@ pub struct FunctionStatus {
     /// over the controller's restricted defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
+    /// The annotations of spec.annotations last put on the function's Pods (Kyma's
+    /// functionAnnotations): those the controller removes when they leave the spec; others'
+    /// annotations on the Pods (`kubectl rollout restart`) stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_annotations: Option<BTreeMap<String, String>>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

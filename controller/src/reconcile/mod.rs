@@ -348,6 +348,7 @@ impl Reconciling<'_> {
         self.status.build_resource_profile = desired::build_resources(f, s).1;
         self.status.pod_security_context = Some(super::security::function_pod(f));
         self.status.container_security_context = Some(super::security::function_container(f));
+        self.status.function_annotations = f.spec.annotations.clone().filter(|a| !a.is_empty());
         Ok(true)
     }
 }

@@ -38,6 +38,7 @@ pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
         "requests": {"cpu": "300m", "memory": "300Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}});
     custom["spec"]["podSecurityContext"] = json!({"runAsUser": 2000, "runAsGroup": 3000});
     custom["spec"]["containerSecurityContext"] = json!({"readOnlyRootFilesystem": false});
+    custom["spec"]["annotations"] = json!({"team.example.com/owner": "a"});
     cluster.kubectl_ok(&["apply", "-f", "-"], Some(&custom.to_string()));
 
     // The controller has done its part: ConfigMap, Job, status.
@@ -153,6 +154,36 @@ pub async fn no_spec_drift(cluster: &Cluster, client: &Client) {
         st.container_security_context.unwrap().read_only_root_filesystem,
         Some(false)
     );
+
+    // Kyma's functionAnnotations: the spec's annotations as last put on the Pods. One that
+    // leaves the spec leaves the Pods; one `kubectl rollout restart` put there stays.
+    assert_eq!(
+        st.function_annotations,
+        Some([("team.example.com/owner".to_string(), "a".to_string())].into())
+    );
+    cluster.kubectl_ok(&["rollout", "restart", "deployment/custom", "-n", ns], None);
+    custom["spec"]["annotations"] = json!({"team.example.com/tier": "gold"});
+    cluster.kubectl_ok(&["apply", "-f", "-"], Some(&custom.to_string()));
+    let annotations = wait_for("custom's Pods with the new annotation", || async {
+        let dep = deployments.get_opt("custom").await.unwrap()?;
+        let a = dep.spec.template.metadata?.annotations?;
+        a.contains_key("team.example.com/tier").then_some(a)
+    })
+    .await;
+    assert!(!annotations.contains_key("team.example.com/owner"), "{annotations:?}");
+    assert!(
+        annotations.contains_key("kubectl.kubernetes.io/restartedAt"),
+        "{annotations:?}"
+    );
+    let st = wait_for("functionAnnotations updated", || async {
+        let st = function(client, ns, "custom").await.status?;
+        st.function_annotations
+            .as_ref()?
+            .contains_key("team.example.com/tier")
+            .then_some(st)
+    })
+    .await;
+    assert_eq!(st.function_annotations.unwrap().len(), 1);
 }
 
 /// Kyma's registry configuration: the Secret in the controller's namespace is copied into each
