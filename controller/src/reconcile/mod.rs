@@ -355,13 +355,23 @@ impl Reconciling<'_> {
 
 /// The status as a merge patch: fields that went away are set to null (a merge patch leaves
 /// out-of-patch fields as they were, which would make the next reconcile write again).
+/// Maps are merged too, so a key gone from a map (functionAnnotations, a security context's
+/// field) is set to null at its depth.
 pub fn status_patch(old: &FunctionStatus, new: &FunctionStatus) -> serde_json::Value {
-    let mut patch = serde_json::to_value(new).unwrap_or_default();
-    if let (Some(p), Ok(serde_json::Value::Object(o))) = (patch.as_object_mut(), serde_json::to_value(old)) {
-        for k in o.keys() {
-            p.entry(k.clone()).or_insert(serde_json::Value::Null);
+    fn clear_gone(patch: &mut serde_json::Value, old: &serde_json::Value) {
+        if let (Some(p), Some(o)) = (patch.as_object_mut(), old.as_object()) {
+            for (k, old_v) in o {
+                match p.get_mut(k) {
+                    Some(new_v) => clear_gone(new_v, old_v),
+                    None => {
+                        p.insert(k.clone(), serde_json::Value::Null);
+                    }
+                }
+            }
         }
     }
+    let mut patch = serde_json::to_value(new).unwrap_or_default();
+    clear_gone(&mut patch, &serde_json::to_value(old).unwrap_or_default());
     patch
 }
 
@@ -390,6 +400,20 @@ mod tests {
         assert_eq!(
             status_patch(&old, &new),
             serde_json::json!({"functionResourceProfile": null, "replicas": 2})
+        );
+        // Within a map too: a merge patch would keep the old key.
+        let map = |kv: &[(&str, &str)]| Some(kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let old = FunctionStatus {
+            function_annotations: map(&[("a", "1"), ("b", "2")]),
+            ..Default::default()
+        };
+        let new = FunctionStatus {
+            function_annotations: map(&[("b", "3")]),
+            ..Default::default()
+        };
+        assert_eq!(
+            status_patch(&old, &new),
+            serde_json::json!({"functionAnnotations": {"a": null, "b": "3"}})
         );
     }
 }
