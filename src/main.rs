@@ -49,6 +49,12 @@ enum Command {
         fnbuild install-dependencies /src --runtime nodejs24 --handoff /handoff --npmrc /package-registry/.npmrc\n  \
         fnbuild build /src --runtime nodejs24 --push $IMAGE --cache-repo $CACHE --cache-key-file /key/key --installed-dependencies /handoff")]
     InstallDependencies(InstallArgs),
+    /// A build Job's fetch step for a Function from git: one commit of the repository into DIR
+    /// (shallow, without its .git), with the credentials only this step holds.
+    #[command(after_help = "Example (before the steps of a build Job):\n  \
+        fnbuild fetch-source --git-url https://git.example.com/team/fns.git --git-ref 0123abcd... --git-dir hello --git-auth /git-auth /git\n  \
+        fnbuild build /git/checkout/hello --runtime nodejs24 --push $IMAGE")]
+    FetchSource(fnbuild::git::FetchSourceArgs),
     /// Make the runtimes' library layers (the packages Kyma's runtime images carry, pinned by the
     /// lock files of runtimes/<server>/libraries/) into a store, for a builder image or a builder
     /// without network: `build --runtime-libraries DIR` then downloads nothing.
@@ -324,6 +330,7 @@ fn main() -> ExitCode {
         match command {
             Command::Build(args) => run_build(args).await,
             Command::InstallDependencies(args) => run_install(args).await,
+            Command::FetchSource(args) => fnbuild::git::fetch_source(&args),
             Command::RuntimeLibraries(args) => run_libraries(args).await,
             Command::Init(args) => {
                 for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir)? {

@@ -78,6 +78,38 @@ impl BaseArg {
     }
 }
 
+/// A Function from git, its reference resolved: the build Job's `fetch` step checks out this
+/// commit, with the auth Secret only it mounts, into the `source` volume, and the later steps
+/// see the function's directory there at /src (a subPath), as they see an inline source's
+/// ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitBuild {
+    pub url: String,
+    pub commit: String,
+    /// The function's directory in the repository, relative (`""`: its root).
+    pub dir: String,
+    /// The Secret with the credentials (Kyma's `auth.secretName`).
+    pub auth_secret: Option<String>,
+}
+
+/// The init container that fetches a git source (the only step with the git credentials).
+pub const FETCH_CONTAINER: &str = "fetch";
+const GIT_DIR: &str = "/git";
+const GIT_AUTH_DIR: &str = "/git-auth";
+
+impl GitBuild {
+    /// `baseDir` as the fetch step and a subPath take it: relative, no `./`, no trailing `/`.
+    pub fn dir_of(base_dir: Option<&str>) -> String {
+        let d = base_dir.unwrap_or("").trim().trim_matches('/');
+        let d = d.strip_prefix("./").unwrap_or(d);
+        if d == "." {
+            String::new()
+        } else {
+            d.to_string()
+        }
+    }
+}
+
 /// What a build needs besides the Function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildInputs {
@@ -90,6 +122,8 @@ pub struct BuildInputs {
     pub pip_conf: bool,
     /// The cache key Secret is there (with its `key`): the registry cache may be used.
     pub cache_key: bool,
+    /// The Function's source is this commit of a repository.
+    pub git: Option<GitBuild>,
 }
 
 /// The builder's dependency plan for an inline source, read from memory exactly as the builder
@@ -218,6 +252,14 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         if report {
             a.extend(["--digest-file".into(), "/dev/termination-log".into(), "--json".into()]);
         }
+        if let Some(g) = &b.git {
+            a.extend([
+                "--source-url".into(),
+                g.url.clone(),
+                "--revision".into(),
+                g.commit.clone(),
+            ]);
+        }
         a.extend(options.iter().cloned());
         a
     };
@@ -226,9 +268,17 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         e.extend(scratch_env());
         e
     };
+    // A git source: the function's directory in the fetched checkout.
+    let source_mount = || VolumeMount {
+        sub_path: b
+            .git
+            .as_ref()
+            .map(|g| format!("checkout/{}", g.dir).trim_end_matches('/').to_string()),
+        ..mount("source", SOURCE_DIR, true)
+    };
     let registry_mounts = || {
         let mut m = vec![
-            mount("source", SOURCE_DIR, true),
+            source_mount(),
             mount("registry-config", DOCKER_CONFIG_DIR, true),
             mount("tmp", "/tmp", false),
         ];
@@ -238,14 +288,18 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         m
     };
 
-    let mut volumes = vec![
-        Volume {
+    let source_volume = match &b.git {
+        Some(_) => empty_dir("source"),
+        None => Volume {
             config_map: Some(ConfigMapVolumeSource {
                 name: f.name_any(),
                 ..Default::default()
             }),
             ..volume("source")
         },
+    };
+    let mut volumes = vec![
+        source_volume,
         Volume {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(s.registry_secret.clone()),
@@ -277,6 +331,31 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     }
 
     let mut init_containers = Vec::new();
+    if let Some(g) = &b.git {
+        let mut args: Vec<String> = vec![
+            "fetch-source".into(),
+            "--git-url".into(),
+            g.url.clone(),
+            "--git-ref".into(),
+            g.commit.clone(),
+            "--git-dir".into(),
+            g.dir.clone(),
+        ];
+        let mut mounts = vec![mount("source", GIT_DIR, false), mount("tmp", "/tmp", false)];
+        if let Some(secret) = &g.auth_secret {
+            args.extend(["--git-auth".into(), GIT_AUTH_DIR.into()]);
+            mounts.push(mount("git-auth", GIT_AUTH_DIR, true));
+            volumes.push(Volume {
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..Default::default()
+                }),
+                ..volume("git-auth")
+            });
+        }
+        args.push(GIT_DIR.into());
+        init_containers.push(builder_container(s, FETCH_CONTAINER, args, scratch_env(), mounts, f));
+    }
     let container = if split {
         volumes.extend([empty_dir("handoff"), empty_dir("install-tmp")]);
 
@@ -307,7 +386,7 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         };
         let install_mounts = |tmp: &str| {
             vec![
-                mount("source", SOURCE_DIR, true),
+                source_mount(),
                 mount("handoff", HANDOFF_DIR, false),
                 mount(tmp, "/tmp", false),
             ]
@@ -433,12 +512,13 @@ mod tests {
 
     fn inputs(f: &Function) -> BuildInputs {
         BuildInputs {
-            tag: image_tag(f, "node:20-slim"),
+            tag: image_tag(f, "node:20-slim", None),
             attempt: 2,
             base: Some(BaseArg::Base("reg.local/node:20".into())),
             npmrc: true,
             pip_conf: false,
             cache_key: true,
+            git: None,
         }
     }
 

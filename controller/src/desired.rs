@@ -23,7 +23,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub use super::build_job::{build_job, BaseArg, BuildInputs, BUILD_CONTAINER};
+pub use super::build_job::{build_job, BaseArg, BuildInputs, GitBuild, BUILD_CONTAINER};
 
 pub const LABEL_FUNCTION_NAME: &str = "serverless.kyma-project.io/function-name";
 pub const LABEL_MANAGED_BY: &str = "serverless.kyma-project.io/managed-by";
@@ -166,16 +166,21 @@ pub fn default_base_image(runtime: &str) -> String {
 
 /// The image tag: a hash of everything that goes into the image (uid, source, dependencies,
 /// runtime, base image). Env, replicas and resources are not in it: changing them never rebuilds.
-pub fn image_tag(f: &Function, base: &str) -> String {
+pub fn image_tag(f: &Function, base: &str, git: Option<&GitBuild>) -> String {
     let inline = f.spec.source.inline.as_ref();
     let mut h = Sha256::new();
-    for part in [
-        f.uid().unwrap_or_default().as_str(),
-        inline.map(|i| i.source.as_str()).unwrap_or_default(),
-        inline.and_then(|i| i.dependencies.as_deref()).unwrap_or_default(),
-        f.spec.runtime.as_str(),
-        base,
-    ] {
+    let mut parts = vec![
+        f.uid().unwrap_or_default(),
+        inline.map(|i| i.source.clone()).unwrap_or_default(),
+        inline.and_then(|i| i.dependencies.clone()).unwrap_or_default(),
+        f.spec.runtime.clone(),
+        base.to_string(),
+    ];
+    // A git source's inputs: the commit and the directory (an inline tag stays as it was).
+    if let Some(g) = git {
+        parts.extend([g.url.clone(), g.commit.clone(), g.dir.clone()]);
+    }
+    for part in parts {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
@@ -544,32 +549,32 @@ pub(super) mod tests {
     #[test]
     fn tag_depends_on_image_inputs_only() {
         let f = function();
-        let t = image_tag(&f, "node:20-slim");
+        let t = image_tag(&f, "node:20-slim", None);
         assert_eq!(t.len(), 32);
         assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(t, image_tag(&f.clone(), "node:20-slim"));
+        assert_eq!(t, image_tag(&f.clone(), "node:20-slim", None));
         let mut g = f.clone();
         g.spec.env = None;
         g.spec.replicas = Some(5);
         g.spec.resource_configuration = None;
         assert_eq!(
-            image_tag(&g, "node:20-slim"),
+            image_tag(&g, "node:20-slim", None),
             t,
             "env, replicas and resources do not rebuild"
         );
-        assert_ne!(image_tag(&f, "node:22-slim"), t);
+        assert_ne!(image_tag(&f, "node:22-slim", None), t);
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().source.push(' ');
-        assert_ne!(image_tag(&g, "node:20-slim"), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None), t);
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().dependencies = None;
-        assert_ne!(image_tag(&g, "node:20-slim"), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None), t);
         let mut g = f.clone();
         g.metadata.uid = Some("other".into());
-        assert_ne!(image_tag(&g, "node:20-slim"), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None), t);
         let mut g = f.clone();
         g.spec.runtime = "nodejs22".into();
-        assert_ne!(image_tag(&g, "node:20-slim"), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None), t);
         // Length-prefixed parts: moving text between fields changes the tag.
         let mut a = f.clone();
         a.spec.source.inline = Some(InlineSource {
@@ -581,7 +586,7 @@ pub(super) mod tests {
             source: "a".into(),
             dependencies: Some("bc".into()),
         });
-        assert_ne!(image_tag(&a, "x"), image_tag(&b, "x"));
+        assert_ne!(image_tag(&a, "x", None), image_tag(&b, "x", None));
     }
 
     #[test]

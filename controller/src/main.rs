@@ -40,6 +40,11 @@ enum Command {
 }
 
 fn main() {
+    // git or ssh asking for a credential of the controller's `git ls-remote` (this binary is
+    // their askpass program).
+    if let Some(code) = fnbuild::git::askpass::answer_if_asked() {
+        std::process::exit(if code == std::process::ExitCode::SUCCESS { 0 } else { 1 });
+    }
     let cli = Cli::parse();
     let in_pod = matches!(cli.command, Command::Run(_)) && !std::io::stderr().is_terminal();
     cli.log.init(in_pod.then_some(LogFormat::Json));
@@ -114,6 +119,10 @@ struct ControllerSettingsArgs {
     /// A build Job's time limit, in seconds (activeDeadlineSeconds).
     #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
     build_deadline: i64,
+    /// How often, in seconds, a Function from git has its reference resolved again (git
+    /// ls-remote, no clone); a new commit is built.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    git_poll_interval: u64,
     /// Build Jobs running at once, over all namespaces.
     #[arg(long, default_value_t = 3)]
     max_concurrent_builds: usize,
@@ -182,6 +191,7 @@ impl ControllerSettingsArgs {
             cache_key_secret: self.cache_key_secret,
             base_images: self.base_image.into_iter().collect(),
             build_deadline_seconds: self.build_deadline,
+            git_poll_seconds: self.git_poll_interval,
             max_concurrent_builds: self.max_concurrent_builds,
             build_retry_seconds: self.build_retry_delay,
             target_cpu_utilization: self.target_cpu_utilization,

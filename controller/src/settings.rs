@@ -54,6 +54,8 @@ pub struct Settings {
     pub base_images: BTreeMap<String, String>,
     /// A build Job's `activeDeadlineSeconds`.
     pub build_deadline_seconds: i64,
+    /// How often a Function from git has its reference resolved again (a new commit: a build).
+    pub git_poll_seconds: u64,
     /// Build Jobs running at once, over all namespaces.
     pub max_concurrent_builds: usize,
     /// Seconds before the first retry of a failed build; doubles with each failure (at most 300).
@@ -87,6 +89,7 @@ impl Default for Settings {
             cache_key_secret: DEFAULT_CACHE_KEY_SECRET.into(),
             base_images: BTreeMap::new(),
             build_deadline_seconds: 1800,
+            git_poll_seconds: 60,
             max_concurrent_builds: 3,
             build_retry_seconds: 10,
             target_cpu_utilization: 50,
@@ -127,6 +130,7 @@ impl Settings {
             format!("--package-registry-secret={}", self.package_registry_secret),
             format!("--cache-key-secret={}", self.cache_key_secret),
             format!("--build-deadline={}", self.build_deadline_seconds),
+            format!("--git-poll-interval={}", self.git_poll_seconds),
             format!("--max-concurrent-builds={}", self.max_concurrent_builds),
             format!("--build-retry-delay={}", self.build_retry_seconds),
             format!("--target-cpu-utilization={}", self.target_cpu_utilization),

@@ -137,6 +137,18 @@ pub struct FunctionSpec {
     pub template: Option<Template>,
 }
 
+/// The repository and commit a Function from git was built from.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitRepositoryStatus {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    pub commit: String,
+}
+
 /// Kyma's deprecated `spec.template`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct Template {
@@ -287,6 +299,16 @@ pub struct FunctionStatus {
     /// over the controller's restricted defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_security_context: Option<SecurityContext>,
+    /// A Function from git: the commit built (Kyma's commit, baseDir, reference, and today's
+    /// gitRepository with all four).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repository: Option<GitRepositoryStatus>,
     /// The annotations of spec.annotations last put on the function's Pods (Kyma's
     /// functionAnnotations): those the controller removes when they leave the spec; others'
     /// annotations on the Pods (`kubectl rollout restart`) stay.
@@ -350,6 +372,9 @@ pub mod condition {
 pub mod reason {
     pub const INVALID_FUNCTION_SPEC: &str = "InvalidFunctionSpec";
     pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
+    /// A Function from git: its reference resolved to a commit (Kyma's reasons).
+    pub const SOURCE_UPDATED: &str = "SourceUpdated";
+    pub const SOURCE_UPDATE_FAILED: &str = "SourceUpdateFailed";
     pub const CONFIGMAP_CREATED: &str = "ConfigMapCreated";
     pub const CONFIGMAP_UPDATED: &str = "ConfigMapUpdated";
     /// The API server refused the source ConfigMap (a quota, a policy): Kyma's reason.

@@ -494,7 +494,9 @@ async fn controller_against_a_real_api_server() {
         ("patch", "functions.serverless.kyma-project.io/status", "yes"),
         ("list", "secrets", "no"),
         ("get", "secrets/serverless-package-registry-config", "yes"),
-        ("get", "secrets/other", "no"),
+        // A Function from git names its auth Secret: any, by name (never listed or watched).
+        ("get", "secrets/other", "yes"),
+        ("watch", "secrets", "no"),
         ("update", "secrets/serverless-registry-config-default", "yes"),
         ("update", "secrets/other", "no"),
         ("delete", "secrets/serverless-registry-config-default", "no"),
@@ -612,7 +614,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         registry_push_address: registry.to_string(),
         ..Default::default()
     };
-    let tag = desired::image_tag(&created, "node:20-slim");
+    let tag = desired::image_tag(&created, "node:20-slim", None);
     assert_eq!(job.labels()[LABEL_IMAGE_TAG], tag);
     assert_eq!(job.name_any(), desired::job_name(&created, &tag, 1));
     let spec = job.spec.clone().unwrap();
@@ -903,7 +905,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     })
     .await;
     let f2 = function(client, ns, "hello").await;
-    let tag2 = desired::image_tag(&f2, "node:20-slim");
+    let tag2 = desired::image_tag(&f2, "node:20-slim", None);
     assert_eq!(new_job.labels()[LABEL_IMAGE_TAG], tag2);
     wait_for("the old Job deleted", || async {
         let j = jobs_of(client, ns).await;

@@ -57,28 +57,46 @@ pub fn read_auth(dir: &Path) -> Result<Auth> {
     if !dir.is_dir() {
         bail!("--git-auth {}: not a directory", dir.display());
     }
-    let key = match read(dir, "key")? {
+    auth_from(|name| read(dir, name), &format!("--git-auth {}", dir.display()))
+}
+
+/// The credentials in a Secret's data (the controller's reading of a Function's auth Secret).
+pub fn auth_from_secret(data: &std::collections::BTreeMap<String, Vec<u8>>, what: &str) -> Result<Auth> {
+    auth_from(|name| Ok(data.get(name).cloned()), what)
+}
+
+/// Kyma's keys (basic: `username`, `password`; key: `key`, its passphrase in `password`) and the
+/// Kubernetes types' (`kubernetes.io/basic-auth`; `kubernetes.io/ssh-auth`: `ssh-privatekey`).
+fn auth_from(read: impl Fn(&str) -> Result<Option<Vec<u8>>>, what: &str) -> Result<Auth> {
+    let key = match read("key")? {
         Some(k) => Some(k),
-        None => read(dir, "ssh-privatekey")?,
+        None => read("ssh-privatekey")?,
     };
-    let password = read(dir, "password")?;
+    let password = read("password")?;
     if let Some(key) = key {
-        let passphrase = match (password, read(dir, "passphrase")?) {
+        let passphrase = match (password, read("passphrase")?) {
             (_, Some(p)) | (Some(p), None) => Some(text(p, "the passphrase")?).filter(|p| !p.is_empty()),
             (None, None) => None,
         };
         return Ok(Auth::Key { key, passphrase });
     }
-    match (read(dir, "username")?, password) {
+    match (read("username")?, password) {
         (Some(u), Some(p)) => Ok(Auth::Basic {
             username: text(u, "username")?,
             password: text(p, "password")?,
         }),
-        _ => bail!(
-            "--git-auth {}: give `username` and `password`, or `key` (or `ssh-privatekey`)",
-            dir.display()
-        ),
+        _ => bail!("{what}: give `username` and `password`, or `key` (or `ssh-privatekey`)"),
     }
+}
+
+/// `fnbuild fetch-source`: a build Job's fetch step.
+#[derive(clap::Args, Debug)]
+pub struct FetchSourceArgs {
+    #[command(flatten)]
+    pub git: GitArgs,
+    /// An empty directory to fetch into: the function's directory is then
+    /// DIR/checkout/<--git-dir>, which the later steps take as their source.
+    pub dir: PathBuf,
 }
 
 impl GitArgs {

@@ -16,7 +16,7 @@ mod args;
 pub mod askpass;
 mod errors;
 
-pub use args::GitArgs;
+pub use args::{auth_from_secret, FetchSourceArgs, GitArgs};
 
 use anyhow::{bail, Context, Result};
 use std::path::{Component, Path, PathBuf};
@@ -144,24 +144,9 @@ pub fn fetch(req: &Request, work: &Path) -> Result<Fetched> {
     let env = askpass::Env::prepare(&private, req.auth.as_ref(), &req.host_keys)?;
 
     let git = |args: &[&str]| -> Command {
-        let mut c = Command::new("git");
+        let mut c = git_command(&env);
         c.arg("-C").arg(&repo);
-        // Credentials come from askpass only: no helper of the user's is asked or told.
-        c.args([
-            "-c",
-            "credential.helper=",
-            "-c",
-            "protocol.version=2",
-            "-c",
-            "protocol.file.allow=never",
-            "-c",
-            "protocol.ext.allow=never",
-        ]);
         c.args(args);
-        c.env("GIT_TERMINAL_PROMPT", "0")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE");
-        env.apply(&mut c);
         c
     };
     run(git(&["init", "-q"]), &url, req)?;
@@ -197,6 +182,76 @@ pub fn fetch(req: &Request, work: &Path) -> Result<Fetched> {
         commit,
         url,
     })
+}
+
+/// `fnbuild fetch-source`: one commit into `args.dir` (for a build Job's later steps, which
+/// hold no git credentials); prints `{"source": DIR, "commit": C, "url": U}`.
+pub fn fetch_source(args: &FetchSourceArgs) -> Result<()> {
+    let Some(req) = args.git.request()? else {
+        bail!("give the repository with --git-url");
+    };
+    let f = fetch(&req, &args.dir)?;
+    tracing::info!(url = %f.url, commit = %f.commit, "fetched");
+    let out = serde_json::json!({"source": f.source_dir, "commit": f.commit, "url": f.url});
+    println!("{out}");
+    Ok(())
+}
+
+/// `git` with credentials from askpass only (no helper of the user's is asked or told), no
+/// prompt, and no local or `ext::` transport.
+fn git_command(env: &askpass::Env) -> Command {
+    let mut c = Command::new("git");
+    c.args([
+        "-c",
+        "credential.helper=",
+        "-c",
+        "protocol.version=2",
+        "-c",
+        "protocol.file.allow=never",
+        "-c",
+        "protocol.ext.allow=never",
+    ]);
+    c.env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE");
+    env.apply(&mut c);
+    c
+}
+
+/// Whether `r` is a full commit id (SHA-1 or SHA-256).
+pub fn is_commit(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The commit `req.reference` names now (the default branch without one), asked of the server
+/// with `git ls-remote`: nothing is cloned. A full commit id is its own answer. `work` is a fresh
+/// private directory for the credentials, which the caller removes.
+pub fn ls_remote(req: &Request, work: &Path) -> Result<String> {
+    let url = public_url(&req.url);
+    check_url(&req.url)?;
+    let reference = req.reference.as_deref().unwrap_or("HEAD");
+    check_reference(reference)?;
+    if is_commit(reference) {
+        return Ok(reference.to_ascii_lowercase());
+    }
+    let env = askpass::Env::prepare(&work.join("git-auth"), req.auth.as_ref(), &req.host_keys)?;
+    let mut c = git_command(&env);
+    c.args(["ls-remote", "--quiet", "--"]).arg(&req.url).arg(reference);
+    let listed = output(c, &url, req)?;
+    drop(env);
+    resolve(&listed, reference).ok_or_else(|| anyhow::anyhow!("{url}: no branch or tag {reference}"))
+}
+
+/// The commit of `reference` in `git ls-remote` output: a branch, else a tag (its commit, when
+/// annotated), else a full ref name.
+fn resolve(listed: &str, reference: &str) -> Option<String> {
+    let refs: Vec<(&str, &str)> = listed.lines().filter_map(|l| l.split_once('\t')).collect();
+    let find = |name: &str| refs.iter().find(|(_, n)| *n == name).map(|(c, _)| c.to_string());
+    find(&format!("refs/heads/{reference}"))
+        .or_else(|| find(&format!("refs/tags/{reference}^{{}}")))
+        .or_else(|| find(&format!("refs/tags/{reference}")))
+        .or_else(|| find(&format!("{reference}^{{}}")))
+        .or_else(|| find(reference))
 }
 
 fn run(mut c: Command, url: &str, req: &Request) -> Result<()> {
@@ -240,6 +295,26 @@ mod tests {
             .contains("'..' would leave"));
         assert!(checked_dir(Some("a/../../x"), "u").is_err());
         assert!(checked_dir(Some("/etc"), "u").is_err());
+    }
+
+    #[test]
+    fn references_resolve_as_git_would() {
+        let listed = "1111111111111111111111111111111111111111\tHEAD\n\
+            2222222222222222222222222222222222222222\trefs/heads/main\n\
+            3333333333333333333333333333333333333333\trefs/tags/v1\n\
+            4444444444444444444444444444444444444444\trefs/tags/v1^{}\n\
+            5555555555555555555555555555555555555555\trefs/tags/light\n";
+        assert_eq!(resolve(listed, "main").unwrap(), "2".repeat(40));
+        assert_eq!(
+            resolve(listed, "v1").unwrap(),
+            "4".repeat(40),
+            "an annotated tag's commit"
+        );
+        assert_eq!(resolve(listed, "light").unwrap(), "5".repeat(40));
+        assert_eq!(resolve(listed, "HEAD").unwrap(), "1".repeat(40));
+        assert_eq!(resolve(listed, "refs/heads/main").unwrap(), "2".repeat(40));
+        assert!(resolve(listed, "nope").is_none());
+        assert!(is_commit(&"a".repeat(40)) && !is_commit("abc"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Reconciling<'_> {
         let s = self.settings;
         let (base_for_tag, base) = desired::base_image(f, s);
         let target = Target {
-            tag: desired::image_tag(f, &base_for_tag),
+            tag: desired::image_tag(f, &base_for_tag, self.git.as_ref()),
             base,
         };
         let tag = target.tag.as_str();
@@ -254,6 +254,7 @@ impl Reconciling<'_> {
             npmrc,
             pip_conf,
             cache_key,
+            git: self.git.clone(),
         };
         let job = desired::build_job(f, s, &inputs);
         let job_name = job.name_any();

@@ -10,6 +10,7 @@
 //! `fnbuild_api_writes_total`.
 
 mod build;
+mod git;
 mod job;
 mod objects;
 mod registry_config;
@@ -193,6 +194,8 @@ pub(crate) struct Reconciling<'a> {
     pub now: String,
     pub name: String,
     pub ns: String,
+    /// A Function from git: the commit its reference names now (set by `configuration`).
+    pub git: Option<desired::GitBuild>,
 }
 
 pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -227,6 +230,7 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         now: now_rfc3339(),
         name: f.name_any(),
         ns,
+        git: None,
     };
     r.status.observed_generation = f.metadata.generation;
 
@@ -262,14 +266,24 @@ impl Reconciling<'_> {
 
     /// The steps in order: the spec, the source ConfigMap, the image, the workload.
     async fn steps(&mut self) -> Result<Action, Error> {
+        // A Function from git is looked at again every poll interval, for a new commit (and
+        // after a failed fetch, for the repository or Secret being fixed).
+        let poll = self
+            .f
+            .spec
+            .source
+            .git_repository
+            .is_some()
+            .then(|| Duration::from_secs(self.settings.git_poll_seconds));
         if !self.configuration().await? {
-            return Ok(Action::await_change());
+            return Ok(poll.map_or_else(Action::await_change, Action::requeue));
         }
         let requeue = self.image().await?;
         if let Some(image) = self.status.function_image.clone() {
             self.run(&image).await?;
         }
-        Ok(Action::requeue(requeue.unwrap_or(RESYNC)))
+        let next = [requeue, poll].into_iter().flatten().min().unwrap_or(RESYNC);
+        Ok(Action::requeue(next.min(RESYNC)))
     }
 
     /// ConfigurationReady=False with `reason` and `msg`, and a Warning event when the message is
@@ -289,7 +303,7 @@ impl Reconciling<'_> {
     /// The spec (the same validation as the webhook's, for Functions that bypassed it) and the
     /// source ConfigMap: whether the Function can go on to its image.
     async fn configuration(&mut self) -> Result<bool, Error> {
-        let (f, ctx) = (self.f, self.ctx);
+        let f = self.f;
         let name = self.name.clone();
         if let Err(e) = validate(Some(&name), &f.spec) {
             self.configuration_failed(reason::INVALID_FUNCTION_SPEC, e.to_string())
@@ -297,14 +311,27 @@ impl Reconciling<'_> {
             return Ok(false);
         }
         if f.spec.source.inline.is_none() {
-            self.set(
-                condition::CONFIGURATION_READY,
-                Status::False,
-                reason::SOURCE_NOT_SUPPORTED,
-                "gitRepository sources are not supported by this controller yet; use an inline source",
-            );
+            if !self.git_source().await? {
+                return Ok(false);
+            }
+        } else if !self.source_config_map().await? {
             return Ok(false);
         }
+        let s = self.settings;
+        self.status.runtime = Some(f.spec.runtime.clone());
+        self.status.runtime_image = Some(desired::base_image(f, s).0);
+        self.status.function_resource_profile = desired::function_resources(f, s).1;
+        self.status.build_resource_profile = desired::build_resources(f, s).1;
+        self.status.pod_security_context = Some(super::security::function_pod(f));
+        self.status.container_security_context = Some(super::security::function_container(f));
+        self.status.function_annotations = f.spec.annotations.clone().filter(|a| !a.is_empty());
+        Ok(true)
+    }
+
+    /// An inline source's ConfigMap; false when it cannot be written.
+    async fn source_config_map(&mut self) -> Result<bool, Error> {
+        let (f, ctx) = (self.f, self.ctx);
+        let name = self.name.clone();
         let (outcome, _) = match objects::ensure(ctx, f, &ctx.stores.config_maps, &desired::config_map(f)).await {
             Ok(done) => done,
             Err(e) => {
@@ -341,14 +368,6 @@ impl Reconciling<'_> {
             }
             Outcome::Unchanged => {}
         }
-        let s = self.settings;
-        self.status.runtime = Some(f.spec.runtime.clone());
-        self.status.runtime_image = Some(desired::base_image(f, s).0);
-        self.status.function_resource_profile = desired::function_resources(f, s).1;
-        self.status.build_resource_profile = desired::build_resources(f, s).1;
-        self.status.pod_security_context = Some(super::security::function_pod(f));
-        self.status.container_security_context = Some(super::security::function_container(f));
-        self.status.function_annotations = f.spec.annotations.clone().filter(|a| !a.is_empty());
         Ok(true)
     }
 }

@@ -55,12 +55,13 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
         apply_defaults(&mut f.spec);
         let (base, base_flag) = desired::base_image(&f, &s);
         let b = desired::BuildInputs {
-            tag: desired::image_tag(&f, &base),
+            tag: desired::image_tag(&f, &base, None),
             attempt: 1,
             base: base_flag,
             npmrc,
             pip_conf,
             cache_key: true,
+            git: None,
         };
         let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
         let mut objects = vec![
