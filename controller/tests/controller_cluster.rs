@@ -10,6 +10,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod git_functions;
 mod kyma_platform;
 mod objects;
 
@@ -155,6 +156,7 @@ impl Controller {
                 &format!("--registry-push-address={registry}"),
                 "--registry-pull-address=localhost:5000",
                 "--build-retry-delay=2",
+                "--git-poll-interval=1",
                 "--max-concurrent-builds=4",
                 &format!("--metrics-addr=127.0.0.1:{metrics_port}"),
                 &format!("--webhook-addr=127.0.0.1:{webhook_port}"),
@@ -511,6 +513,7 @@ async fn controller_against_a_real_api_server() {
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     kyma_platform::no_spec_drift(&cluster, &client).await;
     kyma_platform::kyma_validation_cases(&cluster, &client).await;
+    git_functions::functions_from_git(&client).await;
     kyma_platform::takeover_from_kyma(&client).await;
     image_already_in_registry(&client).await;
     configmap_refused(&cluster, &client).await;
