@@ -340,6 +340,89 @@ fn smart_http_with_basic_auth() {
     );
 }
 
+/// A build Job's fetch step (`fnbuild fetch-source`, the only step with the git credentials):
+/// one commit into the directory the later steps read, no `.git` and no credential left there.
+#[test]
+fn the_fetch_step_leaves_the_commit_for_the_later_steps_and_no_credential() {
+    let r = repo();
+    let (_server, url) = git_http(r.dir.path());
+    let auth = temp_dir("git-auth-");
+    std::fs::write(auth.path().join("username"), USER).unwrap();
+    std::fs::write(auth.path().join("password"), PASSWORD).unwrap();
+    let into = temp_dir("git-fetch-");
+    let o = fnbuild()
+        .args([
+            "fetch-source",
+            "--git-url",
+            &url,
+            "--git-ref",
+            &r.v1,
+            "--git-dir",
+            "fn",
+            "--git-auth",
+        ])
+        .arg(auth.path())
+        .arg(into.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stderr}");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+    let j: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(j["commit"], r.v1.as_str());
+    let fn_dir = into.path().join("checkout/fn");
+    assert_eq!(j["source"], fn_dir.to_str().unwrap());
+    assert!(std::fs::read_to_string(fn_dir.join("handler.js"))
+        .unwrap()
+        .contains("v1"));
+    assert!(!into.path().join("checkout/.git").exists());
+    let left: Vec<PathBuf> = walk(into.path());
+    assert!(
+        !left
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()))),
+        "{left:?}"
+    );
+    // The later steps build from it as from any directory.
+    let out = temp_dir("git-out-");
+    let layout = out.path().join("l");
+    let o = fnbuild()
+        .arg("build")
+        .arg(&fn_dir)
+        .args(["--runtime", "nodejs20", "--base", &node_base(), "--revision", &r.v1])
+        .arg("--output")
+        .arg(format!("oci:{}:latest", layout.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(labels(&layout)["org.opencontainers.image.revision"], r.v1.as_str());
+    // A wrong password: one line naming the repository.
+    std::fs::write(auth.path().join("password"), "not-the-password").unwrap();
+    let o = fnbuild()
+        .args(["fetch-source", "--git-url", &url, "--git-ref", "main", "--git-auth"])
+        .arg(auth.path())
+        .arg(temp_dir("git-fetch-").path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(errors.len() == 1 && errors[0].contains(&url), "{stderr}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// OpenSSH's sshd on 127.0.0.1, as this machine's user, with a host key and two authorized keys
 /// (one with a passphrase) made here.
 struct Sshd {
