@@ -1014,6 +1014,9 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             *a = format!("--publisher-proxy-address=http://{proxy_ip}:8080/publish");
         } else if a.starts_with("--trace-collector-endpoint=") {
             *a = format!("--trace-collector-endpoint=http://{proxy_ip}:8080/v1/traces");
+        } else if a.starts_with("--git-poll-interval=") {
+            // Git Functions (7c) are looked at every 2 s.
+            *a = "--git-poll-interval=2".into();
         }
     }
     let json_patch = json!([
@@ -1092,6 +1095,8 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert!(err.contains("spec.env"), "{err}");
     // 7b. Kyma's e2e scenarios, the controller pointing Functions at the stand-in.
     e2e_kyma::kyma_scenarios(c, &reg);
+    // 7c. Kyma's gitops scenario: a Function from git, rebuilt after a push.
+    e2e_kyma::gitops(c, &reg);
     c.scale_controller_deployment(0);
 
     // Figures.

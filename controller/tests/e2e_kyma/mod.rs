@@ -204,3 +204,109 @@ module.exports = { main: async function (event, context) {
         build_pod["metadata"]
     );
 }
+
+struct GitDaemon(std::process::Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    run_ok(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args([
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args),
+    )
+    .trim()
+    .to_string()
+}
+
+fn push_version(work: &std::path::Path, version: u32) {
+    std::fs::create_dir_all(work.join("gitops")).unwrap();
+    std::fs::write(
+        work.join("gitops/handler.js"),
+        format!("module.exports = {{ main: () => 'GITOPS {version}' }};\n"),
+    )
+    .unwrap();
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-q", "-m", &format!("v{version}")]);
+    git(work, &["push", "-q", "origin", "main"]);
+}
+
+/// Kyma's gitops scenario: a Function from a repository (here `git daemon` on the node's
+/// loopback address, which the controller and build Pods reach on the node's network) answers
+/// "GITOPS 1"; after a push it answers "GITOPS 2", by polling alone (`--git-poll-interval=2`).
+pub fn gitops(c: &Cluster, registry: &str) {
+    let ns = format!("e2e-gitops-{}", std::process::id());
+    c.remove_later(&["namespace", &ns]);
+    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    wait_for(
+        "the namespace's default ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, work) = (dir.path().join("fn.git"), dir.path().join("work"));
+    git(dir.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q"]);
+    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    push_version(&work, 1);
+    let port = free_port();
+    let _daemon = GitDaemon(
+        Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", dir.path().display()))
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("git daemon", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    });
+    let name = "gitops";
+    let f = json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
+            "url": format!("git://127.0.0.1:{port}/fn.git"), "baseDir": "/gitops", "reference": "main"}}}
+    });
+    let (took, _) = deploy_new(c, &f, "GITOPS 1", registry);
+    log(format!(
+        "{ns}/{name}: apply of a git Function → first 200 in {}",
+        secs(took)
+    ));
+    let t = Instant::now();
+    push_version(&work, 2);
+    let took = wait_answer(c, &ns, name, "GITOPS 2", t);
+    log(format!(
+        "{ns}/{name}: git push → new answer in {} (by polling every 2 s)",
+        secs(took)
+    ));
+    let st = function(c, &ns, name)["status"].clone();
+    assert_eq!(
+        st["gitRepository"]["commit"],
+        git(&work, &["rev-parse", "HEAD"]).as_str(),
+        "{st}"
+    );
+}
