@@ -23,25 +23,6 @@ impl Drop for Server {
     }
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args),
-    )
-    .trim()
-    .to_string()
-}
-
 fn write(path: &Path, content: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
@@ -92,19 +73,10 @@ fn repo() -> Repo {
     Repo { dir, v1, v2 }
 }
 
-fn git_daemon(root: &Path) -> (Server, String) {
-    let port = free_port();
-    let child = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", root.display()))
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("git daemon");
-    wait_listening(port);
-    (Server(child), format!("git://127.0.0.1:{port}/fn.git"))
+fn git_daemon(root: &Path) -> (GitDaemon, String) {
+    let d = GitDaemon::start(root);
+    let url = d.url("fn.git");
+    (d, url)
 }
 
 /// `git http-backend` (CGI) behind Python's HTTP server, Basic auth required.

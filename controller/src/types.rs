@@ -371,7 +371,6 @@ pub mod condition {
 /// Condition reasons.
 pub mod reason {
     pub const INVALID_FUNCTION_SPEC: &str = "InvalidFunctionSpec";
-    pub const SOURCE_NOT_SUPPORTED: &str = "SourceNotSupported";
     /// A Function from git: its reference resolved to a commit (Kyma's reasons).
     pub const SOURCE_UPDATED: &str = "SourceUpdated";
     pub const SOURCE_UPDATE_FAILED: &str = "SourceUpdateFailed";

@@ -946,15 +946,17 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         ));
     }
 
-    // 5. A gitRepository source is reported as not supported.
+    // 5. A git source the controller cannot reach (a closed port on the loopback address: no
+    // traffic leaves the machine) is reported, naming the repository, and not built.
+    let closed = format!("git://127.0.0.1:{}/fn.git", free_port());
     c.apply(&json!({
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": "from-git", "namespace": ns},
         "spec": {"runtime": "nodejs20", "source": {"gitRepository": {
-            "url": "https://github.com/kyma-project/examples.git", "baseDir": "orders-service/function", "reference": "main"}}}
+            "url": closed, "baseDir": "orders-service/function", "reference": "main"}}}
     }));
     let (st, reason, message) = wait_for(
-        "ConfigurationReady=False for a git source",
+        "ConfigurationReady=False for an unreachable git source",
         Duration::from_secs(30),
         || {
             conditions(&function(c, &ns, "from-git"))
@@ -963,8 +965,11 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         },
     );
     log(format!("from-git: ConfigurationReady={st} {reason}: {message}"));
-    assert_eq!((st.as_str(), reason.as_str()), ("False", "SourceNotSupported"));
-    assert!(message.contains("gitRepository"), "{message}");
+    assert_eq!((st.as_str(), reason.as_str()), ("False", "SourceUpdateFailed"));
+    assert!(
+        message.contains(&closed) && message.contains("cannot reach it"),
+        "{message}"
+    );
     assert!(jobs_of(c, &ns, "from-git").is_empty());
 
     // 6. Deleting a Function deletes what it owns (kube-controller-manager's garbage collector).

@@ -205,34 +205,6 @@ module.exports = { main: async function (event, context) {
     );
 }
 
-struct GitDaemon(std::process::Child);
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args),
-    )
-    .trim()
-    .to_string()
-}
-
 fn push_version(work: &std::path::Path, version: u32) {
     std::fs::create_dir_all(work.join("gitops")).unwrap();
     std::fs::write(
@@ -263,33 +235,15 @@ pub fn gitops(c: &Cluster, registry: &str) {
         },
     );
     let dir = tempfile::tempdir().unwrap();
-    let (bare, work) = (dir.path().join("fn.git"), dir.path().join("work"));
-    git(dir.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let (_, work) = git_bare_and_work(dir.path());
     push_version(&work, 1);
-    let port = free_port();
-    let _daemon = GitDaemon(
-        Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", dir.path().display()))
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("git daemon", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-    });
+    let daemon = GitDaemon::start(dir.path());
     let name = "gitops";
     let f = json!({
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
-            "url": format!("git://127.0.0.1:{port}/fn.git"), "baseDir": "/gitops", "reference": "main"}}}
+            "url": daemon.url("fn.git"), "baseDir": "/gitops", "reference": "main"}}}
     });
     let (took, _) = deploy_new(c, &f, "GITOPS 1", registry);
     log(format!(

@@ -4,39 +4,7 @@
 //! again when a push moves the branch (here within its 1 s poll interval).
 
 use super::*;
-use std::process::{Child, Stdio};
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::common::{git, git_bare_and_work, GitDaemon};
 
 fn commit(work: &std::path::Path, version: &str) -> String {
     std::fs::create_dir_all(work.join("hello")).unwrap();
@@ -73,28 +41,10 @@ pub async fn functions_from_git(client: &Client) {
     let ns = &run_ns("ctl-git");
     namespace(client, ns).await;
     let dir = tempfile::tempdir().unwrap();
-    let (bare, work) = (dir.path().join("fn.git"), dir.path().join("work"));
-    git(dir.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let (_, work) = git_bare_and_work(dir.path());
     let c1 = commit(&work, "1");
-    let port = free_port();
-    let daemon = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", dir.path().display()))
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(daemon);
-    wait_for("git daemon", || async {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
-    .await;
-    let url = format!("git://127.0.0.1:{port}/fn.git");
+    let daemon = GitDaemon::start(dir.path());
+    let url = daemon.url("fn.git");
     let api: Api<Function> = Api::namespaced(client.clone(), ns);
     let gitops = |name: &str, reference: &str, auth: Option<&str>| {
         let mut f = json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
