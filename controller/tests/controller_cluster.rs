@@ -7,6 +7,8 @@
 //! Environment: FNBUILD_CTL_CLUSTER_DIR (default /tmp/fnbuild-ctl-cluster) and
 //! FNBUILD_CTL_APISERVER_PORT / FNBUILD_CTL_ETCD_PORT (27443 / 24379) choose the test cluster; a
 //! cluster this test started is stopped at the end unless FNBUILD_KEEP_CLUSTER=1.
+//! (Over 600 lines: one API server started once for every scenario; the scenarios of issues
+//! 19 and 20 are in kyma_platform/ and git_functions/.)
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -9,7 +9,10 @@
 //!   until the server answers.
 //! - [`skopeo_inspect_config`], [`skopeo_inspect`], [`skopeo_inspect_raw`], [`umoci_unpack`].
 //!
+//! - [`git`], [`git_bare_and_work`], [`GitDaemon`]: repositories and `git daemon` on 127.0.0.1.
+//!
 //! Everything here panics with a descriptive message on failure: it is test support.
+//! (Over 600 lines: the one support module of every integration test, in sections by part.)
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
