@@ -219,11 +219,18 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         image: Some(o.image.clone()),
         command: Some(vec!["fnbuild-controller".into()]),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "DOCKER_CONFIG".into(),
-            value: Some("/docker-config".into()),
-            value_from: None,
-        }]),
+        // HOME and TMPDIR in the emptyDir at /tmp: `git ls-remote` of a Function from git
+        // writes its credentials' private files there (the root filesystem is read-only).
+        env: Some(
+            [("DOCKER_CONFIG", "/docker-config"), ("HOME", "/tmp"), ("TMPDIR", "/tmp")]
+                .into_iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.into(),
+                    value: Some(value.into()),
+                    value_from: None,
+                })
+                .collect(),
+        ),
         ports: Some(vec![
             ContainerPort {
                 name: Some("webhook".into()),
@@ -266,6 +273,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
                 name: "registry-config".into(),
                 mount_path: "/docker-config".into(),
                 read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
                 ..Default::default()
             },
         ]),
@@ -322,6 +334,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
                                 }]),
                                 ..Default::default()
                             }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "tmp".into(),
+                            empty_dir: Some(Default::default()),
                             ..Default::default()
                         },
                     ]),
@@ -482,6 +499,9 @@ mod tests {
         let secret = &all[5];
         assert_eq!(secret["data"]["tls.key"], "S0VZ");
         let pod = &all[7]["spec"]["template"]["spec"];
+        // A read-only root with an emptyDir at /tmp (HOME, TMPDIR: git ls-remote's files).
+        assert_eq!(pod["volumes"][2], serde_json::json!({"name": "tmp", "emptyDir": {}}));
+        assert_eq!(pod["containers"][0]["volumeMounts"][2]["mountPath"], "/tmp");
         assert_eq!(
             pod["imagePullSecrets"],
             serde_json::json!([{"name": "serverless-registry-config-default"}])
