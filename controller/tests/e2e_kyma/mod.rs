@@ -243,7 +243,9 @@ pub fn gitops(c: &Cluster, registry: &str) {
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
-            "url": daemon.url("fn.git"), "baseDir": "/gitops", "reference": "main"}}}
+            "url": daemon.url("fn.git"), "baseDir": "/gitops", "reference": "main"}},
+            // Small requests: the node's 2 CPUs are mostly requested by the Functions before.
+            "resourceConfiguration": {"function": {"profile": "XS"}, "build": {"profile": "local-dev"}}}
     });
     let (took, _) = deploy_new(c, &f, "GITOPS 1", registry);
     log(format!(
