@@ -314,8 +314,15 @@ impl Reconciling<'_> {
             if !self.git_source().await? {
                 return Ok(false);
             }
-        } else if !self.source_config_map().await? {
-            return Ok(false);
+        } else {
+            // (A Function moved from git to inline keeps no commit of its old repository.)
+            self.status.commit = None;
+            self.status.base_dir = None;
+            self.status.reference = None;
+            self.status.git_repository = None;
+            if !self.source_config_map().await? {
+                return Ok(false);
+            }
         }
         let s = self.settings;
         self.status.runtime = Some(f.spec.runtime.clone());
