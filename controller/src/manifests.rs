@@ -222,14 +222,18 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         // HOME and TMPDIR in the emptyDir at /tmp: `git ls-remote` of a Function from git
         // writes its credentials' private files there (the root filesystem is read-only).
         env: Some(
-            [("DOCKER_CONFIG", "/docker-config"), ("HOME", "/tmp"), ("TMPDIR", "/tmp")]
-                .into_iter()
-                .map(|(name, value)| EnvVar {
-                    name: name.into(),
-                    value: Some(value.into()),
-                    value_from: None,
-                })
-                .collect(),
+            [
+                ("DOCKER_CONFIG", "/docker-config"),
+                ("HOME", "/tmp"),
+                ("TMPDIR", "/tmp"),
+            ]
+            .into_iter()
+            .map(|(name, value)| EnvVar {
+                name: name.into(),
+                value: Some(value.into()),
+                value_from: None,
+            })
+            .collect(),
         ),
         ports: Some(vec![
             ContainerPort {

@@ -368,7 +368,11 @@ fn validate_source(spec: &FunctionSpec, e: &mut Errors) {
                     "spec.source.gitRepository.baseDir",
                     "is required (use / for the repository's root)",
                 );
-            } else if git.base_dir.as_deref().is_some_and(|d| d.split('/').any(|c| c.trim() == "..")) {
+            } else if git
+                .base_dir
+                .as_deref()
+                .is_some_and(|d| d.split('/').any(|c| c.trim() == ".."))
+            {
                 // The build would refuse it, and the Pod's subPath cannot hold it.
                 e.report(
                     "spec.source.gitRepository.baseDir",
