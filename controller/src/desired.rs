@@ -3,7 +3,7 @@
 //!
 //! Only fields that Kubernetes 1.20 knows are set, and quantities are written in their
 //! canonical form, so what the API server stores reads back equal (see `compare`).
-//! (Over 600 lines because of its tests, from line ~480.)
+//! (Over 600 lines because of its tests, from line ~490.)
 
 use super::resources::{build_profile, function_profile};
 use super::settings::Settings;
@@ -305,6 +305,24 @@ pub(super) fn volume(name: &str) -> Volume {
     Volume {
         name: name.into(),
         ..Default::default()
+    }
+}
+
+/// The registry Secret's `.dockerconfigjson` as `config.json` (for `DOCKER_CONFIG`), in a
+/// volume `name`; optional, so that a registry without credentials needs no Secret.
+pub(super) fn docker_config_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            optional: Some(true),
+            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                key: ".dockerconfigjson".into(),
+                path: "config.json".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..volume(name)
     }
 }
 

@@ -11,9 +11,9 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, LocalObjectReference, Namespace,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, HTTPGetAction, LocalObjectReference, Namespace, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -221,20 +221,11 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         args: Some(args),
         // HOME and TMPDIR in the emptyDir at /tmp: `git ls-remote` of a Function from git
         // writes its credentials' private files there (the root filesystem is read-only).
-        env: Some(
-            [
-                ("DOCKER_CONFIG", "/docker-config"),
-                ("HOME", "/tmp"),
-                ("TMPDIR", "/tmp"),
-            ]
-            .into_iter()
-            .map(|(name, value)| EnvVar {
-                name: name.into(),
-                value: Some(value.into()),
-                value_from: None,
-            })
-            .collect(),
-        ),
+        env: Some(vec![
+            super::desired::env("DOCKER_CONFIG", "/docker-config"),
+            super::desired::env("HOME", "/tmp"),
+            super::desired::env("TMPDIR", "/tmp"),
+        ]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("webhook".into()),
@@ -326,20 +317,7 @@ fn deployment(o: &ManifestOptions) -> Deployment {
                             }),
                             ..Default::default()
                         },
-                        Volume {
-                            name: "registry-config".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(o.settings.registry_secret.clone()),
-                                optional: Some(true),
-                                items: Some(vec![KeyToPath {
-                                    key: ".dockerconfigjson".into(),
-                                    path: "config.json".into(),
-                                    ..Default::default()
-                                }]),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
+                        super::desired::docker_config_volume("registry-config", &o.settings.registry_secret),
                         Volume {
                             name: "tmp".into(),
                             empty_dir: Some(Default::default()),

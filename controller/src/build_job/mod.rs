@@ -23,9 +23,9 @@
 //! the inline source in memory, so the controller and the builder agree.
 
 use super::desired::{
-    build_resources, env, job_name, labels, meta, mount, push_reference, restricted_container_security,
-    restricted_pod_security, volume, ANNOTATION_IMAGE, DOCKER_CONFIG_DIR, LABEL_BUILD_ATTEMPT, LABEL_IMAGE_TAG,
-    LABEL_RESOURCE, PACKAGE_REGISTRY_DIR, SOURCE_DIR,
+    build_resources, docker_config_volume, env, job_name, labels, meta, mount, push_reference,
+    restricted_container_security, restricted_pod_security, volume, ANNOTATION_IMAGE, DOCKER_CONFIG_DIR,
+    LABEL_BUILD_ATTEMPT, LABEL_IMAGE_TAG, LABEL_RESOURCE, PACKAGE_REGISTRY_DIR, SOURCE_DIR,
 };
 use super::settings::{Settings, CACHE_KEY_SECRET_KEY};
 use super::types::{Function, InlineSource};
@@ -298,19 +298,7 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     };
     let mut volumes = vec![
         source_volume,
-        Volume {
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(s.registry_secret.clone()),
-                optional: Some(true),
-                items: Some(vec![KeyToPath {
-                    key: ".dockerconfigjson".into(),
-                    path: "config.json".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..volume("registry-config")
-        },
+        docker_config_volume("registry-config", &s.registry_secret),
         empty_dir("tmp"),
     ];
     if cache {

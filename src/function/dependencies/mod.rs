@@ -1,4 +1,4 @@
-//! (Long because of its tests, from line ~670: the pipeline itself is the first part.)
+//! (Over 600 lines because of its tests, from line ~670: the pipeline itself is the first part.)
 //!
 //! A function's dependencies (npm packages, pip requirements) in a layer of their own, between
 //! the runtime layer and the function's source layer, so that a change to the handler never
