@@ -102,6 +102,10 @@ pub struct Context {
     /// Function (its status not yet showing the image) neither asks the registry again nor
     /// repeats the event.
     known_images: std::sync::Mutex<HashMap<(String, String), KnownImage>>,
+    /// Commits lately resolved (repository, reference, credentials → when, commit): the
+    /// reconciles that follow one at once (its own status write, its Job's events) and other
+    /// Functions on the same repository ask the server once.
+    pub(crate) git_heads: std::sync::Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl Context {
@@ -125,6 +129,7 @@ impl Context {
             pushed_jobs: Default::default(),
             counted_jobs: Default::default(),
             known_images: Default::default(),
+            git_heads: Default::default(),
         }
     }
 
