@@ -173,6 +173,24 @@ impl Cluster {
         self.kubectl_ok(&["apply", "-f", "-"], Some(&obj.to_string()))
     }
 
+    /// A namespace of this run (`labels` on it), removed at the end, once its default
+    /// ServiceAccount is there (Pods cannot be made before).
+    fn namespace(&self, ns: &str, labels: Value) {
+        self.remove_later(&["namespace", ns]);
+        self.apply(&json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels}}));
+        wait_for(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(30),
+            || {
+                self.kubectl(&["get", "serviceaccount", "-n", ns, "default"], None)
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
+    }
+
     /// On a reused cluster, delete this at the end.
     fn remove_later(&self, args: &[&str]) {
         self.cleanup
@@ -732,18 +750,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     c.apply(&registry_secret("serverless-system"));
 
     let ns = format!("e2e-{}", std::process::id());
-    c.remove_later(&["namespace", &ns]);
-    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-    wait_for(
-        "the namespace's default ServiceAccount",
-        Duration::from_secs(30),
-        || {
-            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    c.namespace(&ns, json!({}));
     c.apply(&registry_secret(&ns));
     // The key that signs the namespace's dependency cache entries (only the push steps see it).
     let cache_key = format!(
@@ -1245,18 +1252,7 @@ fn install_script_attack(
     let npm_marker = format!("npm_FAKE{unique}npmtoken");
     let reg_marker = format!("fnbuildregmarker{unique}");
     let marker_auth = base64_std(&format!("attacker:{reg_marker}"));
-    c.remove_later(&["namespace", ns]);
-    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-    wait_for(
-        "the attack namespace's default ServiceAccount",
-        Duration::from_secs(30),
-        || {
-            c.kubectl(&["get", "serviceaccount", "-n", ns, "default"], None)
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    c.namespace(ns, json!({}));
     add_cache_key();
     // The push credentials the build needs, and a second entry holding the marker.
     let dockerconfig = json!({"auths": {

@@ -46,14 +46,7 @@ module.exports = { main: function (event, context) {
 /// Deploys the stand-in (with the process controller still running) and returns its Pod's IP.
 /// The namespace gets no registry Secret of its own: the controller copies serverless-system's.
 pub fn start_proxy_stand_in(c: &Cluster, registry: &str) -> String {
-    c.remove_later(&["namespace", PROXY_NS]);
-    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PROXY_NS}}));
-    wait_for("kyma-system's default ServiceAccount", Duration::from_secs(30), || {
-        c.kubectl(&["get", "serviceaccount", "-n", PROXY_NS, "default"], None)
-            .status
-            .success()
-            .then_some(())
-    });
+    c.namespace(PROXY_NS, json!({}));
     let (took, _) = deploy_new(c, &proxy_fn(), "recorded", registry);
     log(format!(
         "{PROXY_NS}/{PROXY} (the stand-in): apply → first 200 in {}",
@@ -94,20 +87,8 @@ fn seen(c: &Cluster) -> Vec<Value> {
 /// The scenarios, with the controller given the stand-in's address.
 pub fn kyma_scenarios(c: &Cluster, registry: &str) {
     let ns = format!("e2e-kyma-{}", std::process::id());
-    c.remove_later(&["namespace", &ns]);
     // Istio's label: a sidecar (were Istio installed) would keep a build Job from completing.
-    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ns, "labels": {"istio-injection": "enabled"}}}));
-    wait_for(
-        "the namespace's default ServiceAccount",
-        Duration::from_secs(30),
-        || {
-            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    c.namespace(&ns, json!({"istio-injection": "enabled"}));
     c.apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "e2e-config", "namespace": ns}, "data": {"greeting": "from a ConfigMap"}}));
     c.apply(&json!({"apiVersion": "v1", "kind": "Secret",
@@ -222,18 +203,7 @@ fn push_version(work: &std::path::Path, version: u32) {
 /// "GITOPS 1"; after a push it answers "GITOPS 2", by polling alone (`--git-poll-interval=2`).
 pub fn gitops(c: &Cluster, registry: &str) {
     let ns = format!("e2e-gitops-{}", std::process::id());
-    c.remove_later(&["namespace", &ns]);
-    c.apply(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-    wait_for(
-        "the namespace's default ServiceAccount",
-        Duration::from_secs(30),
-        || {
-            c.kubectl(&["get", "serviceaccount", "-n", &ns, "default"], None)
-                .status
-                .success()
-                .then_some(())
-        },
-    );
+    c.namespace(&ns, json!({}));
     let dir = tempfile::tempdir().unwrap();
     let (_, work) = git_bare_and_work(dir.path());
     push_version(&work, 1);
