@@ -24,10 +24,11 @@ pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_s
 /// connections holds a slot for seconds at most.
 pub const MAX_CONNECTIONS: usize = 2048;
 
-/// A request as the handlers see it: method, path and the whole body.
+/// A request as the handlers see it: method, path, headers and the whole body.
 pub struct Req {
     pub method: hyper::Method,
     pub path: String,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -137,11 +138,13 @@ where
 {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
     let resp = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => {
             handler(Req {
                 method,
                 path,
+                headers,
                 body: b.to_bytes(),
             })
             .await

@@ -9,6 +9,7 @@ pub mod compare;
 pub mod defaults;
 pub mod desired;
 pub mod events;
+pub mod git_webhook;
 pub mod http;
 pub mod manifests;
 pub mod metrics;
@@ -52,6 +53,8 @@ pub struct RunOptions {
     pub webhook_addr: SocketAddr,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Push events from git hosts (plain HTTP); `None`: not served.
+    pub git_webhook_addr: Option<SocketAddr>,
     /// Functions reconciled at once.
     pub concurrency: u16,
     /// Ask the push registry whether an image exists before building it.
@@ -172,13 +175,28 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         max_builds = opts.settings.max_concurrent_builds,
         "Function controller starting"
     );
-    let run = Controller::new(Api::<Function>::all(client), watcher::Config::default())
+    let functions = Controller::new(Api::<Function>::all(client), watcher::Config::default());
+    // A signed push event re-checks the Functions on its repository now.
+    let (recheck, rechecks) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(addr) = opts.git_webhook_addr {
+        let listener = http::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, path = %format!("{}NAMESPACE", git_webhook::PATH_PREFIX), "serving the git webhook (push events)");
+        let receiver = git_webhook::Receiver {
+            ctx: ctx.clone(),
+            functions: functions.store(),
+            recheck,
+        };
+        tokio::spawn(git_webhook::serve(listener, receiver));
+    }
+    let rechecks = futures_util::stream::unfold(rechecks, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let run = functions
         .owns_stream(cm_stream)
         .owns_stream(job_stream)
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
         .owns_stream(hpa_stream)
         .reconcile_all_on(futures_util::stream::iter(base_stream).flatten())
+        .reconcile_on(rechecks)
         .with_config(controller::Config::default().concurrency(opts.concurrency))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)

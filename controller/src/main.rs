@@ -235,6 +235,12 @@ struct ControllerArgs {
     /// The webhook server's private key (PEM).
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Where push events from GitHub, GitLab, Gitea and Forgejo are taken (plain HTTP, at
+    /// /git-webhook/NAMESPACE, signed with the `token` of the Secret fnbuild-git-webhook in that
+    /// namespace): a push re-checks that namespace's Functions on the repository at once.
+    /// Without it, Functions from git see new commits by polling alone.
+    #[arg(long, value_name = "ADDR")]
+    git_webhook_addr: Option<std::net::SocketAddr>,
     /// Functions reconciled at once.
     #[arg(long, default_value_t = 16)]
     concurrency: u16,
@@ -251,6 +257,7 @@ async fn run_controller(args: ControllerArgs) -> Result<()> {
         webhook_addr: args.webhook_addr,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        git_webhook_addr: args.git_webhook_addr,
         concurrency: args.concurrency,
         registry_check: !args.no_registry_check,
     })

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 pub const NAME: &str = "fnbuild-controller";
 pub const WEBHOOK_PORT: i32 = 8443;
 pub const METRICS_PORT: i32 = 8080;
+/// Push events from git hosts (`fnbuild-controller run --git-webhook-addr`).
+pub const GIT_WEBHOOK_PORT: i32 = 8082;
 pub const MUTATE_PATH: &str = "/mutate-function";
 pub const VALIDATE_PATH: &str = "/validate-function";
 const CERT_DIR: &str = "/etc/fnbuild/webhook";
@@ -195,6 +197,7 @@ fn deployment(o: &ManifestOptions) -> Deployment {
         "json".into(),
         format!("--webhook-addr=0.0.0.0:{WEBHOOK_PORT}"),
         format!("--metrics-addr=0.0.0.0:{METRICS_PORT}"),
+        format!("--git-webhook-addr=0.0.0.0:{GIT_WEBHOOK_PORT}"),
         format!("--tls-cert={CERT_DIR}/tls.crt"),
         format!("--tls-key={CERT_DIR}/tls.key"),
     ];
@@ -236,6 +239,12 @@ fn deployment(o: &ManifestOptions) -> Deployment {
             ContainerPort {
                 name: Some("metrics".into()),
                 container_port: METRICS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("git-webhook".into()),
+                container_port: GIT_WEBHOOK_PORT,
                 protocol: Some("TCP".into()),
                 ..Default::default()
             },
@@ -348,6 +357,8 @@ fn service(o: &ManifestOptions) -> Service {
             ports: Some(vec![
                 port("webhook", 443, "webhook"),
                 port("metrics", METRICS_PORT, "metrics"),
+                // What an Ingress for the git hosts' push events points at.
+                port("git-webhook", GIT_WEBHOOK_PORT, "git-webhook"),
             ]),
             ..Default::default()
         }),

@@ -21,6 +21,13 @@ pub struct Metrics {
     pub webhook_allowed: AtomicU64,
     pub webhook_denied: AtomicU64,
     pub webhook_errors: AtomicU64,
+    /// `git ls-remote` runs (each a question to a git server).
+    pub git_checks: AtomicU64,
+    /// Signed push events from git hosts, and the Functions they had re-checked.
+    pub git_pushes: AtomicU64,
+    pub git_push_rechecks: AtomicU64,
+    /// Requests to the git webhook refused (unsigned, forged, not a git host, no Secret).
+    pub git_webhook_refused: AtomicU64,
     build_durations: Mutex<Histogram>,
 }
 
@@ -114,6 +121,30 @@ impl Metrics {
             o,
             "fnbuild_webhook_requests_total{{result=\"error\"}} {}",
             Self::get(&self.webhook_errors)
+        );
+        counter(
+            &mut o,
+            "fnbuild_git_checks_total",
+            "References of Functions from git resolved by asking the git server (git ls-remote).",
+            Self::get(&self.git_checks),
+        );
+        counter(
+            &mut o,
+            "fnbuild_git_push_events_total",
+            "Signed push events received from git hosts.",
+            Self::get(&self.git_pushes),
+        );
+        counter(
+            &mut o,
+            "fnbuild_git_push_rechecks_total",
+            "Functions re-checked at once because of a push event.",
+            Self::get(&self.git_push_rechecks),
+        );
+        counter(
+            &mut o,
+            "fnbuild_git_webhook_refused_total",
+            "Requests to the git webhook refused: unsigned, wrongly signed, not from a git host, or to a namespace without the webhook Secret.",
+            Self::get(&self.git_webhook_refused),
         );
         let h = self.build_durations.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(o, "# HELP fnbuild_build_duration_seconds Build Job run time, start to completion.\n# TYPE fnbuild_build_duration_seconds histogram");

@@ -132,6 +132,7 @@ mod tests {
         Req {
             method: hyper::Method::POST,
             path: String::new(),
+            headers: Default::default(),
             body: serde_json::to_vec(&body).unwrap().into(),
         }
     }
@@ -206,6 +207,7 @@ mod tests {
             &Req {
                 method: hyper::Method::POST,
                 path: VALIDATE_PATH.into(),
+                headers: Default::default(),
                 body: "nope".into(),
             },
             &m,
@@ -215,6 +217,7 @@ mod tests {
             &Req {
                 method: hyper::Method::GET,
                 path: VALIDATE_PATH.into(),
+                headers: Default::default(),
                 body: "".into(),
             },
             &m,

@@ -88,11 +88,17 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let args: Vec<&String> = args
         .iter()
-        .filter(|a| !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr"))
+        .filter(|a| {
+            !a.starts_with("--metrics-addr") && !a.starts_with("--webhook-addr") && !a.starts_with("--git-webhook-addr")
+        })
         .collect();
     let out = controller()
         .args(&args)
-        .args(["--metrics-addr=127.0.0.1:0", "--webhook-addr=127.0.0.1:0"])
+        .args([
+            "--metrics-addr=127.0.0.1:0",
+            "--webhook-addr=127.0.0.1:0",
+            "--git-webhook-addr=127.0.0.1:0",
+        ])
         .env("KUBECONFIG", dir.path().join("none"))
         .output()
         .unwrap();

@@ -126,6 +126,8 @@ struct Controller {
     child: Child,
     kubeconfig: PathBuf,
     metrics: String,
+    /// Where git hosts post push events: `http://127.0.0.1:PORT`.
+    git_webhook: String,
     log: PathBuf,
 }
 
@@ -138,6 +140,7 @@ impl Controller {
         log: PathBuf,
     ) -> Controller {
         let metrics_port = free_port();
+        let git_webhook_port = free_port();
         // The controller acts as its ServiceAccount (impersonated), so that the manifests'
         // least-privilege ClusterRole is what it gets: a missing permission fails this test.
         let kubeconfig = log.with_file_name("controller.kubeconfig");
@@ -158,7 +161,10 @@ impl Controller {
                 &format!("--registry-push-address={registry}"),
                 "--registry-pull-address=localhost:5000",
                 "--build-retry-delay=2",
-                "--git-poll-interval=1",
+                // Functions from git see a push only through the webhook or the recheck
+                // annotation here (polling alone is shown by the e2e test).
+                "--git-poll-interval=3600",
+                &format!("--git-webhook-addr=127.0.0.1:{git_webhook_port}"),
                 "--max-concurrent-builds=4",
                 &format!("--metrics-addr=127.0.0.1:{metrics_port}"),
                 &format!("--webhook-addr=127.0.0.1:{webhook_port}"),
@@ -173,6 +179,7 @@ impl Controller {
             child,
             kubeconfig,
             metrics: format!("http://127.0.0.1:{metrics_port}"),
+            git_webhook: format!("http://127.0.0.1:{git_webhook_port}"),
             log,
         }
     }
@@ -515,7 +522,7 @@ async fn controller_against_a_real_api_server() {
     webhook_and_bypass(&cluster, &client, &controller, &manifests).await;
     kyma_platform::no_spec_drift(&cluster, &client).await;
     kyma_platform::kyma_validation_cases(&cluster, &client).await;
-    git_functions::functions_from_git(&client).await;
+    git_functions::functions_from_git(&client, &controller).await;
     kyma_platform::takeover_from_kyma(&client).await;
     image_already_in_registry(&client).await;
     configmap_refused(&cluster, &client).await;

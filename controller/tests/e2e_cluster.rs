@@ -705,6 +705,7 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     let tls = tls_pair(work.path());
     let webhook_port = free_port();
     let metrics_port = free_port();
+    let git_webhook_port = free_port();
     let settings_args = vec![
         format!("--builder-image={builder}"),
         format!("--registry-push-address={reg}"),
@@ -1022,13 +1023,16 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             *a = format!("--webhook-addr=127.0.0.1:{webhook_port}");
         } else if a.starts_with("--metrics-addr=") {
             *a = format!("--metrics-addr=127.0.0.1:{metrics_port}");
+        } else if a.starts_with("--git-webhook-addr=") {
+            *a = format!("--git-webhook-addr=127.0.0.1:{git_webhook_port}");
         } else if a.starts_with("--publisher-proxy-address=") {
             *a = format!("--publisher-proxy-address=http://{proxy_ip}:8080/publish");
         } else if a.starts_with("--trace-collector-endpoint=") {
             *a = format!("--trace-collector-endpoint=http://{proxy_ip}:8080/v1/traces");
         } else if a.starts_with("--git-poll-interval=") {
-            // Git Functions (7c) are looked at every 2 s.
-            *a = "--git-poll-interval=2".into();
+            // Git Functions (7c) are looked at every 15 s: a push is seen by polling alone within
+            // that, and the push event's figure is not the poll's.
+            *a = format!("--git-poll-interval={}", e2e_kyma::GIT_POLL_SECONDS);
         }
     }
     let json_patch = json!([
@@ -1037,7 +1041,8 @@ fn functions_run_end_to_end_on_a_real_cluster() {
         {"op": "replace", "path": "/spec/template/spec/containers/0/args", "value": args},
         {"op": "replace", "path": "/spec/template/spec/containers/0/ports", "value": [
             {"name": "webhook", "containerPort": webhook_port, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}]},
+            {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"},
+            {"name": "git-webhook", "containerPort": git_webhook_port, "protocol": "TCP"}]},
         // The probes would dial the node's address, not the loopback one the server listens on:
         // the test asks /healthz itself.
         {"op": "remove", "path": "/spec/template/spec/containers/0/readinessProbe"},
@@ -1108,7 +1113,12 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     // 7b. Kyma's e2e scenarios, the controller pointing Functions at the stand-in.
     e2e_kyma::kyma_scenarios(c, &reg);
     // 7c. Kyma's gitops scenario: a Function from git, rebuilt after a push.
-    e2e_kyma::gitops(c, &reg);
+    e2e_kyma::gitops(
+        c,
+        &reg,
+        &format!("http://127.0.0.1:{git_webhook_port}"),
+        &format!("http://127.0.0.1:{metrics_port}"),
+    );
     c.scale_controller_deployment(0);
 
     // Figures.

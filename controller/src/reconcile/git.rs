@@ -5,7 +5,8 @@
 
 use super::{reason, Error, Reconciling};
 use crate::desired::GitBuild;
-use crate::types::{condition, GitRepositoryStatus, Status};
+use crate::metrics::Metrics;
+use crate::types::{condition, GitRepositorySource, GitRepositoryStatus, Status};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::events::EventType;
@@ -13,61 +14,43 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// What a check was of: repository, reference, auth Secret.
+fn checked_what(repo: &GitRepositorySource) -> String {
+    format!(
+        "{}\n{}\n{}",
+        repo.url,
+        repo.reference.as_deref().unwrap_or(""),
+        repo.auth.as_ref().map_or("", |a| a.secret_name.as_str())
+    )
+}
+
+/// Set to a new value (`kubectl annotate function NAME fnbuild.dev/recheck=$(date +%s)
+/// --overwrite`), the Function's reference is resolved again at once.
+pub const ANNOTATION_RECHECK: &str = "fnbuild.dev/recheck";
+/// Kyma's: `"true"` and every reconcile of the Function asks the git server (no answer shared
+/// with the reconciles just before or with other Functions).
+pub const ANNOTATION_CONTINUOUS_GIT_CHECKOUT: &str = "serverless.kyma-project.io/continuousGitCheckout";
+
 impl Reconciling<'_> {
     /// Resolves the reference into `self.git`; false (ConfigurationReady=False, SourceUpdateFailed)
     /// when the repository or its Secret cannot say.
+    ///
+    /// The server is asked once per poll interval per Function (as Kyma's controller skips the
+    /// check of a ready Function checked lately), and sooner when a push event names the
+    /// repository, the Function's source or recheck annotation changes, or it asks for
+    /// continuous checks; the reconciles in between (its own status writes, its Job's and
+    /// Deployment's events) reuse the commit.
     pub(super) async fn git_source(&mut self) -> Result<bool, Error> {
         let Some(repo) = self.f.spec.source.git_repository.clone() else {
             return Ok(false);
         };
         let url = fnbuild::git::public_url(&repo.url);
-        let (auth, secret_version) = match &repo.auth {
-            None => (None, String::new()),
-            Some(a) => match self.auth(&a.secret_name).await? {
-                Ok((auth, version)) => (Some(auth), version),
+        let commit = match self.recent_check(&repo) {
+            Some(c) => c,
+            None => match self.check(&repo).await? {
+                Ok(c) => c,
                 Err(msg) => return self.source_failed(msg).await,
             },
-        };
-        // The same repository, reference and credentials (by the Secret's version).
-        let key = format!(
-            "{}\n{}\n{}/{secret_version}",
-            repo.url,
-            repo.reference.as_deref().unwrap_or(""),
-            self.ns
-        );
-        let fresh = Duration::from_millis((self.settings.git_poll_seconds * 500).min(2000));
-        let request = fnbuild::git::Request {
-            url: repo.url.clone(),
-            reference: repo.reference.clone().filter(|r| !r.trim().is_empty()),
-            dir: None,
-            auth,
-            host_keys: fnbuild::git::HostKeys::Known(None),
-        };
-        let known = self
-            .ctx
-            .git_heads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let commit = match known.filter(|(at, _)| at.elapsed() < fresh) {
-            Some((_, c)) => c,
-            None => {
-                let resolved = tokio::task::spawn_blocking(move || {
-                    let work = fnbuild::scratch::Scratch::new()?;
-                    fnbuild::git::ls_remote(&request, work.path())
-                })
-                .await;
-                let c = match resolved {
-                    Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return self.source_failed(format!("{e:#}")).await,
-                    Err(e) => return self.source_failed(format!("{url}: the check stopped: {e}")).await,
-                };
-                let mut heads = self.ctx.git_heads.lock().unwrap_or_else(|p| p.into_inner());
-                heads.retain(|_, (at, _)| at.elapsed() < fresh);
-                heads.insert(key, (Instant::now(), c.clone()));
-                c
-            }
         };
         let dir = GitBuild::dir_of(repo.base_dir.as_deref());
         let reference = repo.reference.clone();
@@ -103,6 +86,128 @@ impl Reconciling<'_> {
             auth_secret: repo.auth.map(|a| a.secret_name),
         });
         Ok(true)
+    }
+
+    /// The Function's annotations that ask for a check now: continuous checks (Kyma's), or a
+    /// recheck value not acted on yet (returned, to be recorded once checked).
+    fn check_asked(&self) -> (bool, Option<String>) {
+        let annotation = |k: &str| self.f.annotations().get(k).map(|v| v.trim().to_string());
+        let recheck = annotation(ANNOTATION_RECHECK).filter(|v| !v.is_empty());
+        let uid = self.f.uid().unwrap_or_default();
+        let new_recheck = recheck
+            .clone()
+            .filter(|v| self.ctx.rechecks.lock().unwrap_or_else(|p| p.into_inner()).get(&uid) != Some(v));
+        let continuous = annotation(ANNOTATION_CONTINUOUS_GIT_CHECKOUT).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        (continuous || new_recheck.is_some(), new_recheck)
+    }
+
+    /// When a push event last named the repository.
+    fn pushed_at(&self, url: &str) -> Option<Instant> {
+        self.ctx
+            .git_pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&crate::git_webhook::repository_key(url))
+            .copied()
+    }
+
+    /// The commit this Function's last check found, while it holds: the same repository,
+    /// reference and Secret, checked within the poll interval and after the last push event,
+    /// the Function ready and nothing asking for a check.
+    fn recent_check(&self, repo: &GitRepositorySource) -> Option<String> {
+        if self.check_asked().0 || !self.is_true(condition::CONFIGURATION_READY) {
+            return None;
+        }
+        let uid = self.f.uid().unwrap_or_default();
+        let (what, at, commit) = self
+            .ctx
+            .git_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .cloned()?;
+        let poll = Duration::from_secs(self.settings.git_poll_seconds);
+        let holds = what == checked_what(repo)
+            && at.elapsed() < poll
+            && self.pushed_at(&repo.url).is_none_or(|p| at > p)
+            && self.status.commit.as_deref() == Some(commit.as_str());
+        holds.then_some(commit)
+    }
+
+    /// Asks the git server for the commit the reference names (`git ls-remote`), with the
+    /// credentials of the auth Secret; an answer given within the last moments for the same
+    /// question (another Function on the repository) is reused. `Err`: what is wrong, to report.
+    async fn check(&mut self, repo: &GitRepositorySource) -> Result<Result<String, String>, Error> {
+        let url = fnbuild::git::public_url(&repo.url);
+        let (auth, secret_version) = match &repo.auth {
+            None => (None, String::new()),
+            Some(a) => match self.auth(&a.secret_name).await? {
+                Ok((auth, version)) => (Some(auth), version),
+                Err(msg) => return Ok(Err(msg)),
+            },
+        };
+        // The same repository, reference and credentials (by the Secret's version).
+        let key = format!(
+            "{}\n{}\n{}/{secret_version}",
+            repo.url,
+            repo.reference.as_deref().unwrap_or(""),
+            self.ns
+        );
+        let fresh = Duration::from_millis((self.settings.git_poll_seconds * 500).min(2000));
+        let (asked_for, recheck) = self.check_asked();
+        let pushed = self.pushed_at(&repo.url);
+        let known = self
+            .ctx
+            .git_heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let reusable = |at: &Instant| !asked_for && at.elapsed() < fresh && pushed.is_none_or(|p| *at > p);
+        // When the question was asked: an answer is older than a push announced meanwhile.
+        let (asked, commit) = match known.filter(|(at, _)| reusable(at)) {
+            Some(k) => k,
+            None => {
+                let request = fnbuild::git::Request {
+                    url: repo.url.clone(),
+                    reference: repo.reference.clone().filter(|r| !r.trim().is_empty()),
+                    dir: None,
+                    auth,
+                    host_keys: fnbuild::git::HostKeys::Known(None),
+                };
+                let asked = Instant::now();
+                let resolved = tokio::task::spawn_blocking(move || {
+                    let work = fnbuild::scratch::Scratch::new()?;
+                    fnbuild::git::ls_remote(&request, work.path())
+                })
+                .await;
+                let c = match resolved {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return Ok(Err(format!("{e:#}"))),
+                    Err(e) => return Ok(Err(format!("{url}: the check stopped: {e}"))),
+                };
+                Metrics::inc(&self.ctx.metrics.git_checks);
+                let mut heads = self.ctx.git_heads.lock().unwrap_or_else(|p| p.into_inner());
+                heads.retain(|_, (at, _)| at.elapsed() < fresh);
+                heads.insert(key, (asked, c.clone()));
+                (asked, c)
+            }
+        };
+        let uid = self.f.uid().unwrap_or_default();
+        if let Some(v) = recheck {
+            tracing::info!(function = %self.name, namespace = %self.ns, commit = %commit, "re-checked on request ({ANNOTATION_RECHECK}={v})");
+            self.ctx
+                .rechecks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid.clone(), v);
+        }
+        self.ctx
+            .git_checks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid, (checked_what(repo), asked, commit.clone()));
+        Ok(Ok(commit))
     }
 
     async fn source_failed(&mut self, msg: String) -> Result<bool, Error> {

@@ -106,6 +106,14 @@ pub struct Context {
     /// reconciles that follow one at once (its own status write, its Job's events) and other
     /// Functions on the same repository ask the server once.
     pub(crate) git_heads: std::sync::Mutex<HashMap<String, (Instant, String)>>,
+    /// Repositories (by `git_webhook::repository_key`) a signed push event named, and when: a
+    /// commit resolved before that is not reused.
+    pub(crate) git_pushes: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Per Function (uid), the value of its `fnbuild.dev/recheck` annotation last acted on.
+    pub(crate) rechecks: std::sync::Mutex<HashMap<String, String>>,
+    /// Per Function (uid), its last check of its git source: what was asked (repository,
+    /// reference, Secret), when, and the commit.
+    pub(crate) git_checks: std::sync::Mutex<HashMap<String, (String, Instant, String)>>,
 }
 
 impl Context {
@@ -130,6 +138,18 @@ impl Context {
             counted_jobs: Default::default(),
             known_images: Default::default(),
             git_heads: Default::default(),
+            git_pushes: Default::default(),
+            rechecks: Default::default(),
+            git_checks: Default::default(),
+        }
+    }
+
+    /// A push to these repositories was announced: their Functions' next check asks the server.
+    pub fn git_pushed(&self, repositories: &[String]) {
+        let now = Instant::now();
+        let mut pushes = self.git_pushes.lock().unwrap_or_else(|p| p.into_inner());
+        for r in repositories {
+            pushes.insert(r.clone(), now);
         }
     }
 
@@ -219,6 +239,9 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
     })
     .await;
     if f.metadata.deletion_timestamp.is_some() {
+        let uid = f.uid().unwrap_or_default();
+        ctx.git_checks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+        ctx.rechecks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         // Owner references let the garbage collector delete the rest.
         return Ok(Action::await_change());
     }

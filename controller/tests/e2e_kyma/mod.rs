@@ -198,22 +198,54 @@ fn push_version(work: &std::path::Path, version: u32) {
     git(work, &["push", "-q", "origin", "main"]);
 }
 
+/// The controller Deployment's `--git-poll-interval` in step 7.
+pub const GIT_POLL_SECONDS: u64 = 15;
+
+/// GitHub's push event for `repo_url`, signed with `secret`, posted to the controller's git
+/// webhook (`git_webhook`: `http://127.0.0.1:PORT`) for namespace `ns`.
+fn post_push(git_webhook: &str, ns: &str, repo_url: &str, secret: &[u8]) -> (u16, String) {
+    use hmac::Mac;
+    let body = json!({"ref": "refs/heads/main", "repository": {"clone_url": repo_url}}).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let r = http_request_once(
+        "POST",
+        &format!("{git_webhook}/git-webhook/{ns}"),
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", &sig),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .expect("the controller's git webhook answers");
+    (r.0, r.2)
+}
+
 /// Kyma's gitops scenario: a Function from a repository (here `git daemon` on the node's
 /// loopback address, which the controller and build Pods reach on the node's network) answers
-/// "GITOPS 1"; after a push it answers "GITOPS 2", by polling alone (`--git-poll-interval=2`).
-pub fn gitops(c: &Cluster, registry: &str) {
+/// "GITOPS 1"; after a push and GitHub's signed push event it answers "GITOPS 2" (an event
+/// signed with another secret changes nothing); after another push, with no event, "GITOPS 3"
+/// by polling alone (every [`GIT_POLL_SECONDS`]).
+pub fn gitops(c: &Cluster, registry: &str, git_webhook: &str, metrics: &str) {
     let ns = format!("e2e-gitops-{}", std::process::id());
     c.namespace(&ns, json!({}));
+    c.apply(&json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fnbuild-git-webhook", "namespace": ns},
+        "stringData": {"token": "e2e-webhook-secret"}}));
     let dir = tempfile::tempdir().unwrap();
     let (_, work) = git_bare_and_work(dir.path());
     push_version(&work, 1);
     let daemon = GitDaemon::start(dir.path());
     let name = "gitops";
+    let url = daemon.url("fn.git");
     let f = json!({
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
-            "url": daemon.url("fn.git"), "baseDir": "/gitops", "reference": "main"}},
+            "url": url, "baseDir": "/gitops", "reference": "main"}},
             // Small requests: the node's 2 CPUs are mostly requested by the Functions before.
             "resourceConfiguration": {"function": {"profile": "XS"}, "build": {"profile": "local-dev"}}}
     });
@@ -222,11 +254,32 @@ pub fn gitops(c: &Cluster, registry: &str) {
         "{ns}/{name}: apply of a git Function → first 200 in {}",
         secs(took)
     ));
-    let t = Instant::now();
+    let refused = |m: &str| {
+        let r = http_request_once("GET", &format!("{m}/metrics"), &[], b"", Duration::from_secs(5)).unwrap();
+        fnbuild_controller::metrics::sample(&r.2, "fnbuild_git_webhook_refused_total").unwrap()
+    };
+
+    // A push, and its event as GitHub sends it; one signed with another secret first.
     push_version(&work, 2);
+    let before = refused(metrics);
+    let (status, body) = post_push(git_webhook, &ns, &url, b"not the secret");
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(refused(metrics), before + 1.0);
+    let t = Instant::now();
+    let (status, body) = post_push(git_webhook, &ns, &url, b"e2e-webhook-secret");
+    assert_eq!((status, body.as_str()), (200, r#"{"rechecked":["gitops"]}"#));
     let took = wait_answer(c, &ns, name, "GITOPS 2", t);
     log(format!(
-        "{ns}/{name}: git push → new answer in {} (by polling every 2 s)",
+        "{ns}/{name}: git push → new answer in {} (the push event)",
+        secs(took)
+    ));
+
+    // A push and no event: polling alone.
+    let t = Instant::now();
+    push_version(&work, 3);
+    let took = wait_answer(c, &ns, name, "GITOPS 3", t);
+    log(format!(
+        "{ns}/{name}: git push → new answer in {} (by polling every {GIT_POLL_SECONDS} s)",
         secs(took)
     ));
     let st = function(c, &ns, name)["status"].clone();

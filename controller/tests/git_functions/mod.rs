@@ -1,7 +1,8 @@
 //! Functions from git (issue 20) against the real API server, run by
 //! `controller_against_a_real_api_server`: the controller resolves the reference with
 //! `git ls-remote` against `git daemon` on 127.0.0.1, builds the commit it names, and builds
-//! again when a push moves the branch (here within its 1 s poll interval).
+//! again after a push when a signed push event or the recheck annotation says so (its poll
+//! interval is an hour here, so nothing else can).
 
 use super::*;
 use crate::common::{git, git_bare_and_work, GitDaemon};
@@ -37,7 +38,27 @@ async fn fetched_commits(client: &Client, ns: &str) -> Vec<String> {
     out
 }
 
-pub async fn functions_from_git(client: &Client) {
+/// GitHub's push event for `repo_url`, signed with `secret`, posted to the controller's git
+/// webhook for namespace `ns`: the status and body of the answer.
+async fn post_push(controller: &Controller, ns: &str, repo_url: &str, secret: &[u8]) -> (u16, String) {
+    use hmac::Mac;
+    let body = json!({"ref": "refs/heads/main", "repository": {"clone_url": repo_url, "full_name": "fn"}}).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let r = reqwest::Client::new()
+        .post(format!("{}/git-webhook/{ns}", controller.git_webhook))
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", sig)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+pub async fn functions_from_git(client: &Client, controller: &Controller) {
     let ns = &run_ns("ctl-git");
     namespace(client, ns).await;
     let dir = tempfile::tempdir().unwrap();
@@ -81,12 +102,60 @@ pub async fn functions_from_git(client: &Client) {
     })
     .await;
 
-    // A push: the next poll resolves the new commit, which is built.
+    // A push. Events that are not signed with the namespace's webhook secret do nothing: none
+    // while the namespace has no Secret, none signed with another secret. (The poll interval is
+    // an hour: after 3 s the status still shows the old commit.)
     let c2 = commit(&work, "2");
-    wait_for("gitops: the pushed commit built", || async {
+    let refused_before = controller.metric("fnbuild_git_webhook_refused_total").await;
+    let (status, body) = post_push(controller, ns, &url, b"s3cret").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no Secret fnbuild-git-webhook"), "{body}");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fnbuild-git-webhook", "namespace": ns},
+        "stringData": {"token": "s3cret\n"}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+        .await
+        .unwrap();
+    let (status, body) = post_push(controller, ns, &url, b"not the secret").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("X-Hub-Signature-256 does not match"), "{body}");
+    assert_eq!(
+        controller.metric("fnbuild_git_webhook_refused_total").await,
+        refused_before + 2.0
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let f = function(client, ns, "gitops").await;
+    assert_eq!(
+        f.status.unwrap().commit.as_deref(),
+        Some(c1.as_str()),
+        "nothing re-checked"
+    );
+
+    // Signed with the Secret's token (its trailing newline dropped): the Functions on that
+    // repository, in that namespace, are re-checked, and the new commit is built.
+    let (status, body) = post_push(controller, ns, &url, b"s3cret").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"rechecked":["gitops"]}"#));
+    wait_for("gitops: the pushed commit built after the push event", || async {
         let f = function(client, ns, "gitops").await;
         let seen = f.status.as_ref()?.commit.as_deref() == Some(c2.as_str());
         (seen && fetched_commits(client, ns).await.contains(&c2)).then_some(())
+    })
+    .await;
+    // Another repository's push re-checks nothing.
+    let other = url.replace("fn.git", "other.git");
+    let (status, body) = post_push(controller, ns, &other, b"s3cret").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"rechecked":[]}"#));
+
+    // The recheck annotation: a new value, and the reference is resolved again.
+    let c3 = commit(&work, "3");
+    let patch = json!({"metadata": {"annotations": {"fnbuild.dev/recheck": "1"}}});
+    api.patch("gitops", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for("gitops: the commit seen after the recheck annotation", || async {
+        let f = function(client, ns, "gitops").await;
+        (f.status.as_ref()?.commit.as_deref() == Some(c3.as_str())).then_some(())
     })
     .await;
 
