@@ -529,6 +529,8 @@ async fn controller_against_a_real_api_server() {
     push_seen_before_the_job_finishes(&client).await;
     kyma_platform::registry_config_copied(&client, &registry).await;
     desired_objects_pass_server_validation(&cluster);
+    // Last: its hundred Functions' builds take the build slots.
+    git_functions::checks_at_scale(&client, &controller).await;
     eprintln!("metrics at the end:\n{}", controller.scrape().await);
     drop(controller);
     leftovers(&client).await;

@@ -12,6 +12,7 @@ use kube::api::Api;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a check was of: repository, reference, auth Secret.
@@ -156,6 +157,17 @@ impl Reconciling<'_> {
         let fresh = Duration::from_millis((self.settings.git_poll_seconds * 500).min(2000));
         let (asked_for, recheck) = self.check_asked();
         let pushed = self.pushed_at(&repo.url);
+        // One question at a time per key: the Functions on a repository re-checked together
+        // (a push event) wait for the first one's answer instead of each asking.
+        let turn = self
+            .ctx
+            .git_asking
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
         let known = self
             .ctx
             .git_heads
@@ -163,7 +175,9 @@ impl Reconciling<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
-        let reusable = |at: &Instant| !asked_for && at.elapsed() < fresh && pushed.is_none_or(|p| *at > p);
+        // (Asked for by an annotation: only an answer the server gave after this reconcile began.)
+        let reusable =
+            |at: &Instant| at.elapsed() < fresh && pushed.is_none_or(|p| *at > p) && (!asked_for || *at > self.started);
         // When the question was asked: an answer is older than a push announced meanwhile.
         let (asked, commit) = match known.filter(|(at, _)| reusable(at)) {
             Some(k) => k,
@@ -189,6 +203,11 @@ impl Reconciling<'_> {
                 Metrics::inc(&self.ctx.metrics.git_checks);
                 let mut heads = self.ctx.git_heads.lock().unwrap_or_else(|p| p.into_inner());
                 heads.retain(|_, (at, _)| at.elapsed() < fresh);
+                self.ctx
+                    .git_asking
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|k, t| k == &key || heads.contains_key(k) || Arc::strong_count(t) > 1);
                 heads.insert(key, (asked, c.clone()));
                 (asked, c)
             }

@@ -109,6 +109,8 @@ pub struct Context {
     /// Repositories (by `git_webhook::repository_key`) a signed push event named, and when: a
     /// commit resolved before that is not reused.
     pub(crate) git_pushes: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Per question (as `git_heads`), the turn of the reconcile asking the server now.
+    pub(crate) git_asking: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Per Function (uid), the value of its `fnbuild.dev/recheck` annotation last acted on.
     pub(crate) rechecks: std::sync::Mutex<HashMap<String, String>>,
     /// Per Function (uid), its last check of its git source: what was asked (repository,
@@ -140,6 +142,7 @@ impl Context {
             git_heads: Default::default(),
             git_pushes: Default::default(),
             rechecks: Default::default(),
+            git_asking: Default::default(),
             git_checks: Default::default(),
         }
     }
@@ -217,6 +220,8 @@ pub(crate) struct Reconciling<'a> {
     pub settings: &'a Settings,
     pub status: FunctionStatus,
     pub now: String,
+    /// When this reconcile began.
+    pub started: Instant,
     pub name: String,
     pub ns: String,
     /// A Function from git: the commit its reference names now (set by `configuration`).
@@ -256,6 +261,7 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         settings: &settings,
         status: old.clone(),
         now: now_rfc3339(),
+        started: Instant::now(),
         name: f.name_any(),
         ns,
         git: None,

@@ -188,3 +188,95 @@ pub async fn functions_from_git(client: &Client, controller: &Controller) {
         "no build for a source that cannot be resolved"
     );
 }
+
+/// The controller's cost of one check of 100 Functions from git on 10 repositories: a push to
+/// each repository and its push event; every Function's status shows the new commit. Asking the
+/// servers is shared: one `git ls-remote` per repository, not per Function. Run last (its
+/// builds keep the build slots: the test cluster runs no Job).
+pub async fn checks_at_scale(client: &Client, controller: &Controller) {
+    const REPOS: usize = 10;
+    const PER_REPO: usize = 10;
+    let ns = &run_ns("ctl-git-scale");
+    namespace(client, ns).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fnbuild-git-webhook", "namespace": ns},
+        "stringData": {"token": "s3cret"}});
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(secret).unwrap())
+        .await
+        .unwrap();
+    // One work tree pushed to ten repositories.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, work) = git_bare_and_work(dir.path());
+    let repos: Vec<String> = (0..REPOS).map(|i| format!("r{i}.git")).collect();
+    for r in &repos {
+        git(dir.path(), &["init", "-q", "--bare", r]);
+    }
+    let push_all = |work: &std::path::Path, version: &str| {
+        let c = commit(work, version);
+        for r in &repos {
+            let bare = dir.path().join(r);
+            git(work, &["push", "-q", bare.to_str().unwrap(), "HEAD:main"]);
+        }
+        c
+    };
+    let c1 = push_all(&work, "1");
+    let daemon = GitDaemon::start(dir.path());
+    let api: Api<Function> = Api::namespaced(client.clone(), ns);
+    for (i, r) in repos.iter().enumerate() {
+        for j in 0..PER_REPO {
+            let f = json!({"apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+                "metadata": {"name": format!("f{i}-{j}"), "namespace": ns},
+                "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
+                    "url": daemon.url(r), "baseDir": "/hello", "reference": "main"}}}});
+            api.create(&PostParams::default(), &serde_json::from_value(f).unwrap())
+                .await
+                .unwrap();
+        }
+    }
+    let all_at = |c: String| {
+        let api = api.clone();
+        async move {
+            let fs = api.list(&ListParams::default()).await.unwrap().items;
+            let at = fs
+                .iter()
+                .filter(|f| f.status.as_ref().and_then(|s| s.commit.as_deref()) == Some(c.as_str()))
+                .count();
+            (at == REPOS * PER_REPO).then_some(())
+        }
+    };
+    wait_for("100 Functions from git: the first commit in status", || {
+        all_at(c1.clone())
+    })
+    .await;
+
+    let c2 = push_all(&work, "2");
+    let checks0 = controller.metric("fnbuild_git_checks_total").await;
+    let cpu0 = controller.cpu();
+    let t = Instant::now();
+    for r in &repos {
+        let (status, body) = post_push(controller, ns, &daemon.url(r), b"s3cret").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.matches("\"f").count(), PER_REPO, "{body}");
+    }
+    wait_for("100 Functions from git: the pushed commit in status", || {
+        all_at(c2.clone())
+    })
+    .await;
+    let took = t.elapsed();
+    let cpu = controller.cpu() - cpu0;
+    let checks = controller.metric("fnbuild_git_checks_total").await - checks0;
+    eprintln!(
+        "FIGURE git check at scale: {} Functions on {REPOS} repositories re-checked by {REPOS} push events: every status at the new commit in {:.2} s; {checks} git ls-remote runs; controller CPU {:.0} ms ({:.1} ms per Function; 10 ms clock ticks; includes the status writes and the build Jobs' bookkeeping)",
+        REPOS * PER_REPO,
+        took.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0,
+        cpu.as_secs_f64() * 1000.0 / (REPOS * PER_REPO) as f64,
+    );
+    // Shared: one per repository (the Functions on it wait for the first one's answer; one
+    // re-checked more than 2 s after it would ask again), never one per Function.
+    assert!(
+        checks >= REPOS as f64 && checks <= (2 * REPOS) as f64,
+        "{checks} git ls-remote runs for {REPOS} repositories"
+    );
+}
