@@ -64,7 +64,8 @@ enum Command {
     RuntimeLibraries(LibrariesArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
-        after_help = "Example:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev"
+        after_help = "Examples:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev\n  \
+        fnbuild init --runtime nodejs24 orders --git-url https://github.com/team/functions.git   # also orders/function.yaml"
     )]
     Init(InitArgs),
     /// Run the Function controller (an alias: runs `fnbuild-controller run` from beside this
@@ -83,6 +84,16 @@ struct InitArgs {
     runtime: String,
     /// The directory to create (it must not exist or be empty).
     dir: PathBuf,
+    /// The repository the function will be pushed to: also write `function.yaml`, a Function
+    /// that fnbuild's controller builds from there (every push to --git-ref is built).
+    #[arg(long, value_name = "URL")]
+    git_url: Option<String>,
+    /// The branch or tag the Function follows.
+    #[arg(long, value_name = "REF", default_value = "main", requires = "git_url")]
+    git_ref: String,
+    /// The function's directory in the repository (Kyma's baseDir). [default: DIR's name]
+    #[arg(long, value_name = "PATH", requires = "git_url")]
+    git_dir: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -333,7 +344,12 @@ fn main() -> ExitCode {
             Command::FetchSource(args) => fnbuild::git::fetch_source(&args),
             Command::RuntimeLibraries(args) => run_libraries(args).await,
             Command::Init(args) => {
-                for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir)? {
+                let git = args.git_url.map(|url| fnbuild::init::GitHome {
+                    url,
+                    reference: args.git_ref,
+                    dir: args.git_dir,
+                });
+                for file in fnbuild::init::init(&Runtimes::Embedded, &args.runtime, &args.dir, git.as_ref())? {
                     println!("{}", file.display());
                 }
                 Ok(())

@@ -94,7 +94,7 @@ fn checked_dir(dir: Option<&str>, url: &str) -> Result<PathBuf> {
     Ok(p.components().filter(|c| !matches!(c, Component::CurDir)).collect())
 }
 
-fn check_url(url: &str) -> Result<()> {
+pub(crate) fn check_url(url: &str) -> Result<()> {
     // Not file:// (a Function's author would read the builder's own files).
     let ok = ["https://", "http://", "git://", "ssh://"]
         .iter()
@@ -110,7 +110,7 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 /// A reference git would read as an option, or one with characters no ref can have.
-fn check_reference(r: &str) -> Result<()> {
+pub(crate) fn check_reference(r: &str) -> Result<()> {
     if r.is_empty()
         || r.starts_with('-')
         || r.chars()
