@@ -110,9 +110,13 @@ impl Write for ScrubbedStderr {
     }
 }
 
+/// The exit code of a build step given `--installed-dependencies` that found the dependencies
+/// need an install no cache has: the controller builds again with an install step.
+pub const EXIT_INSTALL_NEEDED: i32 = 3;
+
 /// Writes a command's failure as one `error:` line (what failed, then why, as the chain of
 /// contexts; no secret and no control character from a file name or a registry's message) and
-/// returns the exit code: 0, 1, or 2 for bad usage.
+/// returns the exit code: 0, 1, 2 for bad usage, or [`EXIT_INSTALL_NEEDED`].
 pub fn report(result: anyhow::Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
@@ -120,8 +124,16 @@ pub fn report(result: anyhow::Result<()>) -> i32 {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             let line = crate::secrets::redact(&dedup_chain(chain).join(": "));
             eprintln!("error: {}", crate::text::escape_control(&line));
+            let not_installed = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::function::dependencies::DependencyError>(),
+                    Some(crate::function::dependencies::DependencyError::NotInstalled { .. })
+                )
+            });
             if e.downcast_ref::<UsageError>().is_some() {
                 2
+            } else if not_installed {
+                EXIT_INSTALL_NEEDED
             } else {
                 1
             }

@@ -413,6 +413,18 @@ fn the_handoff_steps_build_what_one_build_would_and_check_what_they_are_handed()
     assert!(handoff.path().join("installed.json").exists());
     assert_no_secret_under("the handoff directory", handoff.path());
 
+    // With nothing installed (the controller's build for a git source whose dependencies it
+    // could not see): no installer runs, and the exit code says an install step is needed.
+    let empty = temp_dir("handoff-empty-");
+    let out = step(&["--installed-dependencies", empty.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(fnbuild::cli::EXIT_INSTALL_NEEDED), "{stderr}");
+    assert!(
+        stderr.lines().last().unwrap().contains("no install step ran (this step never installs)"),
+        "{stderr}"
+    );
+    assert!(!has_manifest(&registry, "fn/steps", "v1"), "nothing pushed");
+
     // A tampered layer is refused by the last step.
     let tampered = temp_dir("handoff-tampered-");
     for f in ["request.json", "installed.json", "layer.tar.gz"] {

@@ -186,10 +186,9 @@ pub(super) fn take_installed(dir: &Path, key: &str, spool: &Path) -> Result<(Wri
         dir: dir.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(dir.join(INSTALLED_FILE)).map_err(|_| {
-        handoff(format!(
-            "no dependency layer for key {key}: the install step did not run or failed"
-        ))
+    let bytes = std::fs::read(dir.join(INSTALLED_FILE)).map_err(|_| DependencyError::NotInstalled {
+        dir: dir.to_path_buf(),
+        key: key.to_string(),
     })?;
     let record: InstalledRecord =
         serde_json::from_slice(&bytes).map_err(|e| handoff(format!("{INSTALLED_FILE} is damaged: {e}")))?;

@@ -132,6 +132,10 @@ pub enum DependencyError {
     Task(String),
     #[error("dependency handoff {dir}: {message}", dir = dir.display())]
     Handoff { dir: PathBuf, message: String },
+    /// `--installed-dependencies DIR` with nothing in DIR: the dependencies name packages that
+    /// no cache has and no install step ran (the controller then builds again with one).
+    #[error("dependency handoff {dir}: no dependency layer for key {key}: the dependencies name packages that no cache has, and no install step ran (this step never installs)", dir = dir.display())]
+    NotInstalled { dir: PathBuf, key: String },
     #[error("no store has them ({searched}) and a build Job's steps (--prepare-dependencies, --installed-dependencies) install nothing: make a store with `fnbuild runtime-libraries --output DIR` and give --runtime-libraries DIR (the builder image ships one)")]
     LibrariesMissing { searched: String },
 }
