@@ -20,7 +20,10 @@
 //! `build` container, without the package Secret.
 //!
 //! Whether a Function names packages is decided by the builder's own dependency planner, run on
-//! the inline source in memory, so the controller and the builder agree.
+//! the inline source in memory, so the controller and the builder agree. A git source's
+//! dependencies are not in memory: its first build is `fetch` and `build` alone, `build` taking
+//! the dependency layer from a cache or exiting with `EXIT_INSTALL_NEEDED` (no installer runs in
+//! it); then, and for the Function's later commits, the split Pod after `fetch`.
 
 use super::desired::{
     build_resources, docker_config_volume, env, job_name, labels, meta, mount, push_reference,
@@ -122,6 +125,9 @@ pub struct BuildInputs {
     pub cache_key: bool,
     /// The Function's source is this commit of a repository.
     pub git: Option<GitBuild>,
+    /// The split Pod, with an install step (see the module's table): for an inline source, when
+    /// [`names_packages`]; for a git source, once a build found that its dependencies need one.
+    pub install_step: bool,
 }
 
 /// The builder's dependency plan for an inline source, read from memory exactly as the builder
@@ -215,7 +221,7 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
     let mut pod_labels = job_labels.clone();
     pod_labels.insert(LABEL_RESOURCE.into(), "build".into());
     let push = push_reference(f, s, &b.tag);
-    let split = names_packages(f);
+    let split = b.install_step;
 
     // What `prepare` and `build` both pass: where from, where to, and the registry's options.
     let mut options: Vec<String> = Vec::new();
@@ -425,6 +431,16 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
             ));
         }
 
+        let mut args = build_args(true);
+        args.extend(["--installed-dependencies".into(), HANDOFF_DIR.into()]);
+        let mut mounts = registry_mounts();
+        mounts.push(mount("handoff", HANDOFF_DIR, true));
+        builder_container(s, BUILD_CONTAINER, args, registry_env(), mounts, f)
+    } else if b.git.is_some() {
+        // A git source's dependencies are seen only once fetched: the build takes them from a
+        // cache or, with an empty handoff, fails with EXIT_INSTALL_NEEDED (running no installer),
+        // and the controller builds again with the install step.
+        volumes.push(empty_dir("handoff"));
         let mut args = build_args(true);
         args.extend(["--installed-dependencies".into(), HANDOFF_DIR.into()]);
         let mut mounts = registry_mounts();

@@ -152,6 +152,9 @@ impl Reconciling<'_> {
             }
             Some(false) => {
                 let messages = job_messages(ctx, &self.ns, &job_name).await;
+                if self.git.is_some() && !has_install_step(&job) && install_needed(&messages) {
+                    return self.rebuild_with_install_step(&job, &target).await;
+                }
                 let detail = failure_detail(&messages).unwrap_or_else(|| {
                     job.status
                         .iter()
@@ -211,6 +214,29 @@ impl Reconciling<'_> {
         Ok(requeue)
     }
 
+    /// A git source's build without an install step found that the dependencies need one (no
+    /// cache has them): not a failure. The Function's builds get the install step from now on,
+    /// and this one is started again at once with it.
+    async fn rebuild_with_install_step(&mut self, job: &Job, target: &Target) -> Result<Requeue, Error> {
+        let job_name = job.name_any();
+        let uid = self.f.uid().unwrap_or_default();
+        self.ctx
+            .git_install_step
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(uid);
+        tracing::info!(function = %self.name, namespace = %self.ns, job = %job_name, "the dependencies need an install step: building again with one");
+        let requeue = self.start_build(target, job_attempt(job) + 1).await?;
+        if self
+            .status
+            .condition(condition::BUILD_READY)
+            .is_some_and(|c| c.reason.as_deref() == Some(reason::JOB_CREATED))
+        {
+            delete::<Job>(self.ctx, &self.ns, &job_name).await?;
+        }
+        Ok(requeue)
+    }
+
     /// The build's image is known: into the status (BuildReady=True, by `reason`), the memory of
     /// recent images and an event.
     async fn image_ready(&mut self, tag: &str, image: String, reason: &'static str, msg: String) -> Requeue {
@@ -247,6 +273,14 @@ impl Reconciling<'_> {
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
         let (npmrc, pip_conf) = package_registry_files(ctx, &secrets, &ns, f.spec.runtime.starts_with("nodejs")).await;
         let cache_key = s.dependency_cache && cache_key_secret(ctx, &secrets, &ns).await;
+        let install_step = match &self.git {
+            None => desired::names_packages(f),
+            Some(_) => ctx
+                .git_install_step
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&uid),
+        };
         let inputs = BuildInputs {
             tag: tag.to_string(),
             attempt,
@@ -255,6 +289,7 @@ impl Reconciling<'_> {
             pip_conf,
             cache_key,
             git: self.git.clone(),
+            install_step,
         };
         let job = desired::build_job(f, s, &inputs);
         let job_name = job.name_any();
@@ -385,6 +420,22 @@ fn push_poll_interval(job: &Job) -> Duration {
         10..=59 => Duration::from_secs(1),
         _ => Duration::from_secs(5),
     }
+}
+
+/// Whether the Job's Pod has the install step.
+fn has_install_step(job: &Job) -> bool {
+    job.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == desired::INSTALL_CONTAINER))
+}
+
+/// Whether the build container said the dependencies need an install step.
+fn install_needed(messages: &[super::job::StepMessage]) -> bool {
+    messages
+        .iter()
+        .any(|m| !m.init && m.container == desired::BUILD_CONTAINER && m.exit_code == fnbuild::cli::EXIT_INSTALL_NEEDED)
 }
 
 /// Whether a Job is still running (one being deleted no longer counts).

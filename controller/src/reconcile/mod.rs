@@ -116,6 +116,8 @@ pub struct Context {
     /// Per Function (uid), its last check of its git source: what was asked (repository,
     /// reference, Secret), when, and the commit.
     pub(crate) git_checks: std::sync::Mutex<HashMap<String, (String, Instant, String)>>,
+    /// Functions from git (uid) whose dependencies a build found to need an install step.
+    pub(crate) git_install_step: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -144,6 +146,7 @@ impl Context {
             rechecks: Default::default(),
             git_asking: Default::default(),
             git_checks: Default::default(),
+            git_install_step: Default::default(),
         }
     }
 
@@ -247,6 +250,7 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         let uid = f.uid().unwrap_or_default();
         ctx.git_checks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         ctx.rechecks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+        ctx.git_install_step.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         // Owner references let the garbage collector delete the rest.
         return Ok(Action::await_change());
     }

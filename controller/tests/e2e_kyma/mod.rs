@@ -288,4 +288,42 @@ pub fn gitops(c: &Cluster, registry: &str, git_webhook: &str, metrics: &str) {
         git(&work, &["rev-parse", "HEAD"]).as_str(),
         "{st}"
     );
+
+    // A git Function whose dependencies name a package: the first build (fetch and build, no
+    // install step) says an install is needed, and the controller builds again with one.
+    std::fs::create_dir_all(work.join("py")).unwrap();
+    std::fs::write(
+        work.join("py/handler.py"),
+        "import six\n\ndef main(event, context):\n    return 'GITOPS py six ' + six.__version__\n",
+    )
+    .unwrap();
+    std::fs::write(work.join("py/requirements.txt"), "six==1.16.0\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "py"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let py = json!({
+        "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
+        "metadata": {"name": "gitops-py", "namespace": ns},
+        "spec": {"runtime": "python312", "source": {"gitRepository": {
+            "url": url, "baseDir": "py", "reference": "main"}},
+            "resourceConfiguration": {"function": {"profile": "XS"}, "build": {"profile": "local-dev"}}}
+    });
+    let (took, _) = deploy_new(c, &py, "GITOPS py six 1.16.0", registry);
+    log(format!(
+        "{ns}/gitops-py: apply of a git Function with a dependency → first 200 in {} (a build without an install step, then one with it)",
+        secs(took)
+    ));
+    let jobs = jobs_of(c, &ns, "gitops-py");
+    assert_eq!(jobs.len(), 1, "the first Job removed: {jobs:?}");
+    let job = c.get(&["job", "-n", &ns, jobs.iter().next().unwrap()]);
+    let steps: Vec<&str> = job["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["fetch", "prepare", "install"], "{job}");
+    assert_eq!(job["metadata"]["labels"]["serverless.kyma-project.io/build-attempt"], "2");
+    let f = function(c, &ns, "gitops-py");
+    assert!(all_true(&f), "{}", f["status"]);
 }

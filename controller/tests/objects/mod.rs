@@ -62,6 +62,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
             pip_conf,
             cache_key: true,
             git: None,
+            install_step: desired::names_packages(&f),
         };
         let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
         let mut objects = vec![
