@@ -420,7 +420,11 @@ fn the_handoff_steps_build_what_one_build_would_and_check_what_they_are_handed()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(fnbuild::cli::EXIT_INSTALL_NEEDED), "{stderr}");
     assert!(
-        stderr.lines().last().unwrap().contains("no install step ran (this step never installs)"),
+        stderr
+            .lines()
+            .last()
+            .unwrap()
+            .contains("no install step ran (this step never installs)"),
         "{stderr}"
     );
     assert!(!has_manifest(&registry, "fn/steps", "v1"), "nothing pushed");

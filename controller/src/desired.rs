@@ -23,7 +23,9 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-pub use super::build_job::{build_job, names_packages, BaseArg, BuildInputs, GitBuild, BUILD_CONTAINER, INSTALL_CONTAINER};
+pub use super::build_job::{
+    build_job, names_packages, BaseArg, BuildInputs, GitBuild, BUILD_CONTAINER, INSTALL_CONTAINER,
+};
 
 pub const LABEL_FUNCTION_NAME: &str = "serverless.kyma-project.io/function-name";
 pub const LABEL_MANAGED_BY: &str = "serverless.kyma-project.io/managed-by";

@@ -446,17 +446,30 @@ fn a_git_source_is_fetched_by_a_step_of_its_own_and_seen_at_src() {
     // The dependencies of a git source are only known once fetched: first `fetch` and `build`,
     // which installs nothing (its handoff is empty: a layer from a cache, or EXIT_INSTALL_NEEDED).
     let quick = pod_of(&build_job(&f, &settings(), &b));
-    let names: Vec<&str> = quick.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = quick
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(names, ["fetch"]);
     let build = &quick.containers[0];
     assert!(
-        build.args.as_ref().unwrap().windows(2).any(|w| w == ["--installed-dependencies", "/handoff"]),
+        build
+            .args
+            .as_ref()
+            .unwrap()
+            .windows(2)
+            .any(|w| w == ["--installed-dependencies", "/handoff"]),
         "{:?}",
         build.args
     );
     assert!(mounts(build).contains(&("handoff", "/handoff", Some(true))));
     // Once a build said an install is needed: the split Pod after `fetch`.
-    let b = BuildInputs { install_step: true, ..b };
+    let b = BuildInputs {
+        install_step: true,
+        ..b
+    };
     let pod = pod_of(&build_job(&f, &settings(), &b));
     let init = pod.init_containers.as_ref().unwrap();
     let names: Vec<&str> = init.iter().map(|c| c.name.as_str()).collect();

@@ -25,6 +25,23 @@ fn checked_what(repo: &GitRepositorySource) -> String {
     )
 }
 
+/// A failed check in Kyma's words ("Authentication required for Git repository: URL",
+/// "Git repository: URL source check failed: ..."), then the builder's line (which names the
+/// repository too, so it is not said twice).
+fn check_failed(url: &str, line: &str) -> String {
+    let detail = line.strip_prefix(&format!("{url}: ")).unwrap_or(line);
+    // The builder's hint names its own flag; a Function names its Secret in the spec.
+    let detail = detail.replace(
+        "authentication required (give --git-auth DIR)",
+        "authentication required (give spec.source.gitRepository.auth a Secret)",
+    );
+    if detail.starts_with("authentication") {
+        format!("Authentication required for Git repository: {url}: {detail}")
+    } else {
+        format!("Git repository: {url} source check failed: {detail}")
+    }
+}
+
 /// Set to a new value (`kubectl annotate function NAME fnbuild.dev/recheck=$(date +%s)
 /// --overwrite`), the Function's reference is resolved again at once.
 pub const ANNOTATION_RECHECK: &str = "fnbuild.dev/recheck";
@@ -144,7 +161,8 @@ impl Reconciling<'_> {
             None => (None, String::new()),
             Some(a) => match self.auth(&a.secret_name).await? {
                 Ok((auth, version)) => (Some(auth), version),
-                Err(msg) => return Ok(Err(msg)),
+                // Kyma's words first.
+                Err(msg) => return Ok(Err(format!("Getting git authorization data failed: {msg}"))),
             },
         };
         // The same repository, reference and credentials (by the Secret's version).
@@ -197,8 +215,8 @@ impl Reconciling<'_> {
                 .await;
                 let c = match resolved {
                     Ok(Ok(c)) => c,
-                    Ok(Err(e)) => return Ok(Err(format!("{e:#}"))),
-                    Err(e) => return Ok(Err(format!("{url}: the check stopped: {e}"))),
+                    Ok(Err(e)) => return Ok(Err(check_failed(&url, &format!("{e:#}")))),
+                    Err(e) => return Ok(Err(check_failed(&url, &format!("the check stopped: {e}")))),
                 };
                 Metrics::inc(&self.ctx.metrics.git_checks);
                 let mut heads = self.ctx.git_heads.lock().unwrap_or_else(|p| p.into_inner());
@@ -251,5 +269,27 @@ impl Reconciling<'_> {
                 .map(|a| (a, version))
                 .map_err(|e| e.to_string()),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_failed;
+
+    #[test]
+    fn failed_checks_in_kymas_words() {
+        let url = "https://git.example.com/fn.git";
+        assert_eq!(
+            check_failed(url, &format!("{url}: authentication required (give --git-auth DIR)")),
+            format!("Authentication required for Git repository: {url}: authentication required (give spec.source.gitRepository.auth a Secret)")
+        );
+        assert_eq!(
+            check_failed(url, &format!("{url}: authentication failed: the username or password is wrong")),
+            format!("Authentication required for Git repository: {url}: authentication failed: the username or password is wrong")
+        );
+        assert_eq!(
+            check_failed(url, &format!("{url}: no branch or tag nope")),
+            format!("Git repository: {url} source check failed: no branch or tag nope")
+        );
     }
 }

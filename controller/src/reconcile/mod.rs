@@ -250,7 +250,10 @@ pub async fn reconcile(f: Arc<Function>, ctx: Arc<Context>) -> Result<Action, Er
         let uid = f.uid().unwrap_or_default();
         ctx.git_checks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
         ctx.rechecks.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
-        ctx.git_install_step.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+        ctx.git_install_step
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
         // Owner references let the garbage collector delete the rest.
         return Ok(Action::await_change());
     }

@@ -323,7 +323,10 @@ pub fn gitops(c: &Cluster, registry: &str, git_webhook: &str, metrics: &str) {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(steps, ["fetch", "prepare", "install"], "{job}");
-    assert_eq!(job["metadata"]["labels"]["serverless.kyma-project.io/build-attempt"], "2");
+    assert_eq!(
+        job["metadata"]["labels"]["serverless.kyma-project.io/build-attempt"],
+        "2"
+    );
     let f = function(c, &ns, "gitops-py");
     assert!(all_true(&f), "{}", f["status"]);
 }

@@ -162,12 +162,19 @@ pub async fn functions_from_git(client: &Client, controller: &Controller) {
     // What cannot be resolved is said in the status, naming the repository; nothing is built.
     let before = jobs_of(client, ns).await.len();
     for (name, reference, auth, says) in [
-        ("no-such-ref", "nope", None, format!("{url}: no branch or tag nope")),
+        (
+            "no-such-ref",
+            "nope",
+            None,
+            format!("Git repository: {url} source check failed: no branch or tag nope"),
+        ),
         (
             "no-secret",
             "main",
             Some("missing-creds"),
-            format!("the git auth Secret missing-creds is not in namespace {ns}"),
+            format!(
+                "Getting git authorization data failed: the git auth Secret missing-creds is not in namespace {ns}"
+            ),
         ),
     ] {
         api.create(&PostParams::default(), &gitops(name, reference, auth))
