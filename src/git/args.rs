@@ -25,7 +25,8 @@ pub struct GitArgs {
     /// auth, kubernetes.io/ssh-auth). Never copied into the image, the cache or the log.
     #[arg(help_heading = "Git source", long, value_name = "DIR", requires = "git_url")]
     pub git_auth: Option<PathBuf>,
-    /// SSH: trust only the host keys in this known_hosts file (default: OpenSSH's own files).
+    /// SSH: trust only the host keys in this known_hosts file (default: the `known_hosts` of
+    /// --git-auth DIR, as a Secret carries it, else OpenSSH's own files).
     #[arg(help_heading = "Git source", long, value_name = "FILE", requires = "git_url")]
     pub git_known_hosts: Option<PathBuf>,
     /// SSH: accept any host key (a man in the middle could then serve any code).
@@ -37,6 +38,10 @@ pub struct GitArgs {
     )]
     pub git_insecure_ignore_host_key: bool,
 }
+
+/// The key of an auth Secret (or file of --git-auth DIR) with the SSH host keys to trust, as
+/// Flux names it.
+pub const KNOWN_HOSTS_KEY: &str = "known_hosts";
 
 fn read(dir: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let p = dir.join(name);
@@ -111,7 +116,12 @@ impl GitArgs {
             host_keys: if self.git_insecure_ignore_host_key {
                 HostKeys::Any
             } else {
-                HostKeys::Known(self.git_known_hosts.clone())
+                let with_auth = self
+                    .git_auth
+                    .as_ref()
+                    .map(|d| d.join(KNOWN_HOSTS_KEY))
+                    .filter(|f| f.is_file());
+                HostKeys::Known(self.git_known_hosts.clone().or(with_auth))
             },
         }))
     }

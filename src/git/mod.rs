@@ -16,7 +16,7 @@ mod args;
 pub mod askpass;
 mod errors;
 
-pub use args::{auth_from_secret, FetchSourceArgs, GitArgs};
+pub use args::{auth_from_secret, FetchSourceArgs, GitArgs, KNOWN_HOSTS_KEY};
 
 use anyhow::{bail, Context, Result};
 use std::path::{Component, Path, PathBuf};

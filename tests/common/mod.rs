@@ -9,7 +9,8 @@
 //!   until the server answers.
 //! - [`skopeo_inspect_config`], [`skopeo_inspect`], [`skopeo_inspect_raw`], [`umoci_unpack`].
 //!
-//! - [`git`], [`git_bare_and_work`], [`GitDaemon`]: repositories and `git daemon` on 127.0.0.1.
+//! - [`git`], [`git_bare_and_work`], [`GitDaemon`], [`Sshd`]: repositories, `git daemon` and
+//!   OpenSSH's `sshd` on 127.0.0.1 (in `git_servers.rs`).
 //!
 //! Everything here panics with a descriptive message on failure: it is test support.
 //! (Over 600 lines: the one support module of every integration test, in sections by part.)
@@ -23,6 +24,10 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod git_servers;
+#[allow(unused_imports)] // not every test binary uses git
+pub use git_servers::*;
 
 // ---------------------------------------------------------------------------------------------
 // Paths and the binary
@@ -915,81 +920,4 @@ pub fn kubectl_ok(cluster_dir: &Path, args: &[&str], stdin: Option<&str>) -> Str
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// git
-
-/// `git -C DIR ARGS...` with a fixed identity and `main` as the default branch; its stdout,
-/// trimmed.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args),
-    )
-    .trim()
-    .to_string()
-}
-
-/// A bare repository `ROOT/fn.git` and a work tree `ROOT/work` whose `git push origin main`
-/// goes there.
-pub fn git_bare_and_work(root: &Path) -> (PathBuf, PathBuf) {
-    let (bare, work) = (root.join("fn.git"), root.join("work"));
-    git(root, &["init", "-q", "--bare", bare.to_str().unwrap()]);
-    std::fs::create_dir_all(&work).unwrap();
-    git(&work, &["init", "-q"]);
-    git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-    (bare, work)
-}
-
-/// `git daemon` serving every repository under `root` on 127.0.0.1 (git://), stopped on drop.
-pub struct GitDaemon {
-    child: Child,
-    pub port: u16,
-}
-
-impl GitDaemon {
-    pub fn start(root: &Path) -> GitDaemon {
-        let port = free_port();
-        let child = Command::new("git")
-            .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.display()))
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "git daemon does not listen on 127.0.0.1:{port}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        GitDaemon { child, port }
-    }
-
-    /// `git://127.0.0.1:PORT/NAME`.
-    pub fn url(&self, name: &str) -> String {
-        format!("git://127.0.0.1:{}/{name}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

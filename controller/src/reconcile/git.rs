@@ -15,6 +15,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A Function's auth Secret, read: its credentials, its resourceVersion, its SSH host keys.
+struct SecretAuth {
+    auth: fnbuild::git::Auth,
+    version: String,
+    known_hosts: Option<Vec<u8>>,
+}
+
 /// What a check was of: repository, reference, auth Secret.
 fn checked_what(repo: &GitRepositorySource) -> String {
     format!(
@@ -30,11 +37,16 @@ fn checked_what(repo: &GitRepositorySource) -> String {
 /// repository too, so it is not said twice).
 fn check_failed(url: &str, line: &str) -> String {
     let detail = line.strip_prefix(&format!("{url}: ")).unwrap_or(line);
-    // The builder's hint names its own flag; a Function names its Secret in the spec.
-    let detail = detail.replace(
-        "authentication required (give --git-auth DIR)",
-        "authentication required (give spec.source.gitRepository.auth a Secret)",
-    );
+    // The builder's hints name its own flags; a Function has its Secret.
+    let detail = detail
+        .replace(
+            "authentication required (give --git-auth DIR)",
+            "authentication required (give spec.source.gitRepository.auth a Secret)",
+        )
+        .replace(
+            "(give --git-known-hosts FILE with it, or --git-insecure-ignore-host-key)",
+            "(give the auth Secret the host's key as known_hosts)",
+        );
     if detail.starts_with("authentication") {
         format!("Authentication required for Git repository: {url}: {detail}")
     } else {
@@ -157,10 +169,10 @@ impl Reconciling<'_> {
     /// question (another Function on the repository) is reused. `Err`: what is wrong, to report.
     async fn check(&mut self, repo: &GitRepositorySource) -> Result<Result<String, String>, Error> {
         let url = fnbuild::git::public_url(&repo.url);
-        let (auth, secret_version) = match &repo.auth {
-            None => (None, String::new()),
+        let (auth, secret_version, known_hosts) = match &repo.auth {
+            None => (None, String::new(), None),
             Some(a) => match self.auth(&a.secret_name).await? {
-                Ok((auth, version)) => (Some(auth), version),
+                Ok(s) => (Some(s.auth), s.version, s.known_hosts),
                 // Kyma's words first.
                 Err(msg) => return Ok(Err(format!("Getting git authorization data failed: {msg}"))),
             },
@@ -200,7 +212,7 @@ impl Reconciling<'_> {
         let (asked, commit) = match known.filter(|(at, _)| reusable(at)) {
             Some(k) => k,
             None => {
-                let request = fnbuild::git::Request {
+                let mut request = fnbuild::git::Request {
                     url: repo.url.clone(),
                     reference: repo.reference.clone().filter(|r| !r.trim().is_empty()),
                     dir: None,
@@ -210,6 +222,13 @@ impl Reconciling<'_> {
                 let asked = Instant::now();
                 let resolved = tokio::task::spawn_blocking(move || {
                     let work = fnbuild::scratch::Scratch::new()?;
+                    // SSH host keys: the Secret's `known_hosts` when it has them (as the fetch
+                    // step reads them from the mounted Secret), else strict with none.
+                    if let Some(k) = known_hosts {
+                        let file = work.path().join("known_hosts");
+                        std::fs::write(&file, k)?;
+                        request.host_keys = fnbuild::git::HostKeys::Known(Some(file));
+                    }
                     fnbuild::git::ls_remote(&request, work.path())
                 })
                 .await;
@@ -254,7 +273,7 @@ impl Reconciling<'_> {
 
     /// The credentials in the Function's auth Secret (its namespace's) and the Secret's
     /// resourceVersion, or what is wrong with it.
-    async fn auth(&self, secret: &str) -> Result<Result<(fnbuild::git::Auth, String), String>, Error> {
+    async fn auth(&self, secret: &str) -> Result<Result<SecretAuth, String>, Error> {
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         let Some(s) = api.get_opt(secret).await? else {
             return Ok(Err(format!(
@@ -264,9 +283,14 @@ impl Reconciling<'_> {
         };
         let version = s.resource_version().unwrap_or_default();
         let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+        let known_hosts = data.get(fnbuild::git::KNOWN_HOSTS_KEY).cloned();
         Ok(
             fnbuild::git::auth_from_secret(&data, &format!("the git auth Secret {secret}"))
-                .map(|a| (a, version))
+                .map(|auth| SecretAuth {
+                    auth,
+                    version,
+                    known_hosts,
+                })
                 .map_err(|e| e.to_string()),
         )
     }
@@ -286,6 +310,10 @@ mod tests {
         assert_eq!(
             check_failed(url, &format!("{url}: authentication failed: the username or password is wrong")),
             format!("Authentication required for Git repository: {url}: authentication failed: the username or password is wrong")
+        );
+        assert_eq!(
+            check_failed(url, &format!("{url}: its SSH host key is not known (give --git-known-hosts FILE with it, or --git-insecure-ignore-host-key)")),
+            format!("Git repository: {url} source check failed: its SSH host key is not known (give the auth Secret the host's key as known_hosts)")
         );
         assert_eq!(
             check_failed(url, &format!("{url}: no branch or tag nope")),

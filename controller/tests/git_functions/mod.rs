@@ -5,7 +5,7 @@
 //! interval is an hour here, so nothing else can).
 
 use super::*;
-use crate::common::{git, git_bare_and_work, GitDaemon};
+use crate::common::{git, git_bare_and_work, sshd, GitDaemon};
 
 fn commit(work: &std::path::Path, version: &str) -> String {
     std::fs::create_dir_all(work.join("hello")).unwrap();
@@ -158,6 +158,64 @@ pub async fn functions_from_git(client: &Client, controller: &Controller) {
         (f.status.as_ref()?.commit.as_deref() == Some(c3.as_str())).then_some(())
     })
     .await;
+
+    // Over SSH with a key (a kubernetes.io/ssh-auth Secret): the host key is trusted only when
+    // the Secret carries it (`known_hosts`).
+    let sshd = sshd(dir.path());
+    let ssh_secret = |name: &str, known_hosts: &str| {
+        let mut data = json!({"ssh-privatekey": std::fs::read_to_string(sshd.dir.join("client")).unwrap()});
+        if !known_hosts.is_empty() {
+            data["known_hosts"] = json!(known_hosts);
+        }
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
+            "metadata": {"name": name, "namespace": ns}, "stringData": data})
+    };
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns);
+    let known = std::fs::read_to_string(sshd.dir.join("known_hosts")).unwrap();
+    for (name, known_hosts) in [("ssh-pinned", known.as_str()), ("ssh-unpinned", "")] {
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(ssh_secret(name, known_hosts)).unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut f = gitops(name, "main", None);
+        f.spec.source.git_repository.as_mut().unwrap().url = sshd.url.clone();
+        f.spec.source.git_repository.as_mut().unwrap().auth = Some(fnbuild_controller::types::RepositoryAuth {
+            type_: "key".into(),
+            secret_name: name.into(),
+        });
+        api.create(&PostParams::default(), &f).await.unwrap();
+    }
+    wait_for("ssh-pinned: the commit over SSH", || async {
+        let f = function(client, ns, "ssh-pinned").await;
+        (f.status.as_ref()?.commit.as_deref() == Some(c3.as_str())).then_some(())
+    })
+    .await;
+    let f = wait_for("ssh-unpinned: SourceUpdateFailed", || async {
+        let f = function(client, ns, "ssh-unpinned").await;
+        (condition(&f, "ConfigurationReady")?.1 == "SourceUpdateFailed").then_some(f)
+    })
+    .await;
+    let msg = condition(&f, "ConfigurationReady").unwrap().2;
+    assert!(
+        msg.contains("its SSH host key is not known (give the auth Secret the host's key as known_hosts)"),
+        "{msg}"
+    );
+    assert!(!msg.contains("BEGIN OPENSSH"), "{msg}");
+    // Its build Job would hold a build slot for good (this cluster runs no Job): gone.
+    let dp = kube::api::DeleteParams::background();
+    api.delete("ssh-pinned", &dp).await.unwrap();
+    for j in jobs_of(client, ns).await {
+        let name = j.metadata.name.unwrap_or_default();
+        if name.starts_with("ssh-pinned-") {
+            Api::<Job>::namespaced(client.clone(), ns)
+                .delete(&name, &dp)
+                .await
+                .unwrap();
+        }
+    }
 
     // What cannot be resolved is said in the status, naming the repository; nothing is built.
     let before = jobs_of(client, ns).await.len();
