@@ -163,3 +163,14 @@ fn wait_listening(port: u16) {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// GitHub's push event for `repo_url` (the fields a receiver reads), and its
+/// `X-Hub-Signature-256` with `secret`: (body, header value).
+pub fn github_push_event(repo_url: &str, secret: &[u8]) -> (String, String) {
+    use hmac::Mac;
+    let body = serde_json::json!({"ref": "refs/heads/main", "repository": {"clone_url": repo_url}}).to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    (body, signature)
+}

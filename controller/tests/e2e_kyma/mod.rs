@@ -204,11 +204,7 @@ pub const GIT_POLL_SECONDS: u64 = 15;
 /// GitHub's push event for `repo_url`, signed with `secret`, posted to the controller's git
 /// webhook (`git_webhook`: `http://127.0.0.1:PORT`) for namespace `ns`.
 fn post_push(git_webhook: &str, ns: &str, repo_url: &str, secret: &[u8]) -> (u16, String) {
-    use hmac::Mac;
-    let body = json!({"ref": "refs/heads/main", "repository": {"clone_url": repo_url}}).to_string();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (body, sig) = github_push_event(repo_url, secret);
     let r = http_request_once(
         "POST",
         &format!("{git_webhook}/git-webhook/{ns}"),

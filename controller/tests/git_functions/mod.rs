@@ -5,7 +5,7 @@
 //! interval is an hour here, so nothing else can).
 
 use super::*;
-use crate::common::{git, git_bare_and_work, sshd, GitDaemon};
+use crate::common::{git, git_bare_and_work, github_push_event, sshd, GitDaemon};
 
 fn commit(work: &std::path::Path, version: &str) -> String {
     std::fs::create_dir_all(work.join("hello")).unwrap();
@@ -41,11 +41,7 @@ async fn fetched_commits(client: &Client, ns: &str) -> Vec<String> {
 /// GitHub's push event for `repo_url`, signed with `secret`, posted to the controller's git
 /// webhook for namespace `ns`: the status and body of the answer.
 async fn post_push(controller: &Controller, ns: &str, repo_url: &str, secret: &[u8]) -> (u16, String) {
-    use hmac::Mac;
-    let body = json!({"ref": "refs/heads/main", "repository": {"clone_url": repo_url, "full_name": "fn"}}).to_string();
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(body.as_bytes());
-    let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let (body, sig) = github_push_event(repo_url, secret);
     let r = reqwest::Client::new()
         .post(format!("{}/git-webhook/{ns}", controller.git_webhook))
         .header("X-GitHub-Event", "push")
