@@ -197,12 +197,13 @@ impl Controller {
         sample(&self.scrape().await, name).unwrap_or_else(|| panic!("no metric {name}"))
     }
 
-    /// User and system CPU time of the controller process so far.
+    /// User and system CPU time of the controller process so far, with that of the children it
+    /// waited for (its `git ls-remote` runs).
     fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
         let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after_comm.split(' ').collect();
-        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        let ticks: u64 = f[11..15].iter().map(|t| t.parse::<u64>().unwrap()).sum();
         Duration::from_millis(ticks * 10)
     }
 }

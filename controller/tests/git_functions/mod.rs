@@ -328,7 +328,7 @@ pub async fn checks_at_scale(client: &Client, controller: &Controller) {
     let cpu = controller.cpu() - cpu0;
     let checks = controller.metric("fnbuild_git_checks_total").await - checks0;
     eprintln!(
-        "FIGURE git check at scale: {} Functions on {REPOS} repositories re-checked by {REPOS} push events: every status at the new commit in {:.2} s; {checks} git ls-remote runs; controller CPU {:.0} ms ({:.1} ms per Function; 10 ms clock ticks; includes the status writes and the build Jobs' bookkeeping)",
+        "FIGURE git check at scale: {} Functions on {REPOS} repositories re-checked by {REPOS} push events: every status at the new commit in {:.2} s; {checks} git ls-remote runs; controller CPU {:.0} ms with its git children ({:.1} ms per Function; 10 ms clock ticks; includes the status writes and the build Jobs' bookkeeping)",
         REPOS * PER_REPO,
         took.as_secs_f64(),
         cpu.as_secs_f64() * 1000.0,
