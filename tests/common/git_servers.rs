@@ -141,7 +141,7 @@ pub fn sshd(root: &Path) -> Sshd {
         .spawn()
         .expect("sshd (openssh-server)");
     wait_listening(port);
-    let user = run_ok(&mut Command::new("id").arg("-un")).trim().to_string();
+    let user = run_ok(Command::new("id").arg("-un")).trim().to_string();
     Sshd {
         child,
         url: format!("ssh://{user}@127.0.0.1:{port}{}/fn.git", root.display()),
