@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use hyper::{HeaderMap, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use sha2::Sha256;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -211,6 +211,9 @@ pub fn repository_key(url: &str) -> String {
 pub struct Receiver {
     pub ctx: Arc<Context>,
     pub functions: Store<Function>,
+    /// The Secrets named [`SECRET_NAME`], in every namespace (a watch cache): a request, signed
+    /// or not, makes no call to the API server.
+    pub secrets: Store<Secret>,
     pub recheck: tokio::sync::mpsc::UnboundedSender<ObjectRef<Function>>,
 }
 
@@ -248,23 +251,11 @@ impl Receiver {
             tracing::warn!(namespace = %ns, reason = %msg, "git webhook: request refused, nothing re-checked");
             Resp::text(status, msg)
         };
-        let secret = match self.secret(ns).await {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    format!(
-                        "namespace {ns} has no Secret {SECRET_NAME} with a '{SECRET_KEY}': it takes no push events"
-                    ),
-                )
-            }
-            Err(e) => {
-                tracing::warn!(namespace = %ns, error = %e, "git webhook: cannot read the Secret {SECRET_NAME}");
-                return Resp::text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("cannot read the Secret {SECRET_NAME} in namespace {ns}: try again"),
-                );
-            }
+        let Some(secret) = self.secret(ns) else {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("namespace {ns} has no Secret {SECRET_NAME} with a '{SECRET_KEY}': it takes no push events"),
+            );
         };
         match check(&req.headers, &req.body, &secret) {
             Err(e) => refuse(e.status(), e.to_string()),
@@ -300,15 +291,11 @@ impl Receiver {
     /// The namespace's webhook secret, without the spaces and newline around it (a Secret made
     /// `--from-file` has one); `None` without the Secret or with an empty token (which anyone
     /// could sign with).
-    async fn secret(&self, ns: &str) -> Result<Option<Vec<u8>>, kube::Error> {
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), ns);
-        Ok(api
-            .get_opt(SECRET_NAME)
-            .await?
-            .and_then(|s| s.data)
-            .and_then(|mut d| d.remove(SECRET_KEY))
-            .map(|v| v.0.trim_ascii().to_vec())
-            .filter(|t| !t.is_empty()))
+    fn secret(&self, ns: &str) -> Option<Vec<u8>> {
+        self.secrets
+            .get(&ObjectRef::new(SECRET_NAME).within(ns))
+            .and_then(|s| s.data.as_ref()?.get(SECRET_KEY).map(|v| v.0.trim_ascii().to_vec()))
+            .filter(|t| !t.is_empty())
     }
 }
 

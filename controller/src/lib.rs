@@ -181,9 +181,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(addr) = opts.git_webhook_addr {
         let listener = http::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, path = %format!("{}NAMESPACE", git_webhook::PATH_PREFIX), "serving the git webhook (push events)");
+        let (secrets, writer) = reflector::store::<Secret>();
+        let only = watcher::Config::default().fields(&format!("metadata.name={}", git_webhook::SECRET_NAME));
+        let watch = watcher(Api::<Secret>::all(ctx.client.clone()), only)
+            .default_backoff()
+            .reflect(writer)
+            .for_each(|_| async {});
+        tokio::spawn(watch);
         let receiver = git_webhook::Receiver {
             ctx: ctx.clone(),
             functions: functions.store(),
+            secrets,
             recheck,
         };
         tokio::spawn(git_webhook::serve(listener, receiver));

@@ -116,8 +116,6 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
             // The build's digest is in its Pod's termination message; the log tail when it is not.
             rule(&[""], &["pods"], &["get", "list"]),
             rule(&[""], &["pods/log"], &["get"]),
-            // Only the package-registry Secret, to see which files it has, and whether the
-            // cache key Secret is there.
             // Any Secret by name (never a list or a watch): a Function from git names its auth
             // Secret (Kyma's `auth.secretName`), read for `git ls-remote`; besides the
             // package-registry and cache key Secrets, asked whether they are there.
@@ -127,6 +125,12 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
             PolicyRule {
                 resource_names: strings(&[&settings.registry_secret]),
                 ..rule(&[""], &["secrets"], &["get", "list", "watch", "update"])
+            },
+            // The git webhook's Secrets (one name, in every namespace): watched, so that a push
+            // event is checked against the cache, and no request makes the controller read one.
+            PolicyRule {
+                resource_names: strings(&[crate::git_webhook::SECRET_NAME]),
+                ..rule(&[""], &["secrets"], &["list", "watch"])
             },
             // The dependency cache's signing key and the registry Secret's copies, made once per
             // namespace (create cannot be limited to a name; the controller never reads or
