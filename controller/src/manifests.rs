@@ -559,10 +559,13 @@ mod tests {
                 .collect();
             if res.contains(&"secrets") {
                 // Getting Secrets by name (git auth Secrets are named by Functions), listing and
-                // watching one, updating one (the registry Secret's copies); creating (the cache
-                // key, the copies); never deleting any, nor listing or watching others.
+                // watching one, updating one (the registry Secret's copies), listing and watching
+                // the git webhook's; creating (the cache key, the copies); never deleting any,
+                // nor listing or watching others.
                 if verbs == ["create"] || verbs == ["get"] {
                     assert!(r["resourceNames"].is_null());
+                } else if verbs == ["list", "watch"] {
+                    assert_eq!(r["resourceNames"], serde_json::json!(["fnbuild-git-webhook"]));
                 } else {
                     assert_eq!(verbs, ["get", "list", "watch", "update"]);
                     assert_eq!(
