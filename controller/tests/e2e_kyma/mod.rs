@@ -237,21 +237,25 @@ pub fn gitops(c: &Cluster, registry: &str, git_webhook: &str, metrics: &str) {
     let daemon = GitDaemon::start(dir.path());
     let name = "gitops";
     let url = daemon.url("fn.git");
+    // Small requests (the node's 2 CPUs are mostly requested by the Functions before) and a
+    // limit of one CPU: XS's 150m would make the figures Node's start under CFS throttling.
+    let resources = json!({"function": {"resources": {
+            "requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}}},
+        "build": {"profile": "local-dev"}});
     let f = json!({
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": name, "namespace": ns},
         "spec": {"runtime": "nodejs24", "source": {"gitRepository": {
             "url": url, "baseDir": "/gitops", "reference": "main"}},
-            // Small requests: the node's 2 CPUs are mostly requested by the Functions before.
-            "resourceConfiguration": {"function": {"profile": "XS"}, "build": {"profile": "local-dev"}}}
+            "resourceConfiguration": resources}
     });
-    // The same Function inline first, in the same namespace and profile: the figure to compare.
+    // The same Function inline first, in the same namespace and resources: the figure to compare.
     let inline = json!({
         "apiVersion": "serverless.kyma-project.io/v1alpha2", "kind": "Function",
         "metadata": {"name": "inline-twin", "namespace": ns},
         "spec": {"runtime": "nodejs24", "source": {"inline": {
             "source": "module.exports = { main: () => 'INLINE 1' };\n"}},
-            "resourceConfiguration": {"function": {"profile": "XS"}, "build": {"profile": "local-dev"}}}
+            "resourceConfiguration": resources}
     });
     let (inline_took, _) = deploy_new(c, &inline, "INLINE 1", registry);
     c.kubectl_ok(&["delete", "function", "-n", &ns, "inline-twin"], None);
