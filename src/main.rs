@@ -2,7 +2,7 @@
 //! verb's flags with their help texts, which read best in one place.)
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use fnbuild::build::{build, BuildOptions, BuildOutcome};
 use fnbuild::cli::{default_cache_dir, is_stdout, usage, LogArgs};
 use fnbuild::formats::Location;
@@ -68,6 +68,18 @@ enum Command {
         fnbuild init --runtime nodejs24 orders --git-url https://github.com/team/functions.git   # also orders/function.yaml"
     )]
     Init(InitArgs),
+    /// Print a shell's completion script for fnbuild.
+    #[command(after_help = "Examples:\n  \
+        source <(fnbuild completions bash)\n  \
+        fnbuild completions zsh > \"${fpath[1]}/_fnbuild\"\n  \
+        fnbuild completions fish > ~/.config/fish/completions/fnbuild.fish")]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print fnbuild's man page (roff), made from the same definitions as --help.
+    #[command(after_help = "Example:\n  fnbuild man > fnbuild.1 && man -l fnbuild.1")]
+    Man,
     /// Run the Function controller (an alias: runs `fnbuild-controller run` from beside this
     /// binary or from PATH; see `fnbuild-controller run --help`).
     #[command(disable_help_flag = true)]
@@ -322,6 +334,23 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
+    // Made from the definitions, before anything else starts.
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "fnbuild", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the man page: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
     let command = match cli.command {
         Command::Controller(args) => return forward_to_controller("run", &cli.log, args),
         Command::Manifests(args) => return forward_to_controller("manifests", &cli.log, args),
@@ -354,7 +383,9 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Controller(_) | Command::Manifests(_) => unreachable!("forwarded above"),
+            Command::Controller(_) | Command::Manifests(_) | Command::Completions { .. } | Command::Man => {
+                unreachable!("answered above")
+            }
         }
     });
     fnbuild::cli::exit(fnbuild::cli::report(result))

@@ -18,8 +18,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BASES=${FNBUILD_TEST_BASES:-$TARGET/test-bases}
 TMPD=${FNBUILD_TEST_TMP:-/tmp/fnbuild-test}
-PACKAGES=(docker.io docker-registry skopeo umoci pigz jq curl time git python3 openssh-server)
-COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq curl /usr/bin/time git python3 /usr/sbin/sshd)
+PACKAGES=(docker.io docker-registry skopeo umoci pigz jq curl time git python3 openssh-server groff-base)
+COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq curl /usr/bin/time git python3 /usr/sbin/sshd groff)
 
 log() { echo "setup.sh: $*" >&2; }
 die() { echo "setup.sh: $*" >&2; exit 1; }
