@@ -1,4 +1,4 @@
-//! The `fnbuild` command line. (Just over 600 lines: most of it is the clap definitions of every
+//! The `fnbuild` command line. (Over 600 lines: most of it is the clap definitions of every
 //! verb's flags with their help texts, which read best in one place.)
 
 use anyhow::{Context, Result};

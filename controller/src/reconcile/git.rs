@@ -75,9 +75,11 @@ impl Reconciling<'_> {
             return Ok(false);
         };
         let url = fnbuild::git::public_url(&repo.url);
-        let commit = match self.recent_check(&repo) {
+        // What the annotations ask for, read once for both steps below.
+        let asked = self.check_asked();
+        let commit = match self.recent_check(&repo, asked.0) {
             Some(c) => c,
-            None => match self.check(&repo).await? {
+            None => match self.check(&repo, asked).await? {
                 Ok(c) => c,
                 Err(msg) => return self.source_failed(msg).await,
             },
@@ -144,8 +146,8 @@ impl Reconciling<'_> {
     /// The commit this Function's last check found, while it holds: the same repository,
     /// reference and Secret, checked within the poll interval and after the last push event,
     /// the Function ready and nothing asking for a check.
-    fn recent_check(&self, repo: &GitRepositorySource) -> Option<String> {
-        if self.check_asked().0 || !self.is_true(condition::CONFIGURATION_READY) {
+    fn recent_check(&self, repo: &GitRepositorySource, asked_for: bool) -> Option<String> {
+        if asked_for || !self.is_true(condition::CONFIGURATION_READY) {
             return None;
         }
         let uid = self.f.uid().unwrap_or_default();
@@ -167,7 +169,11 @@ impl Reconciling<'_> {
     /// Asks the git server for the commit the reference names (`git ls-remote`), with the
     /// credentials of the auth Secret; an answer given within the last moments for the same
     /// question (another Function on the repository) is reused. `Err`: what is wrong, to report.
-    async fn check(&mut self, repo: &GitRepositorySource) -> Result<Result<String, String>, Error> {
+    async fn check(
+        &mut self,
+        repo: &GitRepositorySource,
+        (asked_for, recheck): (bool, Option<String>),
+    ) -> Result<Result<String, String>, Error> {
         let url = fnbuild::git::public_url(&repo.url);
         let (auth, secret_version, known_hosts) = match &repo.auth {
             None => (None, String::new(), None),
@@ -185,7 +191,6 @@ impl Reconciling<'_> {
             self.ns
         );
         let fresh = Duration::from_millis((self.settings.git_poll_seconds * 500).min(2000));
-        let (asked_for, recheck) = self.check_asked();
         let pushed = self.pushed_at(&repo.url);
         // One question at a time per key: the Functions on a repository re-checked together
         // (a push event) wait for the first one's answer instead of each asking.
