@@ -12,7 +12,8 @@ use crate::function::source::FunctionSource;
 use crate::oci::digest::Digest;
 use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
 use crate::oci::layer_cache::LayerCache;
-use crate::oci::platform::Platform;
+use crate::oci::index::{Built, BuiltIndex};
+use crate::oci::platform::{Platform, Platforms, FUNCTION_PLATFORMS};
 use crate::oci::reference::Reference;
 use crate::oci::{rfc3339, BaseImage, BuiltImage, Image};
 use crate::registry::{Client, PushForecast, RegistryOptions};
@@ -45,6 +46,8 @@ pub struct BuildOptions {
     pub source_url: Option<String>,
     pub revision: Option<String>,
     pub registry: RegistryOptions,
+    /// The platforms to build for: one (`registry.platform`, an image) or several (an index).
+    pub platforms: Platforms,
     /// The most layers the image may have, base included.
     pub max_layers: usize,
     pub digest_file: Option<PathBuf>,
@@ -56,17 +59,40 @@ pub struct BuildOptions {
 
 #[derive(Debug, Serialize)]
 pub struct BuildResult {
-    /// Digest of the image manifest.
+    /// Digest of the image manifest (of the index, for several platforms).
     pub digest: String,
-    pub config_digest: String,
     pub media_type: String,
     pub runtime: String,
+    /// A single-platform build's image: its `config_digest`, `base`, `layers`, `dependencies`
+    /// at the top level, as before there were indexes.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub single: Option<ImageResult>,
+    /// A multi-platform build's images, in the index's order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<PlatformResult>,
+    pub outputs: Vec<OutputSummary>,
+    pub timings_ms: Timings,
+}
+
+/// One platform's image in an index.
+#[derive(Debug, Serialize)]
+pub struct PlatformResult {
+    /// `os/architecture[/variant]`, from the base's config.
+    pub platform: String,
+    /// Digest of the image manifest.
+    pub digest: String,
+    #[serde(flatten)]
+    pub image: ImageResult,
+}
+
+/// What an image is made of.
+#[derive(Debug, Serialize)]
+pub struct ImageResult {
+    pub config_digest: String,
     pub base: BaseSummary,
     pub layers: Vec<LayerSummary>,
-    pub outputs: Vec<OutputSummary>,
     /// The dependency layer: where it came from (`cache`), its `key`, `install_ms`.
     pub dependencies: DependencySummary,
-    pub timings_ms: Timings,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,11 +206,11 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let libraries_time = t.elapsed();
     let libraries_digest = libraries_layer.as_ref().map(|l| l.digest.to_string());
 
-    // The base image loads while our layers are written.
+    // The base image (one per platform) loads while our layers are written.
     let base_future = async {
         let t = Instant::now();
-        let base = formats::read(&base_location, &opts.registry.platform, work.path(), client.as_ref()).await;
-        (base, t.elapsed())
+        let bases = read_bases(&base_location, opts, work.path(), client.as_ref()).await;
+        (bases, t.elapsed())
     };
     let (forecast_tx, forecast_rx) = tokio::sync::oneshot::channel();
     let layers_future = {
@@ -242,46 +268,72 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             None => None,
         }
     };
-    let ((base, base_time), (layers, layers_time), installer, ()) =
+    let ((bases, base_time), (layers, layers_time), installer, ()) =
         tokio::join!(base_future, layers_future, probe_future, forecast_future);
-    let base = base?;
+    let bases = bases?;
     let (runtime_layer, function_layer) = layers.context("layer writer stopped")??;
-    tracing::info!(base = %base.name, digest = %base.manifest_digest, layers = base.layers.len(), "base image");
-    if !own_server {
-        runtime_image::check(&base)?;
-    }
     let ours = 1
         + usize::from(runtime_layer.is_some())
         + usize::from(libraries_layer.is_some())
         + usize::from(deps_plan.is_some());
-    if base.layers.len() + ours > opts.max_layers {
-        bail!(
-            "the base image {} has {} layers; with fnbuild's {ours} the image would have {}, more than --max-layers {} (container runtimes refuse about 128): flatten the base",
-            base.name,
-            base.layers.len(),
-            base.layers.len() + ours,
-            opts.max_layers
-        );
+    for base in &bases {
+        tracing::info!(base = %base.name, digest = %base.manifest_digest, platform = %Platform::of_config(&base.config), layers = base.layers.len(), "base image");
+        if !own_server {
+            runtime_image::check(base)?;
+        }
+        if base.layers.len() + ours > opts.max_layers {
+            bail!(
+                "the base image {} has {} layers; with fnbuild's {ours} the image would have {}, more than --max-layers {} (container runtimes refuse about 128): flatten the base",
+                base.name,
+                base.layers.len(),
+                base.layers.len() + ours,
+                opts.max_layers
+            );
+        }
+    }
+    if bases.len() > 1 && opts.dependencies.handoff.is_some() && deps_plan.is_some() {
+        bail!("a build for several platforms cannot hand its dependency install to another step (--prepare-dependencies, --installed-dependencies) yet: build for one platform, or install in the build");
     }
 
-    // The dependency layer's key needs the base image's digest: from a cache, or installed now.
+    // Each dependency layer's key needs its base image's digest: from a cache, or installed now,
+    // every platform at once.
     let t = Instant::now();
-    let deps_layer = match (&deps_plan, installer) {
-        (Some(plan), Some(installer)) => {
-            let ctx = dependencies::Context {
-                runtime: &runtime,
-                base_digest: &base.manifest_digest,
-                base_config: &base.config,
-                epoch,
-                options: &opts.dependencies,
-                client: client.as_ref(),
-                work: work.path(),
+    let mut deps_layers: Vec<Option<ProvidedLayer>> = bases.iter().map(|_| None).collect();
+    if let (Some(plan), Some(installer)) = (&deps_plan, installer) {
+        let installer = installer?;
+        let several = bases.len() > 1;
+        let (runtime, client) = (&runtime, client.as_ref());
+        let provided = futures_util::future::try_join_all(bases.iter().map(|base| {
+            let installer = &installer;
+            let platform = Platform::of_config(&base.config);
+            let work = match several {
+                true => work.path().join(format!("dependencies-{}", platform.to_string().replace('/', "-"))),
+                false => work.path().to_path_buf(),
             };
-            let provided = dependencies::provide(plan, &installer?, &ctx)
-                .await
-                .with_context(|| format!("installing the packages of {}", plan.dependency_file))?;
+            async move {
+                std::fs::create_dir_all(&work).context("cannot create a scratch directory")?;
+                let ctx = dependencies::Context {
+                    runtime,
+                    base_digest: &base.manifest_digest,
+                    base_config: &base.config,
+                    epoch,
+                    options: &opts.dependencies,
+                    client,
+                    work: &work,
+                };
+                let on = match several {
+                    true => format!(" for {platform}"),
+                    false => String::new(),
+                };
+                dependencies::provide(plan, installer, &ctx)
+                    .await
+                    .with_context(|| format!("installing the packages of {}{on}", plan.dependency_file))
+            }
+        }))
+        .await?;
+        for (slot, provided) in deps_layers.iter_mut().zip(provided) {
             match provided {
-                Provided::Layer(layer) => Some(*layer),
+                Provided::Layer(layer) => *slot = Some(*layer),
                 Provided::Requested { key } => {
                     return Ok(BuildOutcome::Prepared {
                         key: Some(key),
@@ -290,33 +342,50 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
                 }
             }
         }
-        _ => None,
-    };
+    }
     let deps_time = t.elapsed();
     if let Some(Handoff::Prepare(_)) = &opts.dependencies.handoff {
         return Ok(BuildOutcome::Prepared {
             key: None,
-            cache: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
+            cache: deps_layers
+                .pop()
+                .flatten()
+                .map(|d| d.summary)
+                .unwrap_or_else(DependencySummary::none),
         });
     }
 
-    let image = assemble(
-        opts,
-        &runtime,
-        &base_location,
-        &base,
-        libraries_layer.as_ref(),
-        runtime_layer.as_ref(),
-        deps_layer.as_ref(),
-        &function_layer,
-        epoch,
-        image_mode.as_ref(),
-    )?;
-    tracing::info!(digest = %image.manifest_digest, "image");
+    let mut images = Vec::new();
+    for (base, deps_layer) in bases.iter().zip(&deps_layers) {
+        let image = assemble(
+            opts,
+            &runtime,
+            &base_location,
+            base,
+            libraries_layer.as_ref(),
+            runtime_layer.as_ref(),
+            deps_layer.as_ref(),
+            &function_layer,
+            epoch,
+            image_mode.as_ref(),
+        )?;
+        let platform = Platform::of_config(&base.config);
+        tracing::info!(digest = %image.manifest_digest, %platform, "image");
+        images.push((platform, image));
+    }
+    let built = match images.len() {
+        1 => Built::Image(images.remove(0).1),
+        _ => {
+            let index = BuiltIndex::new(images);
+            tracing::info!(digest = %index.digest, platforms = index.images.len(), "index");
+            Built::Index(index)
+        }
+    };
 
     let t = Instant::now();
-    let mut mount_from: Vec<(Digest, Reference)> = deps_layer
+    let mut mount_from: Vec<(Digest, Reference)> = deps_layers
         .iter()
+        .flatten()
         .filter_map(|d| Some((d.digest.clone(), d.registry_copy.clone()?)))
         .collect();
     let cache_repo = (opts.dependencies.cache_repo.as_ref()).zip(opts.dependencies.cache_signing_key.as_deref());
@@ -326,7 +395,8 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             .iter()
             .any(|o| matches!(o, Location::Registry(r) if r.registry == repo.registry));
         if pushes_there {
-            let target = Platform::of_config(&base.config);
+            // The libraries are the same on every platform (pure JavaScript and Python).
+            let target = Platform::of_config(&bases[0].config);
             if let Some(copy) = libraries::keep_in_cache_repo(client, repo, &runtime, layer, &target, signing_key).await
             {
                 mount_from.push((layer.digest.clone(), copy));
@@ -339,21 +409,118 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         work: work.path(),
         mount_from: &mount_from,
     };
-    let outputs = formats::write(&opts.outputs, &image, &ctx).await?;
+    let outputs = formats::write(&opts.outputs, &built, &ctx).await?;
     let outputs_time = t.elapsed();
 
     if let Some(file) = &opts.digest_file {
-        std::fs::write(file, image.manifest_digest.as_str())
+        std::fs::write(file, built.digest().as_str())
             .with_context(|| format!("cannot write the digest to {}", file.display()))?;
     }
 
-    // The roles in the order assemble() appends the layers.
+    let mut platforms: Vec<PlatformResult> = built
+        .images()
+        .into_iter()
+        .zip(bases.iter().zip(deps_layers))
+        .map(|(image, (base, deps_layer))| PlatformResult {
+            platform: Platform::of_config(&base.config).to_string(),
+            digest: image.manifest_digest.to_string(),
+            image: ImageResult {
+                config_digest: image.config_digest.to_string(),
+                base: BaseSummary {
+                    name: base.name.clone(),
+                    digest: base.manifest_digest.to_string(),
+                },
+                layers: layer_summaries(
+                    image,
+                    base,
+                    libraries_layer.is_some(),
+                    runtime_layer.is_some(),
+                    deps_layer.is_some(),
+                ),
+                dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
+            },
+        })
+        .collect();
+    let (single, platforms) = match &built {
+        Built::Image(_) => (platforms.pop().map(|p| p.image), Vec::new()),
+        Built::Index(_) => (None, platforms),
+    };
+    Ok(BuildOutcome::Built(Box::new(BuildResult {
+        digest: built.digest().to_string(),
+        media_type: built.media_type().to_string(),
+        runtime: runtime.name.clone(),
+        single,
+        platforms,
+        outputs,
+        timings_ms: Timings {
+            base: base_time.as_millis() as u64,
+            libraries: libraries_time.as_millis() as u64,
+            layers: layers_time.as_millis() as u64,
+            dependencies: deps_time.as_millis() as u64,
+            outputs: outputs_time.as_millis() as u64,
+            total: started.elapsed().as_millis() as u64,
+        },
+    })))
+}
+
+/// The base image for each platform the options ask for, in their order. A base that holds
+/// one image serves only its own platform; `--platform all` takes those of the base's that
+/// functions run on ([`FUNCTION_PLATFORMS`]).
+async fn read_bases(
+    location: &Location,
+    opts: &BuildOptions,
+    work: &Path,
+    client: Option<&Client>,
+) -> Result<Vec<BaseImage>> {
+    let wanted: Vec<Platform> = match &opts.platforms {
+        Platforms::One(_) => {
+            return Ok(vec![formats::read(location, &opts.registry.platform, work, client).await?]);
+        }
+        Platforms::List(list) => list.clone(),
+        Platforms::All => match formats::platforms(location, client).await? {
+            None => return Ok(vec![formats::read(location, &opts.registry.platform, work, client).await?]),
+            Some(offered) => {
+                let usable: Vec<Platform> = offered
+                    .iter()
+                    .filter(|p| FUNCTION_PLATFORMS.iter().any(|(os, arch)| p.os == *os && p.architecture == *arch))
+                    .cloned()
+                    .collect();
+                if usable.is_empty() {
+                    let names: Vec<String> = offered.iter().map(ToString::to_string).collect();
+                    bail!(
+                        "base image {location}: --platform all: it has none of the platforms functions run on (linux/amd64, linux/arm64); it has: {}",
+                        names.join(", ")
+                    );
+                }
+                usable
+            }
+        },
+    };
+    let bases = futures_util::future::try_join_all(wanted.iter().map(|p| formats::read(location, p, work, client))).await?;
+    for (want, base) in wanted.iter().zip(&bases) {
+        let got = Platform::of_config(&base.config);
+        if !want.matches(&got.os, &got.architecture, got.variant.as_deref()) {
+            bail!("base image {location}: it holds one image, for {got}, so it has no {want}: use a multi-platform base (an image index)");
+        }
+    }
+    Ok(bases)
+}
+
+/// Each layer of `image` with its role (`base`, `libraries`, `runtime`, `dependencies`,
+/// `function`), in the order assemble() appends them.
+fn layer_summaries(
+    image: &BuiltImage,
+    base: &BaseImage,
+    libraries: bool,
+    runtime: bool,
+    dependencies: bool,
+) -> Vec<LayerSummary> {
     let roles = std::iter::repeat_n("base", base.layers.len())
-        .chain(libraries_layer.as_ref().map(|_| "libraries"))
-        .chain(runtime_layer.as_ref().map(|_| "runtime"))
-        .chain(deps_layer.as_ref().map(|_| "dependencies"))
+        .chain(libraries.then_some("libraries"))
+        .chain(runtime.then_some("runtime"))
+        .chain(dependencies.then_some("dependencies"))
         .chain(["function"]);
-    let layers = image
+    image
         .layers
         .iter()
         .zip(roles)
@@ -364,28 +531,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             media_type: l.descriptor.media_type().to_string(),
             role,
         })
-        .collect();
-    Ok(BuildOutcome::Built(Box::new(BuildResult {
-        digest: image.manifest_digest.to_string(),
-        config_digest: image.config_digest.to_string(),
-        media_type: image.manifest_media_type.clone(),
-        runtime: runtime.name.clone(),
-        base: BaseSummary {
-            name: base.name.clone(),
-            digest: base.manifest_digest.to_string(),
-        },
-        layers,
-        outputs,
-        dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
-        timings_ms: Timings {
-            base: base_time.as_millis() as u64,
-            libraries: libraries_time.as_millis() as u64,
-            layers: layers_time.as_millis() as u64,
-            dependencies: deps_time.as_millis() as u64,
-            outputs: outputs_time.as_millis() as u64,
-            total: started.elapsed().as_millis() as u64,
-        },
-    })))
+        .collect()
 }
 
 /// The install step of a build Job (`fnbuild install-dependencies`): installs what the prepare

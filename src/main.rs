@@ -9,7 +9,7 @@ use fnbuild::formats::Location;
 use fnbuild::function::dependencies::libraries::{self, LibraryStores};
 use fnbuild::function::dependencies::{DependencyOptions, Handoff, InstallStep};
 use fnbuild::function::runtime::Runtimes;
-use fnbuild::oci::platform::Platform;
+use fnbuild::oci::platform::{Platform, Platforms};
 use fnbuild::oci::reference::Reference;
 use fnbuild::registry::RegistryOptions;
 use std::path::PathBuf;
@@ -225,9 +225,12 @@ struct BuildArgs {
     /// Source revision (commit), recorded as org.opencontainers.image.revision.
     #[arg(help_heading = "Metadata", long, value_name = "REV")]
     revision: Option<String>,
-    /// Platform to take from a multi-platform base image (default: linux and this machine's architecture).
-    #[arg(help_heading = "Base image", long, value_name = "OS/ARCH[/VARIANT]")]
-    platform: Option<Platform>,
+    /// The platform to build for, taken from a multi-platform base (default: linux on this
+    /// machine's architecture). Several, separated by commas, make an image index with one
+    /// image per platform, each with its own dependencies; `all`: every platform of the base
+    /// that functions run on (linux/amd64, linux/arm64).
+    #[arg(help_heading = "Base image", long, value_name = "OS/ARCH[/VARIANT],...|all")]
+    platform: Option<Platforms>,
     /// A docker config.json to take registry credentials from.
     #[arg(help_heading = "Registry", long, value_name = "FILE")]
     registry_config: Option<PathBuf>,
@@ -504,10 +507,14 @@ async fn run_build(args: BuildArgs) -> Result<()> {
             ca_certs: args.ca_cert,
             min_rate: args.min_transfer_rate.saturating_mul(1024),
             registry_config: args.registry_config,
-            platform: args.platform.unwrap_or_default(),
+            platform: match &args.platform {
+                Some(Platforms::One(p)) => p.clone(),
+                _ => Platform::host(),
+            },
             cache_dir,
             ..Default::default()
         },
+        platforms: args.platform.unwrap_or_default(),
         digest_file: args.digest_file,
         max_layers: args.max_layers as usize,
         libraries,

@@ -5,7 +5,8 @@ use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, rea
 use super::{ReadError, WriteError};
 use crate::oci::digest::Digest;
 use crate::oci::platform::{self, Platform};
-use crate::oci::{canonical_json, BaseImage, BlobLocation, BuiltImage, ImageLayer, DOCKER_LIST, OCI_INDEX};
+use crate::oci::index::Built;
+use crate::oci::{canonical_json, BaseImage, BlobLocation, ImageLayer, DOCKER_LIST, OCI_INDEX};
 use oci_spec::image::{Descriptor, ImageIndex};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -32,14 +33,7 @@ fn read_blob(name: &str, dir: &Path, digest: &Digest) -> Result<Vec<u8>, ReadErr
 /// Reads the image `tag` names (or the only one) from the layout at `dir`; a tag that names an
 /// index (a multi-platform image) gives `platform`'s image.
 pub fn read(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform) -> Result<BaseImage, ReadError> {
-    if !dir.join("oci-layout").is_file() {
-        return Err(invalid(
-            name,
-            format!("{} is not an OCI image layout (no oci-layout file)", dir.display()),
-        ));
-    }
-    let index: ImageIndex = serde_json::from_slice(&read_file(name, &dir.join("index.json"))?)
-        .map_err(|e| invalid(name, format!("index.json is malformed: {e}")))?;
+    let index = read_layout_index(name, dir)?;
     let descriptor = select_tagged(name, &index, tag)?;
     let mut media_type = descriptor.media_type().to_string();
     let mut manifest_digest = checked_digest(name, descriptor.digest())?;
@@ -87,6 +81,31 @@ pub fn read(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform) -> R
         config,
         layers,
     })
+}
+
+fn read_layout_index(name: &str, dir: &Path) -> Result<ImageIndex, ReadError> {
+    if !dir.join("oci-layout").is_file() {
+        return Err(invalid(
+            name,
+            format!("{} is not an OCI image layout (no oci-layout file)", dir.display()),
+        ));
+    }
+    serde_json::from_slice(&read_file(name, &dir.join("index.json"))?)
+        .map_err(|e| invalid(name, format!("index.json is malformed: {e}")))
+}
+
+/// The platforms of the index `tag` names in the layout at `dir`, or `None` when it names a
+/// single image.
+pub fn platforms(name: &str, dir: &Path, tag: Option<&str>) -> Result<Option<Vec<Platform>>, ReadError> {
+    let index = read_layout_index(name, dir)?;
+    let descriptor = select_tagged(name, &index, tag)?;
+    if !matches!(descriptor.media_type().to_string().as_str(), OCI_INDEX | DOCKER_LIST) {
+        return Ok(None);
+    }
+    let nested: platform::IndexDoc =
+        serde_json::from_slice(&read_blob(name, dir, &checked_digest(name, descriptor.digest())?)?)
+            .map_err(|e| invalid(name, format!("nested index is malformed: {e}")))?;
+    Ok(Some(platform::offered(&nested)))
 }
 
 fn select_tagged<'a>(name: &str, index: &'a ImageIndex, tag: Option<&str>) -> Result<&'a Descriptor, ReadError> {
@@ -199,16 +218,16 @@ impl LayoutLock {
 /// Adds the image to the OCI layout at `dir` (created if missing, and removed again when the
 /// image cannot be written), replacing what `tag` named before. Writers to one layout take
 /// turns (see [`LayoutLock`]).
-pub fn write(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), WriteError> {
+pub fn write(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> Result<(), WriteError> {
     let created = !dir.exists();
-    let result = add_to_layout(dir, tag, image, output);
+    let result = add_to_layout(dir, tag, built, output);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
-fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str) -> Result<(), WriteError> {
+fn add_to_layout(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> Result<(), WriteError> {
     let write_err = |path: &Path| {
         let (output, path) = (output.to_string(), path.to_path_buf());
         move |source| WriteError::Write { output, path, source }
@@ -225,7 +244,7 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str
     }
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(write_err(&blobs))?;
-    for layer in &image.layers {
+    for layer in built.images().into_iter().flat_map(|i| &i.layers) {
         let target = blob_path(dir, &layer.digest);
         if target.exists() {
             continue;
@@ -240,10 +259,17 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str
             }
         }
     }
-    for (digest, bytes) in [
-        (&image.config_digest, &image.config),
-        (&image.manifest_digest, &image.manifest),
-    ] {
+    // Each image's config and manifest, then the index over them: every blob a manifest names
+    // is in place before the manifest.
+    let mut documents: Vec<(&Digest, &[u8])> = Vec::new();
+    for image in built.images() {
+        documents.push((&image.config_digest, &image.config));
+        documents.push((&image.manifest_digest, &image.manifest));
+    }
+    if let Built::Index(index) = built {
+        documents.push((&index.digest, &index.bytes));
+    }
+    for (digest, bytes) in documents {
         let target = blob_path(dir, digest);
         if !target.exists() {
             write_atomically(&target, bytes).map_err(write_err(&target))?;
@@ -252,9 +278,9 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str
 
     let manifests = index["manifests"].as_array_mut().expect("read_index checked the list");
     let mut descriptor = json!({
-        "mediaType": image.manifest_media_type,
-        "digest": image.manifest_digest,
-        "size": image.manifest.len(),
+        "mediaType": built.media_type(),
+        "digest": built.digest(),
+        "size": built.bytes().len(),
     });
     match tag {
         Some(tag) => {
@@ -265,7 +291,7 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, image: &BuiltImage, output: &str
         None => {
             let known = manifests
                 .iter()
-                .any(|m| m["digest"] == image.manifest_digest.as_str() && m["annotations"][REF_NAME].is_null());
+                .any(|m| m["digest"] == built.digest().as_str() && m["annotations"][REF_NAME].is_null());
             if !known {
                 manifests.push(descriptor);
             }

@@ -13,7 +13,8 @@ use crate::oci::digest::{Digest, DigestError};
 use crate::oci::layer::LayerError;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::oci::{BaseImage, BuiltImage, Family};
+use crate::oci::index::{Built, BuiltIndex};
+use crate::oci::{BaseImage, Family};
 use crate::registry::Client;
 use oci_spec::image::ImageManifest;
 use serde::Serialize;
@@ -208,7 +209,24 @@ pub async fn read(
         }
         Location::Registry(reference) => {
             let client = client.ok_or_else(|| invalid(&name, "no registry client was set up"))?;
-            registry::read(&name, reference, client).await
+            registry::read(&name, reference, platform, client).await
+        }
+    }
+}
+
+/// The platforms of the index at `location`, or `None` when it holds one image (an archive or
+/// the daemon always do).
+pub async fn platforms(location: &Location, client: Option<&Client>) -> Result<Option<Vec<Platform>>, ReadError> {
+    let name = location.to_string();
+    match location {
+        Location::OciLayout { dir, tag } => layout::platforms(&name, dir, tag.as_deref()),
+        Location::DockerArchive { .. } | Location::DockerDaemon { .. } => Ok(None),
+        Location::Registry(reference) => {
+            let client = client.ok_or_else(|| invalid(&name, "no registry client was set up"))?;
+            client.index_platforms(reference).await.map_err(|source| ReadError::Registry {
+                name,
+                source: Box::new(source),
+            })
         }
     }
 }
@@ -286,30 +304,45 @@ pub struct WriteContext<'a> {
     pub mount_from: &'a [(Digest, Reference)],
 }
 
-/// Writes `image` to every output. Files and the daemon come first and pushes last, so nothing
-/// is published when a local output fails; the tags of one repository go in one push.
-pub async fn write(
-    outputs: &[Location],
-    image: &BuiltImage,
-    ctx: &WriteContext<'_>,
-) -> Result<Vec<OutputSummary>, WriteError> {
+/// Writes `built` to every output. Files and the daemon come first and pushes last, so nothing
+/// is published when a local output fails; the tags of one repository go in one push. An output
+/// that holds one image (a docker-archive, the Docker engine) takes this machine's platform
+/// from an index (or its first image when it has none).
+pub async fn write(outputs: &[Location], built: &Built, ctx: &WriteContext<'_>) -> Result<Vec<OutputSummary>, WriteError> {
     let mut summaries = Vec::new();
-    // Outputs other than registries need every blob on disk.
-    let local = outputs.iter().any(|o| !o.is_registry());
-    let image = if local {
-        registry::download_base_layers(image, ctx.client, ctx.work).await?
-    } else {
-        image.clone()
+    // Outputs other than registries need every blob on disk: every image's for a layout, the one
+    // image's for an archive or the daemon.
+    let layout = outputs.iter().any(|o| matches!(o, Location::OciLayout { .. }));
+    let single = outputs
+        .iter()
+        .any(|o| matches!(o, Location::DockerArchive { .. } | Location::DockerDaemon { .. }));
+    let local = match (built, layout, single) {
+        (_, false, false) => None,
+        (Built::Index(index), true, _) => {
+            let mut images = Vec::new();
+            for (platform, image) in &index.images {
+                images.push((platform.clone(), registry::download_base_layers(image, ctx.client, ctx.work).await?));
+            }
+            Some(Built::Index(BuiltIndex::new(images)))
+        }
+        (built, _, _) => Some(Built::Image(
+            registry::download_base_layers(built.image_for(&Platform::host()), ctx.client, ctx.work).await?,
+        )),
     };
     for output in outputs {
         let name = output.to_string();
+        let local = local.as_ref().expect("downloaded for every local output");
         match output {
-            Location::OciLayout { dir, tag } => layout::write(dir, tag.as_deref(), &image, &name)?,
-            Location::DockerArchive { file, name: image_name } => {
-                archive::write(file, image_name.as_deref(), &image, ctx.epoch, &name)?
-            }
+            Location::OciLayout { dir, tag } => layout::write(dir, tag.as_deref(), local, &name)?,
+            Location::DockerArchive { file, name: image_name } => archive::write(
+                file,
+                image_name.as_deref(),
+                local.image_for(&Platform::host()),
+                ctx.epoch,
+                &name,
+            )?,
             Location::DockerDaemon { name: image_name } => {
-                daemon::load(image_name, &image, ctx.epoch, ctx.work, &name).await?
+                daemon::load(image_name, local.image_for(&Platform::host()), ctx.epoch, ctx.work, &name).await?
             }
             Location::Registry(_) => continue,
         }
@@ -317,7 +350,7 @@ pub async fn write(
         summaries.push(OutputSummary::written(name));
     }
     for targets in registry::push_groups(outputs) {
-        summaries.extend(registry::push(&targets, &image, ctx).await?);
+        summaries.extend(registry::push(&targets, built, ctx).await?);
     }
     Ok(summaries)
 }

@@ -6,17 +6,28 @@ use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, Blo
 use super::{ReadError, WriteContext, WriteError};
 use crate::oci::digest::Digest;
 use crate::oci::reference::Reference;
+use crate::oci::index::Built;
+use crate::oci::platform::Platform;
 use crate::oci::{BaseImage, BlobLocation, BuiltImage, ImageLayer};
 use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushManifest, RegistryError};
 use std::path::Path;
 
-/// Reads the manifest (for the client's platform) and config that `reference` names.
-pub async fn read(name: &str, reference: &Reference, client: &Client) -> Result<BaseImage, ReadError> {
+/// Reads the manifest (for `platform`, when `reference` names an index) and config that
+/// `reference` names.
+pub async fn read(
+    name: &str,
+    reference: &Reference,
+    platform: &Platform,
+    client: &Client,
+) -> Result<BaseImage, ReadError> {
     let registry_err = |source| ReadError::Registry {
         name: name.into(),
         source: Box::new(source),
     };
-    let pulled = client.pull_manifest(reference).await.map_err(registry_err)?;
+    let pulled = client
+        .pull_manifest_for(reference, platform)
+        .await
+        .map_err(registry_err)?;
     let (manifest, family) = parse_manifest(name, &pulled.bytes, &pulled.media_type)?;
     let config_bytes = client
         .fetch_blob(reference, manifest.config().digest().as_ref(), manifest.config().size())
@@ -61,10 +72,11 @@ pub fn push_groups(outputs: &[Location]) -> Vec<Vec<&Reference>> {
     groups
 }
 
-/// Pushes `image` under every tag in `targets` (one repository), blobs first, manifest last.
+/// Pushes `built` under every tag in `targets` (one repository): blobs first (each once, shared
+/// layers of an index too), then each platform's manifest by digest, the index and tags last.
 pub async fn push(
     targets: &[&Reference],
-    image: &BuiltImage,
+    built: &Built,
     ctx: &WriteContext<'_>,
 ) -> Result<Vec<OutputSummary>, WriteError> {
     let targets: Vec<Reference> = targets.iter().map(|r| (*r).clone()).collect();
@@ -72,18 +84,30 @@ pub async fn push(
         output: format!("docker://{}", targets[0]),
         message: "no registry client was set up".into(),
     })?;
-    let blobs = push_blobs(image, &targets[0], ctx.mount_from);
+    let mut blobs = Vec::new();
+    let mut children = Vec::new();
+    for image in built.images() {
+        blobs.extend(push_blobs(image, &targets[0], ctx.mount_from));
+        if let Built::Index(_) = built {
+            children.push(PushManifest {
+                bytes: image.manifest.clone(),
+                media_type: image.manifest_media_type.clone(),
+            });
+        }
+    }
     let manifest = PushManifest {
-        bytes: image.manifest.clone(),
-        media_type: image.manifest_media_type.clone(),
+        bytes: built.bytes().to_vec(),
+        media_type: built.media_type().to_string(),
     };
-    let report = client.push(&targets, blobs, manifest, None).await?;
-    if report.digest != image.manifest_digest {
+    let report = client.push_with_children(&targets, blobs, children, manifest, None).await?;
+    if report.digest != *built.digest() {
         return Err(WriteError::Invalid {
             output: format!("docker://{}", targets[0]),
             message: format!(
                 "registry {} stored the manifest as {} instead of {}",
-                targets[0].registry, report.digest, image.manifest_digest
+                targets[0].registry,
+                report.digest,
+                built.digest()
             ),
         });
     }

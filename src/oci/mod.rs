@@ -3,6 +3,7 @@
 
 pub mod digest;
 pub mod gzip;
+pub mod index;
 pub mod layer;
 pub mod layer_cache;
 pub mod platform;

@@ -88,7 +88,7 @@ impl fmt::Display for Platform {
 
 /// A platform string that is not `os/arch[/variant]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid platform {0:?}: write it as os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8")]
+#[error("invalid platform {0:?}: write os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8 (several separated by commas, or all)")]
 pub struct PlatformError(pub String);
 
 impl FromStr for Platform {
@@ -106,6 +106,48 @@ impl FromStr for Platform {
             [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform::new(os, arch, Some(v))),
             _ => Err(PlatformError(s.to_string())),
         }
+    }
+}
+
+/// What `--platform` asks for: one platform (a single image, as without the flag), several
+/// (an image index), or `all` of the base's that functions run on ([`FUNCTION_PLATFORMS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platforms {
+    One(Platform),
+    List(Vec<Platform>),
+    All,
+}
+
+/// The platforms `--platform all` takes from a base: those whose runtimes (Node.js, CPython)
+/// and native packages are published for Linux.
+pub const FUNCTION_PLATFORMS: [(&str, &str); 2] = [("linux", "amd64"), ("linux", "arm64")];
+
+impl Default for Platforms {
+    fn default() -> Self {
+        Platforms::One(Platform::host())
+    }
+}
+
+impl FromStr for Platforms {
+    type Err = PlatformError;
+
+    /// `all`, or `os/arch[/variant]` separated by commas (each named once).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "all" {
+            return Ok(Platforms::All);
+        }
+        let mut list: Vec<Platform> = Vec::new();
+        for part in s.split(',') {
+            let p: Platform = part.trim().parse().map_err(|_| PlatformError(part.trim().to_string()))?;
+            if list.iter().any(|q| q.matches(&p.os, &p.architecture, p.variant.as_deref()) && p.matches(&q.os, &q.architecture, q.variant.as_deref())) {
+                return Err(PlatformError(format!("{p} (named twice in {s:?})")));
+            }
+            list.push(p);
+        }
+        Ok(match list.len() {
+            1 => Platforms::One(list.remove(0)),
+            _ => Platforms::List(list),
+        })
     }
 }
 
@@ -133,6 +175,19 @@ pub(crate) struct IndexPlatform {
 pub(crate) struct IndexDoc {
     #[serde(default)]
     pub manifests: Vec<IndexEntry>,
+}
+
+/// The platforms an index offers, in its order, without attestations (`unknown/unknown`) or
+/// repeats.
+pub(crate) fn offered(index: &IndexDoc) -> Vec<Platform> {
+    let mut out: Vec<Platform> = Vec::new();
+    for p in index.manifests.iter().filter_map(|e| e.platform.as_ref()) {
+        let p = Platform::new(&p.os, &p.architecture, p.variant.as_deref());
+        if p.os != "unknown" && !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Pick the entry of `index` for `want`: an exact variant match wins over a loose one.
@@ -199,6 +254,26 @@ mod tests {
             .to_string()
             .contains("os/architecture"));
         assert_eq!(Platform::default().os, "linux");
+    }
+
+    #[test]
+    fn platform_lists_parse_and_refuse_repeats_and_blanks() {
+        assert_eq!("all".parse::<Platforms>().unwrap(), Platforms::All);
+        assert_eq!(
+            "linux/arm64".parse::<Platforms>().unwrap(),
+            Platforms::One(Platform::new("linux", "arm64", None))
+        );
+        assert_eq!(
+            "linux/amd64, linux/arm64/v8".parse::<Platforms>().unwrap(),
+            Platforms::List(vec![
+                Platform::new("linux", "amd64", None),
+                Platform::new("linux", "arm64", Some("v8"))
+            ])
+        );
+        for bad in ["linux/amd64,", "linux/amd64,,linux/arm64", "linux", "linux/amd64,linux/arm64,linux/arm64/v8"] {
+            let err = bad.parse::<Platforms>().unwrap_err().to_string();
+            assert!(err.starts_with("invalid platform"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -213,6 +213,11 @@ impl Client {
         pull::pull_manifest(&self.inner, r, &self.inner.opts.platform).await
     }
 
+    /// The platforms of the index `r` names, or `None` when it names one image.
+    pub async fn index_platforms(&self, r: &Reference) -> Result<Option<Vec<Platform>>, RegistryError> {
+        pull::index_platforms(&self.inner, r).await
+    }
+
     /// Like [`Client::pull_manifest`] for another platform than the client's.
     pub async fn pull_manifest_for(&self, r: &Reference, platform: &Platform) -> Result<PulledManifest, RegistryError> {
         pull::pull_manifest(&self.inner, r, platform).await
@@ -259,7 +264,20 @@ impl Client {
         manifest: PushManifest,
         progress: Option<ProgressFn>,
     ) -> Result<PushReport, RegistryError> {
-        push::push(&self.inner, &self.prepared, targets, blobs, manifest, progress).await
+        push::push(&self.inner, &self.prepared, targets, blobs, &[], manifest, progress).await
+    }
+
+    /// Like [`Client::push`] for an index: `children` (the manifests it lists) go in by digest
+    /// after the blobs and before the index, which takes the tags.
+    pub async fn push_with_children(
+        &self,
+        targets: &[Reference],
+        blobs: Vec<PushBlob>,
+        children: Vec<PushManifest>,
+        manifest: PushManifest,
+        progress: Option<ProgressFn>,
+    ) -> Result<PushReport, RegistryError> {
+        push::push(&self.inner, &self.prepared, targets, blobs, &children, manifest, progress).await
     }
 }
 

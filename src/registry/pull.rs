@@ -128,6 +128,24 @@ pub(crate) async fn pull_manifest(
     })
 }
 
+/// The platforms the index that `r` names offers (attestations left out), or `None` when it
+/// names a single image.
+pub(crate) async fn index_platforms(inner: &Inner, r: &Reference) -> Result<Option<Vec<Platform>>, RegistryError> {
+    let stats = Arc::new(Stats::default());
+    let c = inner.counter(&stats);
+    let conn = inner.conn(&r.registry, r.api_host());
+    let (bytes, media_type, _) = get_manifest(inner, &conn, r, r.manifest_ref(), &c).await?;
+    if !is_index(&media_type) {
+        return Ok(None);
+    }
+    let index: platform::IndexDoc = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+        registry: r.registry.clone(),
+        what: format!("index of {r}"),
+        detail: format!("it is not a valid image index: {e}"),
+    })?;
+    Ok(Some(platform::offered(&index)))
+}
+
 fn check_image_manifest(conn: &Conn, r: &Reference, media_type: &str) -> Result<(), RegistryError> {
     if media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST {
         return Ok(());

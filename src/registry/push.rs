@@ -26,6 +26,7 @@ pub(crate) async fn push(
     prepared: &PreparedPushes,
     targets: &[Reference],
     blobs: Vec<PushBlob>,
+    children: &[PushManifest],
     manifest: PushManifest,
     progress: Option<ProgressFn>,
 ) -> Result<PushReport, RegistryError> {
@@ -40,12 +41,13 @@ pub(crate) async fn push(
         ),
     };
     if !known.exists() {
-        return push_once(inner, targets, blobs, manifest, progress, &known, opened).await;
+        return push_once(inner, targets, blobs, children, manifest, progress, &known, opened).await;
     }
     match push_once(
         inner,
         targets,
         blobs.clone(),
+        children,
         manifest.clone(),
         progress.clone(),
         &known,
@@ -60,16 +62,18 @@ pub(crate) async fn push(
         {
             tracing::info!(repository = %first.repository, "the registry lacks blobs it had before; pushing again, checking each blob");
             known.forget();
-            push_once(inner, targets, blobs, manifest, progress, &known, None).await
+            push_once(inner, targets, blobs, children, manifest, progress, &known, None).await
         }
         other => other,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn push_once(
     inner: &Inner,
     targets: &[Reference],
     blobs: Vec<PushBlob>,
+    children: &[PushManifest],
     manifest: PushManifest,
     progress: Option<ProgressFn>,
     known: &KnownBlobs,
@@ -95,6 +99,10 @@ async fn push_once(
     }
     let manifest_digest = super::sha256_digest(&manifest.bytes);
     check_manifest(&manifest)?;
+    for child in children {
+        check_manifest(child)?;
+    }
+    let child_digests: Vec<String> = children.iter().map(|c| super::sha256_digest(&c.bytes)).collect();
 
     let stats = Arc::new(Stats::default());
     let c = inner.counter(&stats);
@@ -124,8 +132,15 @@ async fn push_once(
     // Everything the manifest points at must be there: pushed now, or already present
     // (checked before anything is uploaded).
     let base = inner.base(&conn, &c).await?;
-    let pushed: HashSet<&str> = unique.iter().map(|b| b.digest.as_str()).collect();
-    for (digest, is_manifest) in referenced(&manifest.bytes) {
+    let pushed: HashSet<&str> = unique
+        .iter()
+        .map(|b| b.digest.as_str())
+        .chain(child_digests.iter().map(String::as_str))
+        .collect();
+    let references = std::iter::once(&manifest)
+        .chain(children)
+        .flat_map(|m| referenced(&m.bytes));
+    for (digest, is_manifest) in references {
         if pushed.contains(digest.as_str()) || known.contains(&digest) {
             continue;
         }
@@ -149,6 +164,15 @@ async fn push_once(
         .buffer_unordered(inner.opts.parallelism)
         .try_collect()
         .await?;
+
+    // An index's manifests go in by digest once their blobs are there, side by side.
+    futures_util::future::try_join_all(
+        children
+            .iter()
+            .zip(&child_digests)
+            .map(|(child, digest)| put_manifest(&ctx, &base, digest, child, digest)),
+    )
+    .await?;
 
     // The manifest goes in last, under its first tag when it has one (one request instead of
     // two: the registry checks the digest and every blob either way), else by digest.
@@ -203,13 +227,17 @@ async fn push_once(
         }
     }
 
+    let referenced_blobs: Vec<String> = std::iter::once(&manifest)
+        .chain(children)
+        .flat_map(|m| referenced(&m.bytes))
+        .filter(|(_, is_manifest)| !is_manifest)
+        .map(|(d, _)| d)
+        .collect();
     known.save(
-        unique.iter().map(|b| b.digest.as_str()).chain(
-            referenced(&manifest.bytes)
-                .iter()
-                .map(|(d, _)| d.as_str())
-                .collect::<Vec<_>>(),
-        ),
+        unique
+            .iter()
+            .map(|b| b.digest.as_str())
+            .chain(referenced_blobs.iter().map(String::as_str)),
     );
     let order: Vec<(String, BlobOutcome)> = unique
         .iter()
