@@ -1,26 +1,28 @@
 //! The build pipeline: function source + runtime + base image → layers → image → every output.
 //! Orchestration only: images are read and written by `formats`, layers by `oci::layer`.
 
-use crate::formats::{self, Location, OutputSummary, WriteContext};
+mod bases;
+mod layers;
+mod report;
+
+pub use report::{BaseSummary, BuildResult, ImageResult, LayerSummary, PlatformResult, Timings};
+
+use crate::formats::{self, Location, WriteContext};
 use crate::function::dependencies::{
     self,
     libraries::{self, LibraryStores},
     DependencyOptions, DependencySummary, Handoff, LocalCache, Provided, ProvidedLayer,
 };
-use crate::function::runtime::{Runtime, RuntimeImageSpec, Runtimes};
+use crate::function::runtime::Runtimes;
 use crate::function::source::FunctionSource;
 use crate::oci::digest::Digest;
-use crate::oci::layer::{write_layer, EntryKind, LayerEntry, LayerError, WrittenLayer};
-use crate::oci::layer_cache::LayerCache;
 use crate::oci::index::{Built, BuiltIndex};
-use crate::oci::platform::{Platform, Platforms, FUNCTION_PLATFORMS};
+use crate::oci::layer_cache::LayerCache;
+use crate::oci::platform::{Platform, Platforms};
 use crate::oci::reference::Reference;
-use crate::oci::{rfc3339, BaseImage, BuiltImage, Image};
 use crate::registry::{Client, PushForecast, RegistryOptions};
 use crate::runtime_image;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -55,72 +57,6 @@ pub struct BuildOptions {
     pub dependencies: DependencyOptions,
     /// Where the runtime's library layer comes from.
     pub libraries: LibraryStores,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BuildResult {
-    /// Digest of the image manifest (of the index, for several platforms).
-    pub digest: String,
-    pub media_type: String,
-    pub runtime: String,
-    /// A single-platform build's image: its `config_digest`, `base`, `layers`, `dependencies`
-    /// at the top level, as before there were indexes.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub single: Option<ImageResult>,
-    /// A multi-platform build's images, in the index's order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub platforms: Vec<PlatformResult>,
-    pub outputs: Vec<OutputSummary>,
-    pub timings_ms: Timings,
-}
-
-/// One platform's image in an index.
-#[derive(Debug, Serialize)]
-pub struct PlatformResult {
-    /// `os/architecture[/variant]`, from the base's config.
-    pub platform: String,
-    /// Digest of the image manifest.
-    pub digest: String,
-    #[serde(flatten)]
-    pub image: ImageResult,
-}
-
-/// What an image is made of.
-#[derive(Debug, Serialize)]
-pub struct ImageResult {
-    pub config_digest: String,
-    pub base: BaseSummary,
-    pub layers: Vec<LayerSummary>,
-    /// The dependency layer: where it came from (`cache`), its `key`, `install_ms`.
-    pub dependencies: DependencySummary,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BaseSummary {
-    pub name: String,
-    pub digest: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LayerSummary {
-    pub digest: String,
-    pub diff_id: String,
-    pub size: u64,
-    pub media_type: String,
-    /// `base`, `libraries`, `runtime`, `dependencies` or `function`.
-    pub role: &'static str,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Timings {
-    pub base: u64,
-    /// The runtime's library layer (from a store, or installed).
-    pub libraries: u64,
-    pub layers: u64,
-    /// Cache look-ups, install and the dependency layer (after the base image is known).
-    pub dependencies: u64,
-    pub outputs: u64,
-    pub total: u64,
 }
 
 /// What a build came to.
@@ -209,7 +145,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     // The base image (one per platform) loads while our layers are written.
     let base_future = async {
         let t = Instant::now();
-        let bases = read_bases(&base_location, opts, work.path(), client.as_ref()).await;
+        let bases = bases::read_bases(&base_location, opts, work.path(), client.as_ref()).await;
         (bases, t.elapsed())
     };
     let (forecast_tx, forecast_rx) = tokio::sync::oneshot::channel();
@@ -224,7 +160,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
                     known.extend(libraries_digest);
                     let _ = forecast_tx.send((known, new));
                 };
-                write_function_layers(&runtime, own_server, &source, epoch, &work, cache.as_ref(), forecast)
+                layers::write_function_layers(&runtime, own_server, &source, epoch, &work, cache.as_ref(), forecast)
             })
             .await;
             (layers, t.elapsed())
@@ -307,7 +243,9 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             let installer = &installer;
             let platform = Platform::of_config(&base.config);
             let work = match several {
-                true => work.path().join(format!("dependencies-{}", platform.to_string().replace('/', "-"))),
+                true => work
+                    .path()
+                    .join(format!("dependencies-{}", platform.to_string().replace('/', "-"))),
                 false => work.path().to_path_buf(),
             };
             async move {
@@ -357,7 +295,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
 
     let mut images = Vec::new();
     for (base, deps_layer) in bases.iter().zip(&deps_layers) {
-        let image = assemble(
+        let image = layers::assemble(
             opts,
             &runtime,
             &base_location,
@@ -417,34 +355,13 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             .with_context(|| format!("cannot write the digest to {}", file.display()))?;
     }
 
-    let mut platforms: Vec<PlatformResult> = built
-        .images()
-        .into_iter()
-        .zip(bases.iter().zip(deps_layers))
-        .map(|(image, (base, deps_layer))| PlatformResult {
-            platform: Platform::of_config(&base.config).to_string(),
-            digest: image.manifest_digest.to_string(),
-            image: ImageResult {
-                config_digest: image.config_digest.to_string(),
-                base: BaseSummary {
-                    name: base.name.clone(),
-                    digest: base.manifest_digest.to_string(),
-                },
-                layers: layer_summaries(
-                    image,
-                    base,
-                    libraries_layer.is_some(),
-                    runtime_layer.is_some(),
-                    deps_layer.is_some(),
-                ),
-                dependencies: deps_layer.map(|d| d.summary).unwrap_or_else(DependencySummary::none),
-            },
-        })
-        .collect();
-    let (single, platforms) = match &built {
-        Built::Image(_) => (platforms.pop().map(|p| p.image), Vec::new()),
-        Built::Index(_) => (None, platforms),
-    };
+    let (single, platforms) = report::images(
+        &built,
+        &bases,
+        deps_layers,
+        libraries_layer.is_some(),
+        runtime_layer.is_some(),
+    );
     Ok(BuildOutcome::Built(Box::new(BuildResult {
         digest: built.digest().to_string(),
         media_type: built.media_type().to_string(),
@@ -461,77 +378,6 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             total: started.elapsed().as_millis() as u64,
         },
     })))
-}
-
-/// The base image for each platform the options ask for, in their order. A base that holds
-/// one image serves only its own platform; `--platform all` takes those of the base's that
-/// functions run on ([`FUNCTION_PLATFORMS`]).
-async fn read_bases(
-    location: &Location,
-    opts: &BuildOptions,
-    work: &Path,
-    client: Option<&Client>,
-) -> Result<Vec<BaseImage>> {
-    let wanted: Vec<Platform> = match &opts.platforms {
-        Platforms::One(_) => {
-            return Ok(vec![formats::read(location, &opts.registry.platform, work, client).await?]);
-        }
-        Platforms::List(list) => list.clone(),
-        Platforms::All => match formats::platforms(location, client).await? {
-            None => return Ok(vec![formats::read(location, &opts.registry.platform, work, client).await?]),
-            Some(offered) => {
-                let usable: Vec<Platform> = offered
-                    .iter()
-                    .filter(|p| FUNCTION_PLATFORMS.iter().any(|(os, arch)| p.os == *os && p.architecture == *arch))
-                    .cloned()
-                    .collect();
-                if usable.is_empty() {
-                    let names: Vec<String> = offered.iter().map(ToString::to_string).collect();
-                    bail!(
-                        "base image {location}: --platform all: it has none of the platforms functions run on (linux/amd64, linux/arm64); it has: {}",
-                        names.join(", ")
-                    );
-                }
-                usable
-            }
-        },
-    };
-    let bases = futures_util::future::try_join_all(wanted.iter().map(|p| formats::read(location, p, work, client))).await?;
-    for (want, base) in wanted.iter().zip(&bases) {
-        let got = Platform::of_config(&base.config);
-        if !want.matches(&got.os, &got.architecture, got.variant.as_deref()) {
-            bail!("base image {location}: it holds one image, for {got}, so it has no {want}: use a multi-platform base (an image index)");
-        }
-    }
-    Ok(bases)
-}
-
-/// Each layer of `image` with its role (`base`, `libraries`, `runtime`, `dependencies`,
-/// `function`), in the order assemble() appends them.
-fn layer_summaries(
-    image: &BuiltImage,
-    base: &BaseImage,
-    libraries: bool,
-    runtime: bool,
-    dependencies: bool,
-) -> Vec<LayerSummary> {
-    let roles = std::iter::repeat_n("base", base.layers.len())
-        .chain(libraries.then_some("libraries"))
-        .chain(runtime.then_some("runtime"))
-        .chain(dependencies.then_some("dependencies"))
-        .chain(["function"]);
-    image
-        .layers
-        .iter()
-        .zip(roles)
-        .map(|(l, role)| LayerSummary {
-            digest: l.digest.to_string(),
-            diff_id: l.diff_id.to_string(),
-            size: l.descriptor.size(),
-            media_type: l.descriptor.media_type().to_string(),
-            role,
-        })
-        .collect()
 }
 
 /// The install step of a build Job (`fnbuild install-dependencies`): installs what the prepare
@@ -564,180 +410,4 @@ pub async fn install_dependencies(
     .await
     .context("installing the requested dependencies")?;
     Ok(key)
-}
-
-/// The runtime's server layer (`with_server`) and the function's source layer. Once it is known
-/// which of them the cache has (the files are read and hashed first), `forecast` is told: the
-/// digests of those it has, and how many must be compressed anew.
-fn write_function_layers(
-    runtime: &Runtime,
-    with_server: bool,
-    source: &FunctionSource,
-    epoch: u64,
-    work: &Path,
-    cache: Option<&LayerCache>,
-    forecast: impl FnOnce(Vec<String>, usize),
-) -> Result<(Option<WrittenLayer>, WrittenLayer)> {
-    let spec = &runtime.spec;
-    let under = |dir: &str, path: &str| format!("{}/{path}", dir.trim_start_matches('/'));
-    let root = |dir: &str| LayerEntry {
-        path: dir.trim_start_matches('/').into(),
-        kind: EntryKind::Dir,
-    };
-
-    let mut server = vec![root(&spec.server_dir)];
-    server.extend(runtime.server_files.iter().map(|f| LayerEntry {
-        path: under(&spec.server_dir, &f.path),
-        kind: f.kind.clone(),
-    }));
-    let mut function = vec![root(&spec.function_dir)];
-    function.extend(source.entries.iter().map(|e| LayerEntry {
-        path: under(&spec.function_dir, &e.path),
-        kind: e.kind.clone(),
-    }));
-
-    let server = with_server.then(|| Cached::look_up(server, epoch, cache));
-    let function = Cached::look_up(function, epoch, cache);
-    let known: Vec<String> = (server.iter().chain([&function]))
-        .filter_map(|c| c.hit.as_ref().map(|l| l.digest.to_string()))
-        .collect();
-    let new = 1 + usize::from(server.is_some()) - known.len();
-    forecast(known, new);
-
-    // The two layers are independent: write them side by side.
-    let (server_layer, function_layer) = std::thread::scope(|s| {
-        let server_job = s.spawn(|| server.map(|l| l.write(&work.join("runtime-layer"), cache)));
-        let function_layer = function.write(&work.join("function-layer"), cache);
-        (server_job.join().expect("layer writer thread"), function_layer)
-    });
-    Ok((
-        server_layer.transpose().context("runtime layer")?,
-        function_layer.with_context(|| format!("function layer from {}", source.root.display()))?,
-    ))
-}
-
-/// A layer's entries with what the layer cache knows of them.
-struct Cached {
-    entries: Vec<LayerEntry>,
-    epoch: u64,
-    key: Option<String>,
-    hit: Option<WrittenLayer>,
-}
-
-impl Cached {
-    fn look_up(entries: Vec<LayerEntry>, epoch: u64, cache: Option<&LayerCache>) -> Cached {
-        let key = cache.and_then(|_| LayerCache::key(&entries, epoch));
-        let hit = key.as_deref().and_then(|k| cache?.get(k));
-        Cached {
-            entries,
-            epoch,
-            key,
-            hit,
-        }
-    }
-
-    /// The layer from the cache when its inputs were compressed before, else written (and recorded).
-    fn write(self, spool: &Path, cache: Option<&LayerCache>) -> Result<WrittenLayer, LayerError> {
-        if let Some(hit) = self.hit {
-            tracing::debug!(digest = %hit.digest, "layer unchanged: taken from the cache");
-            return Ok(hit);
-        }
-        let layer = write_layer(self.entries, self.epoch, spool)?;
-        if let (Some(cache), Some(k)) = (cache, self.key) {
-            cache.put(&k, &layer);
-        }
-        Ok(layer)
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn assemble(
-    opts: &BuildOptions,
-    runtime: &Runtime,
-    base_location: &Location,
-    base: &BaseImage,
-    libraries_layer: Option<&WrittenLayer>,
-    runtime_layer: Option<&WrittenLayer>,
-    deps_layer: Option<&ProvidedLayer>,
-    function_layer: &WrittenLayer,
-    epoch: u64,
-    image_mode: Option<&RuntimeImageSpec>,
-) -> Result<BuiltImage> {
-    let spec = &runtime.spec;
-    let created = rfc3339(epoch);
-    let mut image = Image::from_base(base);
-    match image_mode {
-        // The runtime image's own server runs, configured as the image says.
-        Some(mode) => runtime_image::configure(&mut image, mode),
-        None => {
-            for (name, value) in &spec.env {
-                image.set_env(name, value);
-            }
-            let run = image.run_config();
-            run.insert("Entrypoint".into(), json!(spec.entrypoint));
-            // An entrypoint of our own makes the base's Cmd meaningless (Docker resets it the same way).
-            if spec.cmd.is_empty() {
-                run.remove("Cmd");
-            } else {
-                run.insert("Cmd".into(), json!(spec.cmd));
-            }
-            run.insert("User".into(), json!(spec.user));
-            run.insert("WorkingDir".into(), json!(spec.working_dir));
-            let ports = run.entry("ExposedPorts").or_insert_with(|| json!({}));
-            if let Some(ports) = ports.as_object_mut() {
-                ports.insert(format!("{}/tcp", spec.port), json!({}));
-            }
-        }
-    }
-    for (k, v) in &opts.labels {
-        image.set_label(k, v);
-    }
-    let mut annotations = vec![("org.opencontainers.image.created".to_string(), created.clone())];
-    if base_location.is_registry() {
-        annotations.push(("org.opencontainers.image.base.name".into(), base.name.clone()));
-    }
-    annotations.push((
-        "org.opencontainers.image.base.digest".into(),
-        base.manifest_digest.to_string(),
-    ));
-    for (key, value) in [
-        ("org.opencontainers.image.source", &opts.source_url),
-        ("org.opencontainers.image.revision", &opts.revision),
-    ] {
-        if let Some(v) = value {
-            annotations.push((key.into(), v.clone()));
-            image.set_label(key, v);
-        }
-    }
-    annotations.extend(opts.annotations.iter().cloned());
-    image.annotations.extend(annotations);
-    image.config["created"] = json!(created);
-
-    if let (Some(layer), Some(dir)) = (libraries_layer, &spec.libraries_dir) {
-        image.append_layer(
-            layer,
-            &created,
-            &format!("fnbuild: {} runtime libraries at {dir}", runtime.name),
-        )?;
-    }
-    if let Some(layer) = runtime_layer {
-        let what = format!("fnbuild: {} runtime server at {}", runtime.name, spec.server_dir);
-        image.append_layer(layer, &created, &what)?;
-    }
-    if let Some(deps) = deps_layer {
-        image.append_layer(
-            &deps.written(),
-            &created,
-            &format!("fnbuild: {} at {}", spec.dependency_file, spec.dependency_dir),
-        )?;
-        if let Some(layer) = image.layers.last_mut() {
-            layer.location = deps.location.clone();
-        }
-    }
-    image.append_layer(
-        function_layer,
-        &created,
-        &format!("fnbuild: function source at {}", spec.function_dir),
-    )?;
-    Ok(image.finish()?)
 }

@@ -4,8 +4,8 @@
 use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, read_file, write_atomically};
 use super::{ReadError, WriteError};
 use crate::oci::digest::Digest;
-use crate::oci::platform::{self, Platform};
 use crate::oci::index::Built;
+use crate::oci::platform::{self, Platform};
 use crate::oci::{canonical_json, BaseImage, BlobLocation, ImageLayer, DOCKER_LIST, OCI_INDEX};
 use oci_spec::image::{Descriptor, ImageIndex};
 use serde_json::{json, Value};

@@ -10,10 +10,10 @@ pub mod layout;
 pub mod registry;
 
 use crate::oci::digest::{Digest, DigestError};
+use crate::oci::index::{Built, BuiltIndex};
 use crate::oci::layer::LayerError;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
-use crate::oci::index::{Built, BuiltIndex};
 use crate::oci::{BaseImage, Family};
 use crate::registry::Client;
 use oci_spec::image::ImageManifest;
@@ -223,10 +223,13 @@ pub async fn platforms(location: &Location, client: Option<&Client>) -> Result<O
         Location::DockerArchive { .. } | Location::DockerDaemon { .. } => Ok(None),
         Location::Registry(reference) => {
             let client = client.ok_or_else(|| invalid(&name, "no registry client was set up"))?;
-            client.index_platforms(reference).await.map_err(|source| ReadError::Registry {
-                name,
-                source: Box::new(source),
-            })
+            client
+                .index_platforms(reference)
+                .await
+                .map_err(|source| ReadError::Registry {
+                    name,
+                    source: Box::new(source),
+                })
         }
     }
 }
@@ -308,7 +311,11 @@ pub struct WriteContext<'a> {
 /// is published when a local output fails; the tags of one repository go in one push. An output
 /// that holds one image (a docker-archive, the Docker engine) takes this machine's platform
 /// from an index (or its first image when it has none).
-pub async fn write(outputs: &[Location], built: &Built, ctx: &WriteContext<'_>) -> Result<Vec<OutputSummary>, WriteError> {
+pub async fn write(
+    outputs: &[Location],
+    built: &Built,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<OutputSummary>, WriteError> {
     let mut summaries = Vec::new();
     // Outputs other than registries need every blob on disk: every image's for a layout, the one
     // image's for an archive or the daemon.
@@ -321,7 +328,10 @@ pub async fn write(outputs: &[Location], built: &Built, ctx: &WriteContext<'_>) 
         (Built::Index(index), true, _) => {
             let mut images = Vec::new();
             for (platform, image) in &index.images {
-                images.push((platform.clone(), registry::download_base_layers(image, ctx.client, ctx.work).await?));
+                images.push((
+                    platform.clone(),
+                    registry::download_base_layers(image, ctx.client, ctx.work).await?,
+                ));
             }
             Some(Built::Index(BuiltIndex::new(images)))
         }
@@ -342,7 +352,14 @@ pub async fn write(outputs: &[Location], built: &Built, ctx: &WriteContext<'_>) 
                 &name,
             )?,
             Location::DockerDaemon { name: image_name } => {
-                daemon::load(image_name, local.image_for(&Platform::host()), ctx.epoch, ctx.work, &name).await?
+                daemon::load(
+                    image_name,
+                    local.image_for(&Platform::host()),
+                    ctx.epoch,
+                    ctx.work,
+                    &name,
+                )
+                .await?
             }
             Location::Registry(_) => continue,
         }

@@ -5,9 +5,9 @@
 use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, BlobSummary, Location, OutputSummary};
 use super::{ReadError, WriteContext, WriteError};
 use crate::oci::digest::Digest;
-use crate::oci::reference::Reference;
 use crate::oci::index::Built;
 use crate::oci::platform::Platform;
+use crate::oci::reference::Reference;
 use crate::oci::{BaseImage, BlobLocation, BuiltImage, ImageLayer};
 use crate::registry::{BlobOutcome, BlobSource, Client, PushBlob, PushManifest, RegistryError};
 use std::path::Path;
@@ -99,7 +99,9 @@ pub async fn push(
         bytes: built.bytes().to_vec(),
         media_type: built.media_type().to_string(),
     };
-    let report = client.push_with_children(&targets, blobs, children, manifest, None).await?;
+    let report = client
+        .push_with_children(&targets, blobs, children, manifest, None)
+        .await?;
     if report.digest != *built.digest() {
         return Err(WriteError::Invalid {
             output: format!("docker://{}", targets[0]),

@@ -132,7 +132,10 @@ mod tests {
         ]);
         let doc: Value = serde_json::from_slice(&oci.bytes).unwrap();
         assert_eq!(doc["mediaType"], OCI_INDEX);
-        assert_eq!(doc["manifests"][0]["platform"], json!({"os":"linux","architecture":"amd64"}));
+        assert_eq!(
+            doc["manifests"][0]["platform"],
+            json!({"os":"linux","architecture":"amd64"})
+        );
         assert_eq!(doc["manifests"][1]["platform"]["variant"], "v8");
         assert_eq!(doc["manifests"][1]["digest"], Digest::of(b"b").as_str());
         assert_eq!(oci.digest, Digest::of(&oci.bytes));

@@ -138,8 +138,14 @@ impl FromStr for Platforms {
         }
         let mut list: Vec<Platform> = Vec::new();
         for part in s.split(',') {
-            let p: Platform = part.trim().parse().map_err(|_| PlatformError(part.trim().to_string()))?;
-            if list.iter().any(|q| q.matches(&p.os, &p.architecture, p.variant.as_deref()) && p.matches(&q.os, &q.architecture, q.variant.as_deref())) {
+            let p: Platform = part
+                .trim()
+                .parse()
+                .map_err(|_| PlatformError(part.trim().to_string()))?;
+            if list.iter().any(|q| {
+                q.matches(&p.os, &p.architecture, p.variant.as_deref())
+                    && p.matches(&q.os, &q.architecture, q.variant.as_deref())
+            }) {
                 return Err(PlatformError(format!("{p} (named twice in {s:?})")));
             }
             list.push(p);
@@ -270,7 +276,12 @@ mod tests {
                 Platform::new("linux", "arm64", Some("v8"))
             ])
         );
-        for bad in ["linux/amd64,", "linux/amd64,,linux/arm64", "linux", "linux/amd64,linux/arm64,linux/arm64/v8"] {
+        for bad in [
+            "linux/amd64,",
+            "linux/amd64,,linux/arm64",
+            "linux",
+            "linux/amd64,linux/arm64,linux/arm64/v8",
+        ] {
             let err = bad.parse::<Platforms>().unwrap_err().to_string();
             assert!(err.starts_with("invalid platform"), "{bad}: {err}");
         }

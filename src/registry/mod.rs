@@ -277,7 +277,16 @@ impl Client {
         manifest: PushManifest,
         progress: Option<ProgressFn>,
     ) -> Result<PushReport, RegistryError> {
-        push::push(&self.inner, &self.prepared, targets, blobs, &children, manifest, progress).await
+        push::push(
+            &self.inner,
+            &self.prepared,
+            targets,
+            blobs,
+            &children,
+            manifest,
+            progress,
+        )
+        .await
     }
 }
 

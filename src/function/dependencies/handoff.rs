@@ -151,6 +151,7 @@ pub async fn install_requested(
         installer,
         runtime,
         pip_mode.as_ref(),
+        &target,
         request.epoch,
         options,
         &work,

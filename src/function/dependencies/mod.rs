@@ -22,6 +22,7 @@ mod cache;
 mod handoff;
 mod install;
 pub mod libraries;
+mod native;
 mod plan;
 mod redact;
 mod sandbox;
@@ -128,6 +129,15 @@ pub enum DependencyError {
     },
     #[error(transparent)]
     Layer(#[from] LayerError),
+    /// A cross-platform install left native code for the builder's machine only.
+    #[error("package {package} has no prebuilt binary for {platform}: {file} is built for {machine}; use a version of it that ships one for {platform} (or its pure-JavaScript / pure-Python alternative), or build for {host} only")]
+    ForeignBinary {
+        package: String,
+        platform: String,
+        file: String,
+        machine: String,
+        host: String,
+    },
     #[error("the installer task stopped: {0}")]
     Task(String),
     #[error("dependency handoff {dir}: {message}", dir = dir.display())]
@@ -310,6 +320,7 @@ pub async fn provide(plan: &Plan, installer: &Installer, ctx: &Context<'_>) -> R
                 installer,
                 runtime,
                 pip_mode.as_ref(),
+                &target,
                 ctx.epoch,
                 ctx.options,
                 ctx.work,
@@ -370,6 +381,7 @@ async fn install_layer(
     installer: &Installer,
     runtime: &Runtime,
     pip_mode: Option<&PipMode>,
+    target: &Platform,
     epoch: u64,
     options: &DependencyOptions,
     work: &Path,
@@ -398,6 +410,7 @@ async fn install_layer(
         staged: &staged,
         target: &staging.join("target"),
         mode: pip_mode,
+        platform: target,
         npmrc: options.npmrc.as_deref(),
         pip_conf: pip_conf.as_deref(),
         epoch,
@@ -449,6 +462,18 @@ async fn install_layer(
         return Ok(None);
     }
 
+    let host = Platform::host();
+    if (target.os.as_str(), target.architecture.as_str()) != (host.os.as_str(), host.architecture.as_str()) {
+        if let Some(f) = native::foreign_package(&result_dir, target) {
+            return Err(DependencyError::ForeignBinary {
+                package: f.package,
+                platform: target.to_string(),
+                file: f.file,
+                machine: f.machine,
+                host: host.to_string(),
+            });
+        }
+    }
     let entries = layer_entries(&result_dir, runtime, plan.ecosystem.name())?;
     let spool = spool.to_path_buf();
     let scanner = Scanner::new(&options.secrets_with_files()?);

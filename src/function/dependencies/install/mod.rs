@@ -202,6 +202,8 @@ pub struct Job<'a> {
     pub target: &'a Path,
     /// What [`Installer::mode`] said (the cache key has it).
     pub mode: Option<&'a PipMode>,
+    /// The image's platform (npm takes the optional native packages for it).
+    pub platform: &'a Platform,
     /// `--npmrc`, `--pip-conf`: for the commands that download.
     pub npmrc: Option<&'a Path>,
     pub pip_conf: Option<&'a Path>,

@@ -29,7 +29,7 @@ impl Tool for Npm {
 
     fn invocations(&self, installer: &Installer, job: &Job) -> (Vec<Invocation>, PathBuf) {
         (
-            invocations(installer, job.plan, job.staged, job.npmrc),
+            invocations(installer, job.plan, job.staged, job.npmrc, job.platform),
             job.staged.join("node_modules"),
         )
     }
@@ -125,11 +125,32 @@ fn npm_package_version(npm: &Path) -> Option<String> {
     doc["version"].as_str().map(str::to_string)
 }
 
+/// Node's name for `platform`'s architecture (`process.arch`, npm's `--cpu`).
+fn node_arch(platform: &Platform) -> &str {
+    match platform.architecture.as_str() {
+        "amd64" => "x64",
+        "386" => "ia32",
+        "ppc64le" => "ppc64",
+        other => other,
+    }
+}
+
 /// The npm commands for `plan`, run in `staged`; the packages land in `staged/node_modules`.
 /// First the download, with the credentials and without running any package's scripts; then
 /// `npm rebuild`, which runs the install scripts (the packages' and the function's own
 /// preinstall / install / postinstall) with the credentials gone.
-fn invocations(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<&Path>) -> Vec<Invocation> {
+///
+/// For a platform other than this machine's, the download takes the optional packages that
+/// are for the target (`--cpu`, `--os`, `--libc`: how sharp, esbuild and swc ship their
+/// binaries), and the scripts are told the target as npm's `arch` and `platform`, which
+/// prebuild-install and node-pre-gyp fetch binaries for.
+fn invocations(
+    installer: &Installer,
+    plan: &Plan,
+    staged: &Path,
+    npmrc: Option<&Path>,
+    platform: &Platform,
+) -> Vec<Invocation> {
     let command = if plan.lock_file.is_some() { "ci" } else { "install" };
     let quiet = ["--no-audit", "--no-fund", "--no-progress", "--no-update-notifier"];
     let mut args: Vec<OsString> = vec![command.into()];
@@ -143,6 +164,29 @@ fn invocations(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<
     .chain(quiet)
     {
         args.push(a.into());
+    }
+    let host = Platform::host();
+    let cross =
+        (platform.os.as_str(), platform.architecture.as_str()) != (host.os.as_str(), host.architecture.as_str());
+    let mut script_env: Vec<(OsString, OsString)> = Vec::new();
+    if cross {
+        let arch = node_arch(platform);
+        for a in [
+            format!("--os={}", platform.os),
+            format!("--cpu={arch}"),
+            "--libc=glibc".into(),
+        ] {
+            args.push(a.into());
+        }
+        for (k, v) in [
+            ("npm_config_arch", arch),
+            ("npm_config_target_arch", arch),
+            ("npm_config_platform", platform.os.as_str()),
+            ("npm_config_target_platform", platform.os.as_str()),
+            ("npm_config_libc", "glibc"),
+        ] {
+            script_env.push((k.into(), v.into()));
+        }
     }
     let mut env: Vec<(OsString, OsString)> = Vec::new();
     if let Some(rc) = npmrc {
@@ -163,7 +207,7 @@ fn invocations(installer: &Installer, plan: &Plan, staged: &Path, npmrc: Option<
     let scripts = Invocation {
         program: installer.program.clone(),
         args: rebuild_args,
-        env: Vec::new(),
+        env: script_env,
         cwd: staged.into(),
         label: "npm rebuild".into(),
         hint: None,
