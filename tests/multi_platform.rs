@@ -53,7 +53,11 @@ fn build_err(src: &Path, runtime: &str, base: &str, args: &[&str]) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(matches!(out.status.code(), Some(1) | Some(2)), "exit {:?}: {stderr}", out.status.code());
+    assert!(
+        matches!(out.status.code(), Some(1) | Some(2)),
+        "exit {:?}: {stderr}",
+        out.status.code()
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "want one error line: {stderr}");
@@ -87,7 +91,13 @@ fn index_platforms(index: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("not an index: {index}"))
         .iter()
-        .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -148,13 +158,21 @@ struct QemuServer {
 impl QemuServer {
     fn start(rootfs: &Path, config: &Value) -> QemuServer {
         let qemu = PathBuf::from("/usr/bin/qemu-aarch64-static");
-        assert!(qemu.exists(), "qemu-user-static is not installed (tests/support/setup.sh installs it)");
+        assert!(
+            qemu.exists(),
+            "qemu-user-static is not installed (tests/support/setup.sh installs it)"
+        );
         std::fs::copy(&qemu, rootfs.join("qemu-aarch64-static")).unwrap();
         let port = free_port();
         let cfg = &config["config"];
-        let entrypoint: Vec<&str> = cfg["Entrypoint"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let entrypoint: Vec<&str> = cfg["Entrypoint"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(entrypoint, ["node", "/usr/src/app/server.js"], "{config}");
-        let mut cmd = Command::new("chroot");
+        let mut cmd = Command::new("/usr/sbin/chroot");
         cmd.arg("--userspec=1000:1000")
             .arg(rootfs)
             .args(["/qemu-aarch64-static", "/usr/local/bin/node", "/usr/src/app/server.js"])
@@ -214,10 +232,16 @@ fn a_two_platform_node_build_is_an_index_whose_arm64_image_serves_with_its_own_n
         &node_multi(),
         &["--platform", TWO, "--push", &image, "--cache-dir", cache_dir],
     );
-    assert_eq!(result["media_type"], "application/vnd.oci.image.index.v1+json", "{result}");
+    assert_eq!(
+        result["media_type"], "application/vnd.oci.image.index.v1+json",
+        "{result}"
+    );
     let (amd64, arm64) = (image_for(&result, "linux/amd64"), image_for(&result, "linux/arm64"));
     assert_ne!(amd64["digest"], arm64["digest"]);
-    assert_ne!(amd64["base"]["digest"], arm64["base"]["digest"], "each over its own base");
+    assert_ne!(
+        amd64["base"]["digest"], arm64["base"]["digest"],
+        "each over its own base"
+    );
     // Runtime and function layers are one blob each; the dependency layer is per platform.
     for role in ["libraries", "runtime", "function"] {
         assert_eq!(layer_digest(amd64, role), layer_digest(arm64, role), "{role}");
@@ -248,7 +272,10 @@ fn a_two_platform_node_build_is_an_index_whose_arm64_image_serves_with_its_own_n
     let modules = rootfs.join("usr/src/app/function/node_modules/@img");
     let native = file_says(&modules.join("sharp-linux-arm64/lib/sharp-linux-arm64.node"));
     assert!(native.contains("ARM aarch64"), "{native}");
-    assert!(!modules.join("sharp-linux-x64").exists(), "the amd64 binary is not in the arm64 image");
+    assert!(
+        !modules.join("sharp-linux-x64").exists(),
+        "the amd64 binary is not in the arm64 image"
+    );
 
     // It serves, under qemu-user: the Kyma hello world and the native call.
     let server = QemuServer::start(&rootfs, &read_config(bundle.path()));
@@ -265,7 +292,12 @@ fn a_two_platform_node_build_is_an_index_whose_arm64_image_serves_with_its_own_n
     drop(container);
 
     // The same input, built again without any cache: the same index.
-    let again = build_ok(src.path(), "nodejs22", &node_multi(), &["--platform", TWO, "--push", &image]);
+    let again = build_ok(
+        src.path(),
+        "nodejs22",
+        &node_multi(),
+        &["--platform", TWO, "--push", &image],
+    );
     assert_eq!(again["digest"], result["digest"], "a rebuild gives the same index");
 
     // A handler change: both manifests and the index change; one function layer is uploaded.
@@ -283,11 +315,19 @@ fn a_two_platform_node_build_is_an_index_whose_arm64_image_serves_with_its_own_n
     for platform in ["linux/amd64", "linux/arm64"] {
         let (before, after) = (image_for(&result, platform), image_for(&changed, platform));
         assert_ne!(before["digest"], after["digest"], "{platform}");
-        assert_eq!(layer_digest(before, "dependencies"), layer_digest(after, "dependencies"));
+        assert_eq!(
+            layer_digest(before, "dependencies"),
+            layer_digest(after, "dependencies")
+        );
         assert_eq!(after["dependencies"]["cache"], "hit-local", "{platform}");
     }
     let function_layer = layer_digest(image_for(&changed, "linux/amd64"), "function");
-    let configs: Vec<&Value> = changed["platforms"].as_array().unwrap().iter().map(|p| &p["config_digest"]).collect();
+    let configs: Vec<&Value> = changed["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["config_digest"])
+        .collect();
     let uploaded: Vec<&str> = changed["outputs"][0]["blobs"]
         .as_array()
         .unwrap()
@@ -308,11 +348,16 @@ fn a_python_build_for_every_platform_takes_each_platforms_wheel() {
     );
     write(&src.path().join("requirements.txt"), "MarkupSafe==2.1.5\n");
     let image = registry.image("fn/escape:v1");
-    let result = build_ok(src.path(), "python312", &python_multi(), &["--platform", "all", "--push", &image]);
+    let result = build_ok(
+        src.path(),
+        "python312",
+        &python_multi(),
+        &["--platform", "all", "--push", &image],
+    );
     let index = skopeo_inspect_raw(&format!("docker://{image}"));
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"], "{index}");
     assert_eq!(result["platforms"].as_array().unwrap().len(), 2, "{result}");
-    let site = "usr/local/lib/python3.12/site-packages";
+    let site = "kubeless/lib";
     for (arch, machine, tag) in [("amd64", "x86-64", "x86_64"), ("arm64", "ARM aarch64", "aarch64")] {
         let bundle = unpack_platform(&image, arch);
         let packages = bundle.path().join("rootfs").join(site);
@@ -320,7 +365,10 @@ fn a_python_build_for_every_platform_takes_each_platforms_wheel() {
         let said = file_says(&module);
         assert!(said.contains(machine), "{arch}: {said}");
         let wheel = std::fs::read_to_string(packages.join("MarkupSafe-2.1.5.dist-info/WHEEL")).unwrap();
-        assert!(wheel.contains(&format!("Tag: cp312-cp312-manylinux_2_17_{tag}")), "{arch}: {wheel}");
+        assert!(
+            wheel.contains(&format!("Tag: cp312-cp312-manylinux_2_17_{tag}")),
+            "{arch}: {wheel}"
+        );
     }
     // The amd64 image runs (the arm64 base is a stand-in without Python).
     let container = docker_run_detached(&image, &["--user", "1000"]);
@@ -341,10 +389,30 @@ fn bad_platforms_and_packages_without_a_binary_for_one_fail_in_one_line_and_push
     let src = sharp_function("Hello World!");
     let single_amd64 = base_images().node_ref_for("22");
     let cases: Vec<(&str, String, Vec<&str>, &str)> = vec![
-        ("malformed", node_multi(), vec!["--platform", "linux/amd64,,linux/arm64"], "--platform"),
-        ("repeated", node_multi(), vec!["--platform", "linux/arm64,linux/arm64"], "linux/arm64"),
-        ("base lacks it", node_multi(), vec!["--platform", "linux/amd64,linux/s390x"], "linux/s390x"),
-        ("one-image base", single_amd64, vec!["--platform", TWO], "so it has no linux/arm64"),
+        (
+            "malformed",
+            node_multi(),
+            vec!["--platform", "linux/amd64,,linux/arm64"],
+            "--platform",
+        ),
+        (
+            "repeated",
+            node_multi(),
+            vec!["--platform", "linux/arm64,linux/arm64"],
+            "linux/arm64",
+        ),
+        (
+            "base lacks it",
+            node_multi(),
+            vec!["--platform", "linux/amd64,linux/s390x"],
+            "linux/s390x",
+        ),
+        (
+            "one-image base",
+            single_amd64,
+            vec!["--platform", TWO],
+            "so it has no linux/arm64",
+        ),
     ];
     for (what, base, args, want) in cases {
         let mut args = args;
@@ -356,24 +424,52 @@ fn bad_platforms_and_packages_without_a_binary_for_one_fail_in_one_line_and_push
     // A package that compiles (or fetches) its binary for the builder's machine only: named,
     // with the platform it has nothing for.
     let native = temp_dir("fn-native-");
-    write(&native.path().join("handler.js"), "module.exports = { main: () => require('hostbuilt') };\n");
     write(
-        &native.path().join("hostbuilt/package.json"),
+        &native.path().join("handler.js"),
+        "module.exports = { main: () => require('hostbuilt') };\n",
+    );
+    let package = temp_dir("hostbuilt-");
+    write(
+        &package.path().join("package/package.json"),
         r#"{"name":"hostbuilt","version":"1.0.0","scripts":{"install":"mkdir -p build/Release && cp /bin/true build/Release/addon.node"}}"#,
+    );
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(native.path().join("hostbuilt-1.0.0.tgz"))
+            .arg("-C")
+            .arg(package.path())
+            .arg("package"),
     );
     write(
         &native.path().join("package.json"),
-        r#"{"name":"uses-native","version":"1.0.0","dependencies":{"hostbuilt":"file:./hostbuilt"}}"#,
+        r#"{"name":"uses-native","version":"1.0.0","dependencies":{"hostbuilt":"file:hostbuilt-1.0.0.tgz"}}"#,
     );
-    let line = build_err(native.path(), "nodejs22", &node_multi(), &["--platform", TWO, "--push", &image]);
-    assert!(line.contains("package hostbuilt has no prebuilt binary for linux/arm64"), "{line}");
+    let line = build_err(
+        native.path(),
+        "nodejs22",
+        &node_multi(),
+        &["--platform", TWO, "--push", &image],
+    );
+    assert!(
+        line.contains("package hostbuilt has no prebuilt binary for linux/arm64"),
+        "{line}"
+    );
     assert!(line.contains("x86-64"), "{line}");
 
     // A wheel that exists for amd64 only (PyStemmer 2.2.0.3 has no aarch64 wheel for CPython 3.12).
     let py = temp_dir("fn-py-amd64-only-");
-    write(&py.path().join("handler.py"), "def main(event, context):\n    return 'x'\n");
+    write(
+        &py.path().join("handler.py"),
+        "def main(event, context):\n    return 'x'\n",
+    );
     write(&py.path().join("requirements.txt"), "PyStemmer==2.2.0.3\n");
-    let line = build_err(py.path(), "python312", &python_multi(), &["--platform", TWO, "--push", &image]);
+    let line = build_err(
+        py.path(),
+        "python312",
+        &python_multi(),
+        &["--platform", TWO, "--push", &image],
+    );
     assert!(line.contains("PyStemmer") && line.contains("linux/arm64"), "{line}");
     assert_nothing_pushed(&registry);
 }

