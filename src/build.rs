@@ -227,9 +227,6 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             );
         }
     }
-    if bases.len() > 1 && opts.dependencies.handoff.is_some() && deps_plan.is_some() {
-        bail!("a build for several platforms cannot hand its dependency install to another step (--prepare-dependencies, --installed-dependencies) yet: build for one platform, or install in the build");
-    }
 
     // Each dependency layer's key needs its base image's digest: from a cache, or installed now,
     // every platform at once.
@@ -248,14 +245,26 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
                     .join(format!("dependencies-{}", platform.to_string().replace('/', "-"))),
                 false => work.path().to_path_buf(),
             };
+            // Each platform hands its install on in a directory of its own.
+            let options = match (&opts.dependencies.handoff, several) {
+                (Some(handoff), true) => std::borrow::Cow::Owned(DependencyOptions {
+                    handoff: Some(handoff.for_platform(&platform)),
+                    ..opts.dependencies.clone()
+                }),
+                _ => std::borrow::Cow::Borrowed(&opts.dependencies),
+            };
             async move {
                 std::fs::create_dir_all(&work).context("cannot create a scratch directory")?;
+                if let (true, Some(Handoff::Prepare(dir))) = (several, &options.handoff) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create the handoff directory {}", dir.display()))?;
+                }
                 let ctx = dependencies::Context {
                     runtime,
                     base_digest: &base.manifest_digest,
                     base_config: &base.config,
                     epoch,
-                    options: &opts.dependencies,
+                    options: &options,
                     client,
                     work: &work,
                 };
@@ -269,16 +278,18 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             }
         }))
         .await?;
+        let mut requested = Vec::new();
         for (slot, provided) in deps_layers.iter_mut().zip(provided) {
             match provided {
                 Provided::Layer(layer) => *slot = Some(*layer),
-                Provided::Requested { key } => {
-                    return Ok(BuildOutcome::Prepared {
-                        key: Some(key),
-                        cache: DependencySummary::none(),
-                    })
-                }
+                Provided::Requested { key } => requested.push(key),
             }
+        }
+        if !requested.is_empty() {
+            return Ok(BuildOutcome::Prepared {
+                key: Some(requested.join(",")),
+                cache: DependencySummary::none(),
+            });
         }
     }
     let deps_time = t.elapsed();
@@ -398,16 +409,17 @@ pub async fn install_dependencies(
         None => None,
     };
     let work = crate::scratch::Scratch::new().context("cannot create a scratch directory")?;
-    let key = dependencies::install_requested(
-        plan.as_ref(),
-        installer.as_ref(),
-        &runtime,
-        handoff,
-        options,
-        work.path(),
-        step,
-    )
-    .await
-    .context("installing the requested dependencies")?;
-    Ok(key)
+    // A multi-platform build's prepare step leaves one request per platform, each in its own
+    // subdirectory: installed one after the other (the installs share this step's CPU anyway).
+    let mut keys = Vec::new();
+    for (i, dir) in dependencies::request_dirs(handoff).iter().enumerate() {
+        let work = work.path().join(i.to_string());
+        std::fs::create_dir_all(&work).context("cannot create a scratch directory")?;
+        let key =
+            dependencies::install_requested(plan.as_ref(), installer.as_ref(), &runtime, dir, options, &work, step)
+                .await
+                .with_context(|| format!("installing the dependencies requested in {}", dir.display()))?;
+        keys.extend(key);
+    }
+    Ok((!keys.is_empty()).then(|| keys.join(",")))
 }

@@ -31,10 +31,18 @@ fn python_multi() -> String {
     format!("oci:{}:3.12", base_images().python_multi.display())
 }
 
+/// fnbuild with an empty default cache of its own: only a `--cache-dir` a test names is shared
+/// between builds.
+fn fnb() -> Command {
+    let mut cmd = fnbuild();
+    cmd.env("XDG_CACHE_HOME", temp_dir("multi-xdg-").keep());
+    cmd
+}
+
 /// `fnbuild build SRC --runtime R --base B ARGS... --json`, which must succeed.
 fn build_ok(src: &Path, runtime: &str, base: &str, args: &[&str]) -> Value {
     let out = run_ok(
-        fnbuild()
+        fnb()
             .arg("build")
             .arg(src)
             .args(["--runtime", runtime, "--base", base, "--json"])
@@ -45,7 +53,7 @@ fn build_ok(src: &Path, runtime: &str, base: &str, args: &[&str]) -> Value {
 
 /// A build that must fail: its one error line (exit code 1 or 2, no panic).
 fn build_err(src: &Path, runtime: &str, base: &str, args: &[&str]) -> String {
-    let out: Output = fnbuild()
+    let out: Output = fnb()
         .arg("build")
         .arg(src)
         .args(["--runtime", runtime, "--base", base])
@@ -472,4 +480,72 @@ fn bad_platforms_and_packages_without_a_binary_for_one_fail_in_one_line_and_push
     );
     assert!(line.contains("PyStemmer") && line.contains("linux/arm64"), "{line}");
     assert_nothing_pushed(&registry);
+}
+
+#[test]
+fn a_build_jobs_steps_hand_each_platforms_install_on_in_a_directory_of_its_own() {
+    let registry = Registry::start();
+    let src = sharp_function("Hello World!");
+    let handoff = temp_dir("multi-handoff-");
+    let dir = handoff.path().to_str().unwrap();
+    let image = registry.image("fn/steps:v1");
+    let step = |extra: &[&str]| {
+        run_ok(
+            fnb()
+                .arg("build")
+                .arg(src.path())
+                .args([
+                    "--runtime",
+                    "nodejs22",
+                    "--base",
+                    &node_multi(),
+                    "--platform",
+                    TWO,
+                    "--push",
+                    &image,
+                ])
+                .args(extra),
+        )
+    };
+    // The prepare step asks the caches (none) and requests an install per platform; it pushes nothing.
+    assert_eq!(step(&["--prepare-dependencies", dir]).trim(), "install requested");
+    for platform in ["linux-amd64", "linux-arm64"] {
+        assert!(
+            handoff.path().join(platform).join("request.json").is_file(),
+            "{platform}"
+        );
+    }
+    assert_nothing_pushed(&registry);
+    // The install step (no registry at all) installs both; the build step takes them.
+    run_ok(
+        fnb()
+            .arg("install-dependencies")
+            .arg(src.path())
+            .args(["--runtime", "nodejs22", "--handoff", dir]),
+    );
+    let out = step(&["--installed-dependencies", dir, "--json"]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["platforms"].as_array().unwrap().len(), 2, "{result}");
+    let bundle = unpack_platform(&image, "arm64");
+    let modules = bundle.path().join("rootfs/usr/src/app/function/node_modules/@img");
+    assert!(modules.join("sharp-linux-arm64").is_dir() && !modules.join("sharp-linux-x64").exists());
+    // Without an install step the build step installs nothing and says so (exit 3, as for one platform).
+    let empty = temp_dir("multi-handoff-empty-");
+    let out = fnb()
+        .arg("build")
+        .arg(src.path())
+        .args([
+            "--runtime",
+            "nodejs22",
+            "--base",
+            &node_multi(),
+            "--platform",
+            TWO,
+            "--push",
+            &image,
+        ])
+        .args(["--installed-dependencies", empty.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -25,6 +25,35 @@ pub enum Handoff {
     Installed(PathBuf),
 }
 
+impl Handoff {
+    /// The same handoff for one platform of a multi-platform build: its own subdirectory
+    /// (`linux-arm64`), so that each platform's request, download and layer stay apart.
+    pub fn for_platform(&self, platform: &Platform) -> Handoff {
+        let sub = |dir: &Path| dir.join(platform.to_string().replace('/', "-"));
+        match self {
+            Handoff::Prepare(dir) => Handoff::Prepare(sub(dir)),
+            Handoff::Installed(dir) => Handoff::Installed(sub(dir)),
+        }
+    }
+}
+
+/// The directories of `dir` that hold an install request: `dir` itself (a one-platform build)
+/// and its platforms' subdirectories ([`Handoff::for_platform`]), in name order.
+pub fn request_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.path().join(REQUEST_FILE).is_file())
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    if dir.join(REQUEST_FILE).is_file() || dirs.is_empty() {
+        dirs.insert(0, dir.to_path_buf());
+    }
+    dirs
+}
+
 /// The install request a prepare step leaves for the install step.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct InstallRequest {

@@ -30,7 +30,7 @@ mod sandbox;
 pub use cache::{
     sign as sign_cache_entry, tag as cache_tag, LocalCache, DIFF_ID_ANNOTATION, KEY_ANNOTATION, SIGNATURE_ANNOTATION,
 };
-pub use handoff::{install_requested, Handoff, InstallRequest, InstallStep};
+pub use handoff::{install_requested, request_dirs, Handoff, InstallRequest, InstallStep};
 pub use install::{probe, probe_cached, which, Installer, PipMode};
 pub use plan::{plan, Ecosystem, Plan};
 pub use redact::Redactor;
