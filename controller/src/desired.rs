@@ -167,8 +167,9 @@ pub fn default_base_image(runtime: &str) -> String {
 }
 
 /// The image tag: a hash of everything that goes into the image (uid, source, dependencies,
-/// runtime, base image). Env, replicas and resources are not in it: changing them never rebuilds.
-pub fn image_tag(f: &Function, base: &str, git: Option<&GitBuild>) -> String {
+/// runtime, base image, and the platforms when there are several). Env, replicas and resources
+/// are not in it: changing them never rebuilds.
+pub fn image_tag(f: &Function, base: &str, git: Option<&GitBuild>, platforms: &[String]) -> String {
     let inline = f.spec.source.inline.as_ref();
     let mut h = Sha256::new();
     let mut parts = vec![
@@ -181,6 +182,11 @@ pub fn image_tag(f: &Function, base: &str, git: Option<&GitBuild>) -> String {
     // A git source's inputs: the commit and the directory (an inline tag stays as it was).
     if let Some(g) = git {
         parts.extend([g.url.clone(), g.commit.clone(), g.dir.clone()]);
+    }
+    // An index: a node of a new architecture builds anew. One platform is the builder's own, as
+    // before there were indexes (its tags stay as they were).
+    if platforms.len() > 1 {
+        parts.push(format!("platforms {}", platforms.join(",")));
     }
     for part in parts {
         h.update((part.len() as u64).to_be_bytes());
@@ -569,32 +575,32 @@ pub(super) mod tests {
     #[test]
     fn tag_depends_on_image_inputs_only() {
         let f = function();
-        let t = image_tag(&f, "node:20-slim", None);
+        let t = image_tag(&f, "node:20-slim", None, &[]);
         assert_eq!(t.len(), 32);
         assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_eq!(t, image_tag(&f.clone(), "node:20-slim", None));
+        assert_eq!(t, image_tag(&f.clone(), "node:20-slim", None, &[]));
         let mut g = f.clone();
         g.spec.env = None;
         g.spec.replicas = Some(5);
         g.spec.resource_configuration = None;
         assert_eq!(
-            image_tag(&g, "node:20-slim", None),
+            image_tag(&g, "node:20-slim", None, &[]),
             t,
             "env, replicas and resources do not rebuild"
         );
-        assert_ne!(image_tag(&f, "node:22-slim", None), t);
+        assert_ne!(image_tag(&f, "node:22-slim", None, &[]), t);
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().source.push(' ');
-        assert_ne!(image_tag(&g, "node:20-slim", None), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None, &[]), t);
         let mut g = f.clone();
         g.spec.source.inline.as_mut().unwrap().dependencies = None;
-        assert_ne!(image_tag(&g, "node:20-slim", None), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None, &[]), t);
         let mut g = f.clone();
         g.metadata.uid = Some("other".into());
-        assert_ne!(image_tag(&g, "node:20-slim", None), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None, &[]), t);
         let mut g = f.clone();
         g.spec.runtime = "nodejs22".into();
-        assert_ne!(image_tag(&g, "node:20-slim", None), t);
+        assert_ne!(image_tag(&g, "node:20-slim", None, &[]), t);
         // Length-prefixed parts: moving text between fields changes the tag.
         let mut a = f.clone();
         a.spec.source.inline = Some(InlineSource {
@@ -606,7 +612,7 @@ pub(super) mod tests {
             source: "a".into(),
             dependencies: Some("bc".into()),
         });
-        assert_ne!(image_tag(&a, "x", None), image_tag(&b, "x", None));
+        assert_ne!(image_tag(&a, "x", None, &[]), image_tag(&b, "x", None, &[]));
     }
 
     #[test]

@@ -157,6 +157,11 @@ struct ControllerSettingsArgs {
     /// The build profile when a Function names none: local-dev, slow, normal or fast.
     #[arg(long, default_value = "normal")]
     default_build_profile: String,
+    /// The platforms build Jobs build for (OS/ARCH[,OS/ARCH]: two or more make an image index,
+    /// whose base must be multi-platform). [default: those of the cluster's Linux nodes, asked
+    /// once a minute]
+    #[arg(long, value_name = "OS/ARCH", value_delimiter = ',')]
+    build_platforms: Vec<String>,
 }
 
 impl ControllerSettingsArgs {
@@ -177,6 +182,15 @@ impl ControllerSettingsArgs {
         if self.max_concurrent_builds == 0 {
             anyhow::bail!("--max-concurrent-builds must be at least 1");
         }
+        let mut build_platforms: Vec<String> = Vec::new();
+        for p in &self.build_platforms {
+            let platform: fnbuild::oci::platform::Platform =
+                p.parse().map_err(|e| anyhow::anyhow!("--build-platforms {p}: {e}"))?;
+            if !build_platforms.contains(&platform.to_string()) {
+                build_platforms.push(platform.to_string());
+            }
+        }
+        build_platforms.sort();
         let mut settings = fnbuild_controller::settings::Settings {
             builder_image: self.builder_image,
             builder_command: self.builder_command,
@@ -203,6 +217,7 @@ impl ControllerSettingsArgs {
                 function_profile: self.default_function_profile,
                 build_profile: self.default_build_profile,
             },
+            build_platforms,
         };
         for host in &self.insecure_registry {
             // A bare flag: the push registry.

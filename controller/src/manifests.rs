@@ -116,6 +116,8 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
             // The build's digest is in its Pod's termination message; the log tail when it is not.
             rule(&[""], &["pods"], &["get", "list"]),
             rule(&[""], &["pods/log"], &["get"]),
+            // The nodes' architectures: what build Jobs build for (without --build-platforms).
+            rule(&[""], &["nodes"], &["list"]),
             // Any Secret by name (never a list or a watch): a Function from git names its auth
             // Secret (Kyma's `auth.secretName`), read for `git ls-remote`; besides the
             // package-registry and cache key Secrets, asked whether they are there.

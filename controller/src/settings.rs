@@ -73,6 +73,8 @@ pub struct Settings {
     /// `TRACE_COLLECTOR_ENDPOINT` of every Function (its own `spec.env` wins).
     pub trace_collector_endpoint: String,
     pub defaults: Defaults,
+    /// The platforms (`os/arch`) build Jobs build for; empty: those of the cluster's nodes.
+    pub build_platforms: Vec<String>,
 }
 
 impl Default for Settings {
@@ -98,6 +100,7 @@ impl Default for Settings {
             publisher_proxy_address: DEFAULT_PUBLISHER_PROXY_ADDRESS.into(),
             trace_collector_endpoint: DEFAULT_TRACE_COLLECTOR_ENDPOINT.into(),
             defaults: Defaults::default(),
+            build_platforms: Vec::new(),
         }
     }
 }
@@ -150,6 +153,9 @@ impl Settings {
         }
         for (runtime, image) in &self.base_images {
             a.push(format!("--base-image={runtime}={image}"));
+        }
+        if !self.build_platforms.is_empty() {
+            a.push(format!("--build-platforms={}", self.build_platforms.join(",")));
         }
         a
     }

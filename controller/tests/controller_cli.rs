@@ -39,6 +39,7 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
             "--insecure-registry=mirror.local:5000,reg:5000",
         ])
         .args(["--base-image=nodejs20=reg:5000/node:20", "--max-concurrent-builds=5"])
+        .args(["--build-platforms=linux/arm64,linux/amd64"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -75,6 +76,7 @@ fn manifests_are_a_yaml_stream_the_controller_accepts() {
         "--insecure-registry=mirror.local:5000",
         "--base-image=nodejs20=reg:5000/node:20",
         "--max-concurrent-builds=5",
+        "--build-platforms=linux/amd64,linux/arm64",
     ] {
         assert!(args.iter().any(|a| a == want), "{want} in {args:?}");
     }
@@ -115,6 +117,13 @@ fn controller_flags_are_checked() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--default-function-profile XXL: use XS, S, M, L or XL"));
+    let out = controller()
+        .args(["run", "--build-platforms=linux/amd64,arm64"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--build-platforms arm64: "), "{stderr}");
     let out = controller()
         .args(["run", "--tls-cert=/x", "--metrics-addr=127.0.0.1:0"])
         .output()

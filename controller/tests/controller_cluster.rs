@@ -629,7 +629,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
         registry_push_address: registry.to_string(),
         ..Default::default()
     };
-    let tag = desired::image_tag(&created, "node:20-slim", None);
+    let tag = desired::image_tag(&created, "node:20-slim", None, &[]);
     assert_eq!(job.labels()[LABEL_IMAGE_TAG], tag);
     assert_eq!(job.name_any(), desired::job_name(&created, &tag, 1));
     let spec = job.spec.clone().unwrap();
@@ -920,7 +920,7 @@ async fn happy_path(cluster: &Cluster, client: &Client, controller: &Controller,
     })
     .await;
     let f2 = function(client, ns, "hello").await;
-    let tag2 = desired::image_tag(&f2, "node:20-slim", None);
+    let tag2 = desired::image_tag(&f2, "node:20-slim", None, &[]);
     assert_eq!(new_job.labels()[LABEL_IMAGE_TAG], tag2);
     wait_for("the old Job deleted", || async {
         let j = jobs_of(client, ns).await;

@@ -128,6 +128,9 @@ pub struct BuildInputs {
     /// The split Pod, with an install step (see the module's table): for an inline source, when
     /// [`names_packages`]; for a git source, once a build found that its dependencies need one.
     pub install_step: bool,
+    /// The platforms to build for: two or more make an index (`--platform A,B`); none or one,
+    /// the builder's own platform.
+    pub platforms: Vec<String>,
 }
 
 /// The builder's dependency plan for an inline source, read from memory exactly as the builder
@@ -255,6 +258,9 @@ pub fn build_job(f: &Function, s: &Settings, b: &BuildInputs) -> Job {
         ];
         if report {
             a.extend(["--digest-file".into(), "/dev/termination-log".into(), "--json".into()]);
+        }
+        if b.platforms.len() > 1 {
+            a.extend(["--platform".into(), b.platforms.join(",")]);
         }
         if let Some(g) = &b.git {
             a.extend([

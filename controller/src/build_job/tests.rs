@@ -14,7 +14,7 @@ fn with_packages(mut f: Function) -> Function {
 
 fn inputs(f: &Function) -> BuildInputs {
     BuildInputs {
-        tag: image_tag(f, "node:20-slim", None),
+        tag: image_tag(f, "node:20-slim", None, &[]),
         attempt: 2,
         base: Some(BaseArg::Base("reg.local/node:20".into())),
         npmrc: true,
@@ -22,6 +22,7 @@ fn inputs(f: &Function) -> BuildInputs {
         cache_key: true,
         git: None,
         install_step: names_packages(f),
+        platforms: Vec::new(),
     }
 }
 
@@ -536,7 +537,47 @@ fn a_git_source_is_fetched_by_a_step_of_its_own_and_seen_at_src() {
         ..b.git.clone().unwrap()
     };
     assert_ne!(
-        image_tag(&f, "node:20-slim", b.git.as_ref()),
-        image_tag(&f, "node:20-slim", Some(&other))
+        image_tag(&f, "node:20-slim", b.git.as_ref(), &[]),
+        image_tag(&f, "node:20-slim", Some(&other), &[])
+    );
+}
+
+#[test]
+fn a_build_for_the_nodes_platforms_passes_them_to_the_steps_that_read_the_base() {
+    let f = with_packages(function());
+    let s = settings();
+    let two = vec!["linux/amd64".to_string(), "linux/arm64".to_string()];
+    let b = BuildInputs {
+        platforms: two.clone(),
+        ..inputs(&f)
+    };
+    let pod = pod_of(&build_job(&f, &s, &b));
+    let init = pod.init_containers.as_ref().unwrap();
+    let platform_of = |c: &Container| {
+        let args = c.args.clone().unwrap();
+        args.iter().position(|a| a == "--platform").map(|i| args[i + 1].clone())
+    };
+    // prepare and build read the base (each platform's); install and download take the
+    // platform from each request.
+    assert_eq!(platform_of(&init[0]).as_deref(), Some("linux/amd64,linux/arm64"));
+    assert_eq!(
+        platform_of(&pod.containers[0]).as_deref(),
+        Some("linux/amd64,linux/arm64")
+    );
+    assert_eq!(platform_of(&init[1]), None);
+    assert_eq!(platform_of(&init[2]), None);
+    // One platform is the builder's own: no flag, and the tag of a build without platforms.
+    let one = BuildInputs {
+        platforms: vec!["linux/amd64".into()],
+        ..inputs(&f)
+    };
+    assert_eq!(platform_of(&pod_of(&build_job(&f, &s, &one)).containers[0]), None);
+    assert_eq!(
+        image_tag(&f, "node:20-slim", None, &one.platforms),
+        image_tag(&f, "node:20-slim", None, &[])
+    );
+    assert_ne!(
+        image_tag(&f, "node:20-slim", None, &two),
+        image_tag(&f, "node:20-slim", None, &[])
     );
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 struct Target {
     tag: String,
     base: Option<desired::BaseArg>,
+    platforms: Vec<String>,
 }
 
 /// A step that wants the Function reconciled again after this long; `None`: only on a change
@@ -39,9 +40,11 @@ impl Reconciling<'_> {
         let (f, ctx) = (self.f, self.ctx);
         let s = self.settings;
         let (base_for_tag, base) = desired::base_image(f, s);
+        let platforms = ctx.build_platforms().await;
         let target = Target {
-            tag: desired::image_tag(f, &base_for_tag, self.git.as_ref()),
+            tag: desired::image_tag(f, &base_for_tag, self.git.as_ref(), &platforms),
             base,
+            platforms,
         };
         let tag = target.tag.as_str();
         // Where the build pushes (and the registry is asked for) the image of this tag.
@@ -290,6 +293,7 @@ impl Reconciling<'_> {
             cache_key,
             git: self.git.clone(),
             install_step,
+            platforms: target.platforms.clone(),
         };
         let job = desired::build_job(f, s, &inputs);
         let job_name = job.name_any();

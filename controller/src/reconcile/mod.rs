@@ -13,12 +13,14 @@ mod build;
 mod git;
 mod job;
 mod objects;
+mod platforms;
 mod registry_config;
 mod run;
 mod takeover;
 
 pub use job::{failure_detail, job_outcome, log_tail, parse_digest, retry_delay, step_messages, StepMessage};
 pub use objects::Outcome;
+pub use platforms::of_nodes as node_platforms;
 pub use run::deployment_state;
 
 use super::defaults::apply_defaults;
@@ -118,6 +120,8 @@ pub struct Context {
     pub(crate) git_checks: std::sync::Mutex<HashMap<String, (String, Instant, String)>>,
     /// Functions from git (uid) whose dependencies a build found to need an install step.
     pub(crate) git_install_step: std::sync::Mutex<HashSet<String>>,
+    /// The nodes' platforms, and when they were asked (`platforms.rs`).
+    node_platforms: std::sync::Mutex<Option<(Instant, Vec<String>)>>,
 }
 
 impl Context {
@@ -147,6 +151,7 @@ impl Context {
             git_asking: Default::default(),
             git_checks: Default::default(),
             git_install_step: Default::default(),
+            node_platforms: Default::default(),
         }
     }
 

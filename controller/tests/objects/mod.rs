@@ -55,7 +55,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
         apply_defaults(&mut f.spec);
         let (base, base_flag) = desired::base_image(&f, &s);
         let b = desired::BuildInputs {
-            tag: desired::image_tag(&f, &base, None),
+            tag: desired::image_tag(&f, &base, None, &[]),
             attempt: 1,
             base: base_flag,
             npmrc,
@@ -63,6 +63,7 @@ pub fn desired_objects() -> Vec<serde_json::Value> {
             cache_key: true,
             git: None,
             install_step: desired::names_packages(&f),
+            platforms: Vec::new(),
         };
         let image = desired::pull_image(&f, &s, &format!("sha256:{}", "cd".repeat(32)));
         let mut objects = vec![
