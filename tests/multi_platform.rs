@@ -219,8 +219,7 @@ impl Drop for QemuServer {
 }
 
 fn read_config(bundle: &Path) -> Value {
-    // umoci keeps the image's config in the bundle's runtime config; the original is simpler to
-    // read from the layout, but the bundle's `umoci.json` has it too.
+    // The image's Env and Entrypoint (+ Cmd), as umoci put them into the bundle's runtime config.
     let meta: Value = serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
     let env: Vec<Value> = meta["process"]["env"].as_array().unwrap().clone();
     let args = meta["process"]["args"].clone();
@@ -356,14 +355,41 @@ fn a_python_build_for_every_platform_takes_each_platforms_wheel() {
     );
     write(&src.path().join("requirements.txt"), "MarkupSafe==2.1.5\n");
     let image = registry.image("fn/escape:v1");
+    // An OCI layout that holds another image already, and an archive (one image: this machine's).
+    let out = temp_dir("multi-outputs-");
+    let layout = out.path().join("layout");
+    let archive = out.path().join("escape.tar");
+    build_ok(
+        src.path(),
+        "python312",
+        &python_multi(),
+        &["--output", &format!("oci:{}:old", layout.display())],
+    );
     let result = build_ok(
         src.path(),
         "python312",
         &python_multi(),
-        &["--platform", "all", "--push", &image],
+        &[
+            "--platform",
+            "all",
+            "--push",
+            &image,
+            "--output",
+            &format!("oci:{}:v1", layout.display()),
+            "--output",
+            &format!("docker-archive:{}:fn/escape:v1", archive.display()),
+        ],
     );
     let index = skopeo_inspect_raw(&format!("docker://{image}"));
     assert_eq!(index_platforms(&index), ["linux/amd64", "linux/arm64"], "{index}");
+    let in_layout = skopeo_inspect_raw(&format!("oci:{}:v1", layout.display()));
+    assert_eq!(in_layout, index, "the layout's index is the pushed one");
+    assert_eq!(
+        skopeo_inspect(&format!("oci:{}:old", layout.display()))["Architecture"],
+        "amd64"
+    );
+    let archived = skopeo_inspect(&format!("docker-archive:{}", archive.display()));
+    assert_eq!(archived["Architecture"], "amd64", "{archived}");
     assert_eq!(result["platforms"].as_array().unwrap().len(), 2, "{result}");
     let site = "kubeless/lib";
     for (arch, machine, tag) in [("amd64", "x86-64", "x86_64"), ("arm64", "ARM aarch64", "aarch64")] {
@@ -489,24 +515,23 @@ fn a_build_jobs_steps_hand_each_platforms_install_on_in_a_directory_of_its_own()
     let handoff = temp_dir("multi-handoff-");
     let dir = handoff.path().to_str().unwrap();
     let image = registry.image("fn/steps:v1");
-    let step = |extra: &[&str]| {
-        run_ok(
-            fnb()
-                .arg("build")
-                .arg(src.path())
-                .args([
-                    "--runtime",
-                    "nodejs22",
-                    "--base",
-                    &node_multi(),
-                    "--platform",
-                    TWO,
-                    "--push",
-                    &image,
-                ])
-                .args(extra),
-        )
+    let step_cmd = |extra: &[&str]| {
+        let mut cmd = fnb();
+        cmd.arg("build").arg(src.path());
+        cmd.args([
+            "--runtime",
+            "nodejs22",
+            "--base",
+            &node_multi(),
+            "--platform",
+            TWO,
+            "--push",
+            &image,
+        ]);
+        cmd.args(extra);
+        cmd
     };
+    let step = |extra: &[&str]| run_ok(&mut step_cmd(extra));
     // The prepare step asks the caches (none) and requests an install per platform; it pushes nothing.
     assert_eq!(step(&["--prepare-dependencies", dir]).trim(), "install requested");
     for platform in ["linux-amd64", "linux-arm64"] {
@@ -531,20 +556,7 @@ fn a_build_jobs_steps_hand_each_platforms_install_on_in_a_directory_of_its_own()
     assert!(modules.join("sharp-linux-arm64").is_dir() && !modules.join("sharp-linux-x64").exists());
     // Without an install step the build step installs nothing and says so (exit 3, as for one platform).
     let empty = temp_dir("multi-handoff-empty-");
-    let out = fnb()
-        .arg("build")
-        .arg(src.path())
-        .args([
-            "--runtime",
-            "nodejs22",
-            "--base",
-            &node_multi(),
-            "--platform",
-            TWO,
-            "--push",
-            &image,
-        ])
-        .args(["--installed-dependencies", empty.path().to_str().unwrap()])
+    let out = step_cmd(&["--installed-dependencies", empty.path().to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));

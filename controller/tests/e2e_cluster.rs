@@ -820,6 +820,10 @@ fn functions_run_end_to_end_on_a_real_cluster() {
             c.kubectl_ok(&["delete", "function", "-n", &ns, &name, "--wait=false"], None);
         }
     }
+    // The controller asked the nodes for their platforms (RBAC: nodes list) and, on this
+    // single-architecture cluster, builds for the builder's own.
+    let said = std::fs::read_to_string(&controller_log).unwrap_or_default();
+    assert!(!said.contains("cannot list the nodes"), "{said}");
     let name = "node-0";
     let jobs_v1 = jobs_of(c, &ns, name);
     assert_eq!(jobs_v1.len(), 1, "{jobs_v1:?}");
@@ -827,6 +831,11 @@ fn functions_run_end_to_end_on_a_real_cluster() {
     assert_eq!(job["status"]["succeeded"], 1);
     let pod_spec = &job["spec"]["template"]["spec"];
     assert_eq!(pod_spec["containers"][0]["image"], builder.as_str());
+    assert!(
+        !pod_spec["containers"][0]["args"].to_string().contains("--platform"),
+        "{}",
+        pod_spec["containers"][0]["args"]
+    );
     assert_eq!(
         pod_spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
         true

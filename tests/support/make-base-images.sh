@@ -97,32 +97,9 @@ trap 'rm -rf "$WORK"' EXIT
 # The merged-/usr skeleton every image starts with.
 skeleton() {
     local root=$1
-    mkdir -p "$root"/usr/bin "$root"/usr/sbin "$root"/usr/lib/x86_64-linux-gnu "$root"/usr/lib64 \
-        "$root"/usr/local/bin "$root"/etc "$root"/root "$root"/home/app "$root"/tmp "$root"/var/tmp \
-        "$root"/proc "$root"/sys "$root"/dev
-    ln -s usr/bin "$root/bin"
-    ln -s usr/sbin "$root/sbin"
-    ln -s usr/lib "$root/lib"
+    skeleton_common "$root" x86_64-linux-gnu
+    mkdir -p "$root"/usr/lib64
     ln -s usr/lib64 "$root/lib64"
-    chmod 1777 "$root/tmp" "$root/var/tmp"
-    chmod 700 "$root/root"
-    chown 1000:1000 "$root/home/app"
-    cat >"$root/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-app:x:1000:1000:app:/home/app:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-EOF
-    cat >"$root/etc/group" <<'EOF'
-root:x:0:
-app:x:1000:
-nogroup:x:65534:
-EOF
-    cat >"$root/etc/nsswitch.conf" <<'EOF'
-passwd: files
-group: files
-hosts: files dns
-EOF
-    chmod 644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
     add_elf "$root" /usr/bin/dash
     ln -s dash "$root/usr/bin/sh"
 }

