@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 const TWO: &str = "linux/amd64,linux/arm64";
+/// Where the Python test loads its index into the Docker engine.
+const LOADED: &str = "fnbuild-test/multi-escape:v1";
 
 fn write(path: &Path, content: impl AsRef<[u8]>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -378,6 +380,8 @@ fn a_python_build_for_every_platform_takes_each_platforms_wheel() {
             &format!("oci:{}:v1", layout.display()),
             "--output",
             &format!("docker-archive:{}:fn/escape:v1", archive.display()),
+            "--load",
+            LOADED,
         ],
     );
     let index = skopeo_inspect_raw(&format!("docker://{image}"));
@@ -404,8 +408,12 @@ fn a_python_build_for_every_platform_takes_each_platforms_wheel() {
             "{arch}: {wheel}"
         );
     }
-    // The amd64 image runs (the arm64 base is a stand-in without Python).
-    let container = docker_run_detached(&image, &["--user", "1000"]);
+    // The engine got its own platform's image, which runs (the arm64 base is a stand-in without
+    // Python, so only amd64 can).
+    let loaded = run_ok(docker().args(["image", "inspect", "--format", "{{.Architecture}} {{.Id}}", LOADED]));
+    let amd64_config = &image_for(&result, "linux/amd64")["config_digest"];
+    assert_eq!(loaded.trim(), format!("amd64 {}", amd64_config.as_str().unwrap()));
+    let container = docker_run_detached(LOADED, &["--user", "1000"]);
     let (status, _, body) = http_get(&container.url());
     assert_eq!((status, body.as_str()), (200, "&lt;b&gt;"), "{}", container.logs());
 }

@@ -5,7 +5,8 @@
 //! socket.
 
 use super::{ReadError, WriteError};
-use crate::oci::BuiltImage;
+use crate::oci::index::Built;
+use crate::oci::platform::Platform;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
@@ -116,19 +117,33 @@ pub async fn export(name: &str, image: &str, file: &Path) -> Result<(), ReadErro
     Ok(())
 }
 
-/// Loads the image into the daemon as `name` (what `docker load` does), through an archive in `work`.
-pub async fn load(name: &str, image: &BuiltImage, mtime: u64, work: &Path, output: &str) -> Result<(), WriteError> {
+/// Loads the image into the daemon as `name` (what `docker load` does), through an archive in
+/// `work`. Of an index, the daemon's own platform's image (a remote engine's may not be this
+/// machine's), else the first.
+pub async fn load(name: &str, built: &Built, mtime: u64, work: &Path, output: &str) -> Result<(), WriteError> {
     use futures_util::StreamExt;
     let docker_err = |message: String| WriteError::Docker {
         output: output.into(),
         message,
     };
-    let archive = work.join("docker-load.tar");
-    super::archive::write(&archive, Some(name), image, mtime, output)?;
     let daemon = connect().map_err(docker_err)?;
     let at = |e| format!("{}: {}", daemon.endpoint, message(e));
     let docker = &daemon.docker;
     docker.ping().await.map_err(|e| docker_err(at(e)))?;
+    let image = match built {
+        Built::Image(image) => image,
+        Built::Index(_) => {
+            let version = docker.version().await.map_err(|e| docker_err(at(e)))?;
+            let platform = match (version.os, version.arch) {
+                (Some(os), Some(arch)) => Platform::new(&os, &arch, None),
+                _ => Platform::host(),
+            };
+            tracing::debug!(%platform, "the daemon's platform");
+            built.image_for(&platform)
+        }
+    };
+    let archive = work.join("docker-load.tar");
+    super::archive::write(&archive, Some(name), image, mtime, output)?;
     let file = tokio::fs::File::open(&archive)
         .await
         .map_err(|source| WriteError::Write {

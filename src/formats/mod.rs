@@ -309,21 +309,21 @@ pub struct WriteContext<'a> {
 
 /// Writes `built` to every output. Files and the daemon come first and pushes last, so nothing
 /// is published when a local output fails; the tags of one repository go in one push. An output
-/// that holds one image (a docker-archive, the Docker engine) takes this machine's platform
-/// from an index (or its first image when it has none).
+/// that holds one image takes one of an index's: a docker-archive this machine's platform's, the
+/// Docker engine its own (in either case the first image when the index has not that one).
 pub async fn write(
     outputs: &[Location],
     built: &Built,
     ctx: &WriteContext<'_>,
 ) -> Result<Vec<OutputSummary>, WriteError> {
     let mut summaries = Vec::new();
-    // Outputs other than registries need every blob on disk: every image's for a layout, the one
-    // image's for an archive or the daemon.
-    let layout = outputs.iter().any(|o| matches!(o, Location::OciLayout { .. }));
-    let single = outputs
+    // Outputs other than registries need every blob on disk: every image's for a layout or the
+    // Docker engine (whose platform is known only once it is asked), this machine's for an archive.
+    let every = outputs
         .iter()
-        .any(|o| matches!(o, Location::DockerArchive { .. } | Location::DockerDaemon { .. }));
-    let local = match (built, layout, single) {
+        .any(|o| matches!(o, Location::OciLayout { .. } | Location::DockerDaemon { .. }));
+    let single = outputs.iter().any(|o| matches!(o, Location::DockerArchive { .. }));
+    let local = match (built, every, single) {
         (_, false, false) => None,
         (Built::Index(index), true, _) => {
             let mut images = Vec::new();
@@ -355,14 +355,7 @@ pub async fn write(
                 &name,
             )?,
             Location::DockerDaemon { name: image_name } => {
-                daemon::load(
-                    image_name,
-                    local.image_for(&Platform::host()),
-                    ctx.epoch,
-                    ctx.work,
-                    &name,
-                )
-                .await?
+                daemon::load(image_name, local, ctx.epoch, ctx.work, &name).await?
             }
             Location::Registry(_) => unreachable!("pushed below"),
         }
