@@ -240,9 +240,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             let installer = &installer;
             let platform = Platform::of_config(&base.config);
             let work = match several {
-                true => work
-                    .path()
-                    .join(format!("dependencies-{}", platform.to_string().replace('/', "-"))),
+                true => work.path().join(format!("dependencies-{}", platform.dir_name())),
                 false => work.path().to_path_buf(),
             };
             // Each platform hands its install on in a directory of its own.

@@ -3,7 +3,7 @@
 //!
 //! Only fields that Kubernetes 1.20 knows are set, and quantities are written in their
 //! canonical form, so what the API server stores reads back equal (see `compare`).
-//! (Over 600 lines because of its tests, from line ~490.)
+//! (Over 600 lines because of its tests, from line ~515.)
 
 use super::resources::{build_profile, function_profile};
 use super::settings::Settings;

@@ -12,6 +12,17 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// Whether this platform's binaries run natively on `other`'s machine (same OS and
+    /// architecture; variants aside).
+    pub fn same_machine(&self, other: &Platform) -> bool {
+        self.os == other.os && self.architecture == other.architecture
+    }
+
+    /// A file name for this platform (`linux-arm64`): per-platform directories.
+    pub fn dir_name(&self) -> String {
+        self.to_string().replace('/', "-")
+    }
+
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Self {
         Platform {
             os: os.to_string(),

@@ -29,7 +29,7 @@ impl Handoff {
     /// The same handoff for one platform of a multi-platform build: its own subdirectory
     /// (`linux-arm64`), so that each platform's request, download and layer stay apart.
     pub fn for_platform(&self, platform: &Platform) -> Handoff {
-        let sub = |dir: &Path| dir.join(platform.to_string().replace('/', "-"));
+        let sub = |dir: &Path| dir.join(platform.dir_name());
         match self {
             Handoff::Prepare(dir) => Handoff::Prepare(sub(dir)),
             Handoff::Installed(dir) => Handoff::Installed(sub(dir)),

@@ -1,4 +1,4 @@
-//! (Over 600 lines because of its tests, from line ~670: the pipeline itself is the first part.)
+//! (Over 600 lines because of its tests, from line ~700: the pipeline itself is the first part.)
 //!
 //! A function's dependencies (npm packages, pip requirements) in a layer of their own, between
 //! the runtime layer and the function's source layer, so that a change to the handler never
@@ -463,7 +463,7 @@ async fn install_layer(
     }
 
     let host = Platform::host();
-    if (target.os.as_str(), target.architecture.as_str()) != (host.os.as_str(), host.architecture.as_str()) {
+    if !target.same_machine(&host) {
         if let Some(f) = native::foreign_package(&result_dir, target) {
             return Err(DependencyError::ForeignBinary {
                 package: f.package,

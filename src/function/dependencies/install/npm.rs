@@ -166,8 +166,7 @@ fn invocations(
         args.push(a.into());
     }
     let host = Platform::host();
-    let cross =
-        (platform.os.as_str(), platform.architecture.as_str()) != (host.os.as_str(), host.architecture.as_str());
+    let cross = !platform.same_machine(&host);
     let mut script_env: Vec<(OsString, OsString)> = Vec::new();
     if cross {
         let arch = node_arch(platform);
