@@ -9,6 +9,7 @@ pub mod init;
 pub mod oci;
 pub mod registry;
 pub mod runtime_image;
+pub mod sbom;
 pub mod scratch;
 pub mod secrets;
 pub mod text;
