@@ -4,6 +4,7 @@
 mod bases;
 mod layers;
 mod report;
+mod sboms;
 
 pub use report::{BaseSummary, BuildResult, ImageResult, LayerSummary, PlatformResult, Timings};
 
@@ -57,6 +58,8 @@ pub struct BuildOptions {
     pub dependencies: DependencyOptions,
     /// Where the runtime's library layer comes from.
     pub libraries: LibraryStores,
+    /// Attach an SPDX and a CycloneDX SBOM to each image (as referrers).
+    pub sbom: bool,
 }
 
 /// What a build came to.
@@ -350,11 +353,31 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             }
         }
     }
+    let referrers = match opts.sbom {
+        true => {
+            let inputs = sboms::Inputs {
+                opts,
+                runtime: &runtime.name,
+                base_location: &base_location,
+                bases: &bases,
+                libraries: libraries_layer.as_ref(),
+                runtime_layer: runtime_layer.as_ref(),
+                function_layer: &function_layer,
+                dependencies: &deps_layers,
+                epoch,
+                client: client.as_ref(),
+                work: work.path(),
+            };
+            sboms::artifacts(&built, &inputs).await.context("making the SBOMs")?
+        }
+        false => Vec::new(),
+    };
     let ctx = WriteContext {
         client: client.as_ref(),
         epoch,
         work: work.path(),
         mount_from: &mount_from,
+        referrers: &referrers,
     };
     let outputs = formats::write(&opts.outputs, &built, &ctx).await?;
     let outputs_time = t.elapsed();

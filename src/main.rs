@@ -62,6 +62,12 @@ enum Command {
         fnbuild runtime-libraries --output /usr/local/share/fnbuild/runtime-libraries\n  \
         fnbuild runtime-libraries --runtime nodejs24 --output ./libraries --npmrc ~/.npmrc-mirror")]
     RuntimeLibraries(LibrariesArgs),
+    /// Print the SBOM attached to an image (`build --sbom`), SPDX or CycloneDX JSON, after checking
+    /// that it refers to that image.
+    #[command(after_help = "Examples:\n  \
+        fnbuild sbom registry.example.com/fn/hello:v1 > hello.spdx.json\n  \
+        fnbuild sbom oci:out:hello --format cyclonedx --platform linux/arm64")]
+    Sbom(fnbuild::sbom::show::SbomArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
         after_help = "Examples:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev\n  \
@@ -208,6 +214,12 @@ struct BuildArgs {
     /// Also write the manifest digest to this file (a build Job passes /dev/termination-log).
     #[arg(help_heading = "Outputs", long, value_name = "FILE")]
     digest_file: Option<PathBuf>,
+    /// Attach an SBOM to each image: SPDX 2.3 and CycloneDX 1.6 documents of the base (by digest),
+    /// the runtime server, the runtime's libraries and the function's dependencies, read from the
+    /// layers themselves. They go in as OCI 1.1 referrers (the tag-schema fallback, `sha256-<hex>`,
+    /// where the registry has no referrers API) and into OCI layouts; `fnbuild sbom IMAGE` prints them.
+    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_SBOM")]
+    sbom: bool,
     /// Timestamp for every file and date in the image, in seconds since the epoch (default 1;
     /// at most 253402300799, the last second of 9999).
     #[arg(help_heading = "Metadata", long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
@@ -375,6 +387,7 @@ fn main() -> ExitCode {
             Command::InstallDependencies(args) => run_install(args).await,
             Command::FetchSource(args) => fnbuild::git::fetch_source(&args),
             Command::RuntimeLibraries(args) => run_libraries(args).await,
+            Command::Sbom(args) => fnbuild::sbom::show::run(args).await,
             Command::Init(args) => {
                 let git = args.git_url.map(|url| fnbuild::init::GitHome {
                     url,
@@ -516,6 +529,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         },
         platforms: args.platform.unwrap_or_default(),
         digest_file: args.digest_file,
+        sbom: args.sbom,
         max_layers: args.max_layers as usize,
         libraries,
         dependencies,

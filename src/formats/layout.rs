@@ -6,6 +6,7 @@ use super::{ReadError, WriteError};
 use crate::oci::digest::Digest;
 use crate::oci::index::Built;
 use crate::oci::platform::{self, Platform};
+use crate::oci::referrers::{Artifact, EMPTY_BLOB};
 use crate::oci::{canonical_json, BaseImage, BlobLocation, ImageLayer, DOCKER_LIST, OCI_INDEX};
 use oci_spec::image::{Descriptor, ImageIndex};
 use serde_json::{json, Value};
@@ -109,11 +110,13 @@ pub fn platforms(name: &str, dir: &Path, tag: Option<&str>) -> Result<Option<Vec
 }
 
 fn select_tagged<'a>(name: &str, index: &'a ImageIndex, tag: Option<&str>) -> Result<&'a Descriptor, ReadError> {
-    let manifests = index.manifests();
-    let tag_of = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
+    // Artifacts (an image's SBOMs) are listed too, so that tools find them: they are not images.
+    let manifests: Vec<&Descriptor> = index.manifests().iter().filter(|d| d.artifact_type().is_none()).collect();
+    let tag_of = |d: &&Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
     match tag {
         Some(tag) => manifests
             .iter()
+            .copied()
             .find(|d| tag_of(d).as_deref() == Some(tag))
             .ok_or_else(|| {
                 let tags: Vec<_> = manifests.iter().filter_map(tag_of).collect();
@@ -122,7 +125,7 @@ fn select_tagged<'a>(name: &str, index: &'a ImageIndex, tag: Option<&str>) -> Re
                     format!("no image tagged '{tag}' in the layout (tags: {})", tags.join(", ")),
                 )
             }),
-        None if manifests.len() == 1 => Ok(&manifests[0]),
+        None if manifests.len() == 1 => Ok(manifests[0]),
         None if manifests.is_empty() => Err(invalid(name, "the layout holds no image")),
         None => {
             let tags: Vec<_> = manifests.iter().filter_map(tag_of).collect();
@@ -218,16 +221,28 @@ impl LayoutLock {
 /// Adds the image to the OCI layout at `dir` (created if missing, and removed again when the
 /// image cannot be written), replacing what `tag` named before. Writers to one layout take
 /// turns (see [`LayoutLock`]).
-pub fn write(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> Result<(), WriteError> {
+pub fn write(
+    dir: &Path,
+    tag: Option<&str>,
+    built: &Built,
+    referrers: &[Artifact],
+    output: &str,
+) -> Result<(), WriteError> {
     let created = !dir.exists();
-    let result = add_to_layout(dir, tag, built, output);
+    let result = add_to_layout(dir, tag, built, referrers, output);
     if result.is_err() && created {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
-fn add_to_layout(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> Result<(), WriteError> {
+fn add_to_layout(
+    dir: &Path,
+    tag: Option<&str>,
+    built: &Built,
+    referrers: &[Artifact],
+    output: &str,
+) -> Result<(), WriteError> {
     let write_err = |path: &Path| {
         let (output, path) = (output.to_string(), path.to_path_buf());
         move |source| WriteError::Write { output, path, source }
@@ -269,6 +284,15 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> 
     if let Built::Index(index) = built {
         documents.push((&index.digest, &index.bytes));
     }
+    // Artifacts after the images they refer to: their documents, the empty config, manifests.
+    let empty = Digest::of(EMPTY_BLOB);
+    if !referrers.is_empty() {
+        documents.push((&empty, EMPTY_BLOB));
+    }
+    for a in referrers {
+        documents.push((&a.document_digest, &a.document));
+        documents.push((&a.digest, &a.manifest));
+    }
     for (digest, bytes) in documents {
         let target = blob_path(dir, digest);
         if !target.exists() {
@@ -295,6 +319,11 @@ fn add_to_layout(dir: &Path, tag: Option<&str>, built: &Built, output: &str) -> 
             if !known {
                 manifests.push(descriptor);
             }
+        }
+    }
+    for a in referrers {
+        if !manifests.iter().any(|m| m["digest"] == a.digest.as_str()) {
+            manifests.push(a.descriptor());
         }
     }
     write_atomically(&index_path, &canonical_json(&index)).map_err(write_err(&index_path))

@@ -305,6 +305,9 @@ pub struct WriteContext<'a> {
     /// Blobs that another repository of a push's registry holds (the dependency cache): mounted
     /// from there rather than uploaded.
     pub mount_from: &'a [(Digest, Reference)],
+    /// Artifacts that refer to the images (SBOMs): attached after the images in registries
+    /// and OCI layouts; other outputs cannot hold them.
+    pub referrers: &'a [crate::oci::referrers::Artifact],
 }
 
 /// Writes `built` to every output. Files and the daemon come first and pushes last, so nothing
@@ -346,7 +349,7 @@ pub async fn write(
         let name = output.to_string();
         let local = local.as_ref().expect("downloaded for every local output");
         match output {
-            Location::OciLayout { dir, tag } => layout::write(dir, tag.as_deref(), local, &name)?,
+            Location::OciLayout { dir, tag } => layout::write(dir, tag.as_deref(), local, ctx.referrers, &name)?,
             Location::DockerArchive { file, name: image_name } => archive::write(
                 file,
                 image_name.as_deref(),

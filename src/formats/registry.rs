@@ -113,13 +113,26 @@ pub async fn push(
             ),
         });
     }
+    // Referrers once the images they refer to are in.
+    let mut requests = report.requests;
+    if !ctx.referrers.is_empty() {
+        let attached = client.attach(&targets[0], ctx.referrers).await?;
+        tracing::info!(
+            repository = %targets[0].name(),
+            artifacts = ctx.referrers.len(),
+            requests = attached.requests,
+            referrers_api = attached.referrers_api,
+            "referrers attached"
+        );
+        requests += attached.requests;
+    }
     let mut summaries = Vec::new();
     for target in &targets {
-        tracing::info!(output = %target, requests = report.requests, bytes = report.bytes_uploaded, "pushed");
+        tracing::info!(output = %target, requests, bytes = report.bytes_uploaded, "pushed");
         summaries.push(OutputSummary {
             output: format!("docker://{target}"),
             image: Some(target.with_digest(&report.digest).to_string()),
-            http_requests: Some(report.requests),
+            http_requests: Some(requests),
             bytes_uploaded: Some(report.bytes_uploaded),
             blobs: report
                 .blobs

@@ -8,6 +8,7 @@ pub mod layer;
 pub mod layer_cache;
 pub mod platform;
 pub mod reference;
+pub mod referrers;
 
 use crate::oci::reference::Reference;
 use digest::{Digest, DigestError};

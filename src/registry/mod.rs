@@ -17,6 +17,7 @@ mod known;
 mod ping;
 mod pull;
 mod push;
+mod referrers;
 mod retry;
 mod send;
 mod sessions;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use crate::oci::platform::Platform;
 pub use connection::{is_loopback, resolve_location};
 pub use error::{ErrorCode, RegistryError};
+pub use referrers::AttachReport;
 pub use retry::RetryPolicy;
 pub use sessions::PushForecast;
 
@@ -265,6 +267,34 @@ impl Client {
         progress: Option<ProgressFn>,
     ) -> Result<PushReport, RegistryError> {
         push::push(&self.inner, &self.prepared, targets, blobs, &[], manifest, progress).await
+    }
+
+    /// Attaches `artifacts` to their subjects (images already in `repo`): as referrers, or, on
+    /// a registry without the referrers API, through each subject's fallback tag.
+    pub async fn attach(
+        &self,
+        repo: &Reference,
+        artifacts: &[crate::oci::referrers::Artifact],
+    ) -> Result<AttachReport, RegistryError> {
+        referrers::attach(&self.inner, &self.prepared, repo, artifacts).await
+    }
+
+    /// The artifacts that refer to `subject` in `repo`: digest and artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &Reference,
+        subject: &crate::oci::digest::Digest,
+    ) -> Result<Vec<(crate::oci::digest::Digest, String)>, RegistryError> {
+        referrers::list(&self.inner, repo, subject).await
+    }
+
+    /// One manifest exactly as the registry has it under `reference` (a tag or digest), with
+    /// its media type and digest; an index is not resolved.
+    pub async fn raw_manifest(&self, repo: &Reference, reference: &str) -> Result<(Vec<u8>, String, String), RegistryError> {
+        let stats = std::sync::Arc::new(stats::Stats::default());
+        let c = self.inner.counter(&stats);
+        let conn = self.inner.conn(&repo.registry, repo.api_host());
+        pull::get_manifest(&self.inner, &conn, repo, reference, &c).await
     }
 
     /// Like [`Client::push`] for an index: `children` (the manifests it lists) go in by digest

@@ -164,7 +164,7 @@ fn check_image_manifest(conn: &Conn, r: &Reference, media_type: &str) -> Result<
 }
 
 /// GET one manifest (cache first when asked by digest). Returns bytes, media type, digest.
-async fn get_manifest(
+pub(crate) async fn get_manifest(
     inner: &Inner,
     conn: &Conn,
     r: &Reference,

@@ -6,6 +6,7 @@
 
 pub mod cyclonedx;
 pub mod inventory;
+pub mod show;
 pub mod spdx;
 
 use crate::oci::digest::Digest;
