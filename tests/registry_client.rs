@@ -1,5 +1,6 @@
 //! Integration tests of the registry client (src/registry) against Debian's `docker-registry`
-//! (CNCF distribution 2.8) on 127.0.0.1, checked with skopeo.
+//! (CNCF distribution 2.8) on 127.0.0.1, checked with skopeo. (Over 600 lines: the test servers
+//! below and every client test share this one binary and its helpers.)
 //!
 //! Test servers here (a counting / fault-injecting proxy, a token server) bind 127.0.0.1 on a
 //! free port, run as tasks of the test's runtime (ending with it), and every test is bounded
@@ -1812,6 +1813,120 @@ async fn registry_refusals_carry_its_error_code() {
             .await
             .unwrap_err();
         assert!(matches!(err, RegistryError::InvalidPush(_)), "{err:?}");
+    })
+    .await;
+}
+
+// =============================================================================================
+// Referrers (OCI 1.1 artifacts that refer to an image: SBOMs)
+
+use fnbuild::oci::referrers::{fallback_tag, Artifact, Subject};
+
+fn subject_of(img: &TestImage) -> Subject {
+    Subject {
+        media_type: OCI_MANIFEST.into(),
+        digest: img.digest.parse().unwrap(),
+        size: img.manifest.bytes.len() as u64,
+    }
+}
+
+/// distribution 2.8 has no referrers API: the artifacts go in by digest, then the subject's
+/// fallback index (`sha256-<hex>`), read, extended and written back, so a second attach keeps
+/// what the first one listed; nothing refers to the image before it is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_go_in_after_their_image_through_the_fallback_tag() {
+    bounded(async {
+        init_logs();
+        let reg = common::Registry::start();
+        let proxy = Proxy::start(reg.addr()).await;
+        let work = tempfile::tempdir().unwrap();
+        let img = one_layer_image("an image with an SBOM", work.path());
+        let target = r(&format!("{}/fn/attached:v1", proxy.addr()));
+        let c = client(opts());
+        c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
+        let subject = subject_of(&img);
+        let sbom = Artifact::new("application/spdx+json", b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(), &subject, 1);
+        proxy.clear();
+        let report = c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap();
+        assert!(!report.referrers_api);
+        let log = proxy.log();
+        let puts: Vec<&str> = log
+            .iter()
+            .filter(|l| l.method == "PUT" && l.path.contains("/manifests/"))
+            .map(|l| l.path.as_str())
+            .collect();
+        let tag = fallback_tag(&subject.digest);
+        assert_eq!(
+            puts,
+            [
+                format!("/v2/fn/attached/manifests/{}", sbom.digest),
+                format!("/v2/fn/attached/manifests/{tag}")
+            ],
+            "the artifact, then the index that lists it: {log:?}"
+        );
+        let index = common::skopeo_inspect_raw(&format!("docker://{}/fn/attached:{tag}", reg.addr()));
+        assert_eq!(index["manifests"][0]["digest"], sbom.digest.as_str(), "{index}");
+        assert_eq!(index["manifests"][0]["artifactType"], "application/spdx+json");
+        let manifest = common::skopeo_inspect_raw(&format!("docker://{}/fn/attached@{}", reg.addr(), sbom.digest));
+        assert_eq!(manifest["subject"]["digest"], img.digest.as_str());
+
+        // Another tool's artifact (a signature) for the same image, then ours again: both stay.
+        let other = Artifact::new("application/vnd.dev.sigstore.bundle.v0.3+json", b"{}".to_vec(), &subject, 1);
+        c.attach(&target, std::slice::from_ref(&other)).await.unwrap();
+        c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap();
+        let listed = c.referrers(&target, &subject.digest).await.unwrap();
+        assert_eq!(
+            listed,
+            [
+                (sbom.digest.clone(), "application/spdx+json".to_string()),
+                (other.digest.clone(), "application/vnd.dev.sigstore.bundle.v0.3+json".to_string())
+            ]
+        );
+
+        // Something under the fallback tag that is not an index is left alone, with a clear error.
+        let junk = one_layer_image("not an index", work.path());
+        c.push(&[target.with_tag(tag.clone())], junk.blobs.clone(), junk.manifest.clone(), None)
+            .await
+            .unwrap();
+        let err = c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap_err().to_string();
+        assert!(err.contains(&format!("the referrers tag {tag}")) && err.contains("left as it is"), "{err}");
+    })
+    .await;
+}
+
+/// A registry whose referrers API answers (a stand-in: the proxy answers 200 for it, as no
+/// registry with the API can be installed here) gets the artifacts and no fallback tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_referrers_api_no_fallback_tag_is_written() {
+    bounded(async {
+        init_logs();
+        let reg = common::Registry::start();
+        let proxy = Proxy::start(reg.addr()).await;
+        let work = tempfile::tempdir().unwrap();
+        let img = one_layer_image("an image on a registry with the referrers API", work.path());
+        let target = r(&format!("{}/fn/api:v1", proxy.addr()));
+        let c = client(opts());
+        c.push(&[target.clone()], img.blobs.clone(), img.manifest.clone(), None)
+            .await
+            .unwrap();
+        proxy.fault("GET", "/referrers/", 1, Action::Status(200, None));
+        let subject = subject_of(&img);
+        let spdx = Artifact::new("application/spdx+json", b"{\"a\":1}".to_vec(), &subject, 1);
+        let cdx = Artifact::new("application/vnd.cyclonedx+json", b"{\"b\":2}".to_vec(), &subject, 1);
+        proxy.clear();
+        let report = c.attach(&target, &[spdx.clone(), cdx.clone()]).await.unwrap();
+        assert!(report.referrers_api);
+        let log = proxy.log();
+        assert!(
+            !log.iter().any(|l| l.path.contains(&fallback_tag(&subject.digest))),
+            "no fallback tag: {log:?}"
+        );
+        for a in [&spdx, &cdx] {
+            let m = common::skopeo_inspect_raw(&format!("docker://{}/fn/api@{}", reg.addr(), a.digest));
+            assert_eq!(m["subject"]["digest"], img.digest.as_str());
+        }
     })
     .await;
 }

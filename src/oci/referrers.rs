@@ -106,6 +106,9 @@ pub fn merge_index(existing: Option<&[u8]>, added: &[Value]) -> Result<Vec<u8>, 
             if !v.is_object() {
                 return Err(BadIndex("not a JSON object".into()));
             }
+            if let Some(other) = v.get("mediaType").and_then(Value::as_str).filter(|m| *m != OCI_INDEX) {
+                return Err(BadIndex(format!("it is a {other}")));
+            }
             match v.get("manifests") {
                 Some(Value::Array(list)) => list.clone(),
                 None | Some(Value::Null) => Vec::new(),
@@ -182,6 +185,8 @@ mod tests {
         assert_eq!(list[1], (a.digest.clone(), "application/spdx+json".into()));
         assert!(merge_index(Some(b"{}"), &[]).is_ok_and(|i| listed(&i).unwrap().is_empty()));
         assert!(merge_index(Some(b"[1]"), &[]).is_err(), "what is not an index is not overwritten");
+        let image = format!(r#"{{"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
+        assert!(merge_index(Some(image.as_bytes()), &[]).is_err());
         assert!(merge_index(Some(b"{\"manifests\": 3}"), &[]).is_err());
     }
 }

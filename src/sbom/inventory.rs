@@ -206,15 +206,24 @@ fn public_url(url: &str) -> Option<String> {
 }
 
 /// A `METADATA` file (core metadata, RFC 822 headers): Name, Version and the licence:
-/// `License-Expression` (metadata 2.4), else a short `License`, else the licence classifiers.
+/// `License-Expression` (metadata 2.4), else `License` when it is an SPDX expression, else the
+/// licence classifiers, else a one-line `License` (many packages put the whole licence text
+/// there: numpy's starts with its copyright line).
 fn python_package(dir: &str, bytes: &[u8]) -> Option<Package> {
     let text = String::from_utf8_lossy(bytes);
     let (mut name, mut version, mut expression, mut license) = (None, None, None, None);
+    let mut license_lines = 0;
     let mut classifiers = Vec::new();
+    let mut in_license = false;
     for line in text.lines() {
         if line.is_empty() {
             break; // the body (description) follows the headers
         }
+        if line.starts_with([' ', '\t']) {
+            license_lines += usize::from(in_license);
+            continue;
+        }
+        in_license = false;
         let Some((key, value)) = line.split_once(':') else {
             continue;
         };
@@ -223,7 +232,11 @@ fn python_package(dir: &str, bytes: &[u8]) -> Option<Package> {
             "Name" => name = Some(value.to_string()),
             "Version" => version = Some(value.to_string()),
             "License-Expression" => expression = Some(value.to_string()),
-            "License" if !value.is_empty() && value.len() <= 100 => license = Some(value.to_string()),
+            "License" => {
+                in_license = true;
+                license_lines = 1;
+                license = Some(value.to_string()).filter(|v| !v.is_empty() && v.len() <= 100);
+            }
             "Classifier" => {
                 if let Some(l) = value.strip_prefix("License :: ") {
                     classifiers.push(l.rsplit(" :: ").next().unwrap_or(l).to_string());
@@ -232,6 +245,8 @@ fn python_package(dir: &str, bytes: &[u8]) -> Option<Package> {
             _ => {}
         }
     }
+    let license = license.filter(|_| license_lines == 1);
+    let spdx_license = license.clone().filter(|l| super::spdx_expression(l).is_some());
     let from_classifiers = (!classifiers.is_empty()).then(|| match classifiers.len() {
         1 => classifiers[0].clone(),
         _ => classifiers.join(" OR "),
@@ -240,7 +255,7 @@ fn python_package(dir: &str, bytes: &[u8]) -> Option<Package> {
         ecosystem: Ecosystem::Pypi,
         name: name?,
         version: version?,
-        license: expression.or(license).or(from_classifiers),
+        license: expression.or(spdx_license).or(from_classifiers).or(license),
         path: dir.to_string(),
         sha512: None,
         download: None,
@@ -277,7 +292,7 @@ mod tests {
             ),
             file(
                 "site/numpy-2.1.0.dist-info/METADATA",
-                "Metadata-Version: 2.1\nName: numpy\nVersion: 2.1.0\nClassifier: License :: OSI Approved :: BSD License\n\nLicense: not a header\n",
+                "Metadata-Version: 2.1\nName: numpy\nVersion: 2.1.0\nLicense: Copyright (c) 2005, NumPy Developers.\n        All rights reserved.\nClassifier: License :: OSI Approved :: BSD License\n\nLicense: not a header\n",
             ),
         ];
         let written = write_layer(entries, 1, &dir.path().join("layer.tar.gz")).unwrap();
