@@ -1847,7 +1847,12 @@ async fn referrers_go_in_after_their_image_through_the_fallback_tag() {
             .await
             .unwrap();
         let subject = subject_of(&img);
-        let sbom = Artifact::new("application/spdx+json", b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(), &subject, 1);
+        let sbom = Artifact::new(
+            "application/spdx+json",
+            b"{\"spdxVersion\":\"SPDX-2.3\"}".to_vec(),
+            &subject,
+            1,
+        );
         proxy.clear();
         let report = c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap();
         assert!(!report.referrers_api);
@@ -1873,7 +1878,12 @@ async fn referrers_go_in_after_their_image_through_the_fallback_tag() {
         assert_eq!(manifest["subject"]["digest"], img.digest.as_str());
 
         // Another tool's artifact (a signature) for the same image, then ours again: both stay.
-        let other = Artifact::new("application/vnd.dev.sigstore.bundle.v0.3+json", b"{}".to_vec(), &subject, 1);
+        let other = Artifact::new(
+            "application/vnd.dev.sigstore.bundle.v0.3+json",
+            b"{}".to_vec(),
+            &subject,
+            1,
+        );
         c.attach(&target, std::slice::from_ref(&other)).await.unwrap();
         c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap();
         let listed = c.referrers(&target, &subject.digest).await.unwrap();
@@ -1881,17 +1891,32 @@ async fn referrers_go_in_after_their_image_through_the_fallback_tag() {
             listed,
             [
                 (sbom.digest.clone(), "application/spdx+json".to_string()),
-                (other.digest.clone(), "application/vnd.dev.sigstore.bundle.v0.3+json".to_string())
+                (
+                    other.digest.clone(),
+                    "application/vnd.dev.sigstore.bundle.v0.3+json".to_string()
+                )
             ]
         );
 
         // Something under the fallback tag that is not an index is left alone, with a clear error.
         let junk = one_layer_image("not an index", work.path());
-        c.push(&[target.with_tag(tag.clone())], junk.blobs.clone(), junk.manifest.clone(), None)
+        c.push(
+            &[target.with_tag(tag.clone())],
+            junk.blobs.clone(),
+            junk.manifest.clone(),
+            None,
+        )
+        .await
+        .unwrap();
+        let err = c
+            .attach(&target, std::slice::from_ref(&sbom))
             .await
-            .unwrap();
-        let err = c.attach(&target, std::slice::from_ref(&sbom)).await.unwrap_err().to_string();
-        assert!(err.contains(&format!("the referrers tag {tag}")) && err.contains("left as it is"), "{err}");
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("the referrers tag {tag}")) && err.contains("left as it is"),
+            "{err}"
+        );
     })
     .await;
 }

@@ -34,12 +34,7 @@ pub(super) struct Inputs<'a> {
 
 /// The SBOM artifacts of every image in `built` (two per platform, the index's order).
 pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<Artifact>> {
-    let cache = inputs
-        .opts
-        .dependencies
-        .cache_dir
-        .as_deref()
-        .map(InventoryCache::new);
+    let cache = inputs.opts.dependencies.cache_dir.as_deref().map(InventoryCache::new);
     let libraries = match inputs.libraries {
         Some(l) => packages_of(&l.digest, &BlobLocation::File(l.file.clone()), cache.as_ref(), inputs).await?,
         None => Vec::new(),
@@ -93,7 +88,9 @@ async fn packages_of(
     let file = match location {
         BlobLocation::File(f) => f.clone(),
         BlobLocation::Registry(r) => {
-            let client = inputs.client.context("the layer is in a registry but no registry client was set up")?;
+            let client = inputs
+                .client
+                .context("the layer is in a registry but no registry client was set up")?;
             let dest = inputs.work.join(format!("sbom-{}", digest.hex()));
             let size = std::fs::metadata(&dest).map(|m| m.len()).ok();
             if size.is_none() {

@@ -111,7 +111,11 @@ pub fn platforms(name: &str, dir: &Path, tag: Option<&str>) -> Result<Option<Vec
 
 fn select_tagged<'a>(name: &str, index: &'a ImageIndex, tag: Option<&str>) -> Result<&'a Descriptor, ReadError> {
     // Artifacts (an image's SBOMs) are listed too, so that tools find them: they are not images.
-    let manifests: Vec<&Descriptor> = index.manifests().iter().filter(|d| d.artifact_type().is_none()).collect();
+    let manifests: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| d.artifact_type().is_none())
+        .collect();
     let tag_of = |d: &&Descriptor| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned();
     match tag {
         Some(tag) => manifests

@@ -132,7 +132,11 @@ pub fn merge_index(existing: Option<&[u8]>, added: &[Value]) -> Result<Vec<u8>, 
 /// and artifact type.
 pub fn listed(index: &[u8]) -> Result<Vec<(Digest, String)>, BadIndex> {
     let v: Value = serde_json::from_slice(index).map_err(|e| BadIndex(e.to_string()))?;
-    let list = v.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = v
+        .get("manifests")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut out = Vec::new();
     for m in list {
         let digest = m
@@ -141,7 +145,11 @@ pub fn listed(index: &[u8]) -> Result<Vec<(Digest, String)>, BadIndex> {
             .ok_or_else(|| BadIndex("an entry has no digest".into()))?
             .parse()
             .map_err(|e: super::digest::DigestError| BadIndex(e.0))?;
-        let kind = m.get("artifactType").and_then(Value::as_str).unwrap_or_default().to_string();
+        let kind = m
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         out.push((digest, kind));
     }
     Ok(out)
@@ -165,10 +173,19 @@ mod tests {
         let m: Value = serde_json::from_slice(&a.manifest).unwrap();
         assert_eq!(m["artifactType"], "application/spdx+json");
         assert_eq!(m["subject"]["digest"], subject().digest.as_str());
-        assert_eq!(m["config"]["digest"], "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
+        assert_eq!(
+            m["config"]["digest"],
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
         assert_eq!(m["layers"][0]["digest"], a.document_digest.as_str());
-        assert_eq!(a.descriptor()["annotations"]["org.opencontainers.image.created"], "1970-01-01T00:00:01Z");
-        assert_eq!(fallback_tag(&subject().digest), format!("sha256-{}", subject().digest.hex()));
+        assert_eq!(
+            a.descriptor()["annotations"]["org.opencontainers.image.created"],
+            "1970-01-01T00:00:01Z"
+        );
+        assert_eq!(
+            fallback_tag(&subject().digest),
+            format!("sha256-{}", subject().digest.hex())
+        );
     }
 
     #[test]
@@ -184,7 +201,10 @@ mod tests {
         assert_eq!(list[0].0, Digest::of(b"theirs"));
         assert_eq!(list[1], (a.digest.clone(), "application/spdx+json".into()));
         assert!(merge_index(Some(b"{}"), &[]).is_ok_and(|i| listed(&i).unwrap().is_empty()));
-        assert!(merge_index(Some(b"[1]"), &[]).is_err(), "what is not an index is not overwritten");
+        assert!(
+            merge_index(Some(b"[1]"), &[]).is_err(),
+            "what is not an index is not overwritten"
+        );
         let image = format!(r#"{{"mediaType":"{OCI_MANIFEST}","layers":[]}}"#);
         assert!(merge_index(Some(image.as_bytes()), &[]).is_err());
         assert!(merge_index(Some(b"{\"manifests\": 3}"), &[]).is_err());

@@ -290,7 +290,11 @@ impl Client {
 
     /// One manifest exactly as the registry has it under `reference` (a tag or digest), with
     /// its media type and digest; an index is not resolved.
-    pub async fn raw_manifest(&self, repo: &Reference, reference: &str) -> Result<(Vec<u8>, String, String), RegistryError> {
+    pub async fn raw_manifest(
+        &self,
+        repo: &Reference,
+        reference: &str,
+    ) -> Result<(Vec<u8>, String, String), RegistryError> {
         let stats = std::sync::Arc::new(stats::Stats::default());
         let c = self.inner.counter(&stats);
         let conn = self.inner.conn(&repo.registry, repo.api_host());

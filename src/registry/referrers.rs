@@ -30,7 +30,12 @@ pub struct AttachReport {
 }
 
 /// The referrers API's list for `subject`, or None when the registry has no such API.
-async fn api_list(inner: &Inner, repo: &Reference, subject: &Digest, stats: &Arc<Stats>) -> Result<Option<Vec<u8>>, RegistryError> {
+async fn api_list(
+    inner: &Inner,
+    repo: &Reference,
+    subject: &Digest,
+    stats: &Arc<Stats>,
+) -> Result<Option<Vec<u8>>, RegistryError> {
     let c = inner.counter(stats);
     let conn = inner.conn(&repo.registry, repo.api_host());
     let base = inner.base(&conn, &c).await?;
@@ -55,7 +60,12 @@ async fn api_list(inner: &Inner, repo: &Reference, subject: &Digest, stats: &Arc
 }
 
 /// The fallback index of `subject`, if there is one.
-async fn fallback_index(inner: &Inner, repo: &Reference, subject: &Digest, stats: &Arc<Stats>) -> Result<Option<Vec<u8>>, RegistryError> {
+async fn fallback_index(
+    inner: &Inner,
+    repo: &Reference,
+    subject: &Digest,
+    stats: &Arc<Stats>,
+) -> Result<Option<Vec<u8>>, RegistryError> {
     let c = inner.counter(stats);
     let conn = inner.conn(&repo.registry, repo.api_host());
     match super::pull::get_manifest(inner, &conn, repo, &referrers::fallback_tag(subject), &c).await {
@@ -111,7 +121,11 @@ pub(crate) async fn attach(
             let added: Vec<_> = mine.iter().map(|a| a.descriptor()).collect();
             let index = referrers::merge_index(existing.as_deref(), &added).map_err(|e| RegistryError::Protocol {
                 registry: repo.registry.clone(),
-                what: format!("the referrers tag {} of {}", referrers::fallback_tag(subject), repo.name()),
+                what: format!(
+                    "the referrers tag {} of {}",
+                    referrers::fallback_tag(subject),
+                    repo.name()
+                ),
                 detail: format!("{e}; it was left as it is"),
             })?;
             let target = repo.with_tag(referrers::fallback_tag(subject));
@@ -131,7 +145,11 @@ pub(crate) async fn attach(
 
 /// The referrers of `subject` in `repo` (digest and artifact type), from the referrers API or
 /// the fallback tag.
-pub(crate) async fn list(inner: &Inner, repo: &Reference, subject: &Digest) -> Result<Vec<(Digest, String)>, RegistryError> {
+pub(crate) async fn list(
+    inner: &Inner,
+    repo: &Reference,
+    subject: &Digest,
+) -> Result<Vec<(Digest, String)>, RegistryError> {
     let stats = Arc::new(Stats::default());
     let index = match api_list(inner, repo, subject, &stats).await? {
         Some(index) => Some(index),

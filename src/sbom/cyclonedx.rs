@@ -119,7 +119,14 @@ fn serial_number(facts: &ImageFacts) -> String {
     b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
     let x = hex::encode(b);
-    format!("urn:uuid:{}-{}-{}-{}-{}", &x[..8], &x[8..12], &x[12..16], &x[16..20], &x[20..])
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
 }
 
 #[cfg(test)]
@@ -136,11 +143,17 @@ mod tests {
         assert_eq!(components[3]["purl"], "pkg:npm/express@4.21.2");
         assert_eq!(components[3]["licenses"][0]["expression"], "MIT");
         assert_eq!(components[4]["licenses"][0]["license"]["name"], "SEE LICENSE IN x");
-        assert_ne!(components[4]["bom-ref"], components[5]["bom-ref"], "a package installed twice is two components");
+        assert_ne!(
+            components[4]["bom-ref"], components[5]["bom-ref"],
+            "a package installed twice is two components"
+        );
         let serial = doc["serialNumber"].as_str().unwrap();
         assert_eq!(serial.len(), "urn:uuid:".len() + 36);
         assert_eq!(&serial[23..24], "5");
-        assert_eq!(doc["dependencies"][1]["dependsOn"][0], "npm:usr/src/app/function/node_modules/express");
+        assert_eq!(
+            doc["dependencies"][1]["dependsOn"][0],
+            "npm:usr/src/app/function/node_modules/express"
+        );
         assert_eq!(document(&facts()), document(&facts()));
     }
 }

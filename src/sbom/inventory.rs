@@ -184,10 +184,7 @@ fn npm_lock(node_modules: &str, bytes: &[u8]) -> Vec<(String, LockEntry)> {
                 .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
                 .filter(|d| d.len() == 64)
                 .map(hex::encode);
-            let resolved = entry
-                .get("resolved")
-                .and_then(|r| r.as_str())
-                .and_then(public_url);
+            let resolved = entry.get("resolved").and_then(|r| r.as_str()).and_then(public_url);
             (format!("{root}{key}"), LockEntry { sha512, resolved })
         })
         .collect()

@@ -45,8 +45,16 @@ impl Package {
     /// The package URL (purl spec): `pkg:npm/%40scope/name@1.0.0`, `pkg:pypi/name@1.0`.
     pub fn purl(&self) -> String {
         match self.ecosystem {
-            Ecosystem::Npm => format!("pkg:npm/{}@{}", purl_encode(&self.name).replacen("%2F", "/", 1), purl_encode(&self.version)),
-            Ecosystem::Pypi => format!("pkg:pypi/{}@{}", purl_encode(&pypi_name(&self.name)), purl_encode(&self.version)),
+            Ecosystem::Npm => format!(
+                "pkg:npm/{}@{}",
+                purl_encode(&self.name).replacen("%2F", "/", 1),
+                purl_encode(&self.version)
+            ),
+            Ecosystem::Pypi => format!(
+                "pkg:pypi/{}@{}",
+                purl_encode(&pypi_name(&self.name)),
+                purl_encode(&self.version)
+            ),
         }
     }
 }
@@ -103,9 +111,16 @@ impl ImageName {
             qualifiers.push(format!("os={}", purl_encode(&p.os)));
         }
         if let Some(r) = &self.repository {
-            qualifiers.push(format!("repository_url={}", purl_encode(r).replace("%2F", "/").replace("%3A", ":")));
+            qualifiers.push(format!(
+                "repository_url={}",
+                purl_encode(r).replace("%2F", "/").replace("%3A", ":")
+            ));
         }
-        let mut purl = format!("pkg:oci/{}@{}", purl_encode(&self.name.to_lowercase()), purl_encode(digest.as_str()));
+        let mut purl = format!(
+            "pkg:oci/{}@{}",
+            purl_encode(&self.name.to_lowercase()),
+            purl_encode(digest.as_str())
+        );
         if !qualifiers.is_empty() {
             purl.push('?');
             purl.push_str(&qualifiers.join("&"));
@@ -181,9 +196,18 @@ mod tests {
 
     #[test]
     fn purls_follow_the_purl_spec() {
-        assert_eq!(package(Ecosystem::Npm, "@img/sharp", "0.34.4").purl(), "pkg:npm/%40img/sharp@0.34.4");
-        assert_eq!(package(Ecosystem::Npm, "a", "1.0.0+build").purl(), "pkg:npm/a@1.0.0%2Bbuild");
-        assert_eq!(package(Ecosystem::Pypi, "Foo_Bar.baz", "2.1").purl(), "pkg:pypi/foo-bar-baz@2.1");
+        assert_eq!(
+            package(Ecosystem::Npm, "@img/sharp", "0.34.4").purl(),
+            "pkg:npm/%40img/sharp@0.34.4"
+        );
+        assert_eq!(
+            package(Ecosystem::Npm, "a", "1.0.0+build").purl(),
+            "pkg:npm/a@1.0.0%2Bbuild"
+        );
+        assert_eq!(
+            package(Ecosystem::Pypi, "Foo_Bar.baz", "2.1").purl(),
+            "pkg:pypi/foo-bar-baz@2.1"
+        );
         let name = ImageName {
             name: "hello".into(),
             repository: Some("127.0.0.1:5000/fn/hello".into()),
@@ -191,14 +215,20 @@ mod tests {
         let d = Digest::of(b"x");
         assert_eq!(
             name.purl(&d, Some(&Platform::new("linux", "arm64", None))),
-            format!("pkg:oci/hello@sha256%3A{}?arch=arm64&os=linux&repository_url=127.0.0.1:5000/fn/hello", d.hex())
+            format!(
+                "pkg:oci/hello@sha256%3A{}?arch=arm64&os=linux&repository_url=127.0.0.1:5000/fn/hello",
+                d.hex()
+            )
         );
     }
 
     #[test]
     fn licence_expressions_are_canonical_or_free_text() {
         assert_eq!(spdx_expression("MIT").as_deref(), Some("MIT"));
-        assert_eq!(spdx_expression("(MIT OR Apache-2.0)").as_deref(), Some("(MIT OR Apache-2.0)"));
+        assert_eq!(
+            spdx_expression("(MIT OR Apache-2.0)").as_deref(),
+            Some("(MIT OR Apache-2.0)")
+        );
         assert_eq!(spdx_expression("MIT/Apache-2.0").as_deref(), Some("MIT OR Apache-2.0"));
         assert_eq!(spdx_expression("SEE LICENSE IN LICENSE.md"), None);
         assert_eq!(spdx_expression("BSD License"), None);

@@ -64,12 +64,17 @@ pub async fn run(args: SbomArgs) -> Result<()> {
             })?;
             from_registry(&client, r, &platform, wanted).await?
         }
-        Location::OciLayout { dir, tag } => from_layout(&args.image.to_string(), dir, tag.as_deref(), &platform, wanted)?,
+        Location::OciLayout { dir, tag } => {
+            from_layout(&args.image.to_string(), dir, tag.as_deref(), &platform, wanted)?
+        }
         other => bail!("{other}: SBOMs are read from registries and OCI layouts (docker://REF or oci:DIR[:TAG])"),
     };
     let mut out = std::io::stdout().lock();
-    out.write_all(&document).context("cannot write the SBOM to stdout")?;
-    Ok(())
+    match out.write_all(&document).and_then(|()| out.flush()) {
+        // A reader that stopped early (`| head`) wanted no more.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write the SBOM to stdout"),
+    }
 }
 
 async fn from_registry(client: &Client, r: &Reference, platform: &Platform, wanted: &str) -> Result<Vec<u8>> {
@@ -92,7 +97,8 @@ fn from_layout(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform, w
     )
     .with_context(|| format!("{name}: index.json is malformed"))?;
     let read_blob = |digest: &Digest| -> Result<Vec<u8>> {
-        let bytes = std::fs::read(layout::blob_path(dir, digest)).with_context(|| format!("{name}: blob {digest} is missing"))?;
+        let bytes = std::fs::read(layout::blob_path(dir, digest))
+            .with_context(|| format!("{name}: blob {digest} is missing"))?;
         if Digest::of(&bytes) != *digest {
             bail!("{name}: blob {digest} does not hold what its digest says: it was altered");
         }
@@ -114,7 +120,10 @@ fn from_layout(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform, w
         }
         listed.push((digest, kind.to_string()));
     }
-    bail!("{name} ({subject}) has no {wanted} SBOM attached ({})", described(&listed))
+    bail!(
+        "{name} ({subject}) has no {wanted} SBOM attached ({})",
+        described(&listed)
+    )
 }
 
 fn manifest_subject_is(manifest: &[u8], subject: &Digest) -> bool {

@@ -230,8 +230,15 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(doc["packages"][5]["licenseDeclared"], "LicenseRef-SEE-LICENSE-IN-x");
-        assert_eq!(doc["hasExtractedLicensingInfos"][0]["extractedText"], "SEE LICENSE IN x");
+        assert_eq!(
+            doc["hasExtractedLicensingInfos"][0]["extractedText"],
+            "SEE LICENSE IN x"
+        );
         assert_eq!(doc["creationInfo"]["created"], "1970-01-01T00:00:01Z");
-        assert_eq!(document(&facts()), document(&facts()), "the same facts give the same bytes");
+        assert_eq!(
+            document(&facts()),
+            document(&facts()),
+            "the same facts give the same bytes"
+        );
     }
 }
