@@ -4,7 +4,7 @@
 mod bases;
 mod layers;
 mod report;
-mod sboms;
+mod referrers;
 
 pub use report::{BaseSummary, BuildResult, ImageResult, LayerSummary, PlatformResult, Timings};
 
@@ -60,6 +60,8 @@ pub struct BuildOptions {
     pub libraries: LibraryStores,
     /// Attach an SPDX and a CycloneDX SBOM to each image (as referrers).
     pub sbom: bool,
+    /// Attach SLSA v1 provenance to each image (as a referrer, a DSSE envelope).
+    pub provenance: bool,
 }
 
 /// What a build came to.
@@ -76,6 +78,7 @@ pub enum BuildOutcome {
 
 pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
     let started = Instant::now();
+    let wall_started = std::time::SystemTime::now();
     let runtime = opts.runtimes.load(&opts.runtime)?;
     // Once per build, here where every build passes (not in the install step, which a build Job
     // runs between two builds of the same function).
@@ -353,9 +356,9 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
             }
         }
     }
-    let referrers = match opts.sbom {
+    let referrers = match opts.sbom || opts.provenance {
         true => {
-            let inputs = sboms::Inputs {
+            let inputs = referrers::Inputs {
                 opts,
                 runtime: &runtime.name,
                 base_location: &base_location,
@@ -367,8 +370,15 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
                 epoch,
                 client: client.as_ref(),
                 work: work.path(),
+                started: wall_started,
+                dependency_files: deps_plan
+                    .iter()
+                    .flat_map(|p| std::iter::once(p.dependency_file.clone()).chain(p.lock_file.clone()))
+                    .collect(),
             };
-            sboms::artifacts(&built, &inputs).await.context("making the SBOMs")?
+            referrers::artifacts(&built, &inputs)
+                .await
+                .context("making the SBOMs and provenance")?
         }
         false => Vec::new(),
     };

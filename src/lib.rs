@@ -1,5 +1,6 @@
 //! fnbuild: turns a serverless function's source into an OCI image without a Docker daemon.
 
+pub mod attest;
 pub mod build;
 pub mod cli;
 pub mod formats;

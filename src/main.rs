@@ -220,6 +220,12 @@ struct BuildArgs {
     /// where the registry has no referrers API) and into OCI layouts; `fnbuild sbom IMAGE` prints them.
     #[arg(help_heading = "Supply chain", long, env = "FNBUILD_SBOM")]
     sbom: bool,
+    /// Attach SLSA v1 provenance to each image: an in-toto Statement in a DSSE envelope naming the
+    /// source (directory, or git URL and commit), runtime, base and platform, and by digest the
+    /// base manifest, the dependency and lock files and each layer fnbuild wrote. Its start and
+    /// finish times are its only fields that differ between two builds of the same input.
+    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_PROVENANCE")]
+    provenance: bool,
     /// Timestamp for every file and date in the image, in seconds since the epoch (default 1;
     /// at most 253402300799, the last second of 9999).
     #[arg(help_heading = "Metadata", long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
@@ -530,6 +536,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         platforms: args.platform.unwrap_or_default(),
         digest_file: args.digest_file,
         sbom: args.sbom,
+        provenance: args.provenance,
         max_layers: args.max_layers as usize,
         libraries,
         dependencies,

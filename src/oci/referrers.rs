@@ -36,7 +36,23 @@ pub struct Artifact {
 impl Artifact {
     /// The artifact whose one layer is `document`, of `artifact_type`, referring to `subject`.
     pub fn new(artifact_type: &str, document: Vec<u8>, subject: &Subject, epoch: u64) -> Artifact {
+        Artifact::annotated(artifact_type, document, subject, epoch, &[])
+    }
+
+    /// [`Artifact::new`] with more manifest annotations (an attestation's predicate type).
+    pub fn annotated(
+        artifact_type: &str,
+        document: Vec<u8>,
+        subject: &Subject,
+        epoch: u64,
+        annotations: &[(&str, &str)],
+    ) -> Artifact {
         let document_digest = Digest::of(&document);
+        let mut all = serde_json::Map::new();
+        all.insert("org.opencontainers.image.created".into(), json!(rfc3339(epoch)));
+        for (k, v) in annotations {
+            all.insert((*k).into(), json!(v));
+        }
         let manifest = canonical_json(&json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -52,7 +68,7 @@ impl Artifact {
                 "digest": subject.digest.as_str(),
                 "size": subject.size,
             },
-            "annotations": {"org.opencontainers.image.created": rfc3339(epoch)},
+            "annotations": all,
         }));
         Artifact {
             artifact_type: artifact_type.into(),

@@ -1,8 +1,11 @@
-//! `--sbom`: each platform's image gets an SPDX and a CycloneDX document as referrers. The
-//! packages are read from the layers the image carries (the runtime's libraries, the
-//! function's dependencies), once per layer digest: a cached layer's inventory is cached too.
+//! What is attached to each platform's image as referrers. `--sbom`: an SPDX and a CycloneDX
+//! document, whose packages are read from the layers the image carries (the runtime's
+//! libraries, the function's dependencies), once per layer digest, so a cached layer's
+//! inventory is cached too. `--provenance`: SLSA v1 provenance in a DSSE envelope.
 
 use super::BuildOptions;
+use crate::attest::provenance::{self, ProvenanceFacts, Resolved};
+use crate::attest::{self, DSSE_ENVELOPE, IN_TOTO_PAYLOAD, PREDICATE_ANNOTATION};
 use crate::formats::Location;
 use crate::function::dependencies::ProvidedLayer;
 use crate::oci::digest::Digest;
@@ -30,12 +33,17 @@ pub(super) struct Inputs<'a> {
     pub epoch: u64,
     pub client: Option<&'a Client>,
     pub work: &'a Path,
+    /// When the build began (wall clock), for the provenance.
+    pub started: std::time::SystemTime,
+    /// The dependency and lock files the install read, by name (for the provenance).
+    pub dependency_files: Vec<String>,
 }
 
-/// The SBOM artifacts of every image in `built` (two per platform, the index's order).
+/// The artifacts of every image in `built`, the index's order: its SBOMs (two) and provenance.
 pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<Artifact>> {
+    let opts = inputs.opts;
     let cache = inputs.opts.dependencies.cache_dir.as_deref().map(InventoryCache::new);
-    let libraries = match inputs.libraries {
+    let libraries = match inputs.libraries.filter(|_| opts.sbom) {
         Some(l) => packages_of(&l.digest, &BlobLocation::File(l.file.clone()), cache.as_ref(), inputs).await?,
         None => Vec::new(),
     };
@@ -45,13 +53,38 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
     };
     let mut artifacts = Vec::new();
     for (((platform, image), base), deps) in images.into_iter().zip(inputs.bases).zip(inputs.dependencies) {
+        let subject = Subject {
+            media_type: image.manifest_media_type.clone(),
+            digest: image.manifest_digest.clone(),
+            size: image.manifest.len() as u64,
+        };
+        let name = image_name(&opts.outputs);
+        if opts.provenance {
+            let statement = attest::statement(
+                &name.repository.clone().unwrap_or_else(|| name.name.clone()),
+                image.manifest_digest.hex(),
+                provenance::PREDICATE_TYPE,
+                provenance::predicate(&provenance_facts(inputs, &platform, base, deps.as_ref())),
+            );
+            let envelope = attest::envelope(IN_TOTO_PAYLOAD, &crate::oci::canonical_json(&statement), &[]);
+            artifacts.push(Artifact::annotated(
+                DSSE_ENVELOPE,
+                envelope,
+                &subject,
+                inputs.epoch,
+                &[(PREDICATE_ANNOTATION, provenance::PREDICATE_TYPE)],
+            ));
+        }
+        if !opts.sbom {
+            continue;
+        }
         let mut packages: Vec<(Role, Package)> = libraries.iter().map(|p| (Role::Libraries, p.clone())).collect();
         if let Some(d) = deps {
             let found = packages_of(&d.digest, &d.location, cache.as_ref(), inputs).await?;
             packages.extend(found.into_iter().map(|p| (Role::Dependencies, p)));
         }
         let facts = ImageFacts {
-            image: image_name(&inputs.opts.outputs),
+            image: name,
             digest: image.manifest_digest.clone(),
             platform,
             base: base_name(inputs.base_location, base),
@@ -62,16 +95,72 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
             packages,
             created: rfc3339(inputs.epoch),
         };
-        let subject = Subject {
-            media_type: image.manifest_media_type.clone(),
-            digest: image.manifest_digest.clone(),
-            size: image.manifest.len() as u64,
-        };
         let (spdx, cyclonedx) = facts.documents();
         artifacts.push(Artifact::new(SPDX_JSON, spdx, &subject, inputs.epoch));
         artifacts.push(Artifact::new(CYCLONEDX_JSON, cyclonedx, &subject, inputs.epoch));
     }
     Ok(artifacts)
+}
+
+/// What the provenance of one platform's image says.
+fn provenance_facts(
+    inputs: &Inputs<'_>,
+    platform: &Platform,
+    base: &BaseImage,
+    deps: Option<&ProvidedLayer>,
+) -> ProvenanceFacts {
+    let opts = inputs.opts;
+    let sha256 = |d: &Digest| ("sha256", d.hex().to_string());
+    let mut resolved = vec![Resolved {
+        name: "base".into(),
+        uri: Some(inputs.base_location.to_string()),
+        digest: sha256(&base.manifest_digest),
+    }];
+    if let (Some(url), Some(rev)) = (&opts.source_url, &opts.revision) {
+        resolved.push(Resolved {
+            name: "source".into(),
+            uri: Some(format!("git+{url}")),
+            digest: ("gitCommit", rev.clone()),
+        });
+    }
+    for file in &inputs.dependency_files {
+        if let Ok(bytes) = std::fs::read(opts.source_dir.join(file)) {
+            resolved.push(Resolved {
+                name: file.clone(),
+                uri: None,
+                digest: sha256(&Digest::of(&bytes)),
+            });
+        }
+    }
+    let layers = [
+        ("runtime layer", inputs.runtime_layer.map(|l| &l.digest)),
+        ("libraries layer", inputs.libraries.map(|l| &l.digest)),
+        ("dependencies layer", deps.map(|d| &d.digest)),
+        ("function layer", Some(&inputs.function_layer.digest)),
+    ];
+    for (name, digest) in layers {
+        if let Some(d) = digest {
+            resolved.push(Resolved {
+                name: name.into(),
+                uri: None,
+                digest: sha256(d),
+            });
+        }
+    }
+    ProvenanceFacts {
+        source_uri: match (&opts.source_url, &opts.revision) {
+            (Some(url), Some(rev)) => Some(format!("git+{url}@{rev}")),
+            (Some(url), None) => Some(url.clone()),
+            _ => None,
+        },
+        runtime: inputs.runtime.to_string(),
+        base: inputs.base_location.to_string(),
+        platform: platform.to_string(),
+        source_date_epoch: inputs.epoch,
+        resolved,
+        started: humantime::format_rfc3339_seconds(inputs.started).to_string(),
+        finished: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    }
 }
 
 /// The packages in a layer: from the inventory cache, else read from the layer (downloaded
