@@ -62,6 +62,8 @@ pub struct BuildOptions {
     pub sbom: bool,
     /// Attach SLSA v1 provenance to each image (as a referrer, a DSSE envelope).
     pub provenance: bool,
+    /// Sign pushed images (cosign signatures) and the attestations (DSSE) with this key.
+    pub signing_key: Option<std::sync::Arc<crate::attest::keys::SigningKey>>,
 }
 
 /// What a build came to.
@@ -388,6 +390,7 @@ pub async fn build(opts: &BuildOptions) -> Result<BuildOutcome> {
         work: work.path(),
         mount_from: &mount_from,
         referrers: &referrers,
+        signer: opts.signing_key.as_deref(),
     };
     let outputs = formats::write(&opts.outputs, &built, &ctx).await?;
     let outputs_time = t.elapsed();

@@ -68,6 +68,13 @@ enum Command {
         fnbuild sbom registry.example.com/fn/hello:v1 > hello.spdx.json\n  \
         fnbuild sbom oci:out:hello --format cyclonedx --platform linux/arm64")]
     Sbom(fnbuild::sbom::show::SbomArgs),
+    /// Check an image against a public key: its blobs, its cosign signature (and its index's),
+    /// each attestation (signed by the key, about this image) and that its SBOMs describe it.
+    /// One line per check; exits 1 when any fails.
+    #[command(after_help = "Examples:\n  \
+        fnbuild verify registry.example.com/fn/hello:v1 --key cosign.pub\n  \
+        fnbuild verify registry.example.com/fn/hello:v1 --key cosign.pub --platform linux/arm64 --json")]
+    Verify(fnbuild::attest::verify::VerifyArgs),
     /// Write a working hello-world function for a runtime into a new directory.
     #[command(
         after_help = "Examples:\n  fnbuild init --runtime nodejs24 my-function && cd my-function && fnbuild build . --runtime nodejs24 --load my-function:dev\n  \
@@ -226,6 +233,13 @@ struct BuildArgs {
     /// finish times are its only fields that differ between two builds of the same input.
     #[arg(help_heading = "Supply chain", long, env = "FNBUILD_PROVENANCE")]
     provenance: bool,
+    /// Sign with this ECDSA P-256 private key (PEM: PKCS#8 as `openssl genpkey` writes, or SEC1;
+    /// decrypted): each pushed image, and an index and each of its images, gets a cosign
+    /// signature (the `sha256-<hex>.sig` tag `cosign verify --key` reads), and the provenance and
+    /// SBOMs become signed DSSE attestations. The key is hidden from the installers and refused
+    /// in layers and logs.
+    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
     /// Timestamp for every file and date in the image, in seconds since the epoch (default 1;
     /// at most 253402300799, the last second of 9999).
     #[arg(help_heading = "Metadata", long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS",
@@ -394,6 +408,7 @@ fn main() -> ExitCode {
             Command::FetchSource(args) => fnbuild::git::fetch_source(&args),
             Command::RuntimeLibraries(args) => run_libraries(args).await,
             Command::Sbom(args) => fnbuild::sbom::show::run(args).await,
+            Command::Verify(args) => fnbuild::attest::verify::run(args).await,
             Command::Init(args) => {
                 let git = args.git_url.map(|url| fnbuild::init::GitHome {
                     url,
@@ -478,10 +493,16 @@ async fn run_build(args: BuildArgs) -> Result<()> {
     };
     dependencies.hide = guard_secrets(
         args.registry_config.as_deref(),
-        args.cache_key_file.as_deref(),
+        &[args.cache_key_file.as_deref(), args.sign_key.as_deref()],
         cache_dir.as_deref(),
         &dependencies,
     )?;
+    let signing_key = match &args.sign_key {
+        Some(f) => Some(std::sync::Arc::new(
+            fnbuild::attest::keys::SigningKey::from_file(f).context("--sign-key")?,
+        )),
+        None => None,
+    };
     // --git-url: one commit fetched into a directory of its own, removed when the build ends.
     let git_work = tempfile::Builder::new()
         .prefix("fnbuild-git-")
@@ -537,6 +558,7 @@ async fn run_build(args: BuildArgs) -> Result<()> {
         digest_file: args.digest_file,
         sbom: args.sbom,
         provenance: args.provenance,
+        signing_key,
         max_layers: args.max_layers as usize,
         libraries,
         dependencies,
@@ -592,7 +614,7 @@ async fn run_libraries(args: LibrariesArgs) -> Result<()> {
         pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
         ..Default::default()
     };
-    dependencies.hide = guard_secrets(None, None, default_cache_dir().as_deref(), &dependencies)?;
+    dependencies.hide = guard_secrets(None, &[], default_cache_dir().as_deref(), &dependencies)?;
     let runtimes = args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk);
     let made = libraries::make_store(
         &runtimes,
@@ -621,7 +643,7 @@ async fn run_install(args: InstallArgs) -> Result<()> {
         pip_conf: credentials_file("--pip-conf", args.pip_conf)?,
         ..Default::default()
     };
-    dependencies.hide = guard_secrets(None, None, default_cache_dir().as_deref(), &dependencies)?;
+    dependencies.hide = guard_secrets(None, &[], default_cache_dir().as_deref(), &dependencies)?;
     let runtimes = args.runtimes_dir.map_or(Runtimes::Embedded, Runtimes::Disk);
     let step = match args.step {
         StepArg::All => InstallStep::All,
@@ -650,7 +672,7 @@ async fn run_install(args: InstallArgs) -> Result<()> {
 /// environment are closed to the installer's scripts. Returns what the installer must not see.
 fn guard_secrets(
     registry_config: Option<&std::path::Path>,
-    cache_key_file: Option<&std::path::Path>,
+    key_files: &[Option<&std::path::Path>],
     cache_dir: Option<&std::path::Path>,
     deps: &DependencyOptions,
 ) -> Result<Vec<PathBuf>> {
@@ -676,9 +698,14 @@ fn guard_secrets(
     hide.extend(configs.into_iter().flatten());
     hide.extend(docker_dir);
     hide.extend(home_docker);
-    if let Some(key) = cache_key_file {
+    // The cache's HMAC key and the signing key: the whole file, and each line of a PEM body.
+    for key in key_files.iter().flatten() {
         if let Ok(bytes) = std::fs::read(key) {
-            fnbuild::secrets::register(String::from_utf8_lossy(&bytes).trim());
+            let text = String::from_utf8_lossy(&bytes);
+            fnbuild::secrets::register(text.trim());
+            for line in text.lines().map(str::trim).filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+                fnbuild::secrets::register(line);
+            }
         }
         hide.push(key.to_path_buf());
     }

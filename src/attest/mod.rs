@@ -2,7 +2,10 @@
 //! (github.com/secure-systems-lab/dsse), signed with the build's key when it has one and
 //! unsigned (no signatures) otherwise. SLSA provenance is one ([`provenance`]).
 
+pub mod cosign;
+pub mod keys;
 pub mod provenance;
+pub mod verify;
 
 use base64::Engine;
 use serde_json::{json, Value};

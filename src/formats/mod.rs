@@ -308,6 +308,8 @@ pub struct WriteContext<'a> {
     /// Artifacts that refer to the images (SBOMs): attached after the images in registries
     /// and OCI layouts; other outputs cannot hold them.
     pub referrers: &'a [crate::oci::referrers::Artifact],
+    /// Signs what a push puts in a registry (cosign signatures), when given.
+    pub signer: Option<&'a crate::attest::keys::SigningKey>,
 }
 
 /// Writes `built` to every output. Files and the daemon come first and pushes last, so nothing

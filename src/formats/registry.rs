@@ -4,6 +4,7 @@
 
 use super::{checked_digest, diff_ids, invalid, parse_config, parse_manifest, BlobSummary, Location, OutputSummary};
 use super::{ReadError, WriteContext, WriteError};
+use crate::attest::cosign;
 use crate::oci::digest::Digest;
 use crate::oci::index::Built;
 use crate::oci::platform::Platform;
@@ -125,6 +126,23 @@ pub async fn push(
             "referrers attached"
         );
         requests += attached.requests;
+    }
+    // cosign signatures: the index (or the image), then each platform's image of an index.
+    if let Some(signer) = ctx.signer {
+        let mut signed: Vec<&Digest> = vec![built.digest()];
+        if let Built::Index(index) = built {
+            signed.extend(index.images.iter().map(|(_, i)| &i.manifest_digest));
+        }
+        let repository = targets[0].name();
+        for subject in signed {
+            let payload = cosign::payload(&repository, subject);
+            let signature = cosign::Signature {
+                signature: signer.sign(&payload),
+                payload,
+            };
+            requests += client.sign(&targets[0], subject, &signature).await?;
+        }
+        tracing::info!(repository = %repository, "signed");
     }
     let mut summaries = Vec::new();
     for target in &targets {

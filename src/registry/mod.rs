@@ -279,6 +279,17 @@ impl Client {
         referrers::attach(&self.inner, &self.prepared, repo, artifacts).await
     }
 
+    /// Adds a cosign signature of `subject` to its signature image in `repo` (tag
+    /// `sha256-<hex>.sig`), keeping the others there; the HTTP requests it took.
+    pub async fn sign(
+        &self,
+        repo: &Reference,
+        subject: &crate::oci::digest::Digest,
+        signature: &crate::attest::cosign::Signature,
+    ) -> Result<u64, RegistryError> {
+        referrers::sign(&self.inner, &self.prepared, repo, subject, signature).await
+    }
+
     /// The artifacts that refer to `subject` in `repo`: digest and artifact type.
     pub async fn referrers(
         &self,

@@ -16,6 +16,7 @@ use super::send::Req;
 use super::sessions::PreparedPushes;
 use super::stats::Stats;
 use super::{push, BlobSource, PushBlob, PushManifest};
+use crate::attest::cosign;
 use crate::oci::digest::Digest;
 use crate::oci::reference::Reference;
 use crate::oci::referrers::{self, Artifact, EMPTY_BLOB};
@@ -141,6 +142,49 @@ pub(crate) async fn attach(
         referrers_api: api,
         requests: requests + stats.requests(),
     })
+}
+
+/// Adds `signature` to `subject`'s cosign signature image (tag `sha256-<hex>.sig` in `repo`),
+/// keeping the signatures already there.
+pub(crate) async fn sign(
+    inner: &Inner,
+    prepared: &PreparedPushes,
+    repo: &Reference,
+    subject: &Digest,
+    signature: &cosign::Signature,
+) -> Result<u64, RegistryError> {
+    let stats = Arc::new(Stats::default());
+    let c = inner.counter(&stats);
+    let conn = inner.conn(&repo.registry, repo.api_host());
+    let tag = cosign::signature_tag(subject);
+    let existing = match super::pull::get_manifest(inner, &conn, repo, &tag, &c).await {
+        Ok((bytes, _, _)) => Some(bytes),
+        Err(RegistryError::ManifestUnknown { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let (manifest, config) = cosign::signature_image(existing.as_deref(), signature).map_err(|e| RegistryError::Protocol {
+        registry: repo.registry.clone(),
+        what: format!("the signature tag {tag} of {}", repo.name()),
+        detail: format!("{e}; it was left as it is"),
+    })?;
+    let blobs = vec![
+        PushBlob {
+            digest: Digest::of(&signature.payload).to_string(),
+            size: signature.payload.len() as u64,
+            source: BlobSource::Bytes(signature.payload.clone()),
+        },
+        PushBlob {
+            digest: Digest::of(&config).to_string(),
+            size: config.len() as u64,
+            source: BlobSource::Bytes(config),
+        },
+    ];
+    let manifest = PushManifest {
+        bytes: manifest,
+        media_type: OCI_MANIFEST.into(),
+    };
+    let report = push::push(inner, prepared, &[repo.with_tag(tag)], blobs, &[], manifest, None).await?;
+    Ok(report.requests + stats.requests())
 }
 
 /// The referrers of `subject` in `repo` (digest and artifact type), from the referrers API or
