@@ -3,8 +3,8 @@
 
 mod bases;
 mod layers;
-mod report;
 mod referrers;
+mod report;
 
 pub use report::{BaseSummary, BuildResult, ImageResult, LayerSummary, PlatformResult, Timings};
 

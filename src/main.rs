@@ -703,7 +703,11 @@ fn guard_secrets(
         if let Ok(bytes) = std::fs::read(key) {
             let text = String::from_utf8_lossy(&bytes);
             fnbuild::secrets::register(text.trim());
-            for line in text.lines().map(str::trim).filter(|l| l.len() >= 16 && !l.starts_with("-----")) {
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+            {
                 fnbuild::secrets::register(line);
             }
         }

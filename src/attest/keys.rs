@@ -13,7 +13,11 @@ pub enum KeyError {
     #[error("cannot read the key {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path} is not {wanted} ({why})")]
-    Format { path: String, wanted: &'static str, why: String },
+    Format {
+        path: String,
+        wanted: &'static str,
+        why: String,
+    },
 }
 
 pub struct SigningKey {
@@ -128,7 +132,11 @@ QcjnbBeXJsiD+UgoWdGJdz3mKb+hRANCAATyknil3UV36YwKemPTsfecwHQmWnni
             }
             Err(e) => panic!("{e}"),
         }
-        std::fs::write(&path, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &path,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
         let err = SigningKey::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("it is encrypted"), "{err}");
         std::fs::write(&path, "hello").unwrap();

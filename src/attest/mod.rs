@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn pae_follows_the_dsse_spec() {
         // The DSSE spec's own example.
-        assert_eq!(pae("http://example.com/HelloWorld", b"hello world"), b"DSSEv1 29 http://example.com/HelloWorld 11 hello world");
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+        );
     }
 
     #[test]
@@ -66,7 +69,9 @@ mod tests {
         let s = statement("fn", "ab", "https://slsa.dev/provenance/v1", json!({}));
         let e: Value = serde_json::from_slice(&envelope(IN_TOTO_PAYLOAD, s.to_string().as_bytes(), &[])).unwrap();
         assert_eq!(e["signatures"], json!([]));
-        let payload = base64::engine::general_purpose::STANDARD.decode(e["payload"].as_str().unwrap()).unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(e["payload"].as_str().unwrap())
+            .unwrap();
         let back: Value = serde_json::from_slice(&payload).unwrap();
         assert_eq!(back["subject"][0]["digest"]["sha256"], "ab");
     }

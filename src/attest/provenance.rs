@@ -92,8 +92,14 @@ mod tests {
             finished: "2026-12-07T00:00:01Z".into(),
         });
         assert_eq!(p["buildDefinition"]["buildType"], BUILD_TYPE);
-        assert_eq!(p["buildDefinition"]["externalParameters"]["source"]["uri"], "git+https://git.example.com/fns.git@0123");
-        assert_eq!(p["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"], "ab");
+        assert_eq!(
+            p["buildDefinition"]["externalParameters"]["source"]["uri"],
+            "git+https://git.example.com/fns.git@0123"
+        );
+        assert_eq!(
+            p["buildDefinition"]["resolvedDependencies"][0]["digest"]["sha256"],
+            "ab"
+        );
         assert_eq!(p["runDetails"]["builder"]["id"], BUILDER_ID);
     }
 }

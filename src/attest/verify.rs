@@ -106,7 +106,13 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
         check(&label, result.map(|(_, d)| d));
     }
     if !predicates.iter().any(|p| p == provenance::PREDICATE_TYPE) {
-        check("provenance", Err(anyhow::anyhow!("no signed {} attestation refers to the image", provenance::PREDICATE_TYPE)));
+        check(
+            "provenance",
+            Err(anyhow::anyhow!(
+                "no signed {} attestation refers to the image",
+                provenance::PREDICATE_TYPE
+            )),
+        );
     }
     for (kind, label) in [(SPDX_JSON, "sbom spdx"), (CYCLONEDX_JSON, "sbom cyclonedx")] {
         let result = match listed.iter().find(|(_, k)| k == kind) {
@@ -140,7 +146,9 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
 async fn blobs_intact(client: &Client, r: &Reference, manifest: &[u8]) -> Result<String> {
     let v: Value = serde_json::from_slice(manifest).context("the manifest is not JSON")?;
     let work = tempfile::tempdir().context("cannot make a scratch directory")?;
-    let descriptors: Vec<&Value> = std::iter::once(&v["config"]).chain(v["layers"].as_array().into_iter().flatten()).collect();
+    let descriptors: Vec<&Value> = std::iter::once(&v["config"])
+        .chain(v["layers"].as_array().into_iter().flatten())
+        .collect();
     for (i, d) in descriptors.iter().enumerate() {
         let digest = d["digest"].as_str().context("a descriptor has no digest")?;
         let size = d["size"].as_u64().unwrap_or(0);
@@ -166,7 +174,9 @@ async fn signature(client: &Client, r: &Reference, subject: &Digest, key: &Verif
             continue;
         }
         let p: Value = serde_json::from_slice(&payload).context("a signed payload is not JSON")?;
-        let named = p["critical"]["image"]["docker-manifest-digest"].as_str().unwrap_or_default();
+        let named = p["critical"]["image"]["docker-manifest-digest"]
+            .as_str()
+            .unwrap_or_default();
         if named != subject.as_str() {
             bail!("the payload signed by this key names {named}, not this image");
         }
@@ -177,7 +187,13 @@ async fn signature(client: &Client, r: &Reference, subject: &Digest, key: &Verif
 
 /// A DSSE attestation: the envelope's bytes as named, signed by `key`, about this image.
 /// Returns its predicate type.
-async fn attestation(client: &Client, r: &Reference, artifact: &Digest, subject: &Digest, key: &VerifyingKey) -> Result<(String, String)> {
+async fn attestation(
+    client: &Client,
+    r: &Reference,
+    artifact: &Digest,
+    subject: &Digest,
+    key: &VerifyingKey,
+) -> Result<(String, String)> {
     let document = artifact_document(client, r, artifact, subject).await?;
     let envelope: Value = serde_json::from_slice(&document).context("the envelope is not JSON")?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -198,7 +214,11 @@ async fn attestation(client: &Client, r: &Reference, artifact: &Digest, subject:
     if !signed {
         bail!("{predicate}: not signed by this key");
     }
-    let about = statement["subject"].as_array().into_iter().flatten().any(|s| s["digest"]["sha256"].as_str() == Some(subject.hex()));
+    let about = statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["digest"]["sha256"].as_str() == Some(subject.hex()));
     if !about {
         bail!("{predicate}: the statement is about another image");
     }
@@ -235,5 +255,7 @@ async fn artifact_document(client: &Client, r: &Reference, artifact: &Digest, su
     }
     let layer = &v["layers"][0];
     let digest = layer["digest"].as_str().context("the artifact names no document")?;
-    Ok(client.fetch_blob(r, digest, layer["size"].as_u64().unwrap_or(0)).await?)
+    Ok(client
+        .fetch_blob(r, digest, layer["size"].as_u64().unwrap_or(0))
+        .await?)
 }

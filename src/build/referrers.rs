@@ -66,7 +66,13 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
                 provenance::PREDICATE_TYPE,
                 provenance::predicate(&provenance_facts(inputs, &platform, base, deps.as_ref())),
             );
-            artifacts.push(attestation(opts, &statement, provenance::PREDICATE_TYPE, &subject, inputs.epoch));
+            artifacts.push(attestation(
+                opts,
+                &statement,
+                provenance::PREDICATE_TYPE,
+                &subject,
+                inputs.epoch,
+            ));
         }
         if !opts.sbom {
             continue;
@@ -91,10 +97,15 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
         let (spdx, cyclonedx) = facts.documents();
         // Signed, the SBOMs are attestations too (what admission policies check).
         if opts.signing_key.is_some() {
-            let subject_name = facts.image.repository.clone().unwrap_or_else(|| facts.image.name.clone());
+            let subject_name = facts
+                .image
+                .repository
+                .clone()
+                .unwrap_or_else(|| facts.image.name.clone());
             for (document, predicate_type) in [(&spdx, SPDX_PREDICATE), (&cyclonedx, CYCLONEDX_PREDICATE)] {
                 let predicate: serde_json::Value = serde_json::from_slice(document).context("an SBOM is JSON")?;
-                let statement = attest::statement(&subject_name, image.manifest_digest.hex(), predicate_type, predicate);
+                let statement =
+                    attest::statement(&subject_name, image.manifest_digest.hex(), predicate_type, predicate);
                 artifacts.push(attestation(opts, &statement, predicate_type, &subject, inputs.epoch));
             }
         }
@@ -109,7 +120,13 @@ pub const SPDX_PREDICATE: &str = "https://spdx.dev/Document";
 pub const CYCLONEDX_PREDICATE: &str = "https://cyclonedx.org/bom";
 
 /// `statement` in a DSSE envelope, signed with the build's key when it has one.
-fn attestation(opts: &BuildOptions, statement: &serde_json::Value, predicate_type: &str, subject: &Subject, epoch: u64) -> Artifact {
+fn attestation(
+    opts: &BuildOptions,
+    statement: &serde_json::Value,
+    predicate_type: &str,
+    subject: &Subject,
+    epoch: u64,
+) -> Artifact {
     let payload = crate::oci::canonical_json(statement);
     let signatures: Vec<(String, Vec<u8>)> = opts
         .signing_key
@@ -117,7 +134,13 @@ fn attestation(opts: &BuildOptions, statement: &serde_json::Value, predicate_typ
         .map(|k| (String::new(), k.sign(&attest::pae(IN_TOTO_PAYLOAD, &payload))))
         .collect();
     let envelope = attest::envelope(IN_TOTO_PAYLOAD, &payload, &signatures);
-    Artifact::annotated(DSSE_ENVELOPE, envelope, subject, epoch, &[(PREDICATE_ANNOTATION, predicate_type)])
+    Artifact::annotated(
+        DSSE_ENVELOPE,
+        envelope,
+        subject,
+        epoch,
+        &[(PREDICATE_ANNOTATION, predicate_type)],
+    )
 }
 
 /// What the provenance of one platform's image says.

@@ -162,11 +162,12 @@ pub(crate) async fn sign(
         Err(RegistryError::ManifestUnknown { .. }) => None,
         Err(e) => return Err(e),
     };
-    let (manifest, config) = cosign::signature_image(existing.as_deref(), signature).map_err(|e| RegistryError::Protocol {
-        registry: repo.registry.clone(),
-        what: format!("the signature tag {tag} of {}", repo.name()),
-        detail: format!("{e}; it was left as it is"),
-    })?;
+    let (manifest, config) =
+        cosign::signature_image(existing.as_deref(), signature).map_err(|e| RegistryError::Protocol {
+            registry: repo.registry.clone(),
+            what: format!("the signature tag {tag} of {}", repo.name()),
+            detail: format!("{e}; it was left as it is"),
+        })?;
     let blobs = vec![
         PushBlob {
             digest: Digest::of(&signature.payload).to_string(),
