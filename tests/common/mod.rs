@@ -11,6 +11,7 @@
 //!
 //! - [`git`], [`git_bare_and_work`], [`GitDaemon`], [`Sshd`]: repositories, `git daemon` and
 //!   OpenSSH's `sshd` on 127.0.0.1 (in `git_servers.rs`).
+//! - [`supply_chain`]: the SBOM validators and builds with `--sbom` (supply_chain.rs, signing.rs).
 //!
 //! Everything here panics with a descriptive message on failure: it is test support.
 //! (Over 600 lines: the one support module of every integration test, in sections by part.)
@@ -28,6 +29,7 @@ use tempfile::TempDir;
 mod git_servers;
 #[allow(unused_imports)] // not every test binary uses git
 pub use git_servers::*;
+pub mod supply_chain;
 
 // ---------------------------------------------------------------------------------------------
 // Paths and the binary
