@@ -1945,9 +1945,13 @@ async fn with_the_referrers_api_no_fallback_tag_is_written() {
         assert!(report.referrers_api);
         let log = proxy.log();
         assert!(
-            !log.iter().any(|l| l.path.contains(&fallback_tag(&subject.digest))),
+            !log.iter()
+                .any(|l| l.method == "PUT" && l.path.contains(&fallback_tag(&subject.digest))),
             "no fallback tag: {log:?}"
         );
+        // The image's tag still names the image, not an artifact.
+        let tagged = common::skopeo_inspect_raw(&format!("docker://{}/fn/api:v1", reg.addr()));
+        assert!(tagged.get("subject").is_none(), "{tagged}");
         for a in [&spdx, &cdx] {
             let m = common::skopeo_inspect_raw(&format!("docker://{}/fn/api@{}", reg.addr(), a.digest));
             assert_eq!(m["subject"]["digest"], img.digest.as_str());

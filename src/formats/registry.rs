@@ -114,9 +114,12 @@ pub async fn push(
             ),
         });
     }
-    // Referrers once the images they refer to are in.
-    let mut requests = report.requests;
-    if !ctx.referrers.is_empty() {
+    // Referrers and cosign signatures once the images they refer to are in, side by side:
+    // signatures of the index (or the image), and of each platform's image of an index.
+    let attach = async {
+        if ctx.referrers.is_empty() {
+            return Ok(0);
+        }
         let attached = client.attach(&targets[0], ctx.referrers).await?;
         tracing::info!(
             repository = %targets[0].name(),
@@ -125,25 +128,31 @@ pub async fn push(
             referrers_api = attached.referrers_api,
             "referrers attached"
         );
-        requests += attached.requests;
-    }
-    // cosign signatures: the index (or the image), then each platform's image of an index.
-    if let Some(signer) = ctx.signer {
-        let mut signed: Vec<&Digest> = vec![built.digest()];
+        Ok::<u64, crate::registry::RegistryError>(attached.requests)
+    };
+    let mut signed: Vec<&Digest> = Vec::new();
+    if ctx.signer.is_some() {
+        signed.push(built.digest());
         if let Built::Index(index) = built {
             signed.extend(index.images.iter().map(|(_, i)| &i.manifest_digest));
         }
-        let repository = targets[0].name();
-        for subject in signed {
-            let payload = cosign::payload(&repository, subject);
-            let signature = cosign::Signature {
-                signature: signer.sign(&payload),
-                payload,
-            };
-            requests += client.sign(&targets[0], subject, &signature).await?;
-        }
-        tracing::info!(repository = %repository, "signed");
     }
+    let repository = targets[0].name();
+    let signatures = futures_util::future::try_join_all(signed.iter().map(|subject| {
+        let signer = ctx.signer.expect("signing only with a key");
+        let payload = cosign::payload(&repository, subject);
+        let signature = cosign::Signature {
+            signature: signer.sign(&payload),
+            payload,
+        };
+        let (client, target) = (client, &targets[0]);
+        async move { client.sign(target, subject, &signature).await }
+    }));
+    let (attach_requests, sign_requests) = tokio::try_join!(attach, signatures)?;
+    if !signed.is_empty() {
+        tracing::info!(repository = %repository, signatures = signed.len(), "signed");
+    }
+    let requests = report.requests + attach_requests + sign_requests.iter().sum::<u64>();
     let mut summaries = Vec::new();
     for target in &targets {
         tracing::info!(output = %target, requests, bytes = report.bytes_uploaded, "pushed");

@@ -89,55 +89,66 @@ pub(crate) async fn attach(
     let Some(first) = artifacts.first() else {
         return Ok(AttachReport::default());
     };
-    let api = api_list(inner, repo, &first.subject.digest, &stats).await?.is_some();
-    let mut requests = 0;
     let mut subjects: Vec<&Digest> = artifacts.iter().map(|a| &a.subject.digest).collect();
     subjects.dedup();
-    for subject in subjects {
-        let mine: Vec<&Artifact> = artifacts.iter().filter(|a| &a.subject.digest == subject).collect();
-        let mut blobs = vec![PushBlob {
-            digest: Digest::of(EMPTY_BLOB).to_string(),
-            size: EMPTY_BLOB.len() as u64,
-            source: BlobSource::Bytes(EMPTY_BLOB.to_vec()),
-        }];
-        blobs.extend(mine.iter().map(|a| PushBlob {
-            digest: a.document_digest.to_string(),
-            size: a.document.len() as u64,
-            source: BlobSource::Bytes(a.document.clone()),
-        }));
-        let manifests: Vec<PushManifest> = mine
-            .iter()
-            .map(|a| PushManifest {
-                bytes: a.manifest.clone(),
-                media_type: OCI_MANIFEST.into(),
-            })
-            .collect();
-        let report = if api {
-            // The registry indexes them as they come: the last goes in as "the" manifest.
-            let (last, children) = manifests.split_last().expect("one artifact at least");
-            let target = repo.with_digest(mine.last().expect("one artifact").digest.as_str());
-            push::push(inner, prepared, &[target], blobs, children, last.clone(), None).await?
-        } else {
-            let existing = fallback_index(inner, repo, subject, &stats).await?;
-            let added: Vec<_> = mine.iter().map(|a| a.descriptor()).collect();
-            let index = referrers::merge_index(existing.as_deref(), &added).map_err(|e| RegistryError::Protocol {
-                registry: repo.registry.clone(),
-                what: format!(
-                    "the referrers tag {} of {}",
-                    referrers::fallback_tag(subject),
-                    repo.name()
-                ),
-                detail: format!("{e}; it was left as it is"),
-            })?;
-            let target = repo.with_tag(referrers::fallback_tag(subject));
-            let index = PushManifest {
-                bytes: index,
-                media_type: OCI_INDEX.into(),
+    // The reads first, side by side: whether the registry has the API, and each subject's
+    // fallback index (unused when it has).
+    let (api, existing) = tokio::try_join!(
+        api_list(inner, repo, &first.subject.digest, &stats),
+        futures_util::future::try_join_all(subjects.iter().map(|s| fallback_index(inner, repo, s, &stats)))
+    )?;
+    let api = api.is_some();
+    let pushes = subjects.iter().zip(existing).map(|(subject, existing)| {
+        let mine: Vec<&Artifact> = artifacts.iter().filter(|a| &a.subject.digest == *subject).collect();
+        async move {
+            let mut blobs = vec![PushBlob {
+                digest: Digest::of(EMPTY_BLOB).to_string(),
+                size: EMPTY_BLOB.len() as u64,
+                source: BlobSource::Bytes(EMPTY_BLOB.to_vec()),
+            }];
+            blobs.extend(mine.iter().map(|a| PushBlob {
+                digest: a.document_digest.to_string(),
+                size: a.document.len() as u64,
+                source: BlobSource::Bytes(a.document.clone()),
+            }));
+            let manifests: Vec<PushManifest> = mine
+                .iter()
+                .map(|a| PushManifest {
+                    bytes: a.manifest.clone(),
+                    media_type: OCI_MANIFEST.into(),
+                })
+                .collect();
+            let report = if api {
+                // The registry indexes them as they come: the last goes in as "the" manifest.
+                let (last, children) = manifests.split_last().expect("one artifact at least");
+                // By digest only: the repository's tag (the image's) must not move to an artifact.
+                let target = repo
+                    .with_repository(repo.repository.clone())
+                    .with_digest(mine.last().expect("one artifact").digest.as_str());
+                push::push(inner, prepared, &[target], blobs, children, last.clone(), None).await?
+            } else {
+                let added: Vec<_> = mine.iter().map(|a| a.descriptor()).collect();
+                let index =
+                    referrers::merge_index(existing.as_deref(), &added).map_err(|e| RegistryError::Protocol {
+                        registry: repo.registry.clone(),
+                        what: format!(
+                            "the referrers tag {} of {}",
+                            referrers::fallback_tag(subject),
+                            repo.name()
+                        ),
+                        detail: format!("{e}; it was left as it is"),
+                    })?;
+                let target = repo.with_tag(referrers::fallback_tag(subject));
+                let index = PushManifest {
+                    bytes: index,
+                    media_type: OCI_INDEX.into(),
+                };
+                push::push(inner, prepared, &[target], blobs, &manifests, index, None).await?
             };
-            push::push(inner, prepared, &[target], blobs, &manifests, index, None).await?
-        };
-        requests += report.requests;
-    }
+            Ok::<u64, RegistryError>(report.requests)
+        }
+    });
+    let requests: u64 = futures_util::future::try_join_all(pushes).await?.into_iter().sum();
     Ok(AttachReport {
         referrers_api: api,
         requests: requests + stats.requests(),
