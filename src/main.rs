@@ -225,13 +225,13 @@ struct BuildArgs {
     /// the runtime server, the runtime's libraries and the function's dependencies, read from the
     /// layers themselves. They go in as OCI 1.1 referrers (the tag-schema fallback, `sha256-<hex>`,
     /// where the registry has no referrers API) and into OCI layouts; `fnbuild sbom IMAGE` prints them.
-    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_SBOM")]
+    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_SBOM", value_parser = clap::builder::BoolishValueParser::new())]
     sbom: bool,
     /// Attach SLSA v1 provenance to each image: an in-toto Statement in a DSSE envelope naming the
     /// source (directory, or git URL and commit), runtime, base and platform, and by digest the
     /// base manifest, the dependency and lock files and each layer fnbuild wrote. Its start and
     /// finish times are its only fields that differ between two builds of the same input.
-    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_PROVENANCE")]
+    #[arg(help_heading = "Supply chain", long, env = "FNBUILD_PROVENANCE", value_parser = clap::builder::BoolishValueParser::new())]
     provenance: bool,
     /// Sign with this ECDSA P-256 private key (PEM: PKCS#8 as `openssl genpkey` writes, or SEC1;
     /// decrypted): each pushed image, and an index and each of its images, gets a cosign
