@@ -58,32 +58,20 @@ fn node_sboms_are_attached_valid_complete_and_reproducible() {
     let base = base_images().node_ref_for("22");
     let layout_a = work.path().join("layout-a");
     let layout_b = work.path().join("layout-b");
-    let first = build_ok(
-        &a,
-        "nodejs22",
-        &base,
-        &[
-            "--push",
-            &reg.image("fn/hello:v1"),
-            "--output",
-            &format!("oci:{}:v1", layout_a.display()),
-            "--cache-dir",
-            &work.path().join("cache-a").display().to_string(),
-        ],
-    );
-    let second = build_ok(
-        &b,
-        "nodejs22",
-        &base,
-        &[
-            "--push",
-            &reg.image("fn/hello:v2"),
-            "--output",
-            &format!("oci:{}:v1", layout_b.display()),
-            "--cache-dir",
-            &work.path().join("cache-b").display().to_string(),
-        ],
-    );
+    // Each copy with a cache of its own, pushed under a tag and written to a layout of its own.
+    let build = |src: &Path, tag: &str, layout: &Path, cache: &str| {
+        let output = format!("oci:{}:v1", layout.display());
+        let cache = work.path().join(cache).display().to_string();
+        let target = reg.image(&format!("fn/hello:{tag}"));
+        build_ok(
+            src,
+            "nodejs22",
+            &base,
+            &["--push", &target, "--output", &output, "--cache-dir", &cache],
+        )
+    };
+    let first = build(&a, "v1", &layout_a, "cache-a");
+    let second = build(&b, "v2", &layout_b, "cache-b");
     let digest = first["digest"].as_str().unwrap();
     assert_eq!(second["digest"], digest, "copies of one source give one image");
 

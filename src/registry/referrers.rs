@@ -60,6 +60,22 @@ async fn api_list(
     Ok(Some(bytes.to_vec()))
 }
 
+/// The manifest `tag` names in `repo` (a fallback index, a signature image), if there is one.
+async fn tagged(
+    inner: &Inner,
+    repo: &Reference,
+    tag: &str,
+    stats: &Arc<Stats>,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    let c = inner.counter(stats);
+    let conn = inner.conn(&repo.registry, repo.api_host());
+    match super::pull::get_manifest(inner, &conn, repo, tag, &c).await {
+        Ok((bytes, _, _)) => Ok(Some(bytes)),
+        Err(RegistryError::ManifestUnknown { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The fallback index of `subject`, if there is one.
 async fn fallback_index(
     inner: &Inner,
@@ -67,13 +83,7 @@ async fn fallback_index(
     subject: &Digest,
     stats: &Arc<Stats>,
 ) -> Result<Option<Vec<u8>>, RegistryError> {
-    let c = inner.counter(stats);
-    let conn = inner.conn(&repo.registry, repo.api_host());
-    match super::pull::get_manifest(inner, &conn, repo, &referrers::fallback_tag(subject), &c).await {
-        Ok((bytes, _, _)) => Ok(Some(bytes)),
-        Err(RegistryError::ManifestUnknown { .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
+    tagged(inner, repo, &referrers::fallback_tag(subject), stats).await
 }
 
 /// Pushes `artifacts` (each refers to an image in `repo`, which must be there already): their
@@ -165,14 +175,8 @@ pub(crate) async fn sign(
     signature: &cosign::Signature,
 ) -> Result<u64, RegistryError> {
     let stats = Arc::new(Stats::default());
-    let c = inner.counter(&stats);
-    let conn = inner.conn(&repo.registry, repo.api_host());
     let tag = cosign::signature_tag(subject);
-    let existing = match super::pull::get_manifest(inner, &conn, repo, &tag, &c).await {
-        Ok((bytes, _, _)) => Some(bytes),
-        Err(RegistryError::ManifestUnknown { .. }) => None,
-        Err(e) => return Err(e),
-    };
+    let existing = tagged(inner, repo, &tag, &stats).await?;
     let (manifest, config) =
         cosign::signature_image(existing.as_deref(), signature).map_err(|e| RegistryError::Protocol {
             registry: repo.registry.clone(),
