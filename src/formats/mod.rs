@@ -305,7 +305,7 @@ pub struct WriteContext<'a> {
     /// Blobs that another repository of a push's registry holds (the dependency cache): mounted
     /// from there rather than uploaded.
     pub mount_from: &'a [(Digest, Reference)],
-    /// Artifacts that refer to the images (SBOMs): attached after the images in registries
+    /// Artifacts that refer to the images (SBOMs, provenance): attached after the images in registries
     /// and OCI layouts; other outputs cannot hold them.
     pub referrers: &'a [crate::oci::referrers::Artifact],
     /// Signs what a push puts in a registry (cosign signatures), when given.
