@@ -167,6 +167,15 @@ fn node_sboms_are_attached_valid_complete_and_reproducible() {
     );
 }
 
+/// A CycloneDX component as `name@version`, the name lowercased (PyPI names are case-insensitive).
+fn name_at_version(c: &Value) -> String {
+    format!(
+        "{}@{}",
+        c["name"].as_str().unwrap().to_lowercase(),
+        c["version"].as_str().unwrap()
+    )
+}
+
 /// A Python function with numpy: the SBOM lists, under the function's package directory,
 /// exactly what `cyclonedx-py environment` (CycloneDX's own Python tool) finds there.
 #[test]
@@ -198,13 +207,7 @@ fn python_sbom_lists_what_cyclonedx_py_finds() {
                 .as_str()
                 .is_some_and(|p| p.starts_with("/kubeless/lib/"))
         })
-        .map(|c| {
-            format!(
-                "{}@{}",
-                c["name"].as_str().unwrap().to_lowercase(),
-                c["version"].as_str().unwrap()
-            )
-        })
+        .map(name_at_version)
         .collect();
 
     let bundle = umoci_unpack(&layout, "v1");
@@ -223,13 +226,7 @@ fn python_sbom_lists_what_cyclonedx_py_finds() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| {
-            format!(
-                "{}@{}",
-                c["name"].as_str().unwrap().to_lowercase(),
-                c["version"].as_str().unwrap()
-            )
-        })
+        .map(name_at_version)
         .collect();
     assert_eq!(ours, theirs, "ours vs cyclonedx-py");
     assert!(

@@ -194,7 +194,7 @@ async fn attestation(
     subject: &Digest,
     key: &VerifyingKey,
 ) -> Result<(String, String)> {
-    let document = artifact_document(client, r, artifact, subject).await?;
+    let document = client.referrer_document(r, artifact, subject).await?;
     let envelope: Value = serde_json::from_slice(&document).context("the envelope is not JSON")?;
     let b64 = base64::engine::general_purpose::STANDARD;
     if envelope["payloadType"] != IN_TOTO_PAYLOAD {
@@ -227,7 +227,7 @@ async fn attestation(
 
 /// An SBOM whose described image is this one.
 async fn sbom(client: &Client, r: &Reference, artifact: &Digest, subject: &Digest, kind: &str) -> Result<String> {
-    let document = artifact_document(client, r, artifact, subject).await?;
+    let document = client.referrer_document(r, artifact, subject).await?;
     let v: Value = serde_json::from_slice(&document).context("the SBOM is not JSON")?;
     let described = match kind {
         SPDX_JSON => v["packages"]
@@ -243,19 +243,4 @@ async fn sbom(client: &Client, r: &Reference, artifact: &Digest, subject: &Diges
         Some(d) => bail!("it describes {d}, not this image"),
         None => bail!("it names no image"),
     }
-}
-
-/// The one document of an artifact that must refer to `subject` (its bytes checked against
-/// the digests that name them).
-async fn artifact_document(client: &Client, r: &Reference, artifact: &Digest, subject: &Digest) -> Result<Vec<u8>> {
-    let (manifest, _, _) = client.raw_manifest(r, artifact.as_str()).await?;
-    let v: Value = serde_json::from_slice(&manifest).context("the artifact's manifest is not JSON")?;
-    if v["subject"]["digest"].as_str() != Some(subject.as_str()) {
-        bail!("the artifact {artifact} refers to another image: the referrers list was altered");
-    }
-    let layer = &v["layers"][0];
-    let digest = layer["digest"].as_str().context("the artifact names no document")?;
-    Ok(client
-        .fetch_blob(r, digest, layer["size"].as_u64().unwrap_or(0))
-        .await?)
 }

@@ -44,7 +44,16 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
     let opts = inputs.opts;
     let cache = inputs.opts.dependencies.cache_dir.as_deref().map(InventoryCache::new);
     let libraries = match inputs.libraries.filter(|_| opts.sbom) {
-        Some(l) => packages_of(&l.digest, &BlobLocation::File(l.file.clone()), cache.as_ref(), inputs).await?,
+        Some(l) => {
+            packages_of(
+                &l.digest,
+                l.size,
+                &BlobLocation::File(l.file.clone()),
+                cache.as_ref(),
+                inputs,
+            )
+            .await?
+        }
         None => Vec::new(),
     };
     let images: Vec<(Platform, &crate::oci::BuiltImage)> = match built {
@@ -79,7 +88,7 @@ pub(super) async fn artifacts(built: &Built, inputs: &Inputs<'_>) -> Result<Vec<
         }
         let mut packages: Vec<(Role, Package)> = libraries.iter().map(|p| (Role::Libraries, p.clone())).collect();
         if let Some(d) = deps {
-            let found = packages_of(&d.digest, &d.location, cache.as_ref(), inputs).await?;
+            let found = packages_of(&d.digest, d.size, &d.location, cache.as_ref(), inputs).await?;
             packages.extend(found.into_iter().map(|p| (Role::Dependencies, p)));
         }
         let facts = ImageFacts {
@@ -208,6 +217,7 @@ fn provenance_facts(
 /// first when only a registry has it).
 async fn packages_of(
     digest: &Digest,
+    size: u64,
     location: &BlobLocation,
     cache: Option<&InventoryCache>,
     inputs: &Inputs<'_>,
@@ -221,15 +231,9 @@ async fn packages_of(
             let client = inputs
                 .client
                 .context("the layer is in a registry but no registry client was set up")?;
+            // Platforms of an index may share one layer: downloaded once.
             let dest = inputs.work.join(format!("sbom-{}", digest.hex()));
-            let size = std::fs::metadata(&dest).map(|m| m.len()).ok();
-            if size.is_none() {
-                let size = inputs
-                    .dependencies
-                    .iter()
-                    .flatten()
-                    .find(|d| &d.digest == digest)
-                    .map_or(0, |d| d.size);
+            if !dest.exists() {
                 client
                     .download_blob(r, digest.as_str(), size, &dest)
                     .await

@@ -171,6 +171,25 @@ pub fn listed(index: &[u8]) -> Result<Vec<(Digest, String)>, BadIndex> {
     Ok(out)
 }
 
+/// The document (the one layer: digest and size) of the artifact manifest `manifest`, which
+/// must refer to `subject`: an artifact listed for an image it does not refer to means the
+/// referrers list was altered.
+pub fn document_of(manifest: &[u8], subject: &Digest) -> Result<(Digest, u64), String> {
+    let v: Value = serde_json::from_slice(manifest).map_err(|e| format!("the artifact's manifest is not JSON: {e}"))?;
+    if v["subject"]["digest"].as_str() != Some(subject.as_str()) {
+        return Err(format!(
+            "it refers to another image than {subject}: the referrers list was altered"
+        ));
+    }
+    let layer = &v["layers"][0];
+    let digest = layer["digest"]
+        .as_str()
+        .ok_or("the artifact's manifest names no document")?
+        .parse()
+        .map_err(|e: super::digest::DigestError| e.0)?;
+    Ok((digest, layer["size"].as_u64().unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -299,6 +299,17 @@ impl Client {
         referrers::list(&self.inner, repo, subject).await
     }
 
+    /// The document of the artifact `artifact` (an SBOM, an attestation), which must refer to
+    /// `subject`, its bytes checked against their digests.
+    pub async fn referrer_document(
+        &self,
+        repo: &Reference,
+        artifact: &crate::oci::digest::Digest,
+        subject: &crate::oci::digest::Digest,
+    ) -> Result<Vec<u8>, RegistryError> {
+        referrers::document(&self.inner, repo, artifact, subject).await
+    }
+
     /// One manifest exactly as the registry has it under `reference` (a tag or digest), with
     /// its media type and digest; an index is not resolved.
     pub async fn raw_manifest(

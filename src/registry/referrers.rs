@@ -203,6 +203,26 @@ pub(crate) async fn sign(
     Ok(report.requests + stats.requests())
 }
 
+/// The document of the artifact `artifact` in `repo`, which must refer to `subject`; its
+/// bytes are checked against the digests that name them.
+pub(crate) async fn document(
+    inner: &Inner,
+    repo: &Reference,
+    artifact: &Digest,
+    subject: &Digest,
+) -> Result<Vec<u8>, RegistryError> {
+    let stats = Arc::new(Stats::default());
+    let c = inner.counter(&stats);
+    let conn = inner.conn(&repo.registry, repo.api_host());
+    let (manifest, _, _) = super::pull::get_manifest(inner, &conn, repo, artifact.as_str(), &c).await?;
+    let (layer, size) = referrers::document_of(&manifest, subject).map_err(|detail| RegistryError::Protocol {
+        registry: repo.registry.clone(),
+        what: format!("the artifact {artifact} in {}", repo.name()),
+        detail,
+    })?;
+    super::pull::fetch_blob(inner, repo, layer.as_str(), size).await
+}
+
 /// The referrers of `subject` in `repo` (digest and artifact type), from the referrers API or
 /// the fallback tag.
 pub(crate) async fn list(

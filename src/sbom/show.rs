@@ -6,6 +6,7 @@ use crate::formats::{layout, Location};
 use crate::oci::digest::Digest;
 use crate::oci::platform::Platform;
 use crate::oci::reference::Reference;
+use crate::oci::referrers;
 use crate::registry::{Client, RegistryOptions};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -84,9 +85,7 @@ async fn from_registry(client: &Client, r: &Reference, platform: &Platform, want
     let Some((artifact, _)) = listed.iter().find(|(_, t)| t == wanted) else {
         bail!("{r} ({subject}) has no {wanted} SBOM attached ({})", described(&listed));
     };
-    let (manifest, _, _) = client.raw_manifest(r, artifact.as_str()).await?;
-    let (layer, size) = document_of(&manifest, &subject, artifact)?;
-    Ok(client.fetch_blob(r, layer.as_str(), size).await?)
+    Ok(client.referrer_document(r, artifact, &subject).await?)
 }
 
 fn from_layout(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform, wanted: &str) -> Result<Vec<u8>> {
@@ -110,12 +109,10 @@ fn from_layout(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform, w
             continue;
         };
         let digest: Digest = digest.parse().map_err(anyhow::Error::msg)?;
-        let manifest = read_blob(&digest)?;
-        if !manifest_subject_is(&manifest, &subject) {
+        let Ok((layer, _)) = referrers::document_of(&read_blob(&digest)?, &subject) else {
             continue; // another image's
-        }
+        };
         if kind == wanted {
-            let (layer, _) = document_of(&manifest, &subject, &digest)?;
             return read_blob(&layer);
         }
         listed.push((digest, kind.to_string()));
@@ -124,28 +121,6 @@ fn from_layout(name: &str, dir: &Path, tag: Option<&str>, platform: &Platform, w
         "{name} ({subject}) has no {wanted} SBOM attached ({})",
         described(&listed)
     )
-}
-
-fn manifest_subject_is(manifest: &[u8], subject: &Digest) -> bool {
-    serde_json::from_slice::<serde_json::Value>(manifest)
-        .ok()
-        .is_some_and(|v| v["subject"]["digest"].as_str() == Some(subject.as_str()))
-}
-
-/// The document an artifact manifest names (its one layer), once the manifest is shown to
-/// refer to `subject`.
-fn document_of(manifest: &[u8], subject: &Digest, artifact: &Digest) -> Result<(Digest, u64)> {
-    if !manifest_subject_is(manifest, subject) {
-        bail!("the artifact {artifact} listed for {subject} refers to another image: the referrers list was altered");
-    }
-    let v: serde_json::Value = serde_json::from_slice(manifest).context("the artifact's manifest is not JSON")?;
-    let layer = &v["layers"][0];
-    let digest = layer["digest"]
-        .as_str()
-        .context("the artifact's manifest names no document")?
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    Ok((digest, layer["size"].as_u64().unwrap_or(0)))
 }
 
 fn described(listed: &[(Digest, String)]) -> String {

@@ -2,7 +2,8 @@
 //! package; it descends from its base and contains the runtime server, the function and every
 //! installed package (the server depends on the runtime's libraries, the function on its own).
 
-use super::{spdx_expression, to_bytes, ImageFacts, Package, Role};
+use super::{spdx_expression, to_bytes, ImageFacts, ImageName, Package, Role};
+use crate::oci::digest::Digest;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,28 +11,22 @@ pub fn document(facts: &ImageFacts) -> Vec<u8> {
     let (tool, version) = super::tool();
     let mut packages = Vec::new();
     let mut relationships = vec![relationship("SPDXRef-DOCUMENT", "DESCRIBES", "SPDXRef-Image")];
-    packages.push(json!({
-        "SPDXID": "SPDXRef-Image",
-        "name": facts.image.name,
-        "versionInfo": facts.digest.as_str(),
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [sha256(facts.digest.hex())],
-        "externalRefs": [purl(&facts.image.purl(&facts.digest, Some(&facts.platform)))],
-        "comment": format!("The {} image for {}", facts.runtime, facts.platform),
-    }));
-    packages.push(json!({
-        "SPDXID": "SPDXRef-Base",
-        "name": facts.base.name,
-        "versionInfo": facts.base_digest.as_str(),
-        "downloadLocation": "NOASSERTION",
-        "filesAnalyzed": false,
-        "primaryPackagePurpose": "CONTAINER",
-        "checksums": [sha256(facts.base_digest.hex())],
-        "externalRefs": [purl(&facts.base.purl(&facts.base_digest, Some(&facts.platform)))],
-        "comment": "The base image, by its manifest's digest",
-    }));
+    let image_comment = format!("The {} image for {}", facts.runtime, facts.platform);
+    packages.push(container(
+        "SPDXRef-Image",
+        &facts.image,
+        &facts.digest,
+        facts,
+        &image_comment,
+    ));
+    let base_comment = "The base image, by its manifest's digest";
+    packages.push(container(
+        "SPDXRef-Base",
+        &facts.base,
+        &facts.base_digest,
+        facts,
+        base_comment,
+    ));
     relationships.push(relationship("SPDXRef-Image", "DESCENDANT_OF", "SPDXRef-Base"));
     if let Some(layer) = &facts.runtime_layer {
         packages.push(json!({
@@ -91,6 +86,21 @@ pub fn document(facts: &ImageFacts) -> Vec<u8> {
             .collect();
     }
     to_bytes(&doc)
+}
+
+/// An image as an SPDX package: by its manifest's digest, with its oci purl.
+fn container(id: &str, name: &ImageName, digest: &Digest, facts: &ImageFacts, comment: &str) -> Value {
+    json!({
+        "SPDXID": id,
+        "name": name.name,
+        "versionInfo": digest.as_str(),
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": false,
+        "primaryPackagePurpose": "CONTAINER",
+        "checksums": [sha256(digest.hex())],
+        "externalRefs": [purl(&name.purl(digest, Some(&facts.platform)))],
+        "comment": comment,
+    })
 }
 
 fn package(id: &str, p: &Package, extracted: &mut BTreeMap<String, String>) -> Value {
@@ -166,9 +176,8 @@ fn relationship(from: &str, kind: &str, to: &str) -> Value {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::oci::digest::Digest;
     use crate::oci::platform::Platform;
-    use crate::sbom::{Ecosystem, ImageName};
+    use crate::sbom::Ecosystem;
 
     pub fn facts() -> ImageFacts {
         let package = |name: &str, version: &str, license: Option<&str>| Package {
